@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Every check and test of Tether, in order: lint, format, types, import contracts, tests.
+# Called by `make test`. Starts a throw-away PostgreSQL unless TETHER_TEST_POSTGRES_URL is
+# set; installs system packages the integration tests need when it runs as root.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export PATH="$PWD/$BIN:$PATH"
+
+step() { printf '\n==> %s\n' "$*"; }
+fail() { echo "FAILED: $*" >&2; exit 1; }
+
+step "ruff (lint)";    ruff check src tests bench scripts || fail "ruff check"
+step "ruff (format)";  ruff format --check src tests bench scripts || fail "ruff format (run: .venv/bin/ruff format)"
+step "mypy (src)";     mypy || fail "mypy"
+step "import contracts"; lint-imports || fail "import-linter contracts"
+[ "${1:-}" = "--lint-only" ] && exit 0
+
+if [ "$(id -u)" = 0 ]; then
+  step "system packages for integration tests"
+  scripts/install-test-deps.sh || fail "installing test dependencies"
+fi
+
+pg_dir=""
+cleanup() { [ -n "$pg_dir" ] && scripts/test-postgres.sh stop "$pg_dir"; }
+trap cleanup EXIT
+if [ -z "${TETHER_TEST_POSTGRES_URL:-}" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    step "throw-away PostgreSQL"
+    pg_dir=$(mktemp -d /tmp/tether-pg.XXXXXX)
+    url=$(scripts/test-postgres.sh start "$pg_dir") || fail "starting PostgreSQL"
+    export TETHER_TEST_POSTGRES_URL="$url"
+    echo "PostgreSQL at $url"
+  else
+    echo "PostgreSQL tests will be skipped: not root, so PostgreSQL cannot be installed or" \
+      "started here; set TETHER_TEST_POSTGRES_URL to run them."
+  fi
+fi
+
+step "pytest"
+python -m pytest "$@"
+rc=$?
+[ -n "${TETHER_PYTEST_RC_FILE:-}" ] && echo "$rc" > "$TETHER_PYTEST_RC_FILE"
+exit $rc

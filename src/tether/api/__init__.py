@@ -1,0 +1,1 @@
+"""The REST API (FastAPI): authentication, errors, routes and the event stream."""

@@ -1,0 +1,293 @@
+"""REST resources under ``/api/v1``. Handlers are thin: one service call in one transaction."""
+
+from __future__ import annotations
+
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import APIRouter, Path, Query, status
+from pydantic import Field
+
+from tether.api.deps import DB, Admin, Config, Operator, Pages, Viewer
+from tether.domain import resources as r
+from tether.domain.base import Model
+from tether.domain.models import EventType, Name, ObjectKind, SemVer
+from tether.domain.states import HostEvent, HostState, PoolState
+from tether.services import audit, events, tokens
+from tether.services import resources as svc
+
+T = TypeVar("T")
+
+
+class List(Model, Generic[T]):
+    """One page of a list; pass ``continue`` back to get the next one."""
+
+    items: list[T]
+    continue_: str | None = Field(default=None, alias="continue")
+
+
+NamePath = Annotated[str, Path(max_length=253, description="Object name.")]
+RV = Annotated[
+    int | None,
+    Query(alias="resourceVersion", ge=1, description="Refuse the delete if the object changed."),
+]
+
+router = APIRouter(prefix="/api/v1")
+
+
+@router.get("/whoami", tags=["auth"])
+def whoami(principal: Viewer) -> dict[str, str]:
+    return {"name": principal.name, "role": principal.role.value}
+
+
+# Clusters
+
+
+@router.post("/clusters", status_code=status.HTTP_201_CREATED, tags=["clusters"])
+def create_cluster(body: r.ClusterCreate, db: DB, _: Operator) -> r.Cluster:
+    with db.session() as s:
+        return svc.create_cluster(s, body)
+
+
+@router.get("/clusters", tags=["clusters"])
+def list_clusters(db: DB, _: Viewer, p: Pages) -> List[r.Cluster]:
+    with db.session() as s:
+        items, token = svc.list_clusters(s, limit=p.limit, continue_token=p.continue_token)
+    return List(items=items, continue_=token)
+
+
+@router.get("/clusters/{name}", tags=["clusters"])
+def get_cluster(name: NamePath, db: DB, _: Viewer) -> r.Cluster:
+    with db.session() as s:
+        return svc.get_cluster(s, name)
+
+
+@router.put("/clusters/{name}", tags=["clusters"])
+def update_cluster(name: NamePath, body: r.ClusterUpdate, db: DB, _: Operator) -> r.Cluster:
+    with db.session() as s:
+        return svc.update_cluster(s, name, body)
+
+
+@router.delete("/clusters/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["clusters"])
+def delete_cluster(name: NamePath, db: DB, _: Operator, resource_version: RV = None) -> None:
+    with db.session() as s:
+        svc.delete_cluster(s, name, resource_version)
+
+
+# Sites
+
+
+@router.post("/sites", status_code=status.HTTP_201_CREATED, tags=["sites"])
+def create_site(body: r.SiteCreate, db: DB, _: Operator) -> r.Site:
+    with db.session() as s:
+        return svc.create_site(s, body)
+
+
+@router.get("/sites", tags=["sites"])
+def list_sites(db: DB, _: Viewer, p: Pages) -> List[r.Site]:
+    with db.session() as s:
+        items, token = svc.list_sites(s, limit=p.limit, continue_token=p.continue_token)
+    return List(items=items, continue_=token)
+
+
+@router.get("/sites/{name}", tags=["sites"])
+def get_site(name: NamePath, db: DB, _: Viewer) -> r.Site:
+    with db.session() as s:
+        return svc.get_site(s, name)
+
+
+@router.put("/sites/{name}", tags=["sites"])
+def update_site(name: NamePath, body: r.SiteUpdate, db: DB, _: Operator) -> r.Site:
+    with db.session() as s:
+        return svc.update_site(s, name, body)
+
+
+@router.delete("/sites/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["sites"])
+def delete_site(name: NamePath, db: DB, _: Operator, resource_version: RV = None) -> None:
+    with db.session() as s:
+        svc.delete_site(s, name, resource_version)
+
+
+# Pools
+
+
+@router.post("/pools", status_code=status.HTTP_201_CREATED, tags=["pools"])
+def create_pool(body: r.PoolCreate, db: DB, _: Operator) -> r.Pool:
+    with db.session() as s:
+        return svc.create_pool(s, body)
+
+
+@router.get("/pools", tags=["pools"])
+def list_pools(
+    db: DB,
+    _: Viewer,
+    p: Pages,
+    cluster: Annotated[Name | None, Query()] = None,
+    site: Annotated[Name | None, Query()] = None,
+    state: Annotated[PoolState | None, Query()] = None,
+) -> List[r.Pool]:
+    with db.session() as s:
+        items, token = svc.list_pools(
+            s,
+            cluster=cluster,
+            site=site,
+            state=state,
+            limit=p.limit,
+            continue_token=p.continue_token,
+        )
+    return List(items=items, continue_=token)
+
+
+@router.get("/pools/{name}", tags=["pools"])
+def get_pool(name: NamePath, db: DB, _: Viewer) -> r.Pool:
+    with db.session() as s:
+        return svc.get_pool(s, name)
+
+
+@router.put("/pools/{name}", tags=["pools"])
+def update_pool(name: NamePath, body: r.PoolUpdate, db: DB, _: Operator) -> r.Pool:
+    with db.session() as s:
+        return svc.update_pool(s, name, body)
+
+
+@router.delete("/pools/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["pools"])
+def delete_pool(name: NamePath, db: DB, _: Operator, resource_version: RV = None) -> None:
+    with db.session() as s:
+        svc.delete_pool(s, name, resource_version)
+
+
+# Hosts
+
+
+@router.post("/hosts", status_code=status.HTTP_201_CREATED, tags=["hosts"])
+def create_host(body: r.HostCreate, db: DB, _: Operator) -> r.Host:
+    with db.session() as s:
+        return svc.create_host(s, body)
+
+
+@router.get("/hosts", tags=["hosts"])
+def list_hosts(
+    db: DB,
+    _: Viewer,
+    p: Pages,
+    site: Annotated[Name | None, Query()] = None,
+    pool: Annotated[Name | None, Query()] = None,
+    state: Annotated[HostState | None, Query()] = None,
+) -> List[r.Host]:
+    with db.session() as s:
+        items, token = svc.list_hosts(
+            s, site=site, pool=pool, state=state, limit=p.limit, continue_token=p.continue_token
+        )
+    return List(items=items, continue_=token)
+
+
+@router.get("/hosts/{name}", tags=["hosts"])
+def get_host(name: NamePath, db: DB, _: Viewer) -> r.Host:
+    with db.session() as s:
+        return svc.get_host(s, name)
+
+
+@router.put("/hosts/{name}", tags=["hosts"])
+def update_host(name: NamePath, body: r.HostUpdate, db: DB, _: Operator) -> r.Host:
+    with db.session() as s:
+        return svc.update_host(s, name, body)
+
+
+@router.post("/hosts/{name}/reset", tags=["hosts"])
+def reset_host(name: NamePath, db: DB, _: Operator, resource_version: RV = None) -> r.Host:
+    """Return a host to Registered (it must not be in a pool)."""
+    with db.session() as s:
+        return svc.transition_host(s, name, HostEvent.RESET, resource_version)
+
+
+@router.delete("/hosts/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["hosts"])
+def delete_host(name: NamePath, db: DB, _: Operator, resource_version: RV = None) -> None:
+    """Unpair a host and remove it (it must not be in a pool)."""
+    with db.session() as s:
+        svc.delete_host(s, name, resource_version)
+
+
+# Profiles
+
+
+@router.post("/profiles", status_code=status.HTTP_201_CREATED, tags=["profiles"])
+def create_profile(body: r.ProfileCreate, db: DB, _: Operator) -> r.Profile:
+    """Publish a profile version. Published versions are immutable."""
+    with db.session() as s:
+        return svc.create_profile(s, body)
+
+
+@router.get("/profiles", tags=["profiles"])
+def list_profiles(
+    db: DB, _: Viewer, p: Pages, name: Annotated[Name | None, Query()] = None
+) -> List[r.Profile]:
+    with db.session() as s:
+        items, token = svc.list_profiles(
+            s, name=name, limit=p.limit, continue_token=p.continue_token
+        )
+    return List(items=items, continue_=token)
+
+
+@router.get("/profiles/{name}/{version}", tags=["profiles"])
+def get_profile(name: NamePath, version: Annotated[SemVer, Path()], db: DB, _: Viewer) -> r.Profile:
+    with db.session() as s:
+        return svc.get_profile(s, name, version)
+
+
+@router.delete(
+    "/profiles/{name}/{version}", status_code=status.HTTP_204_NO_CONTENT, tags=["profiles"]
+)
+def delete_profile(name: NamePath, version: Annotated[SemVer, Path()], db: DB, _: Operator) -> None:
+    with db.session() as s:
+        svc.delete_profile(s, name, version)
+
+
+# Events
+
+
+@router.get("/events", tags=["events"])
+def list_events(
+    db: DB,
+    _: Viewer,
+    p: Pages,
+    kind: Annotated[ObjectKind | None, Query()] = None,
+    name: Annotated[str | None, Query(max_length=253)] = None,
+    type: Annotated[EventType | None, Query()] = None,
+) -> List[r.Event]:
+    with db.session() as s:
+        items, token = events.list_events(
+            s, kind=kind, name=name, type=type, limit=p.limit, continue_token=p.continue_token
+        )
+    return List(items=items, continue_=token)
+
+
+# Tokens and audit (admins)
+
+
+@router.post("/tokens", status_code=status.HTTP_201_CREATED, tags=["auth"])
+def create_token(body: r.TokenCreate, db: DB, _: Admin, settings: Config) -> r.IssuedToken:
+    """Mint a token. The response is the only time its secret is shown."""
+    with db.session() as s:
+        return tokens.issue(s, body, default_ttl_days=settings.auth.token_ttl_days)
+
+
+@router.get("/tokens", tags=["auth"])
+def list_tokens(db: DB, _: Admin) -> List[r.Token]:
+    with db.session() as s:
+        return List(items=tokens.list_tokens(s))
+
+
+@router.delete("/tokens/{token_id}", tags=["auth"])
+def revoke_token(token_id: Annotated[str, Path(max_length=32)], db: DB, _: Admin) -> r.Token:
+    with db.session() as s:
+        return tokens.revoke(s, token_id)
+
+
+@router.get("/audit", tags=["auth"])
+def list_audit(
+    db: DB, _: Admin, p: Pages, actor: Annotated[str | None, Query(max_length=128)] = None
+) -> List[r.AuditRecord]:
+    with db.session() as s:
+        items, token = audit.list_records(
+            s, actor=actor, limit=p.limit, continue_token=p.continue_token
+        )
+    return List(items=items, continue_=token)

@@ -1,0 +1,84 @@
+"""A small HTTP client for the CLI that turns API errors into messages and exit codes.
+
+Exit codes (documented in docs/cli.md):
+    0 success · 1 unexpected failure · 2 usage error · 3 not found · 4 conflict
+    5 not authenticated or not allowed · 6 server unreachable · 7 invalid input
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from tether.cli import config
+
+EXIT_CODES = {404: 3, 409: 4, 401: 5, 403: 5, 400: 7, 422: 7}
+
+
+class CLIError(Exception):
+    """A failure to report to the user in one line, with an exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def _describe(response: httpx.Response) -> CLIError:
+    try:
+        body = response.json()
+        message = body.get("message") or response.text
+        if body.get("field") and body["field"] not in message:
+            message = f"{body['field']}: {message}"
+        extra = [
+            f"  - {d.get('field') or '(request)'}: {d['message']}"
+            for d in body.get("details", [])[1:]
+        ]
+        if extra:
+            message = "\n".join([message, *extra])
+    except (ValueError, AttributeError):
+        message = response.text or response.reason_phrase
+    return CLIError(f"{response.status_code} {message}", EXIT_CODES.get(response.status_code, 1))
+
+
+class Client:
+    def __init__(self, server: str, token: str | None, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.server = server.rstrip("/")
+        self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_config(cls) -> Client:
+        """Server and token from ``TETHER_SERVER``/``TETHER_TOKEN`` or the config file."""
+        saved = config.load()
+        server = os.environ.get("TETHER_SERVER") or (saved.server if saved else None)
+        token = os.environ.get("TETHER_TOKEN") or (saved.token if saved else None)
+        if not server:
+            raise CLIError("no server configured: run 'tether login --server URL --token TOKEN'", 5)
+        return cls(server, token)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise CLIError(f"cannot reach {self.server}: {exc}", 6) from exc
+        if response.status_code >= 400:
+            raise _describe(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def list_all(self, path: str, params: dict[str, Any], limit: int | None) -> list[Any]:
+        """Follow ``continue`` tokens until the list ends or ``limit`` items are in hand."""
+        items: list[Any] = []
+        query = {k: v for k, v in params.items() if v is not None}
+        while True:
+            page = self.request("GET", path, params=query)
+            items.extend(page["items"])
+            if limit is not None and len(items) >= limit:
+                return items[:limit]
+            if not page.get("continue"):
+                return items
+            query["continue"] = page["continue"]

@@ -1,0 +1,349 @@
+"""The ``tether`` command: run the plane, log in, and manage resources."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+import uvicorn
+
+from tether.cli import config
+from tether.cli.client import EXIT_CODES, Client, CLIError
+from tether.cli.output import Format, OutputOption, errors, field, render
+from tether.cli.resources import CLUSTER, HOST, POOL, SITE, Kind, add_verbs, spec_from
+from tether.domain.resources import Role, TokenCreate
+from tether.errors import PlaneError
+from tether.settings import Settings, load_settings
+from tether.store.db import Database, migrate
+
+app = typer.Typer(
+    name="tether",
+    help="Tether: one Kubernetes cluster across the cloud and your sites.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _sub(kind: Kind, help: str) -> typer.Typer:
+    sub = typer.Typer(help=help, no_args_is_help=True)
+    add_verbs(sub, kind)
+    app.add_typer(sub, name=kind.name)
+    return sub
+
+
+_sub(CLUSTER, "Clusters whose control plane runs in the cloud.")
+_sub(SITE, "Sites: private networks with their own VPN server.")
+_sub(POOL, "Hybrid node pools: one site's hosts serving one cluster.")
+host_app = _sub(HOST, "Edge hosts.")
+profile_app = typer.Typer(help="Cluster profiles (versions are immutable).", no_args_is_help=True)
+event_app = typer.Typer(help="Events of every object.", no_args_is_help=True)
+admin_app = typer.Typer(help="Administration with direct database access.", no_args_is_help=True)
+token_app = typer.Typer(help="People's API tokens (admins).", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log (admins).", no_args_is_help=True)
+app.add_typer(profile_app, name="profile")
+app.add_typer(event_app, name="event")
+app.add_typer(admin_app, name="admin")
+app.add_typer(token_app, name="token")
+app.add_typer(audit_app, name="audit")
+
+PROFILE_COLUMNS = [
+    ("NAME", field("name")),
+    ("VERSION", field("spec.version")),
+    ("IMAGE", field("spec.layers.os.image")),
+    ("K8S", field("spec.layers.kubernetes.version")),
+    ("DESCRIPTION", field("spec.description")),
+]
+EVENT_COLUMNS = [
+    ("LAST SEEN", field("lastTime")),
+    ("TYPE", field("type")),
+    ("OBJECT", lambda e: f"{e['objectKind']}/{e['objectName']}"),
+    ("REASON", field("reason")),
+    ("COUNT", field("count")),
+    ("MESSAGE", field("message")),
+]
+TOKEN_COLUMNS = [
+    ("ID", field("id")),
+    ("NAME", field("name")),
+    ("ROLE", field("role")),
+    ("EXPIRES", field("expiresAt")),
+    ("REVOKED", field("revoked")),
+]
+
+
+# The plane ----------------------------------------------------------------------------
+
+
+def _settings(host: str | None, port: int | None, data_dir: Path | None) -> Settings:
+    settings = load_settings()
+    if data_dir is not None:
+        settings.paths.data_dir = data_dir
+    if host is not None:
+        settings.api.host = host
+    if port is not None:
+        settings.api.port = port
+    return settings
+
+
+HostOpt = typer.Option(None, "--host", help="Listen address (TETHER_API_HOST).")
+PortOpt = typer.Option(None, "--port", help="Listen port (TETHER_API_PORT).")
+DataOpt = typer.Option(None, "--data-dir", help="Data directory (TETHER_DATA_DIR).")
+
+
+def _run(settings: Settings) -> None:
+    from tether.api.app import create_app
+
+    uvicorn.run(
+        create_app(settings), host=settings.api.host, port=settings.api.port, log_level="info"
+    )
+
+
+@app.command()
+def serve(
+    host: str | None = HostOpt, port: int | None = PortOpt, data_dir: Path | None = DataOpt
+) -> None:
+    """Run the management plane (API) on the configured database."""
+    _run(_settings(host, port, data_dir))
+
+
+@app.command()
+def demo(
+    host: str | None = HostOpt, port: int | None = PortOpt, data_dir: Path | None = DataOpt
+) -> None:
+    """Run the plane on embedded defaults with demo objects; Ctrl-C stops it."""
+    from tether.services import demo as demo_objects
+    from tether.services import tokens
+
+    settings = _settings(host, port, data_dir)
+    settings.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database.connect(settings.database_url)
+    migrate(db.engine)
+    token_file = settings.paths.data_dir / "demo-admin-token"
+    with db.session() as session:
+        created = demo_objects.load(session)
+        if not token_file.exists():
+            issued = tokens.issue(
+                session,
+                TokenCreate(name="demo-admin", role=Role.ADMIN),
+                default_ttl_days=settings.auth.token_ttl_days,
+            )
+            _write_secret(token_file, issued.token)
+    db.dispose()
+    token = token_file.read_text().strip()
+    url = f"http://{settings.api.host}:{settings.api.port}"
+    typer.echo(
+        f"Tether demo: {'loaded demo objects' if created else 'reusing'} {settings.database_url}"
+    )
+    typer.echo(f"API:       {url}/api/v1  (OpenAPI: {url}/api/v1/docs)")
+    typer.echo(f"Admin token (also in {token_file}):\n  {token}")
+    if config.load() is None:
+        path = config.save(config.CLIConfig(server=url, token=token))
+        typer.echo(f"CLI logged in ({path}); try: tether pool list")
+    else:
+        typer.echo(f"To use the CLI: tether login --server {url} --token {token}")
+    typer.echo("Ctrl-C stops the plane; data stays for the next run.")
+    _run(settings)
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+
+
+@app.command()
+def login(
+    server: str = typer.Option(..., help="The plane's URL, e.g. http://127.0.0.1:8443."),
+    token: str = typer.Option(..., prompt=True, hide_input=True, help="Your API token."),
+) -> None:
+    """Check the token against the server and save both to the CLI config (0600)."""
+    who = Client(server, token).request("GET", "/api/v1/whoami")
+    path = config.save(config.CLIConfig(server=server, token=token))
+    typer.echo(f"logged in to {server} as {who['name']} ({who['role']}); saved to {path}")
+
+
+@admin_app.command("bootstrap")
+def admin_bootstrap(
+    force: bool = typer.Option(False, help="Mint another admin token even if one exists."),
+    data_dir: Path | None = DataOpt,
+) -> None:
+    """Create the first admin token directly in the database and print it once."""
+    from tether.services import tokens
+
+    settings = _settings(None, None, data_dir)
+    db = Database.connect(settings.database_url)
+    migrate(db.engine)
+    with db.session() as session:
+        issued = tokens.bootstrap_admin(
+            session, default_ttl_days=settings.auth.token_ttl_days, force=force
+        )
+    db.dispose()
+    typer.echo(issued.token)
+
+
+# Tokens and audit -----------------------------------------------------------------------
+
+
+@token_app.command("create")
+def token_create(
+    name: str,
+    role: str = typer.Option("viewer", help="viewer, operator or admin."),
+    ttl_days: int | None = typer.Option(None, help="Lifetime in days."),
+    output: Format = OutputOption,
+) -> None:
+    """Mint a token; its secret is printed once."""
+    body = {"name": name, "role": role, "ttlDays": ttl_days}
+    issued = Client.from_config().request("POST", "/api/v1/tokens", json=body)
+    render(issued, output, [*TOKEN_COLUMNS, ("TOKEN", field("token"))])
+
+
+@token_app.command("list")
+def token_list(output: Format = OutputOption) -> None:
+    render(Client.from_config().request("GET", "/api/v1/tokens")["items"], output, TOKEN_COLUMNS)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str, output: Format = OutputOption) -> None:
+    render(
+        Client.from_config().request("DELETE", f"/api/v1/tokens/{token_id}"), output, TOKEN_COLUMNS
+    )
+
+
+@audit_app.command("list")
+def audit_list(
+    actor: str | None = None, limit: int | None = 100, output: Format = OutputOption
+) -> None:
+    items = Client.from_config().list_all("/api/v1/audit", {"actor": actor}, limit)
+    columns = [
+        ("TIME", field("time")),
+        ("ACTOR", field("actor")),
+        ("ACTION", field("action")),
+        ("TARGET", field("target")),
+        ("STATUS", field("statusCode")),
+        ("RESULT", field("result")),
+    ]
+    render(items, output, columns)
+
+
+# Profiles -------------------------------------------------------------------------------
+
+
+@profile_app.command("create")
+def profile_create(
+    name: str,
+    file: Path | None = typer.Option(None, "--file", "-f", help="Spec with version and layers."),
+    sets: list[str] = typer.Option([], "--set", help="path=value, value parsed as YAML."),
+    output: Format = OutputOption,
+) -> None:
+    """Publish a new version of a profile."""
+    body = {"name": name, "spec": spec_from(file, sets)}
+    render(
+        Client.from_config().request("POST", "/api/v1/profiles", json=body), output, PROFILE_COLUMNS
+    )
+
+
+@profile_app.command("get")
+def profile_get(name: str, version: str, output: Format = OutputOption) -> None:
+    item = Client.from_config().request("GET", f"/api/v1/profiles/{name}/{version}")
+    render(item, output, PROFILE_COLUMNS)
+
+
+@profile_app.command("list")
+def profile_list(name: str | None = None, output: Format = OutputOption) -> None:
+    items = Client.from_config().list_all("/api/v1/profiles", {"name": name}, None)
+    render(items, output, PROFILE_COLUMNS)
+
+
+@profile_app.command("delete")
+def profile_delete(name: str, version: str) -> None:
+    Client.from_config().request("DELETE", f"/api/v1/profiles/{name}/{version}")
+    typer.echo(f"profile {name}@{version} deleted")
+
+
+# Hosts: life-cycle verbs ------------------------------------------------------------------
+
+
+def _set_pool(name: str, pool: str | None, output: Format) -> None:
+    client = Client.from_config()
+    host = client.request("GET", f"/api/v1/hosts/{name}")
+    body = {"resourceVersion": host["resourceVersion"], "spec": {**host["spec"], "pool": pool}}
+    render(client.request("PUT", f"/api/v1/hosts/{name}", json=body), output, HOST.columns)
+
+
+@host_app.command("assign")
+def host_assign(
+    name: str, pool: str = typer.Option(..., help="Pool to join."), output: Format = OutputOption
+) -> None:
+    """Assign a Ready host to a pool of its site."""
+    _set_pool(name, pool, output)
+
+
+@host_app.command("release")
+def host_release(name: str, output: Format = OutputOption) -> None:
+    """Take a host out of its pool."""
+    _set_pool(name, None, output)
+
+
+@host_app.command("reset")
+def host_reset(name: str, output: Format = OutputOption) -> None:
+    """Return an unassigned host to Registered."""
+    render(
+        Client.from_config().request("POST", f"/api/v1/hosts/{name}/reset"), output, HOST.columns
+    )
+
+
+# Events ---------------------------------------------------------------------------------
+
+
+@event_app.command("list")
+def event_list(
+    kind: str | None = typer.Option(None, help="Cluster, Site, Pool, Host or Profile."),
+    name: str | None = typer.Option(None, help="Object name."),
+    type: str | None = typer.Option(None, help="Normal or Warning."),
+    limit: int | None = typer.Option(200, help="At most this many events."),
+    output: Format = OutputOption,
+) -> None:
+    items = Client.from_config().list_all(
+        "/api/v1/events", {"kind": kind, "name": name, "type": type}, limit
+    )
+    render(items, output, EVENT_COLUMNS)
+
+
+@event_app.command("watch")
+def event_watch(
+    kind: str | None = typer.Option(None, help="Cluster, Site, Pool, Host or Profile."),
+    name: str | None = typer.Option(None, help="Object name."),
+    timeout: float | None = typer.Option(None, help="Stop after this many seconds."),
+) -> None:
+    """Stream events as they happen (server-sent events), one JSON object per line."""
+    client = Client.from_config()
+    params: dict[str, Any] = {"kind": kind, "name": name, "timeoutSeconds": timeout}
+    params = {k: v for k, v in params.items() if v is not None}
+    try:
+        with client.http.stream(
+            "GET", "/api/v1/events/stream", params=params, timeout=None
+        ) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                client.request("GET", "/api/v1/events/stream", params=params)
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    typer.echo(json.dumps(event))
+    except httpx.TransportError as exc:
+        raise CLIError(f"cannot reach {client.server}: {exc}", 6) from exc
+
+
+def main() -> None:
+    try:
+        app()
+    except CLIError as exc:
+        errors.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        sys.exit(exc.exit_code)
+    except PlaneError as exc:  # raised by commands that work on the database directly
+        errors.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        sys.exit(EXIT_CODES.get(exc.status, 1))

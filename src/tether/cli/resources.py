@@ -1,0 +1,185 @@
+"""Resource verbs (create, get, list, update, delete) built once for every kind.
+
+``create`` and ``update`` take the spec from a YAML/JSON file (``-f``) and/or
+``--set path=value`` pairs, where each value is parsed as YAML (``--set
+remoteNodeNetworks=[10.80.0.0/16]``, ``--set hybridEnabled=true``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from tether.cli.client import Client, CLIError
+from tether.cli.output import Column, Format, OutputOption, render
+from tether.cli.output import field as col
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str  # singular, as typed on the command line
+    path: str  # API collection path
+    columns: list[Column]
+    filters: list[str] = field(default_factory=list)
+
+
+def spec_from(file: Path | None, sets: list[str]) -> dict[str, Any]:
+    """Build a spec mapping from a file and ``path=value`` overrides."""
+    spec: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except OSError as exc:
+            raise CLIError(f"cannot read {file}: {exc.strerror}", 2) from exc
+        except yaml.YAMLError as exc:
+            raise CLIError(f"{file} is not valid YAML or JSON: {exc}", 2) from exc
+        if not isinstance(loaded, dict):
+            raise CLIError(f"{file} must hold a mapping (the object's spec)", 2)
+        spec = loaded.get("spec", loaded) if set(loaded) <= {"name", "spec"} else loaded
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--set wants path=value, got {item!r}", 2)
+        target = spec
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise CLIError(f"--set {key}: {part} is not a mapping", 2)
+        target[leaf] = yaml.safe_load(raw) if raw else ""
+    return spec
+
+
+def add_verbs(app: typer.Typer, kind: Kind) -> None:
+    """Register create/get/list/update/delete for ``kind`` on ``app``."""
+
+    @app.command("create")
+    def create(
+        name: str = typer.Argument(..., help=f"Name of the new {kind.name}."),
+        file: Path | None = typer.Option(None, "--file", "-f", help="Spec as YAML or JSON."),
+        sets: list[str] = typer.Option([], "--set", help="path=value, value parsed as YAML."),
+        output: Format = OutputOption,
+    ) -> None:
+        """Create an object from a spec file and/or --set values."""
+        body = {"name": name, "spec": spec_from(file, sets)}
+        render(Client.from_config().request("POST", kind.path, json=body), output, kind.columns)
+
+    @app.command("get")
+    def get(name: str, output: Format = OutputOption) -> None:
+        """Show one object."""
+        render(Client.from_config().request("GET", f"{kind.path}/{name}"), output, kind.columns)
+
+    @app.command("list")
+    def list_(
+        filters: list[str] = typer.Option(
+            [], "--filter", help=f"key=value; keys: {', '.join(kind.filters) or 'none'}."
+        ),
+        limit: int | None = typer.Option(None, help="At most this many objects."),
+        output: Format = OutputOption,
+    ) -> None:
+        """List objects, following pages."""
+        params: dict[str, Any] = {}
+        for item in filters:
+            key, _, value = item.partition("=")
+            if key not in kind.filters:
+                raise CLIError(f"unknown filter {key!r}; use one of {kind.filters}", 2)
+            params[key] = value
+        items = Client.from_config().list_all(kind.path, params, limit)
+        render(items, output, kind.columns)
+
+    @app.command("update")
+    def update(
+        name: str,
+        file: Path | None = typer.Option(None, "--file", "-f", help="Replacement spec."),
+        sets: list[str] = typer.Option([], "--set", help="path=value changes to the spec."),
+        output: Format = OutputOption,
+    ) -> None:
+        """Change an object: read it, apply the file and --set values, write it back."""
+        client = Client.from_config()
+        current = client.request("GET", f"{kind.path}/{name}")
+        spec = spec_from(file, []) if file else current["spec"]
+        spec = _merge(spec, spec_from(None, sets))
+        body = {"resourceVersion": current["resourceVersion"], "spec": spec}
+        render(client.request("PUT", f"{kind.path}/{name}", json=body), output, kind.columns)
+
+    @app.command("delete")
+    def delete(
+        name: str,
+        resource_version: int | None = typer.Option(
+            None, "--resource-version", help="Refuse if the object changed since then."
+        ),
+    ) -> None:
+        """Delete an object."""
+        params = {"resourceVersion": resource_version} if resource_version else {}
+        Client.from_config().request("DELETE", f"{kind.path}/{name}", params=params)
+        typer.echo(f"{kind.name} {name} deleted")
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+META: list[Column] = [("NAME", col("name")), ("VERSION", col("resourceVersion"))]
+
+CLUSTER = Kind(
+    "cluster",
+    "/api/v1/clusters",
+    [
+        ("NAME", col("name")),
+        ("K8S", col("spec.kubernetesVersion")),
+        ("VPC", col("spec.vpcCIDR")),
+        ("SERVICES", col("spec.serviceCIDR")),
+        ("NODE NETS", col("spec.remoteNodeNetworks")),
+        ("POD NETS", col("spec.remotePodNetworks")),
+        ("HYBRID", col("spec.hybridEnabled")),
+    ],
+)
+SITE = Kind(
+    "site",
+    "/api/v1/sites",
+    [
+        ("NAME", col("name")),
+        ("LOCATION", col("spec.location")),
+        ("DESCRIPTION", col("spec.description")),
+    ],
+)
+POOL = Kind(
+    "pool",
+    "/api/v1/pools",
+    [
+        ("NAME", col("name")),
+        ("CLUSTER", col("spec.cluster")),
+        ("SITE", col("spec.site")),
+        ("STATE", col("status.state")),
+        ("NODE CIDR", col("spec.nodeCIDR")),
+        ("POD CIDR", col("spec.podCIDR")),
+        ("ROUTING", col("spec.routing")),
+        ("PROFILE", col("spec.profile.version")),
+        ("UPDATE", col("status.updateAvailable")),
+    ],
+    ["cluster", "site", "state"],
+)
+HOST = Kind(
+    "host",
+    "/api/v1/hosts",
+    [
+        ("NAME", col("name")),
+        ("ID", col("id")),
+        ("SITE", col("spec.site")),
+        ("POOL", col("spec.pool")),
+        ("STATE", col("status.state")),
+        ("HEALTH", col("status.health")),
+        ("LAST HEARTBEAT", col("status.lastHeartbeat")),
+    ],
+    ["site", "pool", "state"],
+)

@@ -1,0 +1,254 @@
+"""Tether's resources as pure models: what a user declares (specs) and what Tether observes.
+
+Field-level rules (types, formats, bounds) live here, next to the fields. Rules that
+relate several objects (CIDR overlaps between a cluster and its pools, for instance)
+live in :mod:`tether.netplan`, which works on the same values.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, StringConstraints, field_validator, model_validator
+
+from tether.domain.base import Model
+from tether.domain.states import HostState, PoolState
+
+#: A DNS-1123 label: what Kubernetes accepts as a node or object name.
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+]
+#: A Kubernetes version as ``1.MINOR`` or ``1.MINOR.PATCH``.
+KubeVersion = Annotated[str, StringConstraints(pattern=r"^1\.\d{1,3}(\.\d{1,3})?$")]
+#: Semantic version of a profile (``MAJOR.MINOR.PATCH``, optional pre-release).
+SemVer = Annotated[
+    str, StringConstraints(pattern=r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?$")
+]
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+LabelValue = Annotated[str, StringConstraints(max_length=256)]
+Description = Annotated[str, StringConstraints(max_length=1024)]
+
+
+def _address_text(value: object) -> object:
+    """Accept addresses only as text: pydantic would otherwise read ``true`` or ``5`` as one."""
+    if isinstance(value, str | IPv4Network | IPv4Address):
+        return value
+    raise ValueError("must be written as a string, like 10.0.0.0/16 or 10.0.0.1")
+
+
+#: An IPv4 CIDR without host bits, written as text.
+CIDR = Annotated[IPv4Network, BeforeValidator(_address_text)]
+#: An IPv4 address, written as text.
+IP = Annotated[IPv4Address, BeforeValidator(_address_text)]
+
+
+class HostAuthMode(StrEnum):
+    ACTIVATION = "activation"  # hosts enrol with a short-lived activation id + code
+    X509 = "x509"  # hosts present certificates from the user's own PKI
+
+
+class RoutingMode(StrEnum):
+    BGP = "bgp"  # the CNI on each node advertises its pod CIDR to the VPN server/router
+    STATIC = "static"  # the VPN server carries a static route per node pod CIDR
+
+
+class ClusterSpec(Model):
+    """A Kubernetes cluster whose control plane runs in the cloud."""
+
+    kubernetes_version: KubeVersion = Field(description="Control plane version, e.g. 1.34.")
+    api_endpoint: str | None = Field(
+        default=None, max_length=2048, description="https URL of the API server."
+    )
+    ca_bundle: str | None = Field(
+        default=None, max_length=65536, description="PEM CA bundle of the API server."
+    )
+    vpc_cidr: CIDR = Field(description="The cloud VPC's IPv4 CIDR.")
+    service_cidr: CIDR = Field(description="The cluster's Service IPv4 CIDR.")
+    remote_node_networks: list[CIDR] = Field(default_factory=list, max_length=15)
+    remote_pod_networks: list[CIDR] = Field(default_factory=list, max_length=15)
+    hybrid_enabled: bool = Field(default=False, description="Whether hybrid nodes may join.")
+    host_auth_mode: HostAuthMode = HostAuthMode.ACTIVATION
+
+    @field_validator("api_endpoint")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https://[^\s/]+(:\d+)?(/\S*)?$", value):
+            raise ValueError("must be an https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _hybrid_needs_networks(self) -> ClusterSpec:
+        if self.hybrid_enabled and not (self.remote_node_networks and self.remote_pod_networks):
+            raise ValueError(
+                "hybridEnabled needs at least one remote node network and one remote pod network"
+            )
+        return self
+
+
+class SiteSpec(Model):
+    """A private network with its own VPN server or direct link to the cloud."""
+
+    description: Description = ""
+    location: Annotated[str, StringConstraints(max_length=256)] = ""
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=64)
+
+
+class VPNServer(Model):
+    public_ip: IP
+    inside_ip: IP
+    is_main_router: bool = True
+    asn: int | None = Field(default=None, ge=1, le=4294967294)
+
+
+class UpdateStrategyType(StrEnum):
+    EXPAND_FIRST = "ExpandFirst"  # a new host joins before an old one leaves
+    CONTRACT_FIRST = "ContractFirst"  # an old node leaves before its replacement joins
+    ROLLING = "Rolling"  # bounded by maxSurge / maxUnavailable
+
+
+class UpdateStrategy(Model):
+    type: UpdateStrategyType = UpdateStrategyType.EXPAND_FIRST
+    max_surge: int = Field(default=1, ge=0, le=1000)
+    max_unavailable: int = Field(default=0, ge=0, le=1000)
+    min_ready_seconds: int = Field(default=60, ge=0, le=86400)
+
+    @model_validator(mode="after")
+    def _progress_possible(self) -> UpdateStrategy:
+        if self.max_surge == 0 and self.max_unavailable == 0:
+            raise ValueError("maxSurge and maxUnavailable cannot both be 0: nothing could move")
+        return self
+
+
+class ProfileRef(Model):
+    name: Name
+    version: SemVer
+
+
+class PoolSpec(Model):
+    """The hosts of one site that serve one cluster."""
+
+    cluster: Name
+    site: Name
+    node_cidr: CIDR
+    pod_cidr: CIDR
+    vpn_server: VPNServer
+    routing: RoutingMode = RoutingMode.BGP
+    profile: ProfileRef | None = None
+    update_strategy: UpdateStrategy = Field(default_factory=UpdateStrategy)
+
+
+class PoolStatus(Model):
+    state: PoolState = PoolState.PENDING
+    update_available: str | None = None
+
+
+class HostSpec(Model):
+    """What a person may set on an edge host."""
+
+    site: Name
+    pool: Name | None = None
+    tags: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=64)
+
+
+class HostStatus(Model):
+    state: HostState = HostState.REGISTERED
+    health: Literal["Unknown", "Healthy", "Unhealthy"] = "Unknown"
+    last_heartbeat: datetime | None = None
+    inventory: dict[str, Any] = Field(default_factory=dict)
+
+
+class VariableType(StrEnum):
+    STRING = "string"
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    CIDR = "cidr"
+
+
+class ProfileVariable(Model):
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+    type: VariableType = VariableType.STRING
+    required: bool = False
+    default: str | int | bool | None = None
+    description: Description = ""
+
+
+class OSLayer(Model):
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    cloud_init: dict[str, Any] = Field(default_factory=dict)
+
+
+class KubernetesLayer(Model):
+    version: KubeVersion
+    kubelet_config: dict[str, Any] = Field(default_factory=dict)
+    kubelet_extra_args: dict[str, str] = Field(default_factory=dict)
+
+
+class NetworkLayer(Model):
+    """Placeholder layer: the CNI running in the cluster does the networking."""
+
+    cni: Literal["cilium", "calico"] = "cilium"
+
+
+class AddOn(Model):
+    name: Name
+    version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    values: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProfileLayers(Model):
+    os: OSLayer
+    kubernetes: KubernetesLayer
+    network: NetworkLayer = Field(default_factory=NetworkLayer)
+    addons: list[AddOn] = Field(default_factory=list, max_length=100)
+
+
+class ProfileSpec(Model):
+    """One version of a cluster profile: immutable once published."""
+
+    version: SemVer
+    description: Description = ""
+    layers: ProfileLayers
+    variables: list[ProfileVariable] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _unique_variables(self) -> ProfileSpec:
+        names = [v.name for v in self.variables]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"variable names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+
+class EventType(StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+class ObjectKind(StrEnum):
+    CLUSTER = "Cluster"
+    SITE = "Site"
+    POOL = "Pool"
+    HOST = "Host"
+    PROFILE = "Profile"
+
+
+class EventSpec(Model):
+    """Something that happened to an object, as Kubernetes events: repeats are counted."""
+
+    object_kind: ObjectKind
+    object_name: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    type: EventType = EventType.NORMAL
+    reason: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Za-z0-9]{0,127}$")]
+    message: Annotated[str, StringConstraints(max_length=4096)] = ""
+
+
+def semver_key(version: str) -> tuple[int, int, int, int, str]:
+    """Sort key for semantic versions: a release sorts after its pre-releases."""
+    core, _, pre = version.partition("-")
+    major, minor, patch = (int(part) for part in core.split("."))
+    return (major, minor, patch, 0 if pre else 1, pre)

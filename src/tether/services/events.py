@@ -1,0 +1,101 @@
+"""Recording and reading events. Repeats of the same event are counted, not duplicated."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tether.domain.models import EventSpec, EventType, ObjectKind
+from tether.domain.resources import Event
+from tether.store.repo import page
+from tether.store.schema import EventRow, utcnow
+
+#: An identical event within this window bumps the count of the earlier one.
+DEDUP_WINDOW = timedelta(minutes=10)
+
+
+def record(
+    session: Session,
+    kind: ObjectKind,
+    name: str,
+    reason: str,
+    message: str,
+    type: EventType = EventType.NORMAL,
+    *,
+    now: datetime | None = None,
+) -> EventRow:
+    """Record an event in the caller's transaction, so it lands only if the change lands."""
+    spec = EventSpec(object_kind=kind, object_name=name, type=type, reason=reason, message=message)
+    now = now or utcnow()
+    same = session.scalars(
+        select(EventRow)
+        .where(
+            EventRow.object_kind == spec.object_kind.value,
+            EventRow.object_name == spec.object_name,
+            EventRow.type == spec.type.value,
+            EventRow.reason == spec.reason,
+            EventRow.message == spec.message,
+            EventRow.last_time >= now - DEDUP_WINDOW,
+        )
+        .order_by(EventRow.id.desc())
+        .limit(1)
+    ).one_or_none()
+    if same is not None:
+        same.count += 1
+        same.last_time = now
+        return same
+    row = EventRow(
+        object_kind=spec.object_kind.value,
+        object_name=spec.object_name,
+        type=spec.type.value,
+        reason=spec.reason,
+        message=spec.message,
+        count=1,
+        first_time=now,
+        last_time=now,
+    )
+    session.add(row)
+    return row
+
+
+def to_event(row: EventRow) -> Event:
+    return Event.model_validate(row, from_attributes=True)
+
+
+def list_events(
+    session: Session,
+    *,
+    kind: ObjectKind | None = None,
+    name: str | None = None,
+    type: EventType | None = None,
+    limit: int,
+    continue_token: str | None,
+) -> tuple[list[Event], str | None]:
+    query = select(EventRow)
+    if kind is not None:
+        query = query.where(EventRow.object_kind == kind.value)
+    if name is not None:
+        query = query.where(EventRow.object_name == name)
+    if type is not None:
+        query = query.where(EventRow.type == type.value)
+    rows, token = page(session, query, EventRow.id, limit=limit, continue_token=continue_token)
+    return [to_event(r) for r in rows], token
+
+
+def changed_since(
+    session: Session,
+    since: datetime,
+    *,
+    kind: ObjectKind | None = None,
+    name: str | None = None,
+) -> Sequence[EventRow]:
+    """Events created or repeated at or after ``since``, oldest first (for streaming)."""
+    query = select(EventRow).where(EventRow.last_time >= since)
+    if kind is not None:
+        query = query.where(EventRow.object_kind == kind.value)
+    if name is not None:
+        query = query.where(EventRow.object_name == name)
+    return session.scalars(query.order_by(EventRow.last_time, EventRow.id).limit(1000)).all()

@@ -1,0 +1,469 @@
+"""Create, read, update and delete the plane's resources, with their cross-object rules.
+
+Every function takes the caller's session (one transaction), checks everything before
+writing, writes, and records an event for each change in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tether.domain import models as m
+from tether.domain import resources as r
+from tether.domain.base import Model
+from tether.domain.models import ObjectKind, semver_key
+from tether.domain.states import HostEvent, HostState, PoolState, next_host_state
+from tether.errors import Conflict, Invalid
+from tether.services import events
+from tether.store.repo import delete_checked, get_by, get_named, insert, page, update_checked
+from tether.store.schema import ClusterRow, HostRow, PoolRow, ProfileRow, SiteRow
+
+
+def _dump(model: Model) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _meta(row: ClusterRow | SiteRow | PoolRow | HostRow | ProfileRow) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "resource_version": row.resource_version,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+# Clusters -----------------------------------------------------------------------------
+
+
+def to_cluster(row: ClusterRow) -> r.Cluster:
+    return r.Cluster(**_meta(row), spec=m.ClusterSpec.model_validate(row.spec))
+
+
+def create_cluster(session: Session, body: r.ClusterCreate) -> r.Cluster:
+    row = insert(session, ClusterRow(name=body.name, spec=_dump(body.spec)), "cluster", body.name)
+    events.record(session, ObjectKind.CLUSTER, body.name, "Created", "cluster created")
+    return to_cluster(row)
+
+
+def get_cluster(session: Session, name: str) -> r.Cluster:
+    return to_cluster(get_named(session, ClusterRow, "cluster", name))
+
+
+def list_clusters(
+    session: Session, *, limit: int, continue_token: str | None
+) -> tuple[list[r.Cluster], str | None]:
+    rows, token = page(
+        session, select(ClusterRow), ClusterRow.id, limit=limit, continue_token=continue_token
+    )
+    return [to_cluster(x) for x in rows], token
+
+
+def update_cluster(session: Session, name: str, body: r.ClusterUpdate) -> r.Cluster:
+    row = get_named(session, ClusterRow, "cluster", name)
+    row = update_checked(session, row, "cluster", body.resource_version, {"spec": _dump(body.spec)})
+    events.record(session, ObjectKind.CLUSTER, name, "Updated", "cluster spec updated")
+    return to_cluster(row)
+
+
+def delete_cluster(session: Session, name: str, resource_version: int | None) -> None:
+    row = get_named(session, ClusterRow, "cluster", name)
+    _refuse_if_used(session, PoolRow.cluster == name, "cluster", name, "pools")
+    delete_checked(session, row, "cluster", resource_version)
+    events.record(session, ObjectKind.CLUSTER, name, "Deleted", "cluster deleted")
+
+
+def _refuse_if_used(session: Session, where: Any, kind: str, name: str, users: str) -> None:
+    table = PoolRow if users == "pools" else HostRow
+    names = session.scalars(select(table.name).where(where).order_by(table.name).limit(5)).all()
+    if names:
+        raise Conflict(
+            f"{kind} {name!r} is still used by {users}: {', '.join(names)}",
+            field="name",
+            rule="in_use",
+        )
+
+
+# Sites --------------------------------------------------------------------------------
+
+
+def to_site(row: SiteRow) -> r.Site:
+    return r.Site(**_meta(row), spec=m.SiteSpec.model_validate(row.spec))
+
+
+def create_site(session: Session, body: r.SiteCreate) -> r.Site:
+    row = insert(session, SiteRow(name=body.name, spec=_dump(body.spec)), "site", body.name)
+    events.record(session, ObjectKind.SITE, body.name, "Created", "site created")
+    return to_site(row)
+
+
+def get_site(session: Session, name: str) -> r.Site:
+    return to_site(get_named(session, SiteRow, "site", name))
+
+
+def list_sites(
+    session: Session, *, limit: int, continue_token: str | None
+) -> tuple[list[r.Site], str | None]:
+    rows, token = page(
+        session, select(SiteRow), SiteRow.id, limit=limit, continue_token=continue_token
+    )
+    return [to_site(x) for x in rows], token
+
+
+def update_site(session: Session, name: str, body: r.SiteUpdate) -> r.Site:
+    row = get_named(session, SiteRow, "site", name)
+    row = update_checked(session, row, "site", body.resource_version, {"spec": _dump(body.spec)})
+    events.record(session, ObjectKind.SITE, name, "Updated", "site spec updated")
+    return to_site(row)
+
+
+def delete_site(session: Session, name: str, resource_version: int | None) -> None:
+    row = get_named(session, SiteRow, "site", name)
+    _refuse_if_used(session, PoolRow.site == name, "site", name, "pools")
+    _refuse_if_used(session, HostRow.site == name, "site", name, "hosts")
+    delete_checked(session, row, "site", resource_version)
+    events.record(session, ObjectKind.SITE, name, "Deleted", "site deleted")
+
+
+# Profiles -----------------------------------------------------------------------------
+
+
+def to_profile(row: ProfileRow) -> r.Profile:
+    return r.Profile(**_meta(row), spec=m.ProfileSpec.model_validate(row.spec))
+
+
+def create_profile(session: Session, body: r.ProfileCreate) -> r.Profile:
+    """Publish a new profile version. Versions are immutable: there is no update."""
+    key = f"{body.name}@{body.spec.version}"
+    row = insert(
+        session,
+        ProfileRow(name=body.name, version=body.spec.version, spec=_dump(body.spec)),
+        "profile version",
+        key,
+    )
+    events.record(session, ObjectKind.PROFILE, body.name, "Published", f"version {key} published")
+    latest = latest_profile_versions(session, [body.name]).get(body.name)
+    if latest == body.spec.version:
+        for pool in session.scalars(select(PoolRow).order_by(PoolRow.id)):
+            ref = pool.spec.get("profile") or {}
+            if ref.get("name") == body.name and ref.get("version") != latest:
+                events.record(
+                    session,
+                    ObjectKind.POOL,
+                    pool.name,
+                    "UpdateAvailable",
+                    f"profile {body.name} {latest} is available (pool uses {ref.get('version')})",
+                )
+    return to_profile(row)
+
+
+def get_profile(session: Session, name: str, version: str) -> r.Profile:
+    row = get_by(
+        session,
+        ProfileRow,
+        "profile version",
+        f"{name}@{version}",
+        ProfileRow.name == name,
+        ProfileRow.version == version,
+    )
+    return to_profile(row)
+
+
+def list_profiles(
+    session: Session, *, name: str | None, limit: int, continue_token: str | None
+) -> tuple[list[r.Profile], str | None]:
+    query = select(ProfileRow)
+    if name is not None:
+        query = query.where(ProfileRow.name == name)
+    rows, token = page(session, query, ProfileRow.id, limit=limit, continue_token=continue_token)
+    return [to_profile(x) for x in rows], token
+
+
+def delete_profile(session: Session, name: str, version: str) -> None:
+    row = get_by(
+        session,
+        ProfileRow,
+        "profile version",
+        f"{name}@{version}",
+        ProfileRow.name == name,
+        ProfileRow.version == version,
+    )
+    users = [p.name for p in _pools_using(session, name, version)]
+    if users:
+        raise Conflict(
+            f"profile {name}@{version} is used by pools: {', '.join(users[:5])}",
+            field="version",
+            rule="in_use",
+        )
+    delete_checked(session, row, "profile version", None)
+    events.record(session, ObjectKind.PROFILE, name, "Deleted", f"version {version} deleted")
+
+
+def _pools_using(session: Session, name: str, version: str) -> list[PoolRow]:
+    return [
+        p
+        for p in session.scalars(select(PoolRow).order_by(PoolRow.id))
+        if (p.spec.get("profile") or {}) == {"name": name, "version": version}
+    ]
+
+
+def latest_profile_versions(session: Session, names: Sequence[str]) -> dict[str, str]:
+    """The highest semantic version of each named profile."""
+    rows = session.execute(
+        select(ProfileRow.name, ProfileRow.version).where(ProfileRow.name.in_(set(names)))
+    ).all()
+    latest: dict[str, str] = {}
+    for name, version in rows:
+        if name not in latest or semver_key(version) > semver_key(latest[name]):
+            latest[name] = version
+    return latest
+
+
+# Pools --------------------------------------------------------------------------------
+
+
+def _pool_views(session: Session, rows: Sequence[PoolRow]) -> list[r.Pool]:
+    names = [p.spec["profile"]["name"] for p in rows if p.spec.get("profile")]
+    latest = latest_profile_versions(session, names) if names else {}
+    views = []
+    for row in rows:
+        spec = m.PoolSpec.model_validate(row.spec)
+        newest = latest.get(spec.profile.name) if spec.profile else None
+        available = (
+            newest
+            if spec.profile and newest and semver_key(newest) > semver_key(spec.profile.version)
+            else None
+        )
+        status = m.PoolStatus(state=PoolState(row.state), update_available=available)
+        views.append(r.Pool(**_meta(row), spec=spec, status=status))
+    return views
+
+
+def _check_pool_refs(session: Session, spec: m.PoolSpec) -> None:
+    for row_cls, kind, name, field in (
+        (ClusterRow, "cluster", spec.cluster, "spec.cluster"),
+        (SiteRow, "site", spec.site, "spec.site"),
+    ):
+        if session.scalars(select(row_cls.id).where(row_cls.name == name)).first() is None:
+            raise Invalid(f"{kind} {name!r} does not exist", field=field, rule="exists")
+    if spec.profile is not None:
+        found = session.scalars(
+            select(ProfileRow.id).where(
+                ProfileRow.name == spec.profile.name, ProfileRow.version == spec.profile.version
+            )
+        ).first()
+        if found is None:
+            raise Invalid(
+                f"profile {spec.profile.name}@{spec.profile.version} does not exist",
+                field="spec.profile",
+                rule="exists",
+            )
+
+
+def create_pool(session: Session, body: r.PoolCreate) -> r.Pool:
+    _check_pool_refs(session, body.spec)
+    row = PoolRow(
+        name=body.name,
+        cluster=body.spec.cluster,
+        site=body.spec.site,
+        state=PoolState.PENDING.value,
+        spec=_dump(body.spec),
+    )
+    insert(session, row, "pool", body.name)
+    events.record(session, ObjectKind.POOL, body.name, "Created", "pool created")
+    return _pool_views(session, [row])[0]
+
+
+def get_pool(session: Session, name: str) -> r.Pool:
+    return _pool_views(session, [get_named(session, PoolRow, "pool", name)])[0]
+
+
+def list_pools(
+    session: Session,
+    *,
+    cluster: str | None,
+    site: str | None,
+    state: PoolState | None,
+    limit: int,
+    continue_token: str | None,
+) -> tuple[list[r.Pool], str | None]:
+    query = select(PoolRow)
+    if cluster is not None:
+        query = query.where(PoolRow.cluster == cluster)
+    if site is not None:
+        query = query.where(PoolRow.site == site)
+    if state is not None:
+        query = query.where(PoolRow.state == state.value)
+    rows, token = page(session, query, PoolRow.id, limit=limit, continue_token=continue_token)
+    return _pool_views(session, rows), token
+
+
+def update_pool(session: Session, name: str, body: r.PoolUpdate) -> r.Pool:
+    row = get_named(session, PoolRow, "pool", name)
+    for field in ("cluster", "site"):
+        if getattr(body.spec, field) != getattr(row, field):
+            raise Invalid(
+                f"a pool's {field} cannot change (create a new pool instead)",
+                field=f"spec.{field}",
+                rule="immutable",
+            )
+    _check_pool_refs(session, body.spec)
+    row = update_checked(session, row, "pool", body.resource_version, {"spec": _dump(body.spec)})
+    events.record(session, ObjectKind.POOL, name, "Updated", "pool spec updated")
+    return _pool_views(session, [row])[0]
+
+
+def delete_pool(session: Session, name: str, resource_version: int | None) -> None:
+    row = get_named(session, PoolRow, "pool", name)
+    _refuse_if_used(session, HostRow.pool == name, "pool", name, "hosts")
+    delete_checked(session, row, "pool", resource_version)
+    events.record(session, ObjectKind.POOL, name, "Deleted", "pool deleted")
+
+
+# Hosts --------------------------------------------------------------------------------
+
+
+def to_host(row: HostRow) -> r.Host:
+    return r.Host(
+        **_meta(row),
+        id=row.host_id,
+        spec=m.HostSpec.model_validate(row.spec),
+        status=m.HostStatus(
+            state=HostState(row.state),
+            health=row.health,
+            last_heartbeat=row.last_heartbeat,
+            inventory=row.inventory,
+        ),
+    )
+
+
+def _check_host_refs(session: Session, spec: m.HostSpec) -> None:
+    if session.scalars(select(SiteRow.id).where(SiteRow.name == spec.site)).first() is None:
+        raise Invalid(f"site {spec.site!r} does not exist", field="spec.site", rule="exists")
+    if spec.pool is not None:
+        pool = session.scalars(select(PoolRow).where(PoolRow.name == spec.pool)).one_or_none()
+        if pool is None:
+            raise Invalid(f"pool {spec.pool!r} does not exist", field="spec.pool", rule="exists")
+        if pool.site != spec.site:
+            raise Invalid(
+                f"pool {spec.pool!r} belongs to site {pool.site!r}, the host to {spec.site!r}",
+                field="spec.pool",
+                rule="same_site",
+            )
+
+
+def create_host(session: Session, body: r.HostCreate) -> r.Host:
+    """Register a host by hand. It starts Registered and unassigned."""
+    _check_host_refs(session, body.spec)
+    if body.spec.pool is not None:
+        raise Invalid(
+            "a new host is Registered; assign it to a pool once it is Ready",
+            field="spec.pool",
+            rule="assign_when_ready",
+        )
+    host_id = body.id or body.name
+    if session.scalars(select(HostRow.id).where(HostRow.host_id == host_id)).first():
+        raise Conflict(f"host id {host_id!r} already exists", field="id", rule="unique")
+    row = HostRow(
+        name=body.name,
+        host_id=host_id,
+        site=body.spec.site,
+        pool=None,
+        state=HostState.REGISTERED.value,
+        health="Unknown",
+        inventory={},
+        spec=_dump(body.spec),
+    )
+    insert(session, row, "host", body.name)
+    events.record(session, ObjectKind.HOST, body.name, "Registered", "host registered")
+    return to_host(row)
+
+
+def get_host(session: Session, name: str) -> r.Host:
+    return to_host(get_named(session, HostRow, "host", name))
+
+
+def list_hosts(
+    session: Session,
+    *,
+    site: str | None,
+    pool: str | None,
+    state: HostState | None,
+    limit: int,
+    continue_token: str | None,
+) -> tuple[list[r.Host], str | None]:
+    query = select(HostRow)
+    if site is not None:
+        query = query.where(HostRow.site == site)
+    if pool is not None:
+        query = query.where(HostRow.pool == pool)
+    if state is not None:
+        query = query.where(HostRow.state == state.value)
+    rows, token = page(session, query, HostRow.id, limit=limit, continue_token=continue_token)
+    return [to_host(x) for x in rows], token
+
+
+def update_host(session: Session, name: str, body: r.HostUpdate) -> r.Host:
+    """Change a host's tags or pool. Assigning and releasing go through the state machine."""
+    row = get_named(session, HostRow, "host", name)
+    spec = body.spec
+    if spec.site != row.site:
+        raise Invalid("a host's site cannot change", field="spec.site", rule="immutable")
+    _check_host_refs(session, spec)
+    state = HostState(row.state)
+    changes: dict[str, Any] = {"spec": _dump(spec), "pool": spec.pool}
+    if spec.pool != row.pool:
+        if row.pool is not None and spec.pool is not None:
+            raise Invalid(
+                f"host is in pool {row.pool!r}: release it (pool: null) before moving it",
+                field="spec.pool",
+                rule="release_first",
+            )
+        event = HostEvent.ASSIGN if spec.pool is not None else HostEvent.RELEASE
+        new_state = next_host_state(state, event, assigned=row.pool is not None)
+        changes["state"] = new_state.value
+    row = update_checked(session, row, "host", body.resource_version, changes)
+    if "state" in changes:
+        target = spec.pool or "no pool"
+        events.record(
+            session,
+            ObjectKind.HOST,
+            name,
+            "Assigned" if spec.pool else "Released",
+            f"host now in {target}; state {state.value} -> {changes['state']}",
+        )
+    else:
+        events.record(session, ObjectKind.HOST, name, "Updated", "host spec updated")
+    return to_host(row)
+
+
+def transition_host(
+    session: Session, name: str, event: HostEvent, resource_version: int | None = None
+) -> r.Host:
+    """Apply a life-cycle event (reset, checks passed, ...) to a host."""
+    row = get_named(session, HostRow, "host", name)
+    old = HostState(row.state)
+    new = next_host_state(old, event, assigned=row.pool is not None)
+    row = update_checked(session, row, "host", resource_version, {"state": new.value})
+    if new != old:
+        kind = m.EventType.WARNING if new in (HostState.UNHEALTHY, HostState.UNREACHABLE) else None
+        events.record(
+            session,
+            ObjectKind.HOST,
+            name,
+            "StateChanged",
+            f"{old.value} -> {new.value} ({event.value})",
+            kind or m.EventType.NORMAL,
+        )
+    return to_host(row)
+
+
+def delete_host(session: Session, name: str, resource_version: int | None) -> None:
+    """Unpair a host: allowed only when it is not serving in a pool."""
+    row = get_named(session, HostRow, "host", name)
+    next_host_state(HostState(row.state), HostEvent.UNPAIR, assigned=row.pool is not None)
+    delete_checked(session, row, "host", resource_version)
+    events.record(session, ObjectKind.HOST, name, "Unpaired", "host unpaired and removed")

@@ -1,0 +1,164 @@
+"""Tables. Every resource row carries a ``resource_version`` for optimistic concurrency.
+
+Columns a list can filter on (cluster, site, pool, state) are real, indexed columns with
+foreign keys where they name another object; the rest of a resource's spec is a JSON
+document validated by the domain model on the way in and out.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ResourceMixin:
+    """Columns every declarative resource has."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(253))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    resource_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ClusterRow(ResourceMixin, Base):
+    __tablename__ = "clusters"
+    __table_args__ = (UniqueConstraint("name"),)
+
+
+class SiteRow(ResourceMixin, Base):
+    __tablename__ = "sites"
+    __table_args__ = (UniqueConstraint("name"),)
+
+
+class PoolRow(ResourceMixin, Base):
+    __tablename__ = "pools"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    cluster: Mapped[str] = mapped_column(String(63), ForeignKey("clusters.name"), index=True)
+    site: Mapped[str] = mapped_column(String(63), ForeignKey("sites.name"), index=True)
+    state: Mapped[str] = mapped_column(String(32), index=True)
+
+
+class HostRow(ResourceMixin, Base):
+    __tablename__ = "hosts"
+    __table_args__ = (UniqueConstraint("name"), UniqueConstraint("host_id"))
+
+    host_id: Mapped[str] = mapped_column(String(128))
+    site: Mapped[str] = mapped_column(String(63), ForeignKey("sites.name"), index=True)
+    pool: Mapped[str | None] = mapped_column(String(63), ForeignKey("pools.name"), index=True)
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    health: Mapped[str] = mapped_column(String(32), default="Unknown")
+    last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    inventory: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
+
+
+class ProfileRow(ResourceMixin, Base):
+    """One published version of a profile; ``name`` + ``version`` is the key."""
+
+    __tablename__ = "profiles"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    version: Mapped[str] = mapped_column(String(64))
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        Index(None, "object_kind", "object_name"),
+        Index(None, "last_time"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    object_kind: Mapped[str] = mapped_column(String(32))
+    object_name: Mapped[str] = mapped_column(String(253))
+    type: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    first_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TokenRow(Base):
+    """A person's API token. Only a SHA-256 of the secret part is kept."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (UniqueConstraint("token_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_id: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_records"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(512))
+    status_code: Mapped[int] = mapped_column(Integer)
+    result: Mapped[str] = mapped_column(String(16))

@@ -1,0 +1,116 @@
+"""The `tether` command against a real server process, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+TETHER = [sys.executable, "-m", "tether.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TETHER_DATA_DIR": str(tmp_path / "data"),
+        "TETHER_CONFIG": str(tmp_path / "cli" / "config.yaml"),
+        "TETHER_API_PORT": str(free_port()),
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+    }
+
+
+@pytest.fixture
+def server(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    url = f"http://127.0.0.1:{env['TETHER_API_PORT']}"
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen([*TETHER, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+
+
+def tether(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TETHER, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_bootstrap_login_and_resource_verbs(
+    server: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    boot = tether(env, "admin", "bootstrap")
+    assert boot.returncode == 0, boot.stderr
+    token = boot.stdout.strip().splitlines()[-1]
+    assert token.startswith("tth_")
+    again = tether(env, "admin", "bootstrap")
+    assert again.returncode == 4 and "already exists" in again.stderr
+
+    login = tether(env, "login", "--server", server, "--token", token)
+    assert login.returncode == 0, login.stderr
+    config = Path(env["TETHER_CONFIG"])
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(
+        "kubernetesVersion: '1.34'\nvpcCIDR: 10.226.0.0/16\nserviceCIDR: 172.20.0.0/16\n"
+    )
+    created = tether(env, "cluster", "create", "prod", "-f", str(spec), "-o", "json")
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["spec"]["vpcCIDR"] == "10.226.0.0/16"
+
+    assert tether(env, "site", "create", "dc1", "--set", "location=Berlin").returncode == 0
+    listed = tether(env, "site", "list", "-o", "yaml")
+    assert "name: dc1" in listed.stdout and "location: Berlin" in listed.stdout
+    table = tether(env, "cluster", "list")
+    assert "prod" in table.stdout and "10.226.0.0/16" in table.stdout
+
+    updated = tether(
+        env, "cluster", "update", "prod", "--set", "kubernetesVersion='1.35'", "-o", "json"
+    )
+    assert json.loads(updated.stdout)["resourceVersion"] == 2
+
+    missing = tether(env, "cluster", "get", "nope")
+    assert missing.returncode == 3 and "not found" in missing.stderr
+    bad = tether(env, "cluster", "create", "x", "--set", "vpcCIDR=10.0.0.1/8")
+    assert bad.returncode == 7 and "spec.vpcCIDR" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    events = tether(env, "event", "list", "--kind", "Cluster", "-o", "json")
+    assert [e["reason"] for e in json.loads(events.stdout)] == ["Created", "Updated"]
+    assert tether(env, "cluster", "delete", "prod").returncode == 0
+    audit = tether(env, "audit", "list", "-o", "json")
+    assert {(a["action"], a["result"]) for a in json.loads(audit.stdout)} >= {("DELETE", "success")}
+
+
+def test_unreachable_server_is_a_clear_error(env: dict[str, str]) -> None:
+    env = {**env, "TETHER_SERVER": f"http://127.0.0.1:{free_port()}", "TETHER_TOKEN": "x"}
+    result = tether(env, "pool", "list")
+    assert result.returncode == 6 and "cannot reach" in result.stderr
