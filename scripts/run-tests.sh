@@ -10,8 +10,9 @@ export PATH="$PWD/$BIN:$PATH"
 step() { printf '\n==> %s\n' "$*"; }
 fail() { echo "FAILED: $*" >&2; exit 1; }
 
-step "ruff (lint)";    ruff check src tests bench scripts || fail "ruff check"
-step "ruff (format)";  ruff format --check src tests bench scripts || fail "ruff format (run: .venv/bin/ruff format)"
+read -r -a code_dirs <<< "$(ls -d src tests bench scripts 2>/dev/null | tr '\n' ' ')"
+step "ruff (lint)";    ruff check "${code_dirs[@]}" || fail "ruff check"
+step "ruff (format)";  ruff format --check "${code_dirs[@]}" || fail "ruff format (run: .venv/bin/ruff format)"
 step "mypy (src)";     mypy || fail "mypy"
 step "import contracts"; lint-imports || fail "import-linter contracts"
 [ "${1:-}" = "--lint-only" ] && exit 0
