@@ -22,6 +22,16 @@ if [ "$(id -u)" = 0 ]; then
   scripts/install-test-deps.sh || fail "installing test dependencies"
 fi
 
+step "kube-apiserver and etcd for the Kubernetes tests"
+if command -v go >/dev/null 2>&1; then
+  echo "(the first build compiles from the Go module proxy and takes several minutes; cached after)"
+  scripts/build-kube.sh || fail "building kube-apiserver/etcd (scripts/build-kube.sh)"
+elif [ "${CI:-}" = "true" ]; then
+  fail "Go is missing: the Kubernetes integration tests cannot be built, and CI=true forbids skipping"
+else
+  echo "Go is missing: the Kubernetes integration tests will be skipped."
+fi
+
 pg_dir=""
 cleanup() { [ -n "$pg_dir" ] && scripts/test-postgres.sh stop "$pg_dir"; }
 trap cleanup EXIT
