@@ -10,16 +10,13 @@ from typing import Any
 
 import httpx
 import typer
-import uvicorn
 
 from tether.cli import config
 from tether.cli.client import EXIT_CODES, Client, CLIError
 from tether.cli.output import Format, OutputOption, errors, field, render
 from tether.cli.resources import CLUSTER, HOST, POOL, SITE, Kind, add_verbs, spec_from
-from tether.domain.resources import Role, TokenCreate
 from tether.errors import PlaneError
 from tether.settings import Settings, load_settings
-from tether.store.db import Database, migrate
 
 app = typer.Typer(
     name="tether",
@@ -95,6 +92,8 @@ DataOpt = typer.Option(None, "--data-dir", help="Data directory (TETHER_DATA_DIR
 
 
 def _run(settings: Settings) -> None:
+    import uvicorn
+
     from tether.api.app import create_app
 
     uvicorn.run(
@@ -115,8 +114,10 @@ def demo(
     host: str | None = HostOpt, port: int | None = PortOpt, data_dir: Path | None = DataOpt
 ) -> None:
     """Run the plane on embedded defaults with demo objects; Ctrl-C stops it."""
+    from tether.domain.resources import Role, TokenCreate
     from tether.services import demo as demo_objects
     from tether.services import tokens
+    from tether.store.db import Database, migrate
 
     settings = _settings(host, port, data_dir)
     settings.paths.data_dir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +174,7 @@ def admin_bootstrap(
 ) -> None:
     """Create the first admin token directly in the database and print it once."""
     from tether.services import tokens
+    from tether.store.db import Database, migrate
 
     settings = _settings(None, None, data_dir)
     db = Database.connect(settings.database_url)
