@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 import tether
+from tether import web
 from tether.api import errors, routes, stream
 from tether.services import audit
 from tether.settings import Settings
@@ -49,6 +50,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(stream.router)
+    app.include_router(web.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

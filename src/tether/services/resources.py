@@ -16,7 +16,14 @@ from tether.domain import models as m
 from tether.domain import resources as r
 from tether.domain.base import Model
 from tether.domain.models import ObjectKind, semver_key
-from tether.domain.states import HostEvent, HostState, PoolState, next_host_state
+from tether.domain.states import (
+    HostEvent,
+    HostState,
+    PoolEvent,
+    PoolState,
+    next_host_state,
+    next_pool_state,
+)
 from tether.errors import Conflict, Invalid
 from tether.services import events
 from tether.store.repo import delete_checked, get_by, get_named, insert, page, update_checked
@@ -316,6 +323,27 @@ def update_pool(session: Session, name: str, body: r.PoolUpdate) -> r.Pool:
     return _pool_views(session, [row])[0]
 
 
+def transition_pool(
+    session: Session, name: str, event: PoolEvent, resource_version: int | None = None
+) -> r.Pool:
+    """Apply a life-cycle event to a pool; a change of state is recorded as an event."""
+    row = get_named(session, PoolRow, "pool", name)
+    old = PoolState(row.state)
+    new = next_pool_state(old, event)
+    if new != old:
+        row = update_checked(session, row, "pool", resource_version, {"state": new.value})
+        warning = new in (PoolState.DEGRADED, PoolState.DELETING)
+        events.record(
+            session,
+            ObjectKind.POOL,
+            name,
+            "StateChanged",
+            f"{old.value} -> {new.value} ({event.value})",
+            m.EventType.WARNING if warning else m.EventType.NORMAL,
+        )
+    return _pool_views(session, [row])[0]
+
+
 def delete_pool(session: Session, name: str, resource_version: int | None) -> None:
     row = get_named(session, PoolRow, "pool", name)
     _refuse_if_used(session, HostRow.pool == name, "pool", name, "hosts")
@@ -426,6 +454,8 @@ def update_host(session: Session, name: str, body: r.HostUpdate) -> r.Host:
         new_state = next_host_state(state, event, assigned=row.pool is not None)
         changes["state"] = new_state.value
     row = update_checked(session, row, "host", body.resource_version, changes)
+    if spec.pool is not None and "state" in changes:
+        transition_pool(session, spec.pool, PoolEvent.HOSTS_ASSIGNED)
     if "state" in changes:
         target = spec.pool or "no pool"
         events.record(

@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 
 from tether.domain import resources as r
 from tether.domain.models import ObjectKind
-from tether.domain.states import HostEvent, HostState
+from tether.domain.states import HostEvent, HostState, PoolState
 from tether.errors import Conflict, Invalid, NotFound
 from tether.services import events
 from tether.services import resources as svc
@@ -148,6 +148,8 @@ def test_host_assignment_follows_the_state_machine(db: Database) -> None:
             r.HostUpdate.model_validate({**assign, "resourceVersion": host.resource_version}),
         )
     assert host.status.state is HostState.IN_USE
+    with db.session() as s:
+        assert svc.get_pool(s, "dc1").status.state is PoolState.PROVISIONING
     with pytest.raises(Conflict), db.session() as s:
         svc.delete_host(s, "h1", None)  # in a pool: unpair refused
     with db.session() as s:

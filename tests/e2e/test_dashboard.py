@@ -1,0 +1,105 @@
+"""The dashboard in a real headless Chromium against a real `tether demo` process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .test_cli import free_port
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    if not Path(CHROMIUM).exists():
+        reason = "Chromium is not installed (make test installs it as root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + "; CI=true forbids skipping")
+        pytest.skip(reason)
+    port = free_port()
+    env = {
+        **os.environ,
+        "TETHER_DATA_DIR": str(tmp_path / "data"),
+        "TETHER_CONFIG": str(tmp_path / "cli.yaml"),
+        "TETHER_API_PORT": str(port),
+    }
+    log = (tmp_path / "demo.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tether.cli", "demo"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, (tmp_path / "demo.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        token = (tmp_path / "data" / "demo-admin-token").read_text().strip()
+        yield url, token
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+
+
+def test_dashboard_shows_pools_hosts_and_live_pool_events(
+    demo: tuple[str, str], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, token = demo
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{url}/")
+        page.fill("#token", "tth_wrong_token")
+        page.click("button[type=submit]")
+        expect(page.locator("#error")).to_contain_text("refused")
+
+        page.fill("#token", token)
+        page.click("button[type=submit]")
+        expect(page.locator("#login")).to_be_hidden()
+        expect(page.locator("#who")).to_contain_text("(admin)")
+        pools = page.locator("#pools tbody tr")
+        expect(pools).to_have_count(2)
+        expect(page.locator("#pools")).to_contain_text("dc1-pool")
+        expect(page.locator("#pools")).to_contain_text("→ 1.1.0")  # update available
+        expect(page.locator("#hosts tbody tr")).to_have_count(6)
+
+        page.click("tr[data-pool=dc1-pool]")
+        expect(page.locator("#event-filter")).to_have_text("pool dc1-pool")
+        expect(page.locator("#hosts tbody tr")).to_have_count(2)
+
+        # A change to the pool arrives over the live stream without a reload.
+        headers = {"Authorization": f"Bearer {token}"}
+        pool = httpx.get(f"{url}/api/v1/pools/dc1-pool", headers=headers).json()
+        spec = {**pool["spec"], "routing": "static"}
+        body = {"resourceVersion": pool["resourceVersion"], "spec": spec}
+        assert httpx.put(f"{url}/api/v1/pools/dc1-pool", json=body, headers=headers).is_success
+        expect(page.locator("#events")).to_contain_text("pool spec updated", timeout=10_000)
+        page.screenshot(path=str(tmp_path / "dashboard.png"))
+        browser.close()
