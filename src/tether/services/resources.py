@@ -78,17 +78,20 @@ def update_cluster(session: Session, name: str, body: r.ClusterUpdate) -> r.Clus
 
 def delete_cluster(session: Session, name: str, resource_version: int | None) -> None:
     row = get_named(session, ClusterRow, "cluster", name)
-    _refuse_if_used(session, PoolRow.cluster == name, "cluster", name, "pools")
+    _refuse_if_used(session, PoolRow, PoolRow.cluster == name, "cluster", name)
     delete_checked(session, row, "cluster", resource_version)
     events.record(session, ObjectKind.CLUSTER, name, "Deleted", "cluster deleted")
 
 
-def _refuse_if_used(session: Session, where: Any, kind: str, name: str, users: str) -> None:
-    table = PoolRow if users == "pools" else HostRow
-    names = session.scalars(select(table.name).where(where).order_by(table.name).limit(5)).all()
+def _refuse_if_used(
+    session: Session, users: type[PoolRow | HostRow], where: Any, kind: str, name: str
+) -> None:
+    """Refuse to delete ``kind name`` while rows of ``users`` match ``where``."""
+    label = "pools" if users is PoolRow else "hosts"
+    names = session.scalars(select(users.name).where(where).order_by(users.name).limit(5)).all()
     if names:
         raise Conflict(
-            f"{kind} {name!r} is still used by {users}: {', '.join(names)}",
+            f"{kind} {name!r} is still used by {label}: {', '.join(names)}",
             field="name",
             rule="in_use",
         )
@@ -129,8 +132,8 @@ def update_site(session: Session, name: str, body: r.SiteUpdate) -> r.Site:
 
 def delete_site(session: Session, name: str, resource_version: int | None) -> None:
     row = get_named(session, SiteRow, "site", name)
-    _refuse_if_used(session, PoolRow.site == name, "site", name, "pools")
-    _refuse_if_used(session, HostRow.site == name, "site", name, "hosts")
+    _refuse_if_used(session, PoolRow, PoolRow.site == name, "site", name)
+    _refuse_if_used(session, HostRow, HostRow.site == name, "site", name)
     delete_checked(session, row, "site", resource_version)
     events.record(session, ObjectKind.SITE, name, "Deleted", "site deleted")
 
@@ -346,7 +349,7 @@ def transition_pool(
 
 def delete_pool(session: Session, name: str, resource_version: int | None) -> None:
     row = get_named(session, PoolRow, "pool", name)
-    _refuse_if_used(session, HostRow.pool == name, "pool", name, "hosts")
+    _refuse_if_used(session, HostRow, HostRow.pool == name, "pool", name)
     delete_checked(session, row, "pool", resource_version)
     events.record(session, ObjectKind.POOL, name, "Deleted", "pool deleted")
 
