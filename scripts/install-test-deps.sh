@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the integration tests use; installs only what is missing (root only).
 set -euo pipefail
-packages=(postgresql iproute2 strongswan-swanctl charon-systemd libcharon-extra-plugins bird2 chromium)
+packages=(postgresql iproute2 iputils-ping procps strongswan-swanctl charon-systemd libcharon-extra-plugins bird2 chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

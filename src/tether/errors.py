@@ -14,16 +14,32 @@ The tree is pure (no I/O) so every layer can raise from it: the domain raises
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 
 class PlaneError(Exception):
+    """A refusal. ``details`` lists every problem found (``field``, ``rule``, ``message``);
+    ``extra`` carries operation-specific data for the response (e.g. network findings)."""
+
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, field: str | None = None, rule: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        rule: str | None = None,
+        details: Sequence[Mapping[str, str | None]] = (),
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
         self.rule = rule
+        self.details = list(details)
+        self.extra = dict(extra or {})
 
 
 class NotFound(PlaneError):

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 import tether
 from tether import web
-from tether.api import errors, routes, stream
+from tether.api import errors, kube_routes, network, routes, stream
 from tether.services import audit
 from tether.settings import Settings
 from tether.store.db import Database, migrate
@@ -50,6 +50,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(stream.router)
+    app.include_router(network.router)
+    app.include_router(kube_routes.router)
     app.include_router(web.router)
 
     @app.get("/healthz", tags=["health"])

@@ -49,14 +49,20 @@ def error_response(
     field: str | None = None,
     rule: str | None = None,
     details: list[ErrorDetail] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     body = ErrorBody(code=code, message=message, field=field, rule=rule, details=details or [])
-    return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=status)
+    content = body.model_dump(mode="json", exclude_none=True)
+    content.update(extra or {})
+    return JSONResponse(content, status_code=status)
 
 
 async def _plane_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PlaneError)
-    return error_response(exc.status, exc.code, exc.message, exc.field, exc.rule)
+    details = [ErrorDetail.model_validate(d) for d in exc.details]
+    return error_response(
+        exc.status, exc.code, exc.message, exc.field, exc.rule, details, exc.extra
+    )
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import typer
 
-from tether.cli import config
+from tether.cli import config, net
+from tether.cli import kube as kube_cli
 from tether.cli.client import EXIT_CODES, Client, CLIError
 from tether.cli.output import Format, OutputOption, errors, field, render
 from tether.cli.resources import CLUSTER, HOST, POOL, SITE, Kind, add_verbs, spec_from
@@ -33,7 +34,7 @@ def _sub(kind: Kind, help: str) -> typer.Typer:
     return sub
 
 
-_sub(CLUSTER, "Clusters whose control plane runs in the cloud.")
+cluster_app = _sub(CLUSTER, "Clusters whose control plane runs in the cloud.")
 _sub(SITE, "Sites: private networks with their own VPN server.")
 _sub(POOL, "Hybrid node pools: one site's hosts serving one cluster.")
 host_app = _sub(HOST, "Edge hosts.")
@@ -47,6 +48,8 @@ app.add_typer(event_app, name="event")
 app.add_typer(admin_app, name="admin")
 app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
+app.add_typer(net.app, name="net")
+kube_cli.register(app, cluster_app, host_app)
 
 PROFILE_COLUMNS = [
     ("NAME", field("name")),
@@ -92,13 +95,21 @@ DataOpt = typer.Option(None, "--data-dir", help="Data directory (TETHER_DATA_DIR
 
 
 def _run(settings: Settings) -> None:
+    """Serve the API and run the controllers (node health, CSR approval) beside it."""
     import uvicorn
 
     from tether.api.app import create_app
+    from tether.controllers.manager import ControllerManager
+    from tether.store.db import migrate
 
-    uvicorn.run(
-        create_app(settings), host=settings.api.host, port=settings.api.port, log_level="info"
-    )
+    api = create_app(settings)
+    migrate(api.state.db.engine)  # before the controllers' first scan
+    controllers = ControllerManager(api.state.db, settings.paths.data_dir)
+    controllers.start()
+    try:
+        uvicorn.run(api, host=settings.api.host, port=settings.api.port, log_level="info")
+    finally:
+        controllers.stop()
 
 
 @app.command()
@@ -229,6 +240,14 @@ def audit_list(
         ("RESULT", field("result")),
     ]
     render(items, output, columns)
+
+
+@cluster_app.command("network")
+def cluster_network(
+    name: str, output: Format = typer.Option(Format.YAML, "--output", "-o")
+) -> None:
+    """Print the cluster and its pools as a HybridNetwork document (for tether net ...)."""
+    render(Client.from_config().request("GET", f"/api/v1/clusters/{name}/network"), output)
 
 
 # Profiles -------------------------------------------------------------------------------

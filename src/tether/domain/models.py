@@ -57,8 +57,22 @@ class RoutingMode(StrEnum):
     STATIC = "static"  # the VPN server carries a static route per node pod CIDR
 
 
+class VPNEndpoint(Model):
+    """The cloud side of every site VPN (the VPC's VPN gateway)."""
+
+    public_ip: IP = Field(description="Outside address of tunnel 1 on the cloud side.")
+    secondary_public_ip: IP | None = Field(
+        default=None, description="Outside address of tunnel 2; defaults to publicIP."
+    )
+
+
 class ClusterSpec(Model):
-    """A Kubernetes cluster whose control plane runs in the cloud."""
+    """A Kubernetes cluster whose control plane runs in the cloud.
+
+    The network rules between these fields and the cluster's pools (no overlaps, RFC 1918
+    only, pools inside the remote networks, ...) are :mod:`tether.netplan`'s; the plane
+    applies them on every create and update.
+    """
 
     kubernetes_version: KubeVersion = Field(description="Control plane version, e.g. 1.34.")
     api_endpoint: str | None = Field(
@@ -71,6 +85,14 @@ class ClusterSpec(Model):
     service_cidr: CIDR = Field(description="The cluster's Service IPv4 CIDR.")
     remote_node_networks: list[CIDR] = Field(default_factory=list, max_length=15)
     remote_pod_networks: list[CIDR] = Field(default_factory=list, max_length=15)
+    allow_cgnat: bool = Field(
+        default=False,
+        alias="allowCGNAT",
+        description="Also allow remote networks inside 100.64.0.0/10 (CGNAT).",
+    )
+    vpn_endpoint: VPNEndpoint | None = Field(
+        default=None, description="The cloud VPN gateway; needed to plan site VPNs."
+    )
     hybrid_enabled: bool = Field(default=False, description="Whether hybrid nodes may join.")
     host_auth_mode: HostAuthMode = HostAuthMode.ACTIVATION
 
@@ -136,8 +158,17 @@ class PoolSpec(Model):
     site: Name
     node_cidr: CIDR
     pod_cidr: CIDR
+    pod_cidr_mask_per_node: int = Field(
+        default=24, ge=8, le=32, description="Prefix length of each node's pod CIDR block."
+    )
     vpn_server: VPNServer
-    routing: RoutingMode = RoutingMode.BGP
+    routing: RoutingMode = RoutingMode.STATIC
+    node_asn: int = Field(
+        default=64512, ge=1, le=4294967294, description="AS number the nodes' CNI speaks BGP with."
+    )
+    main_router_ip: IP | None = Field(
+        default=None, description="The site's main router when the VPN server is not it."
+    )
     profile: ProfileRef | None = None
     update_strategy: UpdateStrategy = Field(default_factory=UpdateStrategy)
 

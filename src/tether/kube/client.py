@@ -18,10 +18,12 @@ or generic resources for CRDs); methods are generic over them.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import socket
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, cast
@@ -38,11 +40,17 @@ from lightkube.core.resource import (
     api_info,
 )
 from lightkube.core.selector import build_selector
+from lightkube.models.authentication_v1 import TokenRequestSpec
+from lightkube.models.certificates_v1 import CertificateSigningRequestCondition
 from lightkube.models.meta_v1 import DeleteOptions, ObjectMeta
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.certificates_v1 import (
+    CertificateSigningRequest,
+    CertificateSigningRequestApproval,
+)
+from lightkube.resources.core_v1 import Pod, ServiceAccountToken
 from lightkube.types import PatchType as _LkPatchType
 
-from tether.kube.errors import KubeError, NotFound, from_exception, from_status
+from tether.kube.errors import Conflict, KubeError, NotFound, from_exception, from_status
 
 __all__ = [
     "ALL_NAMESPACES",
@@ -51,6 +59,7 @@ __all__ = [
     "ObjectList",
     "PatchType",
     "ServerVersion",
+    "ServiceAccountTokenGrant",
     "Watch",
     "WatchEvent",
 ]
@@ -93,6 +102,14 @@ class ServerVersion:
     def semver(self) -> str:
         """``git_version`` without the leading ``v`` (``"1.37.2"``)."""
         return self.git_version.removeprefix("v")
+
+
+@dataclass(frozen=True)
+class ServiceAccountTokenGrant:
+    """A token the TokenRequest API issued for a service account."""
+
+    token: str
+    expiration: dt.datetime
 
 
 @dataclass
@@ -180,16 +197,24 @@ class Watch(Generic[R]):
         self.close()
 
     def close(self) -> None:
-        """Close the HTTP stream; iteration stops."""
+        """Close the HTTP stream; iteration stops (also when called from another thread).
+
+        Closing a socket does not wake a thread blocked reading it, so the socket is
+        shut down first: the reader sees end-of-stream and the iteration ends quietly.
+        """
         self._closed = True
-        if self._response is not None:
-            self._response.close()
+        response = self._response
+        if response is not None:
+            _shutdown(response)
+            response.close()
             self._response = None
 
     def __iter__(self) -> Iterator[WatchEvent[R]]:
-        if self._started or self._closed:
+        if self._started:
             raise RuntimeError("a Watch can be iterated once")
         self._started = True
+        if self._closed:
+            return  # closed before it began
         params = dict(self._params)
         if self.resource_version is not None:
             params["resourceVersion"] = self.resource_version
@@ -211,6 +236,10 @@ class Watch(Generic[R]):
                         yield event
         except httpx2.StreamClosed:
             return  # closed by close() while iterating
+        except KubeError:
+            if self._closed:
+                return  # the read failed because close() shut the stream down
+            raise
         finally:
             self.close()
 
@@ -234,6 +263,16 @@ class Watch(Generic[R]):
         if event.resource_version is not None:
             self.resource_version = event.resource_version
         return event
+
+
+def _shutdown(response: httpx2.Response) -> None:
+    """Shut down the socket under a streaming response, waking a blocked reader."""
+    stream = response.extensions.get("network_stream")
+    get_info = getattr(stream, "get_extra_info", None)
+    sock = get_info("socket") if get_info is not None else None
+    if sock is not None:
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _status_error(response: httpx2.Response) -> KubeError:
@@ -536,3 +575,67 @@ class KubeClient:
         lk: Any = self._lk
         with _translated():
             lk.create(eviction, name=name, namespace=ns, dry_run=dry_run)
+
+    def request_token(
+        self,
+        service_account: str,
+        namespace: str,
+        *,
+        expiration_seconds: int = 3600,
+        audiences: Sequence[str] = (),
+    ) -> ServiceAccountTokenGrant:
+        """Issue a token for a service account (TokenRequest API, ``serviceaccounts/token``).
+
+        The API server may shorten *expiration_seconds* (its
+        ``--service-account-max-token-expiration``); the grant says what it chose.
+        *audiences* empty means the API server's own.
+        """
+        request = ServiceAccountToken(
+            metadata=ObjectMeta(name=service_account, namespace=namespace),
+            spec=TokenRequestSpec(audiences=list(audiences), expirationSeconds=expiration_seconds),
+        )
+        lk: Any = self._lk
+        with _translated():
+            result = lk.create(request, name=service_account, namespace=namespace)
+        status = result.status
+        if status is None or not status.token:  # pragma: no cover - the API always answers
+            raise KubeError("the TokenRequest API returned no token")
+        return ServiceAccountTokenGrant(token=status.token, expiration=status.expirationTimestamp)
+
+    def set_csr_approval(
+        self, name: str, *, approved: bool, reason: str, message: str, attempts: int = 5
+    ) -> CertificateSigningRequest:
+        """Approve or deny a CSR through its ``/approval`` subresource.
+
+        Adds an ``Approved`` (or ``Denied``) condition with *reason* and *message*. A
+        CSR that already carries either condition is returned unchanged (the API
+        forbids flipping a decision). Re-reads and retries on ``Conflict``.
+        """
+        kind = "Approved" if approved else "Denied"
+        last: Conflict | None = None
+        for _ in range(max(1, attempts)):
+            csr = self.get(CertificateSigningRequest, name)
+            status = csr.status
+            conditions = list(status.conditions or []) if status is not None else []
+            if any(c.type in ("Approved", "Denied") for c in conditions):
+                return csr
+            conditions.append(
+                CertificateSigningRequestCondition(
+                    type=kind, status="True", reason=reason, message=message
+                )
+            )
+            body = csr.to_dict()
+            body.setdefault("status", {})["conditions"] = [c.to_dict() for c in conditions]
+            approval = CertificateSigningRequestApproval.from_dict(body)
+            lk: Any = self._lk
+            try:
+                with _translated():
+                    updated = lk.replace(approval)
+            except Conflict as exc:
+                last = exc
+                continue
+            return cast(
+                CertificateSigningRequest, CertificateSigningRequest.from_dict(updated.to_dict())
+            )
+        assert last is not None
+        raise last

@@ -354,6 +354,18 @@ class LocalControlPlane:
         return self._ca.cert_pem
 
     @property
+    def apiserver_pid(self) -> int | None:
+        """Process id of kube-apiserver while it runs (for CPU and memory measurements)."""
+        proc = self._apiserver
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def etcd_pid(self) -> int | None:
+        """Process id of etcd while it runs."""
+        proc = self._etcd
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
     def apiserver_log(self) -> Path:
         return self.work_dir / "logs" / "kube-apiserver.log"
 

@@ -25,7 +25,7 @@ from tether.domain.states import (
     next_pool_state,
 )
 from tether.errors import Conflict, Invalid
-from tether.services import events
+from tether.services import events, network
 from tether.store.repo import delete_checked, get_by, get_named, insert, page, update_checked
 from tether.store.schema import ClusterRow, HostRow, PoolRow, ProfileRow, SiteRow
 
@@ -51,6 +51,7 @@ def to_cluster(row: ClusterRow) -> r.Cluster:
 
 
 def create_cluster(session: Session, body: r.ClusterCreate) -> r.Cluster:
+    network.check_cluster_change(session, body.name, body.spec, exists=False)
     row = insert(session, ClusterRow(name=body.name, spec=_dump(body.spec)), "cluster", body.name)
     events.record(session, ObjectKind.CLUSTER, body.name, "Created", "cluster created")
     return to_cluster(row)
@@ -71,6 +72,7 @@ def list_clusters(
 
 def update_cluster(session: Session, name: str, body: r.ClusterUpdate) -> r.Cluster:
     row = get_named(session, ClusterRow, "cluster", name)
+    network.check_cluster_change(session, name, body.spec, exists=True)
     row = update_checked(session, row, "cluster", body.resource_version, {"spec": _dump(body.spec)})
     events.record(session, ObjectKind.CLUSTER, name, "Updated", "cluster spec updated")
     return to_cluster(row)
@@ -275,6 +277,7 @@ def _check_pool_refs(session: Session, spec: m.PoolSpec) -> None:
 
 def create_pool(session: Session, body: r.PoolCreate) -> r.Pool:
     _check_pool_refs(session, body.spec)
+    network.check_pool_change(session, body.name, body.spec)
     row = PoolRow(
         name=body.name,
         cluster=body.spec.cluster,
@@ -321,6 +324,7 @@ def update_pool(session: Session, name: str, body: r.PoolUpdate) -> r.Pool:
                 rule="immutable",
             )
     _check_pool_refs(session, body.spec)
+    network.check_pool_change(session, name, body.spec)
     row = update_checked(session, row, "pool", body.resource_version, {"spec": _dump(body.spec)})
     events.record(session, ObjectKind.POOL, name, "Updated", "pool spec updated")
     return _pool_views(session, [row])[0]

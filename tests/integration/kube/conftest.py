@@ -16,9 +16,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from tether.domain import resources as r
+from tether.domain.kubeapi import ImportRequest, ImportResult
+from tether.domain.models import ObjectKind
+from tether.domain.states import HostEvent
 from tether.kube.client import KubeClient
 from tether.kube.envtest import BinariesNotFoundError, LocalControlPlane, find_binaries
+from tether.services import events as events_svc
+from tether.services import kubeimport
+from tether.services import resources as svc
+from tether.services.kubeconn import open_cluster
+from tether.store.db import Database, migrate
+from tether.store.schema import HostRow
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +97,117 @@ def write_kubeconfig() -> KubeconfigWriter:
     conftest under ``--import-mode=importlib``, hence a fixture.
     """
     return _write_kubeconfig
+
+
+# --- the plane: a SQLite store, a data dir, imported clusters, pools and hosts ------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Database]:
+    """A migrated SQLite store (the Kubernetes tests need only one backend)."""
+    db = Database.connect(f"sqlite:///{tmp_path / 'tether.db'}")
+    migrate(db.engine)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+class Plane:
+    """Test helper: import clusters and make sites, pools and hosts in the store."""
+
+    def __init__(self, db: Database, data_dir: Path, cp: LocalControlPlane) -> None:
+        self.db = db
+        self.data_dir = data_dir
+        self.cp = cp
+
+    def import_cluster(self, name: str, **spec: object) -> ImportResult:
+        body = ImportRequest(
+            kubeconfig=self.cp.kubeconfig.read_text(),
+            spec={
+                "vpcCIDR": "10.226.0.0/16",
+                "remoteNodeNetworks": ["10.80.0.0/16"],
+                "remotePodNetworks": ["10.85.0.0/16"],
+                **spec,
+            },
+        )
+        with self.db.session() as s:
+            return kubeimport.import_cluster(s, name, body, data_dir=self.data_dir)
+
+    def client(self, cluster: str) -> KubeClient:
+        """A client with the credentials Tether stored for *cluster* (its service account)."""
+        return open_cluster(self.data_dir, cluster)
+
+    def pool(
+        self,
+        cluster: str,
+        pool: str,
+        hosts: dict[str, dict[str, object]] | list[str],
+        *,
+        site: str | None = None,
+        spare: tuple[str, ...] = (),
+    ) -> None:
+        """Site + pool in *cluster*; *hosts* (name -> inventory) Ready and assigned to it.
+
+        *spare* hosts are made Ready in the same site but not assigned.
+        """
+        site = site or f"{pool}-site"
+        inventories = hosts if isinstance(hosts, dict) else {h: {} for h in hosts}
+        with self.db.session() as s:
+            svc.create_site(s, r.SiteCreate(name=site))
+            svc.create_pool(
+                s,
+                r.PoolCreate.model_validate(
+                    {
+                        "name": pool,
+                        "spec": {
+                            "cluster": cluster,
+                            "site": site,
+                            "nodeCIDR": "10.80.1.0/24",
+                            "podCIDR": "10.85.0.0/18",
+                            "vpnServer": {"publicIP": "203.0.113.5", "insideIP": "10.80.1.1"},
+                        },
+                    }
+                ),
+            )
+            for name in [*inventories, *spare]:
+                svc.create_host(
+                    s, r.HostCreate.model_validate({"name": name, "spec": {"site": site}})
+                )
+                svc.transition_host(s, name, HostEvent.CHECKS_PASSED)
+                row = s.scalars(select(HostRow).where(HostRow.name == name)).one()
+                row.inventory = dict(inventories.get(name, {}))
+            s.flush()
+            for name in inventories:
+                host = svc.get_host(s, name)
+                svc.update_host(
+                    s,
+                    name,
+                    r.HostUpdate.model_validate(
+                        {
+                            "resourceVersion": host.resource_version,
+                            "spec": {"site": site, "pool": pool},
+                        }
+                    ),
+                )
+
+    def events(self, kind: str | None = None, name: str | None = None) -> list[r.Event]:
+        with self.db.session() as s:
+            items, _ = events_svc.list_events(
+                s,
+                kind=ObjectKind(kind) if kind else None,
+                name=name,
+                limit=1000,
+                continue_token=None,
+            )
+        return items
+
+
+@pytest.fixture
+def plane(store: Database, data_dir: Path, kube_cluster: LocalControlPlane) -> Plane:
+    return Plane(store, data_dir, kube_cluster)

@@ -1,0 +1,284 @@
+"""``tether net``: check a HybridNetwork document, plan it, try it on a testbed.
+
+Exit codes: 0 ok, 1 the document has errors (or the testbed failed), 2 usage errors,
+an unreadable file or a machine that cannot run the testbed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from tether.cli.output import Format, OutputOption, console, errors, field, render
+from tether.netplan import (
+    Finding,
+    HybridNetwork,
+    Plan,
+    check_data,
+    has_errors,
+    load_document,
+    parse_allocations,
+    plan,
+    psk_ids,
+)
+
+app = typer.Typer(
+    help="Plan the network of a hybrid cluster: check, plan, try on a testbed.",
+    no_args_is_help=True,
+)
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+#: Where ``plan`` keeps the tunnels' pre-shared keys between runs (mode 0600).
+PSK_STORE = "psks.json"
+
+FINDING_COLUMNS = [
+    ("SEVERITY", field("severity")),
+    ("RULE", field("rule")),
+    ("MESSAGE", field("message")),
+]
+SUMMARY_COLUMNS = [
+    ("POOL", field("pool")),
+    ("SITE", field("site")),
+    ("ROUTING", field("routing")),
+    ("NODES", field("nodes")),
+    ("NODE CIDR", field("nodeCIDR")),
+    ("POD CIDR", field("podCIDR")),
+    ("POD BLOCKS", field("podBlocks")),
+    ("VPN SERVER", field("vpnServer")),
+]
+PROBE_COLUMNS = [
+    ("POOL", field("pool")),
+    ("NODE", field("node")),
+    ("KIND", field("kind")),
+    ("ADDRESS", field("address")),
+    ("RESULT", lambda p: "reachable" if p["ok"] else "UNREACHABLE"),
+]
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def read_document(path: str) -> Any:
+    """Read a YAML or JSON document from ``path`` (``-`` for standard input)."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise _fail(f"cannot read {path}: {error}") from error
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise _fail(f"{path} is neither YAML nor JSON: {error}") from error
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, Any]]) -> None:
+    """A table whose cells wrap instead of being cut (addresses must stay whole)."""
+    table = Table(show_header=True, header_style="bold", box=None)
+    for header, _ in columns:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*("-" if (v := get(row)) is None else str(v) for _, get in columns))
+    # piped output need not fit the 80 columns rich assumes without a terminal
+    wide = console if console.is_terminal else Console(width=max(console.width, 160))
+    wide.print(table)
+
+
+def _show_findings(findings: list[Finding], fmt: Format) -> None:
+    data = [f.as_dict() for f in findings]
+    if fmt is not Format.TABLE:
+        render(data, fmt)
+        return
+    if findings:
+        _table(data, FINDING_COLUMNS)
+    n_err = sum(1 for f in findings if f.is_error)
+    verdict = "[red]invalid[/red]" if n_err else "[green]valid[/green]"
+    console.print(f"{verdict}: {n_err} error(s), {len(findings) - n_err} warning(s)")
+
+
+def _load_checked(path: str, fmt: Format) -> tuple[HybridNetwork, list[Finding]]:
+    """Read and check ``path``; exit 1 (after showing the findings) when it has errors."""
+    data = read_document(path)
+    findings = check_data(data)
+    doc, _ = load_document(data)
+    if doc is None or has_errors(findings):
+        _show_findings(findings, fmt)
+        raise typer.Exit(EXIT_INVALID)
+    return doc, findings
+
+
+@app.command("check")
+def check_command(
+    file: str = typer.Argument(..., help="HybridNetwork document (YAML or JSON; - for stdin)."),
+    output: Format = OutputOption,
+) -> None:
+    """Check a HybridNetwork document: every rule, all findings at once."""
+    findings = check_data(read_document(file))
+    _show_findings(findings, output)
+    raise typer.Exit(EXIT_INVALID if has_errors(findings) else EXIT_OK)
+
+
+# Plan ----------------------------------------------------------------------------------
+
+
+def _load_psks(store: Path) -> dict[str, str]:
+    try:
+        data = json.loads(store.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        raise _fail(f"cannot read the key store {store}: {error}") from error
+    if not isinstance(data, Mapping):
+        raise _fail(f"the key store {store} is not a JSON object")
+    return {str(k): str(v) for k, v in data.items() if isinstance(v, str) and v}
+
+
+def _write_file(path: Path, content: str, mode: int) -> None:
+    """Write ``content`` atomically with ``mode`` (set before any byte is written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(content)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_plan(result: Plan, out: Path, psks: Mapping[str, str]) -> list[str]:
+    """Write every file of ``result`` under ``out``; secrets 0600, scripts 0755."""
+    files = result.files()
+    secret = result.secret_files()
+    written = []
+    for rel, content in sorted(files.items()):
+        mode = 0o600 if rel in secret else 0o755 if rel.endswith(".sh") else 0o644
+        _write_file(out / rel, content, mode)
+        written.append(rel)
+    _write_file(out / PSK_STORE, json.dumps(dict(psks), indent=2) + "\n", 0o600)
+    return written
+
+
+@app.command("plan")
+def plan_command(
+    file: str = typer.Argument(..., help="HybridNetwork document (YAML or JSON; - for stdin)."),
+    out: Path = typer.Option(..., "--out", help="Directory to write the plan into."),
+    previous: Path | None = typer.Option(
+        None,
+        "--previous",
+        help="allocations.json of an earlier plan (default: the one in --out, if any).",
+    ),
+    output: Format = OutputOption,
+) -> None:
+    """Plan the network: allocations, routes, VPN, BGP and CNI configs, written to --out.
+
+    Pre-shared keys are generated once, kept in OUT/psks.json (mode 0600) and reused
+    next time; node pod CIDRs from OUT/allocations.json are kept.
+    """
+    doc, _ = _load_checked(file, output)
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out} exists and is not a directory")
+    prev_path = previous if previous is not None else out / "allocations.json"
+    prev: dict[str, str] = {}
+    if prev_path.exists():
+        try:
+            prev = parse_allocations(json.loads(prev_path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            raise _fail(f"cannot read {prev_path}: {error}") from error
+    elif previous is not None:
+        raise _fail(f"--previous {previous} does not exist")
+
+    stored = _load_psks(out / PSK_STORE)
+    psks = {i: stored.get(i) or secrets.token_hex(32) for i in psk_ids(doc)}
+    result = plan(doc, psks, prev)
+    try:
+        written = write_plan(result, out, psks)
+    except OSError as error:
+        raise _fail(f"cannot write the plan into {out}: {error}") from error
+
+    secret = sorted(result.secret_files())
+    if output is Format.TABLE:
+        _table(result.summary(), SUMMARY_COLUMNS)
+        for warning in result.warnings:
+            errors.print(f"[yellow]warning:[/yellow] {warning.message}", highlight=False)
+        moved = sum(1 for p in result.pools for n in p.nodes if n.source.value == "allocated")
+        console.print(
+            f"wrote {len(written)} files to {out} ({len(secret)} with keys, mode 0600; "
+            f"keys kept in {out / PSK_STORE}); {moved} node pod CIDR(s) newly allocated",
+            highlight=False,
+        )
+    else:
+        render(
+            {
+                "out": str(out),
+                "summary": result.summary(),
+                "files": written,
+                "secretFiles": secret,
+                "allocations": result.allocations(),
+                "warnings": [w.as_dict() for w in result.warnings],
+            },
+            output,
+        )
+
+
+# Testbed -------------------------------------------------------------------------------
+
+
+@app.command("testbed")
+def try_command(
+    file: str = typer.Argument(..., help="HybridNetwork document (YAML or JSON; - for stdin)."),
+    timeout: float = typer.Option(60.0, help="Seconds to wait for tunnels and BGP."),
+    output: Format = OutputOption,
+) -> None:
+    """Try a plan for real in network namespaces (root): strongSwan, BIRD, pings.
+
+    Builds the VPC, each site's VPN server (and main router) and each node as network
+    namespaces, loads the generated configs, pings every node and pod address from the
+    VPC, and removes everything again. Nothing leaves this machine.
+    """
+    from tether.nettest import TestbedError, missing_requirements, run_testbed
+    from tether.nettest.topology import TopologyError
+
+    doc, _ = _load_checked(file, output)
+    missing = missing_requirements()
+    if missing:
+        raise _fail("this machine cannot run the testbed; missing: " + "; ".join(missing))
+
+    def log(message: str) -> None:
+        if output is Format.TABLE:
+            errors.print(f"[dim]{message}[/dim]", highlight=False)
+
+    try:
+        report = run_testbed(doc, log=log, timeout=timeout)
+    except TopologyError as error:
+        raise _fail(str(error), EXIT_INVALID) from error
+    except TestbedError as error:
+        raise _fail(str(error), EXIT_INVALID) from error
+    if output is Format.TABLE:
+        _table([p.as_dict() for p in report.probes], PROBE_COLUMNS)
+        reached = sum(1 for p in report.probes if p.ok)
+        verdict = "[green]ok[/green]" if report.ok else "[red]FAILED[/red]"
+        console.print(
+            f"{verdict}: {reached}/{len(report.probes)} addresses reachable from the VPC "
+            f"in {report.seconds:.1f}s; testbed {report.prefix} removed",
+            highlight=False,
+        )
+    else:
+        render(report.as_dict(), output)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_INVALID)

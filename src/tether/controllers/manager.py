@@ -1,0 +1,112 @@
+"""Runs the nodes controller and the CSR approver for every imported cluster.
+
+A cluster is *imported* when the plane holds its kubeconfig
+(``<data dir>/clusters/<name>/kubeconfig``) and the Cluster exists in the store. The
+manager looks every ``rescan_seconds`` and starts controllers for newly imported
+clusters and stops those of deleted ones. Start it next to the API (the app's lifespan)
+or on its own (``tether controllers run``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from tether.controllers.csr import CSRApprover
+from tether.controllers.nodes import NodeHealthController
+from tether.kube.client import KubeClient
+from tether.services.kubeconn import imported_clusters, open_cluster
+from tether.store.db import Database
+from tether.store.schema import ClusterRow
+
+__all__ = ["ClusterControllers", "ControllerManager"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClusterControllers:
+    client: KubeClient
+    nodes: NodeHealthController
+    csr: CSRApprover
+
+    def stop(self) -> None:
+        self.nodes.stop()
+        self.csr.stop()
+        self.client.close()
+
+
+class ControllerManager:
+    def __init__(
+        self,
+        db: Database,
+        data_dir: Path,
+        *,
+        rescan_seconds: float = 30.0,
+        resync_seconds: int = 30,
+        deny_foreign_csrs: bool = False,
+    ) -> None:
+        self.db = db
+        self.data_dir = data_dir
+        self.rescan_seconds = rescan_seconds
+        self.resync_seconds = resync_seconds
+        self.deny_foreign_csrs = deny_foreign_csrs
+        self.clusters: dict[str, ClusterControllers] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _wanted(self) -> set[str]:
+        with self.db.session() as session:
+            known = set(session.scalars(select(ClusterRow.name)))
+        return known & set(imported_clusters(self.data_dir))
+
+    def scan(self) -> None:
+        """Start controllers for new imported clusters, stop those of removed ones."""
+        wanted = self._wanted()
+        for name in sorted(set(self.clusters) - wanted):
+            log.info("stopping controllers of cluster %s", name)
+            self.clusters.pop(name).stop()
+        for name in sorted(wanted - set(self.clusters)):
+            log.info("starting controllers for cluster %s", name)
+            client = open_cluster(self.data_dir, name)
+            group = ClusterControllers(
+                client=client,
+                nodes=NodeHealthController(
+                    self.db, name, client, resync_seconds=self.resync_seconds
+                ),
+                csr=CSRApprover(
+                    self.db,
+                    name,
+                    client,
+                    deny_foreign=self.deny_foreign_csrs,
+                    resync_seconds=self.resync_seconds,
+                ),
+            )
+            group.nodes.start()
+            group.csr.start()
+            self.clusters[name] = group
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.scan()
+            except Exception:
+                log.exception("controller manager: scan failed")
+            self._stop.wait(self.rescan_seconds)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="controllers", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        for name in list(self.clusters):
+            self.clusters.pop(name).stop()

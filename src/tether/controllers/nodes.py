@@ -1,0 +1,147 @@
+"""The nodes controller: Node readiness in a cluster -> host and pool health in the plane.
+
+It watches the cluster's Nodes with a resumable list-then-watch
+(:class:`~tether.controllers.watch.ListWatchLoop`), keeps each Node's readiness, and
+whenever a Node's readiness changes (or on the periodic resync, which also catches
+hosts assigned on the plane's side) asks
+:func:`tether.services.health.reconcile_cluster_health` to bring hosts (by node name =
+host name) and pools in line: ``ChecksFailed``/``ChecksPassed`` for hosts,
+``NodeNotReady``/``AllNodesReady`` for pools, each change an event.
+
+Level-triggered: the plan is recomputed from the full picture every time, so a restart,
+a relist or a duplicate event changes nothing that is already right.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from lightkube.resources.core_v1 import Node
+
+from tether.controllers.watch import ListWatchLoop, WatchingClient
+from tether.domain.nodehealth import HealthPlan, NodeSnapshot, node_ready
+from tether.kube.client import WatchEvent
+from tether.services.health import reconcile_cluster_health
+from tether.store.db import Database
+
+__all__ = ["NodeHealthController", "node_snapshot"]
+
+log = logging.getLogger(__name__)
+
+
+def node_snapshot(node: Node) -> NodeSnapshot | None:
+    """A Node's readiness and the Ready condition's reason.
+
+    ``None`` when the Node has no Ready condition yet: it is still registering, which
+    counts as "not joined", not as NotReady.
+    """
+    conditions = (node.status.conditions if node.status is not None else None) or []
+    ready = next((c for c in conditions if c.type == "Ready"), None)
+    if ready is None:
+        return None
+    return NodeSnapshot(ready=node_ready([(ready.type, ready.status)]), reason=ready.reason or "")
+
+
+class NodeHealthController:
+    """Watches one cluster's Nodes and keeps its hosts' and pools' health (module doc)."""
+
+    def __init__(
+        self,
+        db: Database,
+        cluster: str,
+        client: WatchingClient,
+        *,
+        resync_seconds: int = 30,
+        sleep: Callable[[float], Any] | None = None,
+    ) -> None:
+        self.db = db
+        self.cluster = cluster
+        self._nodes: dict[str, NodeSnapshot] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.loop: ListWatchLoop[Node] = ListWatchLoop(
+            client,
+            Node,
+            on_list=self._on_list,
+            on_event=self._on_event,
+            on_resync=self.reconcile,
+            resync_seconds=resync_seconds,
+            sleep=sleep,
+            name=f"nodes[{cluster}]",
+        )
+        #: Plans applied so far that changed something (for tests and logs).
+        self.applied: list[HealthPlan] = []
+
+    # -- cache -------------------------------------------------------------------------
+
+    def _on_list(self, nodes: list[Node]) -> None:
+        snapshots = {}
+        for node in nodes:
+            snapshot = node_snapshot(node)
+            if node.metadata and node.metadata.name and snapshot is not None:
+                snapshots[node.metadata.name] = snapshot
+        with self._lock:
+            self._nodes = snapshots
+        self.reconcile()
+
+    def _on_event(self, event: WatchEvent[Node]) -> None:
+        meta = event.object.metadata
+        if meta is None or not meta.name:
+            return
+        after = None if event.type == "DELETED" else node_snapshot(event.object)
+        with self._lock:
+            before = self._nodes.get(meta.name)
+            if after is None:
+                self._nodes.pop(meta.name, None)
+            else:
+                self._nodes[meta.name] = after
+        if before != after:
+            self.reconcile()
+
+    # -- reconcile ---------------------------------------------------------------------
+
+    def reconcile(self) -> HealthPlan:
+        """Bring the store in line with the last seen Nodes; returns what changed."""
+        with self._lock:
+            nodes = dict(self._nodes)
+        with self.db.session() as session:
+            plan = reconcile_cluster_health(session, self.cluster, nodes)
+        if not plan.empty:
+            self.applied.append(plan)
+            for host in plan.hosts:
+                log.info(
+                    "host %s: %s -> %s (%s)",
+                    host.host,
+                    host.old_state,
+                    host.new_state,
+                    host.message,
+                )
+            for pool in plan.pools:
+                log.info(
+                    "pool %s: %s -> %s (%s)",
+                    pool.pool,
+                    pool.old_state,
+                    pool.new_state,
+                    pool.message,
+                )
+        return plan
+
+    # -- running -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """List, watch and reconcile until :meth:`stop` (blocks)."""
+        self.loop.run()
+
+    def start(self) -> None:
+        """Run in a daemon thread."""
+        self._thread = threading.Thread(target=self.run, name=self.loop.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.loop.stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

@@ -1,0 +1,291 @@
+"""The planner: from a checked document to allocations, routes, tunnels and files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, TypeVar
+
+from tether.netplan.addresses import collector_paused
+from tether.netplan.allocate import allocate
+from tether.netplan.document import API_VERSION, HybridNetwork
+from tether.netplan.findings import Finding, has_errors
+from tether.netplan.model import Child, NodePlan, PoolPlan, Route, Tunnel
+from tether.netplan.render import cloud, kube, site, strongswan
+from tether.netplan.rules import Resolved, RPool, check_document
+
+ALLOCATIONS_KIND = "PodCIDRAllocations"
+PskSource = Mapping[str, str] | Callable[[str], str]
+T = TypeVar("T")
+
+
+class PlanError(ValueError):
+    """The document has errors; ``findings`` lists them all."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        self.findings = findings
+        errors = [f for f in findings if f.is_error]
+        super().__init__(f"the document has {len(errors)} error(s); first: {errors[0].message}")
+
+
+class MissingSecretError(ValueError):
+    """A pre-shared key the plan needs was not given."""
+
+
+def psk_ids(doc: HybridNetwork) -> list[str]:
+    """The ids of the pre-shared keys a plan of ``doc`` needs: two per pool."""
+    return [f"{pool.name}-t{n}" for pool in doc.pools for n in (1, 2)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A complete network plan. Holds the PSKs but never shows them in ``repr``."""
+
+    cluster: str
+    vpc_cidr: IPv4Network
+    service_cidr: IPv4Network
+    endpoint_ips: tuple[IPv4Address, ...]
+    pools: tuple[PoolPlan, ...]
+    warnings: tuple[Finding, ...] = ()
+    psks: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    # Views ----------------------------------------------------------------------------
+
+    def allocations(self) -> dict[str, str]:
+        """Node name → pod CIDR block, for every node of every pool."""
+        return {n.name: str(n.pod_cidr) for p in self.pools for n in p.nodes}
+
+    def allocations_document(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": ALLOCATIONS_KIND,
+            "cluster": self.cluster,
+            "nodes": self.allocations(),
+        }
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per pool, for tables and the API (no secrets)."""
+        return [
+            {
+                "pool": p.name,
+                "site": p.site,
+                "routing": p.routing,
+                "nodes": len(p.nodes),
+                "nodeCIDR": str(p.node_cidr),
+                "podCIDR": str(p.pod_cidr),
+                "podBlocks": f"{len(p.nodes)}/{p.pod_blocks} /{p.pod_cidr_mask_per_node}",
+                "vpnServer": str(p.vpn_public_ip),
+                "tunnels": len(p.tunnels),
+                "mainRouter": "vpn-server" if p.is_main_router else "separate",
+            }
+            for p in self.pools
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The whole plan as JSON-ready data, without secrets."""
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "HybridNetworkPlan",
+            "cluster": {
+                "name": self.cluster,
+                "vpcCIDR": str(self.vpc_cidr),
+                "serviceCIDR": str(self.service_cidr),
+                "vpnEndpointIPs": [str(ip) for ip in self.endpoint_ips],
+            },
+            "pools": [p.as_dict() for p in self.pools],
+            "warnings": [w.as_dict() for w in self.warnings],
+        }
+
+    # Files ----------------------------------------------------------------------------
+
+    def secret_files(self) -> frozenset[str]:
+        """Paths of :meth:`files` that hold secrets (write them mode 0600)."""
+        paths = {"cloud/swanctl/secrets.conf"}
+        paths.update(f"pools/{p.name}/vpn-server/swanctl/secrets.conf" for p in self.pools)
+        return frozenset(paths)
+
+    def files(self, *, include_secrets: bool = True) -> dict[str, str]:
+        """Every generated file: relative path → content.
+
+        With ``include_secrets=False`` the files listed by :meth:`secret_files` are left
+        out, so the result can be shown or returned without exposing a key.
+        """
+        c = self.cluster
+        out: dict[str, str] = {
+            "plan.json": json.dumps(self.as_dict(), indent=2) + "\n",
+            "allocations.json": json.dumps(self.allocations_document(), indent=2) + "\n",
+            "cloud/vpc-route-table.yaml": cloud.vpc_route_table(c, str(self.vpc_cidr), self.pools),
+            "cloud/vpn-connections.yaml": cloud.vpn_connections(c, self.pools),
+            "cloud/swanctl/swanctl.conf": strongswan.cloud_swanctl(c, self.pools),
+            "cni/cilium-affinity-patch.yaml": kube.affinity_patch("cilium", "kube-system"),
+            "cni/calico-node-affinity-patch.yaml": kube.affinity_patch(
+                "calico-node", "calico-system"
+            ),
+        }
+        if include_secrets:
+            out["cloud/swanctl/secrets.conf"] = strongswan.secrets_conf(
+                (t for p in self.pools for t in p.tunnels), self.psks
+            )
+        for p in self.pools:
+            base = f"pools/{p.name}"
+            out[f"{base}/vpn-server/swanctl/swanctl.conf"] = strongswan.site_swanctl(c, p)
+            if include_secrets:
+                out[f"{base}/vpn-server/swanctl/secrets.conf"] = strongswan.secrets_conf(
+                    p.tunnels, self.psks
+                )
+            out[f"{base}/vpn-server/routes.sh"] = site.vpn_server_routes_sh(c, p)
+            if p.routing == "bgp":
+                out[f"{base}/vpn-server/bird.conf"] = site.bird_conf(c, p)
+                if p.nodes:
+                    out[f"{base}/cilium-bgp.yaml"] = kube.cilium_bgp(c, p)
+                    out[f"{base}/calico-bgp.yaml"] = kube.calico_bgp(c, p)
+            if not p.is_main_router:
+                out[f"{base}/main-router/routes.sh"] = site.main_router_routes_sh(c, p)
+        return out
+
+    def executable_files(self) -> frozenset[str]:
+        """Paths of :meth:`files` that are shell scripts (write them mode 0755)."""
+        return frozenset(path for path in self.files(include_secrets=False) if path.endswith(".sh"))
+
+
+def parse_allocations(data: Any) -> dict[str, str]:
+    """Read the node → pod CIDR map back from an ``allocations.json`` document.
+
+    Tolerant: anything unusable is ignored (the planner re-validates every entry).
+    """
+    if not isinstance(data, Mapping):
+        return {}
+    nodes = data.get("nodes")
+    if not isinstance(nodes, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in nodes.items() if isinstance(v, str)}
+
+
+def plan(
+    doc: HybridNetwork,
+    psks: PskSource,
+    previous: Mapping[str, str] | None = None,
+) -> Plan:
+    """Plan ``doc``. Raises :class:`PlanError` when the document has errors.
+
+    ``psks`` maps every id of :func:`psk_ids` to a key (hex keys are written as
+    ``0x…``), or is a function returning the key for an id. ``previous`` is the node →
+    pod CIDR map of an earlier plan: those blocks are kept where still valid.
+    """
+    with collector_paused():
+        resolved, findings = check_document(doc)
+        if has_errors(findings):
+            raise PlanError(findings)
+        keys = _collect_psks(doc, psks)
+        return build_plan(resolved, findings, keys, previous)
+
+
+def _collect_psks(doc: HybridNetwork, psks: PskSource) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for psk_id in psk_ids(doc):
+        if callable(psks):
+            value = psks(psk_id)
+        elif psk_id in psks:
+            value = psks[psk_id]
+        else:
+            raise MissingSecretError(f"no pre-shared key for tunnel {psk_id}")
+        if not value:
+            raise MissingSecretError(f"empty pre-shared key for tunnel {psk_id}")
+        keys[psk_id] = value
+    return keys
+
+
+def build_plan(
+    resolved: Resolved,
+    findings: list[Finding],
+    psks: Mapping[str, str],
+    previous: Mapping[str, str] | None = None,
+) -> Plan:
+    """Build the plan from a document already checked without errors."""
+    doc = resolved.doc
+    vpc = _known(resolved.vpc_cidr)
+    cluster = doc.cluster.name
+    endpoints = resolved.endpoint_ips
+    pools = tuple(_plan_pool(cluster, vpc, endpoints, rpool, previous) for rpool in resolved.pools)
+    return Plan(
+        cluster=cluster,
+        vpc_cidr=vpc,
+        service_cidr=_known(resolved.service_cidr),
+        endpoint_ips=tuple(endpoints),
+        pools=pools,
+        warnings=tuple(findings),
+        psks=dict(psks),
+    )
+
+
+def _known(value: T | None) -> T:
+    if value is None:  # pragma: no cover - excluded by the checker
+        raise ValueError("plan of a document with errors")
+    return value
+
+
+def _plan_pool(
+    cluster: str,
+    vpc: IPv4Network,
+    endpoints: list[IPv4Address],
+    rpool: RPool,
+    previous: Mapping[str, str] | None,
+) -> PoolPlan:
+    pool = rpool.pool
+    node_cidr = _known(rpool.node_cidr)
+    pod_cidr = _known(rpool.pod_cidr)
+    inside_ip = _known(rpool.inside_ip)
+    public_ip = _known(rpool.public_ip)
+    mask = pool.pod_cidr_mask_per_node
+    blocks = allocate(pod_cidr, mask, [(n.name, n.pod_cidr) for n in rpool.nodes], previous)
+    nodes = tuple(
+        NodePlan(n.name, _known(n.ip), blocks[n.name].pod_cidr, blocks[n.name].source)
+        for n in rpool.nodes
+    )
+    attachment = f"vpn-attachment/{pool.name}"
+    tunnels = []
+    for number in (1, 2):
+        name = f"{pool.name}-t{number}"
+        cloud_ip = endpoints[min(number - 1, len(endpoints) - 1)]
+        tunnels.append(
+            Tunnel(
+                name=name,
+                psk_id=name,
+                cloud_ip=cloud_ip,
+                site_ip=public_ip,
+                cloud_id=f"{name}.cloud.{cluster}.tether",
+                site_id=f"{name}.site.{cluster}.tether",
+                children=(
+                    Child(f"{name}-node", node_cidr, vpc),
+                    Child(f"{name}-pod", pod_cidr, vpc),
+                ),
+            )
+        )
+    vpn_server_routes: tuple[Route, ...] = ()
+    if pool.routing == "static":
+        vpn_server_routes = tuple(Route(n.pod_cidr, str(n.ip)) for n in nodes)
+    main_router_routes: tuple[Route, ...] = ()
+    if not pool.vpn_server.is_main_router:
+        main_router_routes = (Route(vpc, str(inside_ip)), Route(pod_cidr, str(inside_ip)))
+    return PoolPlan(
+        name=pool.name,
+        site=pool.site,
+        routing=pool.routing,
+        node_cidr=node_cidr,
+        pod_cidr=pod_cidr,
+        pod_cidr_mask_per_node=mask,
+        node_asn=pool.node_asn,
+        vpn_public_ip=public_ip,
+        vpn_inside_ip=inside_ip,
+        vpn_asn=pool.vpn_server.asn,
+        is_main_router=pool.vpn_server.is_main_router,
+        main_router_ip=rpool.main_router_ip,
+        nodes=nodes,
+        vpc_routes=(Route(node_cidr, attachment), Route(pod_cidr, attachment)),
+        static_routes=(node_cidr, pod_cidr),
+        tunnels=tuple(tunnels),
+        vpn_server_routes=vpn_server_routes,
+        main_router_routes=main_router_routes,
+    )

@@ -1,0 +1,239 @@
+"""Cordon, drain and uncordon a node through the Eviction API.
+
+The pure part (which pods go, which stay, which block, how long to back off) is
+:mod:`tether.domain.drain`; this module talks to the API server and reports progress.
+
+``drain_node``:
+
+1. cordons the node (``spec.unschedulable``);
+2. lists the pods bound to it and plans; if any pod blocks, it stops before evicting
+   anything (``DrainBlocked``; the node stays cordoned);
+3. evicts each pod through the Eviction API, which honours PodDisruptionBudgets. A
+   ``429`` means a budget allows no disruption now: that pod is retried with
+   exponential backoff (``retry_delay``) while the others proceed;
+4. waits until every evicted (or already terminating) pod is gone: deleted, or replaced
+   by a pod with another UID. An evicted pod stays ``Terminating`` until its kubelet
+   confirms the containers stopped; with ``wait_for_delete=False`` an accepted eviction
+   counts as done;
+5. gives up with ``DrainTimeout`` when the per-drain timeout passes.
+
+Every step is reported through *progress* (the API turns it into Host events).
+*clock* and *sleep* are injectable so tests can exercise backoff and timeouts without
+waiting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lightkube.resources.core_v1 import Node, Pod
+
+from tether.domain.drain import (
+    MIRROR_ANNOTATION,
+    DrainOptions,
+    PodFacts,
+    plan_drain,
+    retry_delay,
+)
+from tether.domain.kubeapi import DrainReport, PodOutcome
+from tether.errors import Conflict
+from tether.kube.client import ALL_NAMESPACES, KubeClient
+from tether.kube.errors import NotFound, TooManyRequests
+
+__all__ = [
+    "DrainBlocked",
+    "DrainProgress",
+    "DrainTimeout",
+    "cordon",
+    "drain_node",
+    "pod_facts",
+    "uncordon",
+]
+
+
+class DrainBlocked(Conflict):
+    code = "drain_blocked"
+
+    def __init__(self, node: str, reasons: list[str]) -> None:
+        super().__init__(
+            f"drain of {node} refused, nothing evicted (node stays cordoned): "
+            + "; ".join(reasons),
+            field="node",
+            rule="drain_blocked",
+        )
+        self.reasons = reasons
+
+
+class DrainTimeout(Conflict):
+    code = "drain_timeout"
+
+    def __init__(self, node: str, timeout: float, remaining: list[str], evicted: list[str]) -> None:
+        super().__init__(
+            f"drain of {node} did not finish within {timeout:g}s; still there: "
+            + ", ".join(remaining),
+            field="timeoutSeconds",
+            rule="drain_timeout",
+        )
+        self.remaining = remaining
+        self.evicted = evicted
+
+
+@dataclass(frozen=True)
+class DrainProgress:
+    reason: str  # CamelCase, an event reason
+    message: str
+    warning: bool = False
+
+
+Progress = Callable[[DrainProgress], None]
+
+
+def _ignore(_: DrainProgress) -> None:
+    return None
+
+
+def cordon(client: KubeClient, node: str) -> bool:
+    """Mark *node* unschedulable; True if it was schedulable before."""
+    before = client.get(Node, node)
+    was = bool(before.spec is not None and before.spec.unschedulable)
+    if not was:
+        client.patch(Node, node, {"spec": {"unschedulable": True}})
+    return not was
+
+
+def uncordon(client: KubeClient, node: str) -> bool:
+    """Make *node* schedulable again; True if it was cordoned."""
+    before = client.get(Node, node)
+    was = bool(before.spec is not None and before.spec.unschedulable)
+    if was:
+        client.patch(Node, node, {"spec": {"unschedulable": None}})
+    return was
+
+
+def pod_facts(pod: Pod) -> PodFacts:
+    meta, spec, status = pod.metadata, pod.spec, pod.status
+    assert meta is not None
+    controller = next((o for o in meta.ownerReferences or [] if o.controller), None)
+    volumes = spec.volumes if spec is not None else None
+    return PodFacts(
+        namespace=meta.namespace or "",
+        name=meta.name or "",
+        controller_kind=controller.kind if controller else None,
+        controller_name=controller.name if controller else None,
+        mirror=MIRROR_ANNOTATION in (meta.annotations or {}),
+        empty_dir=any(v.emptyDir is not None for v in volumes or []),
+        phase=status.phase if status is not None else None,
+        terminating=meta.deletionTimestamp is not None,
+    )
+
+
+def _gone(client: KubeClient, key: str, uid: str | None) -> bool:
+    namespace, name = key.split("/", 1)
+    try:
+        pod = client.get(Pod, name, namespace=namespace)
+    except NotFound:
+        return True
+    return pod.metadata is not None and pod.metadata.uid != uid
+
+
+def drain_node(
+    client: KubeClient,
+    node: str,
+    options: DrainOptions | None = None,
+    *,
+    progress: Progress = _ignore,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DrainReport:
+    """Cordon and drain *node* (steps and semantics: module doc)."""
+    options = options or DrainOptions()
+    started = clock()
+    deadline = started + options.timeout_seconds
+    if cordon(client, node):
+        progress(DrainProgress("Cordoned", f"node {node} cordoned"))
+    listed = client.list(Pod, namespace=ALL_NAMESPACES, fields={"spec.nodeName": node})
+    facts = [pod_facts(p) for p in listed]
+    uids = {
+        f.key: (p.metadata.uid if p.metadata else None) for f, p in zip(facts, listed, strict=True)
+    }
+    plan = plan_drain(facts, options)
+    why = {d.pod.key: d.reason for d in plan.decisions}
+    if not plan.ok:
+        reasons = [f"{d.pod.key}: {d.reason}" for d in plan.blocked]
+        progress(DrainProgress("DrainBlocked", "; ".join(reasons), warning=True))
+        raise DrainBlocked(node, reasons)
+    skipped = [PodOutcome(pod=d.pod.key, reason=d.reason) for d in plan.skip]
+    if skipped:
+        progress(
+            DrainProgress(
+                "DrainSkipped",
+                "left on the node: " + "; ".join(f"{s.pod} ({s.reason})" for s in skipped),
+            )
+        )
+    pending = {d.pod.key: d for d in plan.evict}
+    attempts = dict.fromkeys(pending, 0)
+    next_try = dict.fromkeys(pending, started)
+    evicted: list[str] = []
+    retries = 0
+    while pending:
+        now = clock()
+        if now >= deadline:
+            progress(
+                DrainProgress("DrainTimeout", f"not evicted: {', '.join(sorted(pending))}", True)
+            )
+            raise DrainTimeout(node, options.timeout_seconds, sorted(pending), evicted)
+        for key in sorted(pending):
+            if next_try[key] > now:
+                continue
+            namespace, name = key.split("/", 1)
+            try:
+                client.evict(name, namespace, grace_period=options.grace_period_seconds)
+            except NotFound:
+                del pending[key]  # gone already
+                continue
+            except TooManyRequests as exc:
+                delay = retry_delay(attempts[key], options, exc.retry_after)
+                attempts[key] += 1
+                retries += 1
+                next_try[key] = clock() + delay
+                progress(
+                    DrainProgress(
+                        "EvictionRetry",
+                        f"{key}: {exc.message or 'a disruption budget forbids it now'}; "
+                        f"retrying in {delay:g}s",
+                    )
+                )
+                continue
+            del pending[key]
+            evicted.append(key)
+            progress(DrainProgress("Evicted", f"{key} evicted ({why[key]})"))
+        if pending:
+            wake = min(next_try[k] for k in pending)
+            sleep(max(0.0, min(wake, deadline) - clock()))
+    waiting = [*evicted, *(d.pod.key for d in plan.wait)]
+    if options.wait_for_delete:
+        remaining = list(waiting)
+        while remaining:
+            remaining = [k for k in remaining if not _gone(client, k, uids.get(k))]
+            if not remaining:
+                break
+            if clock() >= deadline:
+                progress(
+                    DrainProgress(
+                        "DrainTimeout", f"still terminating: {', '.join(remaining)}", True
+                    )
+                )
+                raise DrainTimeout(node, options.timeout_seconds, remaining, evicted)
+            sleep(min(options.poll_seconds, max(0.0, deadline - clock())))
+    seconds = clock() - started
+    progress(
+        DrainProgress(
+            "Drained",
+            f"node {node} drained: {len(evicted)} evicted, {len(skipped)} left on the node",
+        )
+    )
+    return DrainReport(
+        node=node, evicted=evicted, skipped=skipped, eviction_retries=retries, seconds=seconds
+    )

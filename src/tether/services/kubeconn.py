@@ -1,0 +1,252 @@
+"""Connections to imported clusters: kubeconfig checks, storage, clients, error mapping.
+
+Tether keeps one kubeconfig per imported cluster at
+``<data dir>/clusters/<name>/kubeconfig`` (directory 0700, file 0600). It holds the
+API server URL, its CA and the token of Tether's own service account
+(``tether-system/tether``), never the credentials the operator imported with.
+
+Kubeconfigs that arrive over the API are checked before anything reads them: they must
+be self-contained (``certificate-authority-data``, ``client-certificate-data``,
+``client-key-data``, ``token``). File references would make the plane read its own
+files for a remote caller, and ``exec``/``auth-provider`` users would make it run
+commands, so both are refused; so is ``insecure-skip-tls-verify``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lightkube import KubeConfig
+
+from tether.errors import Conflict, Invalid, PlaneError
+from tether.kube.client import KubeClient
+from tether.kube.errors import (
+    Forbidden,
+    KubeError,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+)
+from tether.kube.errors import Invalid as KubeInvalid
+
+__all__ = [
+    "ClusterError",
+    "ClusterUnreachable",
+    "NotImported",
+    "ResolvedKubeconfig",
+    "cluster_dir",
+    "from_kube_error",
+    "imported_clusters",
+    "kubeconfig_path",
+    "open_cluster",
+    "parse_kubeconfig",
+    "write_private",
+]
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_FILE_KEYS = ("certificate-authority", "client-certificate", "client-key", "tokenFile")
+
+
+class ClusterUnreachable(PlaneError):
+    """The cluster's API server did not answer (or failed); nothing changed."""
+
+    status = 502
+    code = "cluster_unreachable"
+
+
+class ClusterError(PlaneError):
+    """The cluster's API server refused a request Tether needed."""
+
+    status = 502
+    code = "cluster_error"
+
+
+class NotImported(Conflict):
+    code = "not_imported"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"cluster {name!r} has not been imported: run 'tether cluster import {name} "
+            "--kubeconfig FILE' first",
+            field="name",
+            rule="imported",
+        )
+
+
+def from_kube_error(exc: KubeError, doing: str) -> PlaneError:
+    """Turn a Kubernetes failure into a plane error saying what Tether was doing."""
+    if isinstance(exc, Unavailable | TooManyRequests):
+        return ClusterUnreachable(f"{doing}: the cluster's API server is unavailable: {exc}")
+    if isinstance(exc, Unauthorized):
+        return Invalid(
+            f"{doing}: the cluster refused the credentials: {exc}",
+            field="kubeconfig",
+            rule="kube_credentials",
+        )
+    if isinstance(exc, Forbidden):
+        return ClusterError(f"{doing}: the cluster's RBAC refused it: {exc}", rule="kube_rbac")
+    if isinstance(exc, KubeInvalid | NotFound):
+        return ClusterError(f"{doing}: {exc}", rule="kube_request")
+    return ClusterError(f"{doing}: {exc}", rule="kube_request")
+
+
+def check_name(name: str) -> str:
+    """A cluster name is also a directory name: only DNS labels pass."""
+    if not _NAME.match(name):
+        raise Invalid(f"{name!r} is not a valid cluster name", field="name", rule="dns_label")
+    return name
+
+
+def cluster_dir(data_dir: Path, name: str) -> Path:
+    return data_dir / "clusters" / check_name(name)
+
+
+def kubeconfig_path(data_dir: Path, name: str) -> Path:
+    return cluster_dir(data_dir, name) / "kubeconfig"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write *text* with mode 0600 from the first byte, atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def imported_clusters(data_dir: Path) -> list[str]:
+    """Names of clusters with a stored kubeconfig."""
+    root = data_dir / "clusters"
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name for p in root.iterdir() if _NAME.match(p.name) and (p / "kubeconfig").is_file()
+    )
+
+
+def open_cluster(data_dir: Path, name: str, *, timeout: float = 10.0) -> KubeClient:
+    """A client for an imported cluster, as Tether's service account."""
+    path = kubeconfig_path(data_dir, name)
+    if not path.is_file():
+        raise NotImported(name)
+    return KubeClient(path, timeout=timeout)
+
+
+# Checking kubeconfigs that arrive over the API --------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedKubeconfig:
+    """One context of a kubeconfig, checked and self-contained."""
+
+    server: str
+    ca_pem: str | None
+    user: Mapping[str, Any]
+    context: str
+
+    def as_dict(self) -> dict[str, Any]:
+        cluster: dict[str, Any] = {"server": self.server}
+        if self.ca_pem is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(self.ca_pem.encode()).decode()
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "imported", "cluster": cluster}],
+            "users": [{"name": "imported", "user": dict(self.user)}],
+            "contexts": [
+                {"name": self.context, "context": {"cluster": "imported", "user": "imported"}}
+            ],
+            "current-context": self.context,
+        }
+
+    def client(self, *, timeout: float = 10.0) -> KubeClient:
+        return KubeClient(KubeConfig.from_dict(self.as_dict()), timeout=timeout)
+
+
+def _invalid(message: str) -> Invalid:
+    return Invalid(message, field="kubeconfig", rule="self_contained_kubeconfig")
+
+
+def _named(entries: Any, name: str, what: str) -> Mapping[str, Any]:
+    if isinstance(entries, list):
+        for entry in entries:
+            if isinstance(entry, Mapping) and entry.get("name") == name:
+                body = entry.get(what)
+                if isinstance(body, Mapping):
+                    return body
+    raise _invalid(f"the kubeconfig has no {what} named {name!r}")
+
+
+def _decode_pem(data: Any, what: str) -> str:
+    try:
+        text = base64.b64decode(str(data), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise _invalid(f"{what} is not base64-encoded PEM") from None
+    if "-----BEGIN" not in text:
+        raise _invalid(f"{what} is not base64-encoded PEM")
+    return text
+
+
+def parse_kubeconfig(text: str, context: str | None = None) -> ResolvedKubeconfig:
+    """Check a kubeconfig (rules: module doc) and resolve one context of it."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise _invalid(f"the kubeconfig is not valid YAML: {exc}") from None
+    if not isinstance(doc, Mapping):
+        raise _invalid("the kubeconfig must be a mapping")
+    ctx_name = context or doc.get("current-context")
+    if not isinstance(ctx_name, str) or not ctx_name:
+        raise _invalid("the kubeconfig has no current-context; name one with --context")
+    ctx = _named(doc.get("contexts"), ctx_name, "context")
+    cluster = _named(doc.get("clusters"), str(ctx.get("cluster")), "cluster")
+    user = _named(doc.get("users"), str(ctx.get("user")), "user")
+    server = cluster.get("server")
+    if not isinstance(server, str) or not server.startswith("https://"):
+        raise _invalid("the cluster's server must be an https:// URL")
+    if cluster.get("insecure-skip-tls-verify"):
+        raise _invalid("insecure-skip-tls-verify is refused: give certificate-authority-data")
+    for key in _FILE_KEYS:
+        if cluster.get(key) or user.get(key):
+            raise _invalid(
+                f"{key} names a file; send a flattened kubeconfig ({key}-data) instead "
+                "(the tether CLI flattens it for you)"
+            )
+    if "exec" in user or "auth-provider" in user:
+        raise _invalid(
+            "exec and auth-provider credentials would run commands on the plane; send a "
+            "kubeconfig with a token or a client certificate (the tether CLI resolves exec "
+            "credentials on your machine)"
+        )
+    ca = cluster.get("certificate-authority-data")
+    ca_pem = _decode_pem(ca, "certificate-authority-data") if ca else None
+    resolved: dict[str, Any] = {}
+    if isinstance(user.get("token"), str) and user["token"]:
+        resolved["token"] = user["token"]
+    cert_data, key_data = user.get("client-certificate-data"), user.get("client-key-data")
+    if cert_data or key_data:
+        if not (cert_data and key_data):
+            raise _invalid("client-certificate-data and client-key-data go together")
+        _decode_pem(cert_data, "client-certificate-data")
+        _decode_pem(key_data, "client-key-data")
+        resolved["client-certificate-data"] = cert_data
+        resolved["client-key-data"] = key_data
+    if isinstance(user.get("username"), str) and isinstance(user.get("password"), str):
+        resolved["username"], resolved["password"] = user["username"], user["password"]
+    if not resolved:
+        raise _invalid("the kubeconfig's user has no token or client certificate")
+    return ResolvedKubeconfig(server=server, ca_pem=ca_pem, user=resolved, context=ctx_name)

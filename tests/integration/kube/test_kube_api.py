@@ -1,0 +1,128 @@
+"""The Kubernetes endpoints of the REST API, end to end against a real kube-apiserver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from lightkube.models.core_v1 import Container, PodSpec
+from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
+from lightkube.resources.core_v1 import Namespace, Node, Pod
+
+from tether.api import kube_routes
+from tether.api.app import create_app
+from tether.domain.resources import Role, TokenCreate
+from tether.kube.client import KubeClient
+from tether.kube.kubesim import KubeletFleet, SimulatedNode
+from tether.services import tokens
+from tether.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+Namer = Callable[[str], str]
+
+
+@pytest.fixture
+def api(plane: Any, data_dir: Path) -> Iterator[TestClient]:
+    settings = Settings()
+    settings.paths.data_dir = data_dir
+    app = create_app(settings, plane.db)
+    app.include_router(kube_routes.router)
+    with TestClient(app) as client:
+        with plane.db.session() as s:
+            issued = tokens.issue(s, TokenCreate(name="op", role=Role.OPERATOR), default_ttl_days=1)
+        client.headers["Authorization"] = f"Bearer {issued.token}"
+        yield client
+
+
+def test_host_operations_through_the_api(
+    api: TestClient, plane: Any, kube: KubeClient, unique_name: Namer
+) -> None:
+    cluster = unique_name("api")
+    host, spare = unique_name("edge"), unique_name("spare")
+    not_imported = api.post(f"/api/v1/clusters/{cluster}/hybrid/enable", json={})
+    assert not_imported.status_code == 404  # no such cluster yet
+    plane.import_cluster(cluster)
+    plane.pool(cluster, f"{cluster}-p", [host], spare=(spare,))
+
+    fleet = KubeletFleet(kube, finalize_pods=True)
+    fleet.register([SimulatedNode(host, cluster=cluster)])
+    namespace = unique_name("apps")
+    kube.create(Namespace(metadata=ObjectMeta(name=namespace)))
+    owner = OwnerReference(
+        apiVersion="apps/v1",
+        kind="ReplicaSet",
+        name="web",
+        uid="6d0c1a4e-0000-4000-8000-000000000001",
+        controller=True,
+    )
+    kube.create(
+        Pod(
+            metadata=ObjectMeta(name="web-1", ownerReferences=[owner]),
+            spec=PodSpec(nodeName=host, containers=[Container(name="c", image="x/y:1")]),
+        ),
+        namespace=namespace,
+    )
+    with fleet:
+        grant = api.post(f"/api/v1/hosts/{host}/bootstrap-token", json={"ttlSeconds": 600})
+        assert grant.status_code == 201, grant.text
+        assert grant.json()["cluster"] == cluster and "." in grant.json()["token"]
+        refused = api.post(f"/api/v1/hosts/{spare}/bootstrap-token", json={})
+        assert refused.status_code == 422 and refused.json()["field"] == "spec.pool"
+
+        plan = api.post(
+            f"/api/v1/clusters/{cluster}/hybrid/enable", json={"eksLabels": True, "dryRun": True}
+        )
+        assert plan.status_code == 200, plan.text
+        assert plan.json()["dryRun"] is True and plan.json()["hybridNodes"] == [host]
+
+        assert api.post(f"/api/v1/hosts/{host}/cordon").json() == {"node": host, "changed": True}
+        assert api.post(f"/api/v1/hosts/{host}/cordon").json()["changed"] is False
+        assert api.post(f"/api/v1/hosts/{host}/uncordon").json()["changed"] is True
+
+        drained = api.post(
+            f"/api/v1/hosts/{host}/drain",
+            json={"timeoutSeconds": 60, "deleteEmptyDirData": False, "force": False},
+        )
+        assert drained.status_code == 200, drained.text
+        assert drained.json()["evicted"] == [f"{namespace}/web-1"]
+        spec = kube.get(Node, host).spec
+        assert spec is not None and spec.unschedulable
+        reasons = [e.reason for e in plane.events("Host", host)]
+        for reason in ("BootstrapTokenMinted", "Cordoned", "Uncordoned", "Evicted", "Drained"):
+            assert reason in reasons
+
+        blocked_pod = Pod(
+            metadata=ObjectMeta(name="bare"),
+            spec=PodSpec(nodeName=host, containers=[Container(name="c", image="x/y:1")]),
+        )
+        kube.create(blocked_pod, namespace=namespace)
+        blocked = api.post(f"/api/v1/hosts/{host}/drain", json={})
+        assert blocked.status_code == 409 and blocked.json()["code"] == "drain_blocked"
+        kube.delete(Pod, "bare", namespace=namespace, grace_period=0)
+    fleet.stop(delete=True)
+    kube.delete(Namespace, namespace)
+
+    other = unique_name("noimport")
+    with plane.db.session() as s:
+        from tether.domain import resources as r
+        from tether.services import resources as svc
+
+        svc.create_cluster(
+            s,
+            r.ClusterCreate.model_validate(
+                {
+                    "name": other,
+                    "spec": {
+                        "kubernetesVersion": "1.37",
+                        "vpcCIDR": "10.0.0.0/16",
+                        "serviceCIDR": "10.1.0.0/16",
+                    },
+                }
+            ),
+        )
+    response = api.post(f"/api/v1/clusters/{other}/hybrid/enable", json={})
+    assert response.status_code == 409 and response.json()["code"] == "not_imported"

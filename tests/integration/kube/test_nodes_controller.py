@@ -1,0 +1,131 @@
+"""The nodes controller: simulated kubelets + a real kube-apiserver + a real SQLite store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tether.controllers.nodes import NodeHealthController
+from tether.domain.states import HostState, PoolState
+from tether.kube.client import KubeClient
+from tether.kube.kubesim import KubeletFleet, SimulatedNode
+from tether.services import resources as svc
+
+pytestmark = pytest.mark.integration
+
+Namer = Callable[[str], str]
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_node_readiness_drives_host_and_pool_health(
+    plane: Any, kube: KubeClient, unique_name: Namer
+) -> None:
+    cluster = unique_name("watch")
+    plane.import_cluster(cluster)
+    pool = f"{cluster}-dc1"
+    hosts = [unique_name("edge") for _ in range(3)]
+    plane.pool(cluster, pool, hosts)
+
+    def host_state(name: str) -> tuple[HostState, str]:
+        with plane.db.session() as s:
+            h = svc.get_host(s, name)
+        return h.status.state, h.status.health
+
+    def pool_state() -> PoolState:
+        with plane.db.session() as s:
+            return svc.get_pool(s, pool).status.state
+
+    fleet = KubeletFleet(kube, lease_interval=1.0)
+    fleet.register([SimulatedNode(h, cluster=cluster) for h in hosts[:2]])  # one not joined yet
+    with fleet, plane.client(cluster) as tether:  # watches as Tether's service account
+        controller = NodeHealthController(plane.db, cluster, tether, resync_seconds=1)
+        controller.start()
+        try:
+            # Two of three nodes Ready: the pool provisions, waiting for the third.
+            wait_for(lambda: pool_state() is PoolState.PROVISIONING)
+            wait_for(lambda: host_state(hosts[0]) == (HostState.IN_USE, "Healthy"))
+            fleet.register([SimulatedNode(hosts[2], cluster=cluster)])
+            wait_for(lambda: pool_state() is PoolState.READY)
+
+            fleet.set_ready(hosts[1], False, reason="KubeletNotReady")
+            wait_for(lambda: host_state(hosts[1]) == (HostState.UNHEALTHY, "Unhealthy"))
+            wait_for(lambda: pool_state() is PoolState.DEGRADED)
+            assert host_state(hosts[0]) == (HostState.IN_USE, "Healthy")
+
+            fleet.set_ready(hosts[1], True)
+            wait_for(lambda: host_state(hosts[1]) == (HostState.IN_USE, "Healthy"))
+            wait_for(lambda: pool_state() is PoolState.READY)
+        finally:
+            controller.stop()
+
+        host_events = [(e.type, e.reason) for e in plane.events("Host", hosts[1])]
+        assert ("Warning", "NodeNotReady") in host_events
+        assert ("Normal", "NodeReady") in host_events
+        warning = next(e for e in plane.events("Host", hosts[1]) if e.reason == "NodeNotReady")
+        assert warning.message.startswith("InUse -> Unhealthy (ChecksFailed)")
+        assert "KubeletNotReady" in warning.message
+        pool_events = [(e.type, e.reason, e.message) for e in plane.events("Pool", pool)]
+        assert pool_events[1:] == [
+            ("Normal", "StateChanged", "Pending -> Provisioning (HostsAssigned)"),  # assignment
+            ("Normal", "StateChanged", "Provisioning -> Ready (AllNodesReady)"),
+            ("Warning", "StateChanged", "Ready -> Degraded (NodeNotReady)"),
+            ("Normal", "StateChanged", "Degraded -> Ready (AllNodesReady)"),
+        ]
+
+        # Level-triggered: a restarted controller recomputes from the list and changes nothing.
+        before = plane.events()
+        restarted = NodeHealthController(plane.db, cluster, tether, resync_seconds=1)
+        restarted.start()
+        try:
+            wait_for(lambda: restarted.loop.lists == 1 and restarted.loop.watches >= 2)
+        finally:
+            restarted.stop()
+        assert restarted.applied == []
+        assert plane.events() == before
+
+        # A node that goes NotReady while no controller runs is caught by the relist.
+        fleet.set_ready(hosts[0], False)
+        third = NodeHealthController(plane.db, cluster, tether, resync_seconds=1)
+        third.start()
+        try:
+            wait_for(lambda: pool_state() is PoolState.DEGRADED)
+        finally:
+            third.stop()
+        assert host_state(hosts[0]) == (HostState.UNHEALTHY, "Unhealthy")
+    fleet.stop(delete=True)
+
+
+def test_manager_runs_controllers_for_imported_clusters(
+    plane: Any, kube: KubeClient, unique_name: Namer
+) -> None:
+    from tether.controllers.manager import ControllerManager
+
+    cluster = unique_name("mgr")
+    plane.import_cluster(cluster)
+    pool, host = f"{cluster}-p", unique_name("edge")
+    plane.pool(cluster, pool, [host])
+    manager = ControllerManager(plane.db, plane.data_dir, rescan_seconds=0.2, resync_seconds=1)
+    fleet = KubeletFleet(kube)
+    fleet.register([SimulatedNode(host, cluster=cluster)])
+    manager.start()
+    try:
+        wait_for(lambda: cluster in manager.clusters)
+
+        def ready() -> bool:
+            with plane.db.session() as s:
+                return svc.get_pool(s, pool).status.state is PoolState.READY
+
+        wait_for(ready)
+    finally:
+        manager.stop()
+        fleet.stop(delete=True)
+    assert manager.clusters == {}

@@ -1,0 +1,134 @@
+"""``tether net check`` and ``tether net plan``: exit codes, output formats, files."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import yaml
+from typer.testing import CliRunner
+
+from tether.cli.net import app
+
+Doc = dict[str, Any]
+runner = CliRunner()
+
+
+def _write(tmp_path: Path, doc: Doc, name: str = "net.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_check_a_valid_document_exits_0(tmp_path: Path, doc: Doc) -> None:
+    result = runner.invoke(app, ["check", str(_write(tmp_path, doc))])
+    assert result.exit_code == 0, result.output
+    assert "valid: 0 error(s)" in result.output
+
+
+def test_check_json_lists_findings_with_four_keys_and_exits_1(tmp_path: Path, doc: Doc) -> None:
+    doc["pools"][1]["podCIDR"] = doc["pools"][0]["podCIDR"]
+    result = runner.invoke(app, ["check", "-o", "json", str(_write(tmp_path, doc))])
+    assert result.exit_code == 1
+    findings = json.loads(result.stdout)
+    assert findings
+    assert all(set(f) == {"rule", "path", "message", "severity"} for f in findings)
+    assert ("pool.overlap", "pools[1].podCIDR") in {(f["rule"], f["path"]) for f in findings}
+
+
+def test_check_accepts_json_yaml_output_and_stdin(doc: Doc) -> None:
+    result = runner.invoke(app, ["check", "-o", "yaml", "-"], input=json.dumps(doc))
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout) == []
+
+
+def test_check_table_names_rule_and_path(tmp_path: Path, doc: Doc) -> None:
+    doc["cluster"]["remoteNodeNetworks"].append("8.8.8.0/24")
+    result = runner.invoke(app, ["check", str(_write(tmp_path, doc))])
+    assert result.exit_code == 1
+    assert "cluster.remote-private" in result.output
+    assert "cluster.remoteNodeNetworks[1]" in result.output
+
+
+def test_unreadable_or_unparseable_files_exit_2(tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["check", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("cluster: [unclosed\n")
+    assert runner.invoke(app, ["check", str(broken)]).exit_code == 2
+    assert runner.invoke(app, ["check"]).exit_code == 2  # usage
+
+
+def test_plan_writes_every_file_with_secrets_0600_and_prints_no_key(
+    tmp_path: Path, doc: Doc
+) -> None:
+    out = tmp_path / "plan"
+    result = runner.invoke(app, ["plan", str(_write(tmp_path, doc)), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "dc1" in result.stdout
+    assert "store7" in result.stdout
+    psks = json.loads((out / "psks.json").read_text())
+    assert sorted(psks) == ["dc1-t1", "dc1-t2", "store7-t1", "store7-t2"]
+    for key in psks.values():
+        assert len(key) == 64
+        assert key not in result.output
+    secret_files = {
+        "psks.json",
+        "cloud/swanctl/secrets.conf",
+        "pools/dc1/vpn-server/swanctl/secrets.conf",
+        "pools/store7/vpn-server/swanctl/secrets.conf",
+    }
+    for path in out.rglob("*"):
+        if path.is_file():
+            rel = path.relative_to(out).as_posix()
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if rel in secret_files:
+                assert mode == 0o600, rel
+            else:
+                assert mode & 0o077 in (0o044, 0o055), rel
+                assert not any(key in path.read_text() for key in psks.values()), rel
+    assert (out / "pools/dc1/vpn-server/bird.conf").exists()
+    assert psks["dc1-t1"] in (out / "cloud/swanctl/secrets.conf").read_text()
+
+
+def test_plan_again_keeps_keys_and_blocks(tmp_path: Path, doc: Doc) -> None:
+    out = tmp_path / "plan"
+    src = _write(tmp_path, doc)
+    assert runner.invoke(app, ["plan", str(src), "--out", str(out)]).exit_code == 0
+    keys = json.loads((out / "psks.json").read_text())
+    blocks = json.loads((out / "allocations.json").read_text())["nodes"]
+    doc["pools"][0]["nodes"].pop(0)
+    doc["pools"][0]["nodes"].append({"name": "dc1-n9", "ip": "10.80.1.19"})
+    src = _write(tmp_path, doc)
+    result = runner.invoke(app, ["plan", str(src), "--out", str(out), "-o", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert json.loads((out / "psks.json").read_text()) == keys
+    for name in ("dc1-n2", "store7-n1", "store7-n2"):
+        assert report["allocations"][name] == blocks[name]
+    assert "psks.json" not in report["files"]
+    assert "cloud/swanctl/secrets.conf" in report["secretFiles"]
+    assert not any(key in result.output for key in keys.values())
+
+
+def test_plan_refuses_an_invalid_document_and_writes_nothing(tmp_path: Path, doc: Doc) -> None:
+    doc["pools"][1]["nodeCIDR"] = doc["pools"][0]["nodeCIDR"]
+    out = tmp_path / "plan"
+    result = runner.invoke(app, ["plan", str(_write(tmp_path, doc)), "--out", str(out)])
+    assert result.exit_code == 1
+    assert "pool.overlap" in result.output
+    assert not out.exists()
+
+
+def test_plan_with_an_explicit_previous_file(tmp_path: Path, doc: Doc) -> None:
+    previous = tmp_path / "old.json"
+    previous.write_text(json.dumps({"nodes": {"dc1-n1": "10.85.9.0/24"}}))
+    out = tmp_path / "plan"
+    args = ["plan", str(_write(tmp_path, doc)), "--out", str(out), "--previous", str(previous)]
+    result = runner.invoke(app, [*args, "-o", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["allocations"]["dc1-n1"] == "10.85.9.0/24"
+    missing = runner.invoke(app, [*args[:-1], str(tmp_path / "none.json")])
+    assert missing.exit_code == 2
