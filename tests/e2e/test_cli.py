@@ -8,11 +8,9 @@ import socket
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 TETHER = [sys.executable, "-m", "tether.cli"]
@@ -37,26 +35,8 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def server(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    url = f"http://127.0.0.1:{env['TETHER_API_PORT']}"
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen([*TETHER, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
+def server(env: dict[str, str], start_server: Callable[..., str]) -> str:
+    return start_server([*TETHER, "serve"], env)
 
 
 def tether(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -29,41 +27,21 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def demo(tmp_path: Path, start_server: Callable[..., str]) -> tuple[str, str]:
     if not Path(CHROMIUM).exists():
         reason = "Chromium is not installed (make test installs it as root)"
         if os.environ.get("CI") == "true":
             pytest.fail(reason + "; CI=true forbids skipping")
         pytest.skip(reason)
-    port = free_port()
     env = {
         **os.environ,
         "TETHER_DATA_DIR": str(tmp_path / "data"),
         "TETHER_CONFIG": str(tmp_path / "cli.yaml"),
-        "TETHER_API_PORT": str(port),
+        "TETHER_API_PORT": str(free_port()),
     }
-    log = (tmp_path / "demo.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tether.cli", "demo"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, (tmp_path / "demo.log").read_text()
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        token = (tmp_path / "data" / "demo-admin-token").read_text().strip()
-        yield url, token
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
+    url = start_server([sys.executable, "-m", "tether.cli", "demo"], env)
+    token = (tmp_path / "data" / "demo-admin-token").read_text().strip()
+    return url, token
 
 
 def test_dashboard_shows_pools_hosts_and_live_pool_events(

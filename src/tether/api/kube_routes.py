@@ -68,6 +68,15 @@ def _host_cluster(session: Session, host: str) -> str:
     return svc.get_pool(session, view.spec.pool).spec.cluster
 
 
+@contextmanager
+def _node_client(db: Database, data_dir: FsPath, host: str) -> Iterator[KubeClient]:
+    """A client for the cluster the host is a node of (its pool's cluster)."""
+    with db.session() as s:
+        cluster = _host_cluster(s, host)
+    with _cluster_client(data_dir, cluster) as client:
+        yield client
+
+
 @router.post("/clusters/{name}/import", tags=["clusters"])
 def import_cluster(
     name: ClusterName, body: ImportRequest, db: DB, settings: Config, _: Operator
@@ -113,36 +122,36 @@ def mint_bootstrap_token(
     name: HostName, body: BootstrapTokenRequest, db: DB, settings: Config, _: Operator
 ) -> BootstrapTokenGrant:
     """A short-lived bootstrap token for the host to join its pool's cluster (shown once)."""
-    with db.session() as s:
-        cluster = _host_cluster(s, name)
-    with _cluster_client(settings.paths.data_dir, cluster) as client, db.session() as s:
+    with _node_client(db, settings.paths.data_dir, name) as client, db.session() as s:
         return nodeidentity.mint_bootstrap_token(
             s, name, client=client, ttl=timedelta(seconds=body.ttl_seconds)
         )
 
 
+def _set_unschedulable(
+    name: str, db: Database, data_dir: FsPath, unschedulable: bool
+) -> dict[str, object]:
+    with _node_client(db, data_dir, name) as client:
+        changed = drain_svc.set_unschedulable(client, name, unschedulable)
+    if changed:
+        reason, message = (
+            ("Cordoned", f"node {name} cordoned")
+            if unschedulable
+            else ("Uncordoned", f"node {name} schedulable again")
+        )
+        with db.session() as s:
+            events.record(s, ObjectKind.HOST, name, reason, message)
+    return {"node": name, "changed": changed}
+
+
 @router.post("/hosts/{name}/cordon", tags=["hosts"])
 def cordon(name: HostName, db: DB, settings: Config, _: Operator) -> dict[str, object]:
-    with db.session() as s:
-        cluster = _host_cluster(s, name)
-    with _cluster_client(settings.paths.data_dir, cluster) as client:
-        changed = drain_svc.cordon(client, name)
-    if changed:
-        with db.session() as s:
-            events.record(s, ObjectKind.HOST, name, "Cordoned", f"node {name} cordoned")
-    return {"node": name, "changed": changed}
+    return _set_unschedulable(name, db, settings.paths.data_dir, True)
 
 
 @router.post("/hosts/{name}/uncordon", tags=["hosts"])
 def uncordon(name: HostName, db: DB, settings: Config, _: Operator) -> dict[str, object]:
-    with db.session() as s:
-        cluster = _host_cluster(s, name)
-    with _cluster_client(settings.paths.data_dir, cluster) as client:
-        changed = drain_svc.uncordon(client, name)
-    if changed:
-        with db.session() as s:
-            events.record(s, ObjectKind.HOST, name, "Uncordoned", f"node {name} schedulable again")
-    return {"node": name, "changed": changed}
+    return _set_unschedulable(name, db, settings.paths.data_dir, False)
 
 
 @router.post("/hosts/{name}/drain", tags=["hosts"])
@@ -153,8 +162,6 @@ def drain(name: HostName, body: DrainRequest, db: DB, settings: Config, _: Opera
     a pod that blocks the drain (emptyDir, unmanaged) refuses it at once (409
     ``drain_blocked``) with nothing evicted.
     """
-    with db.session() as s:
-        cluster = _host_cluster(s, name)
 
     def progress(step: drain_svc.DrainProgress) -> None:
         with db.session() as s:
@@ -174,5 +181,5 @@ def drain(name: HostName, body: DrainRequest, db: DB, settings: Config, _: Opera
         grace_period_seconds=body.grace_period_seconds,
         wait_for_delete=body.wait_for_delete,
     )
-    with _cluster_client(settings.paths.data_dir, cluster) as client:
+    with _node_client(db, settings.paths.data_dir, name) as client:
         return drain_svc.drain_node(client, name, options, progress=progress)

@@ -26,7 +26,7 @@ import yaml
 
 from tether.cli.client import Client, CLIError
 from tether.cli.output import Format, OutputOption, field, render
-from tether.cli.resources import spec_from
+from tether.cli.resources import read_yaml, spec_from
 
 __all__ = ["flatten_kubeconfig", "register"]
 
@@ -92,12 +92,7 @@ def _exec_token(spec: dict[str, Any]) -> str:
 
 def flatten_kubeconfig(path: Path, context: str | None = None) -> str:
     """One context of *path*, self-contained (module doc), as YAML text."""
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise CLIError(f"cannot read {path}: {exc.strerror}", 2) from exc
-    except yaml.YAMLError as exc:
-        raise CLIError(f"{path} is not valid YAML: {exc}", 2) from exc
+    doc = read_yaml(path, "YAML")
     if not isinstance(doc, dict):
         raise CLIError(f"{path} is not a kubeconfig", 2)
     name = context or doc.get("current-context")

@@ -27,16 +27,21 @@ class Kind:
     filters: list[str] = field(default_factory=list)
 
 
+def read_yaml(path: Path, what: str = "YAML or JSON") -> Any:
+    """Parse a YAML (or JSON) file; an unreadable or malformed one is a usage error."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror}", 2) from exc
+    except yaml.YAMLError as exc:
+        raise CLIError(f"{path} is not valid {what}: {exc}", 2) from exc
+
+
 def spec_from(file: Path | None, sets: list[str]) -> dict[str, Any]:
     """Build a spec mapping from a file and ``path=value`` overrides."""
     spec: dict[str, Any] = {}
     if file is not None:
-        try:
-            loaded = yaml.safe_load(file.read_text())
-        except OSError as exc:
-            raise CLIError(f"cannot read {file}: {exc.strerror}", 2) from exc
-        except yaml.YAMLError as exc:
-            raise CLIError(f"{file} is not valid YAML or JSON: {exc}", 2) from exc
+        loaded = read_yaml(file)
         if not isinstance(loaded, dict):
             raise CLIError(f"{file} must hold a mapping (the object's spec)", 2)
         spec = loaded.get("spec", loaded) if set(loaded) <= {"name", "spec"} else loaded

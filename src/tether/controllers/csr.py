@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from lightkube.resources.certificates_v1 import CertificateSigningRequest
 
-from tether.controllers.watch import ListWatchLoop
+from tether.controllers.watch import ListWatchLoop, WatchController
 from tether.domain.models import EventType, ObjectKind
 from tether.domain.nodeidentity import CSRDecision, CSRFacts, HostIdentity, Verdict, decide_csr
 from tether.kube.client import KubeClient, WatchEvent
@@ -90,7 +90,7 @@ def csr_facts(csr: CertificateSigningRequest) -> CSRFacts:
     )
 
 
-class CSRApprover:
+class CSRApprover(WatchController[CertificateSigningRequest]):
     """Decides the pending kubelet CSRs of one cluster (module doc).
 
     *deny_foreign* also denies kubelet CSRs no Tether identity is involved in; leave it
@@ -111,7 +111,6 @@ class CSRApprover:
         self.cluster = cluster
         self.client = client
         self.deny_foreign = deny_foreign
-        self._thread: threading.Thread | None = None
         self._pending: dict[str, CertificateSigningRequest] = {}
         self._lock = threading.Lock()
         self.loop: ListWatchLoop[CertificateSigningRequest] = ListWatchLoop(
@@ -197,18 +196,3 @@ class CSRApprover:
             )
         log.info("csr %s: %s (%s)", facts.name, decision.verdict, decision.message)
         return decision
-
-    # -- running -----------------------------------------------------------------------
-
-    def run(self) -> None:
-        self.loop.run()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name=self.loop.name, daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.loop.stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None

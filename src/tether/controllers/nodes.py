@@ -21,7 +21,7 @@ from typing import Any
 
 from lightkube.resources.core_v1 import Node
 
-from tether.controllers.watch import ListWatchLoop, WatchingClient
+from tether.controllers.watch import ListWatchLoop, WatchController, WatchingClient
 from tether.domain.nodehealth import HealthPlan, NodeSnapshot, node_ready
 from tether.kube.client import WatchEvent
 from tether.services.health import reconcile_cluster_health
@@ -45,7 +45,7 @@ def node_snapshot(node: Node) -> NodeSnapshot | None:
     return NodeSnapshot(ready=node_ready([(ready.type, ready.status)]), reason=ready.reason or "")
 
 
-class NodeHealthController:
+class NodeHealthController(WatchController[Node]):
     """Watches one cluster's Nodes and keeps its hosts' and pools' health (module doc)."""
 
     def __init__(
@@ -61,7 +61,6 @@ class NodeHealthController:
         self.cluster = cluster
         self._nodes: dict[str, NodeSnapshot] = {}
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         self.loop: ListWatchLoop[Node] = ListWatchLoop(
             client,
             Node,
@@ -128,20 +127,3 @@ class NodeHealthController:
                     pool.message,
                 )
         return plan
-
-    # -- running -----------------------------------------------------------------------
-
-    def run(self) -> None:
-        """List, watch and reconcile until :meth:`stop` (blocks)."""
-        self.loop.run()
-
-    def start(self) -> None:
-        """Run in a daemon thread."""
-        self._thread = threading.Thread(target=self.run, name=self.loop.name, daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.loop.stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None

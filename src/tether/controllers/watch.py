@@ -29,7 +29,7 @@ from lightkube.core.resource import Resource
 from tether.kube.client import ObjectList, Watch, WatchEvent
 from tether.kube.errors import Gone, KubeError
 
-__all__ = ["ListWatchLoop", "WatchingClient"]
+__all__ = ["ListWatchLoop", "WatchController", "WatchingClient"]
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +167,25 @@ class ListWatchLoop(Generic[R]):
                 self._sleep(delay)
             finally:
                 self._watch = None
+
+
+class WatchController(Generic[R]):
+    """Running a controller whose work is one :class:`ListWatchLoop` in ``self.loop``."""
+
+    loop: ListWatchLoop[R]
+    _thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        """List, watch and reconcile until :meth:`stop` (blocks)."""
+        self.loop.run()
+
+    def start(self) -> None:
+        """Run in a daemon thread."""
+        self._thread = threading.Thread(target=self.run, name=self.loop.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.loop.stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

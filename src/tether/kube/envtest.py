@@ -47,9 +47,17 @@ from types import TracebackType
 from typing import IO, Self
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tether.pki.authority import (
+    CLOCK_SKEW,
+    CertificateAuthority,
+    generate_p256_key,
+    private_key_pem,
+)
+from tether.processes import stop_process
 
 __all__ = [
     "ETCD_VERSION",
@@ -119,6 +127,10 @@ def find_binaries(bin_dir: str | os.PathLike[str] | None = None) -> KubeBinaries
 # --- certificates -------------------------------------------------------------------
 
 
+#: Lifetime of the throw-away certificates: longer than any test run.
+_CERT_LIFETIME = dt.timedelta(days=7)
+
+
 @dataclass(frozen=True)
 class _KeyPair:
     cert: x509.Certificate
@@ -130,58 +142,17 @@ class _KeyPair:
 
     @property
     def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return private_key_pem(self.key)
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    # P-256 rather than RSA: generated in microseconds, accepted everywhere in Kubernetes.
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _validity() -> tuple[dt.datetime, dt.datetime]:
-    now = dt.datetime.now(dt.UTC)
-    return now - dt.timedelta(minutes=5), now + dt.timedelta(days=7)
-
-
-def _new_ca(common_name: str) -> _KeyPair:
-    key = _new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    not_before, not_after = _validity()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+def _new_ca() -> CertificateAuthority:
+    return CertificateAuthority.generate(
+        dt.datetime.now(dt.UTC), common_name="tether-envtest-ca", lifetime=_CERT_LIFETIME
     )
-    return _KeyPair(cert, key)
 
 
 def _issue(
-    ca: _KeyPair,
+    ca: CertificateAuthority,
     common_name: str,
     *,
     organizations: Sequence[str] = (),
@@ -189,49 +160,22 @@ def _issue(
     dns_names: Sequence[str] = (),
     ip_addresses: Sequence[str] = (),
 ) -> _KeyPair:
-    key = _new_key()
+    # P-256 rather than RSA: generated in microseconds, accepted everywhere in Kubernetes.
+    key = generate_p256_key()
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    not_before, not_after = _validity()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-            critical=False,
-        )
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+    now = dt.datetime.now(dt.UTC)
+    cert = ca.issue(
+        x509.Name(attrs),
+        key.public_key(),
+        not_before=now - CLOCK_SKEW,
+        not_after=now + _CERT_LIFETIME,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH,
+        sans=sans,
     )
-    if dns_names or ip_addresses:
-        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return _KeyPair(builder.sign(ca.key, hashes.SHA256()), key)
+    return _KeyPair(cert, key)
 
 
 def _free_port() -> int:
@@ -305,7 +249,7 @@ class LocalControlPlane:
         self._etcd: subprocess.Popen[bytes] | None = None
         self._apiserver: subprocess.Popen[bytes] | None = None
         self._log_files: list[IO[bytes]] = []
-        self._ca: _KeyPair | None = None
+        self._ca: CertificateAuthority | None = None
         self._admin: _KeyPair | None = None
         self._etcd_port = 0
         self._port = 0
@@ -351,7 +295,7 @@ class LocalControlPlane:
         """PEM of the CA that signed the serving and client certificates."""
         if self._ca is None:
             raise ControlPlaneError("control plane not started")
-        return self._ca.cert_pem
+        return self._ca.cert_pem()
 
     @property
     def apiserver_pid(self) -> int | None:
@@ -477,14 +421,8 @@ class LocalControlPlane:
         Idempotent. Removes the work dir unless *keep_work_dir*.
         """
         for proc in (self._apiserver, self._etcd):
-            if proc is None or proc.poll() is not None:
-                continue
-            proc.terminate()
-            try:
-                proc.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            if proc is not None:
+                stop_process(proc, self.stop_timeout)
         self._apiserver = self._etcd = None
         for f in self._log_files:
             f.close()
@@ -525,7 +463,7 @@ class LocalControlPlane:
         return self._admin
 
     def _write_certs(self, certs: Path) -> None:
-        ca = _new_ca("tether-envtest-ca")
+        ca = _new_ca()
         serving = _issue(
             ca,
             "kube-apiserver",
@@ -544,16 +482,12 @@ class LocalControlPlane:
             ),
         )
         admin = _issue(ca, "tether-admin", organizations=("system:masters",))
-        sa_key = _new_key()
+        sa_key = generate_p256_key()
         files = {
-            "ca.crt": ca.cert_pem,
+            "ca.crt": ca.cert_pem(),
             "apiserver.crt": serving.cert_pem,
             "apiserver.key": serving.key_pem,
-            "sa.key": sa_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
+            "sa.key": private_key_pem(sa_key),
             "sa.pub": sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             ),

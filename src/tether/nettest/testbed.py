@@ -13,7 +13,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -35,6 +34,7 @@ from tether.netplan import (
 )
 from tether.nettest.configs import node_bird_conf, strongswan_conf
 from tether.nettest.topology import SiteSpot, Topology, layout
+from tether.processes import stop_process
 
 _PACKETS = re.compile(r"^\s+(?:in|out)\s+\S+,\s+\d+ bytes,\s+(\d+) packets")
 LIBIPSEC_PLUGIN = Path("/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so")
@@ -492,15 +492,7 @@ class Testbed:
     def close(self) -> None:
         """Stop every process, delete every namespace and the work directory."""
         for label, proc in reversed(self.processes):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    proc.wait(timeout=5)
+            stop_process(proc, 5)
             self._log(f"stopped {label}")
         self.processes.clear()
         for ns in reversed(self.namespaces):

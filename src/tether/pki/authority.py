@@ -15,7 +15,7 @@ sign CRLs for the certificates it issued.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -54,6 +54,28 @@ SigningKey = (
 )  # keys a CA may sign with
 
 _ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+
+
+def _key_usage(*, key_encipherment: bool = False, ca: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+#: Key usage of a CA certificate: it signs certificates and CRLs.
+CA_KEY_USAGE = _key_usage(ca=True)
+#: Key usage of an (EC or Ed25519) end-entity certificate: signatures only.
+LEAF_KEY_USAGE = _key_usage()
+#: Key usage of an RSA end-entity certificate: RSA key exchange also needs encipherment.
+RSA_LEAF_KEY_USAGE = _key_usage(key_encipherment=True)
 
 
 def aware_utc(now: datetime, what: str = "now") -> datetime:
@@ -192,6 +214,44 @@ class CertificateAuthority:
             return False
         return True
 
+    def issue(
+        self,
+        subject: x509.Name,
+        public_key: CertificatePublicKeyTypes,
+        *,
+        not_before: datetime,
+        not_after: datetime,
+        usage: x509.ObjectIdentifier,
+        sans: Sequence[x509.GeneralName] = (),
+        key_usage: x509.KeyUsage = LEAF_KEY_USAGE,
+    ) -> x509.Certificate:
+        """An end-entity certificate for ``public_key`` signed by this CA.
+
+        ``usage`` is its one extended key usage (serverAuth or clientAuth). Nothing is
+        checked here: callers validate names, keys and lifetimes first.
+        """
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(key_usage, critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return (
+            builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
+            )
+            .sign(self.key, signing_hash(self.key))
+        )
+
     @classmethod
     def generate(
         cls,
@@ -223,20 +283,7 @@ class CertificateAuthority:
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(now + lifetime)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(CA_KEY_USAGE, critical=True)
             .add_extension(ski, critical=False)
             .sign(key, hashes.SHA256())
         )

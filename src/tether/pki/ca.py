@@ -34,6 +34,8 @@ from tether.pki.authority import (
     CLOCK_SKEW,
     DEFAULT_CA_LIFETIME,
     DEFAULT_CA_NAME,
+    LEAF_KEY_USAGE,
+    RSA_LEAF_KEY_USAGE,
     CertificateAuthority,
     PemInput,
     PreviousCA,
@@ -43,7 +45,6 @@ from tether.pki.authority import (
     check_lifetime,
     generate_p256_key,
     private_key_pem,
-    signing_hash,
 )
 from tether.pki.errors import (
     CertificateExpired,
@@ -79,17 +80,6 @@ MAX_SERVER_CERT_LIFETIME = timedelta(days=397)
 
 IPInput = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_LEAF_KU = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
 # CSR extensions a host may ask for; their content is checked, and the issued certificate
 # carries the plane's own choice of values, never the requested ones.
 _ALLOWED_CSR_EXTENSIONS = (
@@ -113,22 +103,6 @@ class HostIdentity:
     @property
     def serial_hex(self) -> str:
         return format(self.serial, "x")
-
-
-def _key_usage(*, rsa_key: bool) -> x509.KeyUsage:
-    if not rsa_key:
-        return _LEAF_KU
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=True,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def _check_host_key(key: CertificatePublicKeyTypes) -> None:
@@ -398,23 +372,13 @@ class TrustAnchor:
         sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
         sans += [x509.IPAddress(a) for a in addrs]
         cn = names[0] if names else str(addrs[0])
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(ca.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(self._not_after(ca, now, lifetime))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_LEAF_KU, critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), False
-            )
-            .sign(ca.key, signing_hash(ca.key))
+        cert = ca.issue(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]),
+            key.public_key(),
+            not_before=now - CLOCK_SKEW,
+            not_after=self._not_after(ca, now, lifetime),
+            usage=ExtendedKeyUsageOID.SERVER_AUTH,
+            sans=sans,
         )
         return cert.public_bytes(serialization.Encoding.PEM), private_key_pem(key)
 
@@ -451,25 +415,16 @@ class TrustAnchor:
         _check_csr_extensions(csr, node_name)
 
         ca = self._signer(now)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_name)]))
-            .issuer_name(ca.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(self._not_after(ca, now, lifetime))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                _key_usage(rsa_key=isinstance(public_key, rsa.RSAPublicKey)), critical=True
-            )
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(node_name)]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), False
-            )
-            .sign(ca.key, signing_hash(ca.key))
+        cert = ca.issue(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_name)]),
+            public_key,
+            not_before=now - CLOCK_SKEW,
+            not_after=self._not_after(ca, now, lifetime),
+            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+            sans=[x509.DNSName(node_name)],
+            key_usage=RSA_LEAF_KEY_USAGE
+            if isinstance(public_key, rsa.RSAPublicKey)
+            else LEAF_KEY_USAGE,
         )
         return cert.public_bytes(serialization.Encoding.PEM)
 

@@ -49,6 +49,7 @@ __all__ = [
     "cordon",
     "drain_node",
     "pod_facts",
+    "set_unschedulable",
     "uncordon",
 ]
 
@@ -94,22 +95,24 @@ def _ignore(_: DrainProgress) -> None:
     return None
 
 
-def cordon(client: KubeClient, node: str) -> bool:
-    """Mark *node* unschedulable; True if it was schedulable before."""
+def set_unschedulable(client: KubeClient, node: str, unschedulable: bool) -> bool:
+    """Set or clear *node*'s ``spec.unschedulable``; True if that changed it."""
     before = client.get(Node, node)
     was = bool(before.spec is not None and before.spec.unschedulable)
-    if not was:
-        client.patch(Node, node, {"spec": {"unschedulable": True}})
-    return not was
+    if was == unschedulable:
+        return False
+    client.patch(Node, node, {"spec": {"unschedulable": True if unschedulable else None}})
+    return True
+
+
+def cordon(client: KubeClient, node: str) -> bool:
+    """Mark *node* unschedulable; True if it was schedulable before."""
+    return set_unschedulable(client, node, True)
 
 
 def uncordon(client: KubeClient, node: str) -> bool:
     """Make *node* schedulable again; True if it was cordoned."""
-    before = client.get(Node, node)
-    was = bool(before.spec is not None and before.spec.unschedulable)
-    if was:
-        client.patch(Node, node, {"spec": {"unschedulable": None}})
-    return was
+    return set_unschedulable(client, node, False)
 
 
 def pod_facts(pod: Pod) -> PodFacts:

@@ -8,6 +8,9 @@ run that finds nothing to change records nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.core_v1 import Node
 from sqlalchemy import select
@@ -96,26 +99,24 @@ def observe(client: KubeClient) -> tuple[list[NodeFacts], list[DaemonSetFacts]]:
 
 def _apply(client: KubeClient, plan: HybridPlan) -> tuple[list[str], list[str], bool]:
     """Apply a plan; returns (applied, failed, conflicted)."""
+    calls: list[tuple[str, Callable[[], object]]] = [
+        (p.describe(), partial(client.patch, Node, p.node, p.patch)) for p in plan.nodes
+    ]
+    calls += [
+        (p.describe(), partial(client.patch, DaemonSet, p.name, p.patch, namespace=p.namespace))
+        for p in plan.daemonsets
+    ]
     applied: list[str] = []
     failed: list[str] = []
-    for node_patch in plan.nodes:
+    for what, call in calls:
         try:
-            client.patch(Node, node_patch.node, node_patch.patch)
+            call()
         except Conflict:
             return applied, failed, True
         except KubeError as exc:
-            failed.append(f"{node_patch.describe()}: {exc}")
+            failed.append(f"{what}: {exc}")
             continue
-        applied.append(node_patch.describe())
-    for ds_patch in plan.daemonsets:
-        try:
-            client.patch(DaemonSet, ds_patch.name, ds_patch.patch, namespace=ds_patch.namespace)
-        except Conflict:
-            return applied, failed, True
-        except KubeError as exc:
-            failed.append(f"{ds_patch.describe()}: {exc}")
-            continue
-        applied.append(ds_patch.describe())
+        applied.append(what)
     return applied, failed, False
 
 

@@ -31,12 +31,10 @@ from tether.kube.client import KubeClient
 from tether.kube.errors import (
     Forbidden,
     KubeError,
-    NotFound,
     TooManyRequests,
     Unauthorized,
     Unavailable,
 )
-from tether.kube.errors import Invalid as KubeInvalid
 
 __all__ = [
     "ClusterError",
@@ -94,8 +92,6 @@ def from_kube_error(exc: KubeError, doing: str) -> PlaneError:
         )
     if isinstance(exc, Forbidden):
         return ClusterError(f"{doing}: the cluster's RBAC refused it: {exc}", rule="kube_rbac")
-    if isinstance(exc, KubeInvalid | NotFound):
-        return ClusterError(f"{doing}: {exc}", rule="kube_request")
     return ClusterError(f"{doing}: {exc}", rule="kube_request")
 
 

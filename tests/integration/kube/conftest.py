@@ -11,13 +11,18 @@ import base64
 import json
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace
 from sqlalchemy import select
 
+from tether.api.app import create_app
 from tether.domain import resources as r
 from tether.domain.kubeapi import ImportRequest, ImportResult
 from tether.domain.models import ObjectKind
@@ -25,9 +30,10 @@ from tether.domain.states import HostEvent
 from tether.kube.client import KubeClient
 from tether.kube.envtest import BinariesNotFoundError, LocalControlPlane, find_binaries
 from tether.services import events as events_svc
-from tether.services import kubeimport
+from tether.services import kubeimport, tokens
 from tether.services import resources as svc
 from tether.services.kubeconn import open_cluster
+from tether.settings import Settings
 from tether.store.db import Database, migrate
 from tether.store.schema import HostRow
 
@@ -65,6 +71,28 @@ def unique_name() -> Callable[[str], str]:
         return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
     return make
+
+
+def _wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., None]:
+    """``wait_for(check, timeout=30.0)``: poll *check* until it is true; fail after *timeout*."""
+    return _wait_for
+
+
+@pytest.fixture
+def namespace(kube: KubeClient, unique_name: Callable[[str], str]) -> Iterator[str]:
+    """A fresh namespace, deleted afterwards."""
+    name = unique_name("ns")
+    kube.create(Namespace(metadata=ObjectMeta(name=name)))
+    yield name
+    kube.delete(Namespace, name, missing_ok=True)
 
 
 KubeconfigWriter = Callable[[Path, str, dict[str, str], "bytes | None"], Path]
@@ -116,6 +144,27 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def api(store: Database, data_dir: Path) -> Iterator[TestClient]:
+    """The plane's REST API on :func:`store` and :func:`data_dir`, without credentials."""
+    settings = Settings()
+    settings.paths.data_dir = data_dir
+    with TestClient(create_app(settings, store)) as client:
+        yield client
+
+
+@pytest.fixture
+def auth(store: Database) -> Callable[[r.Role], dict[str, str]]:
+    """``auth(Role.OPERATOR)``: an Authorization header with a fresh token of that role."""
+
+    def headers(role: r.Role) -> dict[str, str]:
+        with store.session() as s:
+            issued = tokens.issue(s, r.TokenCreate(name=role.value, role=role), default_ttl_days=1)
+        return {"Authorization": f"Bearer {issued.token}"}
+
+    return headers
 
 
 class Plane:

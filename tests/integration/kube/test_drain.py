@@ -20,7 +20,7 @@ from lightkube.models.core_v1 import (
 )
 from lightkube.models.meta_v1 import LabelSelector, ObjectMeta, OwnerReference
 from lightkube.models.policy_v1 import PodDisruptionBudgetSpec
-from lightkube.resources.core_v1 import Namespace, Node, Pod
+from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
 from tether.domain.drain import DrainOptions
@@ -38,14 +38,6 @@ from tether.services.drain import (
 pytestmark = pytest.mark.integration
 
 Namer = Callable[[str], str]
-
-
-@pytest.fixture
-def namespace(kube: KubeClient, unique_name: Namer) -> Iterator[str]:
-    name = unique_name("drain")
-    kube.create(Namespace(metadata=ObjectMeta(name=name)))
-    yield name
-    kube.delete(Namespace, name, missing_ok=True)
 
 
 @pytest.fixture

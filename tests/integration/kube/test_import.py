@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,43 +15,27 @@ from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.core_v1 import Namespace, Node, Secret, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
 
-from tether.api import kube_routes
-from tether.api.app import create_app
-from tether.domain.resources import Role, TokenCreate
+from tether.domain.resources import Role
 from tether.kube.client import KubeClient
 from tether.kube.envtest import LocalControlPlane
 from tether.kube.errors import Forbidden
-from tether.services import tokens
 from tether.services.kubeconn import kubeconfig_path
-from tether.settings import Settings
-from tether.store.db import Database
 
 pytestmark = pytest.mark.integration
 
 Namer = Callable[[str], str]
-
-
-@pytest.fixture
-def api(store: Database, data_dir: Path) -> Iterator[TestClient]:
-    settings = Settings()
-    settings.paths.data_dir = data_dir
-    app = create_app(settings, store)
-    app.include_router(kube_routes.router)  # what app.py will do
-    with TestClient(app) as client:
-        yield client
-
-
-def token(api: TestClient, role: Role) -> dict[str, str]:
-    with api.app.state.db.session() as s:  # type: ignore[attr-defined]
-        issued = tokens.issue(s, TokenCreate(name=role.value, role=role), default_ttl_days=1)
-    return {"Authorization": f"Bearer {issued.token}"}
+Auth = Callable[[Role], dict[str, str]]
 
 
 def test_import_records_the_cluster_and_stores_tethers_own_credentials(
-    api: TestClient, kube_cluster: LocalControlPlane, data_dir: Path, unique_name: Namer
+    api: TestClient,
+    auth: Auth,
+    kube_cluster: LocalControlPlane,
+    data_dir: Path,
+    unique_name: Namer,
 ) -> None:
     name = unique_name("imp")
-    operator = token(api, Role.OPERATOR)
+    operator = auth(Role.OPERATOR)
     body = {"kubeconfig": kube_cluster.kubeconfig.read_text(), "spec": {"vpcCIDR": "10.226.0.0/16"}}
     response = api.post(f"/api/v1/clusters/{name}/import", json=body, headers=operator)
     assert response.status_code == 200, response.text
@@ -91,6 +75,7 @@ def test_import_records_the_cluster_and_stores_tethers_own_credentials(
 
 def test_installed_rbac_is_least_privilege(
     api: TestClient,
+    auth: Auth,
     kube: KubeClient,
     kube_cluster: LocalControlPlane,
     data_dir: Path,
@@ -100,7 +85,7 @@ def test_installed_rbac_is_least_privilege(
     body = {"kubeconfig": kube_cluster.kubeconfig.read_text(), "spec": {"vpcCIDR": "10.0.8.0/22"}}
     assert (
         api.post(
-            f"/api/v1/clusters/{name}/import", json=body, headers=token(api, Role.OPERATOR)
+            f"/api/v1/clusters/{name}/import", json=body, headers=auth(Role.OPERATOR)
         ).status_code
         == 200
     )
@@ -135,6 +120,7 @@ def test_installed_rbac_is_least_privilege(
 
 def test_import_refusals_change_nothing(
     api: TestClient,
+    auth: Auth,
     kube_cluster: LocalControlPlane,
     data_dir: Path,
     unique_name: Namer,
@@ -142,7 +128,7 @@ def test_import_refusals_change_nothing(
     write_kubeconfig: Callable[..., Path],
 ) -> None:
     name = unique_name("bad")
-    operator = token(api, Role.OPERATOR)
+    operator = auth(Role.OPERATOR)
     admin_config = kube_cluster.kubeconfig.read_text()
 
     missing_vpc = api.post(
@@ -200,7 +186,7 @@ def test_import_refusals_change_nothing(
     viewer = api.post(
         f"/api/v1/clusters/{name}/import",
         json={"kubeconfig": admin_config},
-        headers=token(api, Role.VIEWER),
+        headers=auth(Role.VIEWER),
     )
     assert viewer.status_code == 403
 

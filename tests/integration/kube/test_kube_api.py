@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,13 +11,9 @@ from lightkube.models.core_v1 import Container, PodSpec
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.core_v1 import Namespace, Node, Pod
 
-from tether.api import kube_routes
-from tether.api.app import create_app
-from tether.domain.resources import Role, TokenCreate
+from tether.domain.resources import Role
 from tether.kube.client import KubeClient
 from tether.kube.kubesim import KubeletFleet, SimulatedNode
-from tether.services import tokens
-from tether.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -26,16 +21,10 @@ Namer = Callable[[str], str]
 
 
 @pytest.fixture
-def api(plane: Any, data_dir: Path) -> Iterator[TestClient]:
-    settings = Settings()
-    settings.paths.data_dir = data_dir
-    app = create_app(settings, plane.db)
-    app.include_router(kube_routes.router)
-    with TestClient(app) as client:
-        with plane.db.session() as s:
-            issued = tokens.issue(s, TokenCreate(name="op", role=Role.OPERATOR), default_ttl_days=1)
-        client.headers["Authorization"] = f"Bearer {issued.token}"
-        yield client
+def api(api: TestClient, auth: Callable[[Role], dict[str, str]]) -> TestClient:
+    """The conftest's API, every request as an operator."""
+    api.headers.update(auth(Role.OPERATOR))
+    return api
 
 
 def test_host_operations_through_the_api(

@@ -36,14 +36,6 @@ pytestmark = pytest.mark.integration
 Namer = Callable[[str], str]
 
 
-@pytest.fixture
-def namespace(kube: KubeClient, unique_name: Namer) -> Iterator[str]:
-    name = unique_name("ns")
-    kube.create(Namespace(metadata=ObjectMeta(name=name)))
-    yield name
-    kube.delete(Namespace, name, missing_ok=True)
-
-
 def test_server_version_is_the_pinned_release(kube: KubeClient) -> None:
     version = kube.server_version()
     assert version.git_version == f"v{KUBE_VERSION}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -17,13 +16,7 @@ from tether.kube.kubesim import LEASE_NAMESPACE, KubeletFleet, SimulatedNode
 pytestmark = pytest.mark.integration
 
 Namer = Callable[[str], str]
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
+Waiter = Callable[..., None]
 
 
 def renew_time(kube: KubeClient, name: str) -> datetime:
@@ -39,7 +32,7 @@ def ready(kube: KubeClient, name: str) -> str | None:
 
 
 def test_fleet_registers_nodes_and_renews_their_leases(
-    kube: KubeClient, unique_name: Namer
+    kube: KubeClient, unique_name: Namer, wait_for: Waiter
 ) -> None:
     prefix = unique_name("sim")
     specs = [
@@ -102,7 +95,9 @@ def test_fleet_registers_nodes_and_renews_their_leases(
         kube.get(Lease, first, namespace=LEASE_NAMESPACE)
 
 
-def test_registering_an_existing_node_adopts_it(kube: KubeClient, unique_name: Namer) -> None:
+def test_registering_an_existing_node_adopts_it(
+    kube: KubeClient, unique_name: Namer, wait_for: Waiter
+) -> None:
     name = unique_name("sim")
     with KubeletFleet(kube, lease_interval=0.2) as fleet:
         fleet.register([SimulatedNode(name)])

@@ -7,7 +7,6 @@ Approved/Denied conditions the approver writes, not certificates.
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from tether.services.nodeidentity import mint_bootstrap_token
 pytestmark = pytest.mark.integration
 
 Namer = Callable[[str], str]
+Waiter = Callable[..., None]
 
 
 def csr_pem(
@@ -67,13 +67,6 @@ def submit(client: KubeClient, name: str, signer: str, request: str, usages: lis
 def conditions(kube: KubeClient, name: str) -> list[tuple[str, str]]:
     csr = kube.get(CertificateSigningRequest, name)
     return [(c.type, c.reason or "") for c in (csr.status.conditions if csr.status else None) or []]
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 def test_bootstrap_token_is_a_standard_secret_and_can_only_create_csrs(
@@ -131,6 +124,7 @@ def test_approver_approves_only_what_a_host_may_have(
     unique_name: Namer,
     tmp_path: Path,
     write_kubeconfig: Callable[..., Path],
+    wait_for: Waiter,
 ) -> None:
     cluster = unique_name("csr")
     plane.import_cluster(cluster)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,17 +16,11 @@ from tether.services import resources as svc
 pytestmark = pytest.mark.integration
 
 Namer = Callable[[str], str]
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
+Waiter = Callable[..., None]
 
 
 def test_node_readiness_drives_host_and_pool_health(
-    plane: Any, kube: KubeClient, unique_name: Namer
+    plane: Any, kube: KubeClient, unique_name: Namer, wait_for: Waiter
 ) -> None:
     cluster = unique_name("watch")
     plane.import_cluster(cluster)
@@ -105,7 +98,7 @@ def test_node_readiness_drives_host_and_pool_health(
 
 
 def test_manager_runs_controllers_for_imported_clusters(
-    plane: Any, kube: KubeClient, unique_name: Namer
+    plane: Any, kube: KubeClient, unique_name: Namer, wait_for: Waiter
 ) -> None:
     from tether.controllers.manager import ControllerManager
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 from tether.netplan.model import PoolPlan, Tunnel
 
 IKE_PROPOSALS = "aes256-sha256-modp2048"
 ESP_PROPOSALS = "aes256-sha256-modp2048"
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
+T = TypeVar("T")
 
 
 def _psk_value(secret: str) -> str:
@@ -28,15 +30,13 @@ def _psk_value(secret: str) -> str:
     return f'"{escaped}"'
 
 
+def _local_remote(site: bool, site_side: T, cloud_side: T) -> tuple[T, T]:
+    """(local, remote) as the site sees them, or as the cloud does."""
+    return (site_side, cloud_side) if site else (cloud_side, site_side)
+
+
 def _connection(tunnel: Tunnel, *, site: bool) -> list[str]:
-    local_id, remote_id = (
-        (tunnel.site_id, tunnel.cloud_id)
-        if site
-        else (
-            tunnel.cloud_id,
-            tunnel.site_id,
-        )
-    )
+    local_id, remote_id = _local_remote(site, tunnel.site_id, tunnel.cloud_id)
     lines = [f"    {tunnel.name} {{", "        version = 2"]
     if site:
         lines.append(f"        remote_addrs = {tunnel.cloud_ip}")
@@ -57,14 +57,7 @@ def _connection(tunnel: Tunnel, *, site: bool) -> list[str]:
         "        children {",
     ]
     for child in tunnel.children:
-        local_ts, remote_ts = (
-            (child.site_ts, child.cloud_ts)
-            if site
-            else (
-                child.cloud_ts,
-                child.site_ts,
-            )
-        )
+        local_ts, remote_ts = _local_remote(site, child.site_ts, child.cloud_ts)
         lines += [
             f"            {child.name} {{",
             f"                local_ts = {local_ts}",

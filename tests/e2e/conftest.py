@@ -1,0 +1,48 @@
+"""Fixtures for the end-to-end tests: real ``tether`` processes on loopback ports."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+import httpx
+import pytest
+
+ServerStarter = Callable[[Sequence[str], Mapping[str, str]], str]
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[ServerStarter]:
+    """``start_server(argv, env)``: run a plane process and wait until it answers.
+
+    It listens on ``env["TETHER_API_PORT"]``; returns its URL once ``/healthz`` says 200
+    (within 30 s, or the test fails with the process's output, kept in
+    ``<tmp_path>/<argv[-1]>.log``). Every process started is terminated at teardown.
+    """
+    started: list[tuple[subprocess.Popen[bytes], IO[str]]] = []
+
+    def start(argv: Sequence[str], env: Mapping[str, str]) -> str:
+        log_path = tmp_path / f"{argv[-1]}.log"
+        log = log_path.open("w")
+        proc = subprocess.Popen(list(argv), env=env, stdout=log, stderr=subprocess.STDOUT)
+        started.append((proc, log))
+        url = f"http://127.0.0.1:{env['TETHER_API_PORT']}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, f"{' '.join(argv)} did not start"
+            time.sleep(0.2)
+
+    yield start
+    for proc, log in started:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
