@@ -76,7 +76,7 @@ class ControllerManager:
             group = ClusterControllers(
                 client=client,
                 nodes=NodeHealthController(
-                    self.db, name, client, resync_seconds=self.resync_seconds
+                    self.db, name, client, resync_seconds=self.resync_seconds, hybrid_client=client
                 ),
                 csr=CSRApprover(
                     self.db,

@@ -23,8 +23,11 @@ from lightkube.resources.core_v1 import Node
 
 from tether.controllers.watch import ListWatchLoop, WatchController, WatchingClient
 from tether.domain.nodehealth import HealthPlan, NodeSnapshot, node_ready
-from tether.kube.client import WatchEvent
+from tether.errors import PlaneError
+from tether.kube.client import KubeClient, WatchEvent
 from tether.services.health import reconcile_cluster_health
+from tether.services.hybrid import set_hybrid
+from tether.services.resources import get_cluster
 from tether.store.db import Database
 
 __all__ = ["NodeHealthController", "node_snapshot"]
@@ -56,9 +59,12 @@ class NodeHealthController(WatchController[Node]):
         *,
         resync_seconds: int = 30,
         sleep: Callable[[float], Any] | None = None,
+        hybrid_client: KubeClient | None = None,
     ) -> None:
         self.db = db
         self.cluster = cluster
+        #: When given, hybrid mode is kept on the cluster's nodes as they change.
+        self.hybrid_client = hybrid_client
         self._nodes: dict[str, NodeSnapshot] = {}
         self._lock = threading.Lock()
         self.loop: ListWatchLoop[Node] = ListWatchLoop(
@@ -108,6 +114,8 @@ class NodeHealthController(WatchController[Node]):
             nodes = dict(self._nodes)
         with self.db.session() as session:
             plan = reconcile_cluster_health(session, self.cluster, nodes)
+        if self.hybrid_client is not None:
+            self._keep_hybrid(self.hybrid_client)
         if not plan.empty:
             self.applied.append(plan)
             for host in plan.hosts:
@@ -127,3 +135,20 @@ class NodeHealthController(WatchController[Node]):
                     pool.message,
                 )
         return plan
+
+    def _keep_hybrid(self, client: KubeClient) -> None:
+        """While hybrid mode is on, label nodes that joined since (idempotent, level-triggered)."""
+        with self.db.session() as session:
+            spec = get_cluster(session, self.cluster).spec
+            if not spec.hybrid_enabled:
+                return
+            try:
+                set_hybrid(
+                    session,
+                    self.cluster,
+                    enable=True,
+                    client=client,
+                    eks_labels=spec.eks_compute_type_label,
+                )
+            except PlaneError as exc:
+                log.warning("cluster %s: keeping hybrid mode failed: %s", self.cluster, exc)

@@ -93,7 +93,17 @@ class ClusterSpec(Model):
     vpn_endpoint: VPNEndpoint | None = Field(
         default=None, description="The cloud VPN gateway; needed to plan site VPNs."
     )
-    hybrid_enabled: bool = Field(default=False, description="Whether hybrid nodes may join.")
+    hybrid_enabled: bool = Field(
+        default=False,
+        description=(
+            "Hybrid mode: set by `tether cluster hybrid enable`; while on, the node "
+            "controller labels every hybrid node that joins."
+        ),
+    )
+    eks_compute_type_label: bool = Field(
+        default=False,
+        description="Hybrid nodes also get eks.amazonaws.com/compute-type=hybrid.",
+    )
     host_auth_mode: HostAuthMode = HostAuthMode.ACTIVATION
 
     @field_validator("api_endpoint")

@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, cast
 
 import httpx2
+import msgspec
 from lightkube import ALL_NS, Client, KubeConfig, NotReadyError, SingleConfig
 from lightkube.config.client_adapter import Client as _http_client
 from lightkube.config.client_adapter import ConnectionParams
@@ -42,7 +44,7 @@ from lightkube.core.resource import (
 from lightkube.core.selector import build_selector
 from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.certificates_v1 import CertificateSigningRequestCondition
-from lightkube.models.meta_v1 import DeleteOptions, ObjectMeta
+from lightkube.models.meta_v1 import DeleteOptions, ObjectMeta, Status
 from lightkube.resources.certificates_v1 import (
     CertificateSigningRequest,
     CertificateSigningRequestApproval,
@@ -140,9 +142,41 @@ class WatchEvent(Generic[R]):
         return rv if isinstance(rv, str) else None
 
 
+#: Resource types whose msgspec decoders are built (see :func:`_warm_decoders`).
+_warm: set[type] = set()
+_warm_lock = threading.Lock()
+
+
+def _warm_decoders(*types: type) -> None:
+    """Build lightkube's msgspec decoders for ``types`` one thread at a time.
+
+    msgspec builds a type's decoding information on its first use, and two threads doing
+    that at once for overlapping types (Node and Pod share ObjectMeta) crashed the
+    interpreter with a segmentation fault here. Building them under one lock, once per
+    type, leaves only concurrent reads of finished decoders, which are safe.
+    """
+    cold = [t for t in types if t not in _warm]
+    if not cold:
+        return
+    with _warm_lock:
+        for res in cold:
+            if res in _warm:
+                continue
+            for probe in (b"{}", b'{"items": []}'):
+                decode = decoders.decode_object if probe == b"{}" else decoders.decode_list
+                with suppress(msgspec.MsgspecError, TypeError, ValueError, KeyError):
+                    decode(probe, res)  # builds the decoder even when {} is not valid
+            _warm.add(res)
+
+
 @contextmanager
-def _translated() -> Iterator[None]:
-    """Re-raise lightkube/httpx2 failures as :mod:`tether.kube.errors` exceptions."""
+def _translated(*decoded: type) -> Iterator[None]:
+    """Re-raise lightkube/httpx2 failures as :mod:`tether.kube.errors` exceptions.
+
+    ``decoded`` are the resource types the call decodes; their decoders are built first
+    (:func:`_warm_decoders`).
+    """
+    _warm_decoders(Status, *decoded)
     try:
         yield
     except httpx2.HTTPError as exc:  # lightkube's ApiError is an httpx2.HTTPStatusError
@@ -219,7 +253,7 @@ class Watch(Generic[R]):
         if self.resource_version is not None:
             params["resourceVersion"] = self.resource_version
         try:
-            with _translated():
+            with _translated(self._res):
                 request = self._http.build_request(
                     "GET", self._path, params=params, timeout=self._timeout
                 )
@@ -387,7 +421,7 @@ class KubeClient:
     def get(self, res: type[R], name: str, *, namespace: str | None = None) -> R:
         """Read one object; ``NotFound`` if it does not exist."""
         lk: Any = self._lk
-        with _translated():
+        with _translated(res):
             return cast(R, lk.get(res, name, namespace=namespace))
 
     def list(
@@ -400,7 +434,7 @@ class KubeClient:
     ) -> ObjectList[R]:
         """List objects (all pages); *namespace* may be :data:`ALL_NAMESPACES`."""
         lk: Any = self._lk
-        with _translated():
+        with _translated(res):
             iterable = lk.list(
                 res,
                 namespace=namespace,
@@ -459,13 +493,13 @@ class KubeClient:
     def create(self, obj: R, *, namespace: str | None = None, dry_run: bool = False) -> R:
         """Create *obj*; ``Conflict`` (``already_exists``) if the name is taken."""
         lk: Any = self._lk
-        with _translated():
+        with _translated(type(obj)):
             return cast(R, lk.create(obj, namespace=namespace, dry_run=dry_run))
 
     def replace(self, obj: R, *, namespace: str | None = None, dry_run: bool = False) -> R:
         """Update (PUT) *obj*; ``Conflict`` if its ``metadata.resourceVersion`` is stale."""
         lk: Any = self._lk
-        with _translated():
+        with _translated(type(obj)):
             return cast(R, lk.replace(obj, namespace=namespace, dry_run=dry_run))
 
     def patch(
@@ -491,7 +525,7 @@ class KubeClient:
         if patch_type != "json" and isinstance(body, list):
             raise ValueError(f"a {patch_type} patch is a mapping")
         lk: Any = self._lk
-        with _translated():
+        with _translated(res):
             return cast(
                 R,
                 lk.patch(
@@ -518,7 +552,7 @@ class KubeClient:
         them, unless *force*.
         """
         lk: Any = self._lk
-        with _translated():
+        with _translated(type(obj)):
             return cast(
                 R,
                 lk.apply(
@@ -543,7 +577,7 @@ class KubeClient:
         """Delete one object; ``NotFound`` if absent unless *missing_ok*."""
         lk: Any = self._lk
         try:
-            with _translated():
+            with _translated(res):
                 lk.delete(
                     res, name, namespace=namespace, grace_period=grace_period, dry_run=dry_run
                 )
@@ -573,7 +607,7 @@ class KubeClient:
             deleteOptions=options,
         )
         lk: Any = self._lk
-        with _translated():
+        with _translated(Pod.Eviction):
             lk.create(eviction, name=name, namespace=ns, dry_run=dry_run)
 
     def request_token(
@@ -595,7 +629,7 @@ class KubeClient:
             spec=TokenRequestSpec(audiences=list(audiences), expirationSeconds=expiration_seconds),
         )
         lk: Any = self._lk
-        with _translated():
+        with _translated(ServiceAccountToken):
             result = lk.create(request, name=service_account, namespace=namespace)
         status = result.status
         if status is None or not status.token:  # pragma: no cover - the API always answers
@@ -629,7 +663,7 @@ class KubeClient:
             approval = CertificateSigningRequestApproval.from_dict(body)
             lk: Any = self._lk
             try:
-                with _translated():
+                with _translated(CertificateSigningRequestApproval):
                     updated = lk.replace(approval)
             except Conflict as exc:
                 last = exc

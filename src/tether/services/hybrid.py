@@ -135,6 +135,8 @@ def set_hybrid(
     objects are reported (and recorded as Warning events) without undoing the others.
     """
     svc.get_cluster(session, cluster)  # NotFound if there is no such cluster
+    if not dry_run:  # recorded first: the node controller keeps it so as nodes join
+        svc.set_cluster_hybrid(session, cluster, enabled=enable, eks_labels=eks_labels)
     hosts = hybrid_hosts(session, cluster) if enable else []
     by_name = {h.name: h for h in hosts}
     applied: list[str] = []

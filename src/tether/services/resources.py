@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -76,6 +77,23 @@ def update_cluster(session: Session, name: str, body: r.ClusterUpdate) -> r.Clus
     row = update_checked(session, row, "cluster", body.resource_version, {"spec": _dump(body.spec)})
     events.record(session, ObjectKind.CLUSTER, name, "Updated", "cluster spec updated")
     return to_cluster(row)
+
+
+def set_cluster_hybrid(session: Session, name: str, *, enabled: bool, eks_labels: bool) -> None:
+    """Record hybrid mode in the cluster's spec (no write when it is already so)."""
+    row = get_named(session, ClusterRow, "cluster", name)
+    wanted = {"hybridEnabled": enabled, "eksComputeTypeLabel": eks_labels and enabled}
+    if all(row.spec.get(key, False) == value for key, value in wanted.items()):
+        return
+    try:
+        spec = m.ClusterSpec.model_validate({**row.spec, **wanted})
+    except ValidationError as exc:
+        raise Invalid(
+            f"cluster {name!r}: {exc.errors()[0]['msg']}", field="spec.hybridEnabled", rule="hybrid"
+        ) from None
+    update_checked(session, row, "cluster", None, {"spec": _dump(spec)})
+    state = "enabled" if enabled else "disabled"
+    events.record(session, ObjectKind.CLUSTER, name, "Updated", f"hybrid mode {state}")
 
 
 def delete_cluster(session: Session, name: str, resource_version: int | None) -> None:

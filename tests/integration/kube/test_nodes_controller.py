@@ -122,3 +122,50 @@ def test_manager_runs_controllers_for_imported_clusters(
         manager.stop()
         fleet.stop(delete=True)
     assert manager.clusters == {}
+
+
+def test_hybrid_mode_labels_nodes_that_join_later(
+    plane: Any, kube: KubeClient, unique_name: Namer, wait_for: Waiter
+) -> None:
+    from lightkube.resources.core_v1 import Node
+
+    from tether.domain.hybrid import COMPUTE_TYPE_LABEL, EKS_COMPUTE_TYPE_LABEL, POOL_LABEL
+    from tether.services.hybrid import set_hybrid
+
+    cluster = unique_name("late")
+    plane.import_cluster(cluster)
+    pool = f"{cluster}-p"
+    early, late = unique_name("edge"), unique_name("edge")
+    plane.pool(cluster, pool, [early, late])
+    fleet = KubeletFleet(kube, lease_interval=1.0)
+    fleet.register([SimulatedNode(early, cluster=cluster)])
+    with fleet, plane.client(cluster) as tether:
+        with plane.db.session() as s:
+            report = set_hybrid(s, cluster, enable=True, client=tether, eks_labels=True)
+        assert report.hybrid_nodes == [early]
+        with plane.db.session() as s:
+            spec = svc.get_cluster(s, cluster).spec
+        assert spec.hybrid_enabled and spec.eks_compute_type_label
+
+        controller = NodeHealthController(
+            plane.db, cluster, tether, resync_seconds=1, hybrid_client=tether
+        )
+        controller.start()
+        try:
+            fleet.register([SimulatedNode(late, cluster=cluster)])
+
+            def labelled() -> bool:
+                labels = kube.get(Node, late).metadata.labels or {}
+                return labels.get(COMPUTE_TYPE_LABEL) == "hybrid"
+
+            wait_for(labelled)
+            labels = kube.get(Node, late).metadata.labels or {}
+            assert labels[EKS_COMPUTE_TYPE_LABEL] == "hybrid"
+            assert labels[POOL_LABEL] == pool
+        finally:
+            controller.stop()
+        with plane.db.session() as s:
+            set_hybrid(s, cluster, enable=False, client=tether)
+            assert not svc.get_cluster(s, cluster).spec.hybrid_enabled
+        assert COMPUTE_TYPE_LABEL not in (kube.get(Node, late).metadata.labels or {})
+    fleet.stop(delete=True)
