@@ -57,7 +57,7 @@ from tether.pki.authority import (
     generate_p256_key,
     private_key_pem,
 )
-from tether.processes import stop_process
+from tether.processes import die_with_parent, stop_process
 
 __all__ = [
     "ETCD_VERSION",
@@ -548,6 +548,7 @@ class LocalControlPlane:
             stderr=subprocess.STDOUT,
             env=env,
             cwd=self.work_dir,
+            preexec_fn=die_with_parent,
         )
 
     def _check_alive(self, proc: subprocess.Popen[bytes] | None, name: str, log: Path) -> None:

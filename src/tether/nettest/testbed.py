@@ -34,7 +34,7 @@ from tether.netplan import (
 )
 from tether.nettest.configs import node_bird_conf, strongswan_conf
 from tether.nettest.topology import SiteSpot, Topology, layout
-from tether.processes import stop_process
+from tether.processes import die_with_parent, stop_process
 
 _PACKETS = re.compile(r"^\s+(?:in|out)\s+\S+,\s+\d+ bytes,\s+(\d+) packets")
 LIBIPSEC_PLUGIN = Path("/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so")
@@ -206,6 +206,7 @@ class Testbed:
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         out.close()
         self.processes.append((label, proc))
