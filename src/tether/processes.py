@@ -1,4 +1,5 @@
-"""Child processes the test harnesses start (etcd, kube-apiserver, charon, BIRD)."""
+"""Child processes Tether starts: test harness daemons (etcd, kube-apiserver, charon, BIRD)
+and the demo's agents."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ _PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """``preexec_fn`` for harness children: SIGKILL them when the process that started
-    them dies, so a crashed or killed test run leaves no etcd, kube-apiserver or charon
-    behind (Linux ``prctl(PR_SET_PDEATHSIG)``; elsewhere a no-op).
+    """``preexec_fn`` for children that must not outlive us (test harness daemons, demo agents).
 
-    SIGKILL, not SIGTERM: kube-apiserver's graceful shutdown hangs once etcd is gone,
-    and these are throw-away test processes. The signal follows the *thread* that started the child, so start harness children
-    from a thread that lives as long as they should (the main thread, in practice).
+    Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)``: when the process that started them dies,
+    even by SIGKILL, the kernel kills them too, so a crashed run leaves no etcd,
+    kube-apiserver, charon or agent behind. SIGKILL, not SIGTERM: kube-apiserver's graceful
+    shutdown hangs once etcd is gone. The signal follows the *thread* that started the
+    child, so start them from a thread that lives as long as they should (the main thread).
+    Elsewhere than Linux this does nothing.
     """
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)

@@ -90,6 +90,113 @@ class AuthSettings(BaseSettings):
     )
 
 
+class PKISettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TETHER_PKI_", extra="ignore")
+
+    host_cert_lifetime_seconds: float = Field(
+        default=86_400,
+        gt=0,
+        le=365 * 86_400,
+        description=(
+            "Lifetime of host certificates. Default 24 h: a stolen certificate stops working "
+            "within a day even if nobody revokes it; agents renew at two thirds of it."
+        ),
+    )
+    server_cert_lifetime_days: int = Field(
+        default=90,
+        ge=1,
+        le=397,
+        description=(
+            "Lifetime of the agent server's TLS certificate. Default 90 days, like public "
+            "CAs; it is re-issued automatically when a third of it is left."
+        ),
+    )
+    server_names: str = Field(
+        default="localhost,127.0.0.1",
+        description=(
+            "Comma-separated DNS names and IPs the agent server's certificate carries. "
+            "Default loopback only, like the listen address: agents elsewhere need the "
+            "plane's real name here."
+        ),
+    )
+
+
+class AgentServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TETHER_AGENT_", extra="ignore")
+
+    host: str = Field(
+        default="127.0.0.1",
+        description="Listen address of the mTLS agent server. Loopback, like the people's API.",
+    )
+    port: int = Field(
+        default=8444,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of the mTLS agent server (0 disables it). Separate from the people's "
+            "port so client-certificate TLS never meets browsers and tokens."
+        ),
+    )
+    public_url: str | None = Field(
+        default=None,
+        description=(
+            "The URL agents use to reach the agent server (written into seed images). "
+            "Default https://<first server name>:<port>."
+        ),
+    )
+    heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Heartbeat interval the plane asks agents for. 10 s notices a dead host in "
+            "about half a minute at a few hundred bytes per host and interval."
+        ),
+    )
+    missed_heartbeats: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description=(
+            "A host is Unreachable after this many missed heartbeats. 3 rides out one lost "
+            "packet or a slow restart without flapping."
+        ),
+    )
+    flush_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description=(
+            "Heartbeats are kept in memory and written in one batch this often. 1 s keeps "
+            "the store at one write per second however many hosts there are."
+        ),
+    )
+    reconcile_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="How often the heartbeat reconciler looks for silent hosts.",
+    )
+    long_poll_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description=(
+            "Longest wait of a desired-state long poll. 30 s stays under common proxy idle "
+            "timeouts (60 s)."
+        ),
+    )
+    revocation_refresh_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How often the agent server re-reads revocations and the CA from the store and "
+            "disk, so a revocation made by another process takes effect within seconds."
+        ),
+    )
+
+
 class Settings(BaseSettings):
     """All of Tether's settings, grouped."""
 
@@ -99,6 +206,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    pki: PKISettings = Field(default_factory=PKISettings)
+    agent: AgentServerSettings = Field(default_factory=AgentServerSettings)
 
     @property
     def database_url(self) -> str:
@@ -106,6 +215,19 @@ class Settings(BaseSettings):
         if self.database.url:
             return self.database.url
         return f"sqlite:///{self.paths.data_dir / 'tether.db'}"
+
+    @property
+    def pki_dir(self) -> Path:
+        """Where the trust anchor and the agent server's certificate live."""
+        return self.paths.data_dir / "pki"
+
+    @property
+    def agent_url(self) -> str:
+        """The URL agents are told to use."""
+        if self.agent.public_url:
+            return self.agent.public_url.rstrip("/")
+        first = self.pki.server_names.split(",")[0].strip() or self.agent.host
+        return f"https://{first}:{self.agent.port}"
 
 
 def load_settings() -> Settings:

@@ -11,6 +11,8 @@ from typing import IO
 import httpx
 import pytest
 
+from tether.processes import stop_process
+
 ServerStarter = Callable[[Sequence[str], Mapping[str, str]], str]
 
 
@@ -43,6 +45,5 @@ def start_server(tmp_path: Path) -> Iterator[ServerStarter]:
 
     yield start
     for proc, log in started:
-        proc.terminate()
-        proc.wait(timeout=15)
+        stop_process(proc, timeout=15)
         log.close()

@@ -29,6 +29,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "TETHER_DATA_DIR": str(tmp_path / "data"),
         "TETHER_CONFIG": str(tmp_path / "cli" / "config.yaml"),
         "TETHER_API_PORT": str(free_port()),
+        "TETHER_AGENT_PORT": str(free_port()),
         "NO_COLOR": "1",
         "COLUMNS": "200",
     }

@@ -38,6 +38,7 @@ def demo(tmp_path: Path, start_server: Callable[..., str]) -> tuple[str, str]:
         "TETHER_DATA_DIR": str(tmp_path / "data"),
         "TETHER_CONFIG": str(tmp_path / "cli.yaml"),
         "TETHER_API_PORT": str(free_port()),
+        "TETHER_AGENT_PORT": str(free_port()),
     }
     url = start_server([sys.executable, "-m", "tether.cli", "demo"], env)
     token = (tmp_path / "data" / "demo-admin-token").read_text().strip()
@@ -66,11 +67,12 @@ def test_dashboard_shows_pools_hosts_and_live_pool_events(
         expect(pools).to_have_count(2)
         expect(page.locator("#pools")).to_contain_text("dc1-pool")
         expect(page.locator("#pools")).to_contain_text("→ 1.1.0")  # update available
-        expect(page.locator("#hosts tbody tr")).to_have_count(6)
+        # The demo's six hosts are real agents: they enrol, turn Ready and join pools.
+        expect(page.locator("#hosts tbody tr")).to_have_count(6, timeout=60_000)
 
         page.click("tr[data-pool=dc1-pool]")
         expect(page.locator("#event-filter")).to_have_text("pool dc1-pool")
-        expect(page.locator("#hosts tbody tr")).to_have_count(2)
+        expect(page.locator("#hosts tbody tr")).to_have_count(2, timeout=30_000)
 
         # A change to the pool arrives over the live stream without a reload.
         headers = {"Authorization": f"Bearer {token}"}

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 import tether
 from tether import web
-from tether.api import errors, kube_routes, network, routes, stream
+from tether.api import agent, enrolment, errors, kube_routes, network, routes, stream
 from tether.services import audit
 from tether.settings import Settings
 from tether.store.db import Database, migrate
@@ -52,6 +52,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(stream.router)
     app.include_router(network.router)
     app.include_router(kube_routes.router)
+    app.include_router(enrolment.router)
+    app.include_router(agent.refuse_plain_http())
     app.include_router(web.router)
 
     @app.get("/healthz", tags=["health"])
@@ -64,7 +66,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         response = await call_next(request)
-        if request.method in MUTATING:
+        refused_agent_call = request.url.path.startswith("/agent/") and response.status_code >= 400
+        if request.method in MUTATING or refused_agent_call:
             principal = getattr(request.state, "principal", None)
             actor = principal.name if principal else "anonymous"
             await run_in_threadpool(

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import typer
 
-from tether.cli import config, net
+from tether.cli import bootstrap, config, net
 from tether.cli import kube as kube_cli
 from tether.cli.client import EXIT_CODES, Client, CLIError
 from tether.cli.output import Format, OutputOption, errors, field, render
@@ -35,7 +37,7 @@ def _sub(kind: Kind, help: str) -> typer.Typer:
 
 
 cluster_app = _sub(CLUSTER, "Clusters whose control plane runs in the cloud.")
-_sub(SITE, "Sites: private networks with their own VPN server.")
+site_app = _sub(SITE, "Sites: private networks with their own VPN server.")
 _sub(POOL, "Hybrid node pools: one site's hosts serving one cluster.")
 host_app = _sub(HOST, "Edge hosts.")
 profile_app = typer.Typer(help="Cluster profiles (versions are immutable).", no_args_is_help=True)
@@ -50,6 +52,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
 app.add_typer(net.app, name="net")
 kube_cli.register(app, cluster_app, host_app)
+bootstrap.register(app, site_app=site_app, host_app=host_app)
 
 PROFILE_COLUMNS = [
     ("NAME", field("name")),
@@ -95,21 +98,20 @@ DataOpt = typer.Option(None, "--data-dir", help="Data directory (TETHER_DATA_DIR
 
 
 def _run(settings: Settings) -> None:
-    """Serve the API and run the controllers (node health, CSR approval) beside it."""
-    import uvicorn
-
-    from tether.api.app import create_app
+    """Serve the people's API and the mTLS agent server, with the controllers beside them."""
+    from tether.api.agent_server import run
     from tether.controllers.manager import ControllerManager
-    from tether.store.db import migrate
+    from tether.store.db import Database, migrate
 
-    api = create_app(settings)
-    migrate(api.state.db.engine)  # before the controllers' first scan
-    controllers = ControllerManager(api.state.db, settings.paths.data_dir)
+    db = Database.connect(settings.database_url, busy_timeout_ms=settings.database.busy_timeout_ms)
+    migrate(db.engine)  # before the controllers' first scan
+    controllers = ControllerManager(db, settings.paths.data_dir)
     controllers.start()
     try:
-        uvicorn.run(api, host=settings.api.host, port=settings.api.port, log_level="info")
+        run(settings)
     finally:
         controllers.stop()
+        db.dispose()
 
 
 @app.command()
@@ -157,8 +159,40 @@ def demo(
         typer.echo(f"CLI logged in ({path}); try: tether pool list")
     else:
         typer.echo(f"To use the CLI: tether login --server {url} --token {token}")
-    typer.echo("Ctrl-C stops the plane; data stays for the next run.")
-    _run(settings)
+    agents = [
+        proc
+        for site in demo_objects.SITES
+        for proc in bootstrap.demo_agents(settings, count=demo_objects.AGENTS_PER_SITE, site=site)
+    ]
+    typer.echo(
+        f"Agents:    {len(agents)} local agents enrolling over mTLS on port {settings.agent.port}"
+        f" (state and logs: {settings.paths.data_dir / 'demo-agents'})"
+    )
+    threading.Thread(target=_fill_demo_pools, args=(settings,), daemon=True).start()
+    typer.echo("Ctrl-C stops the plane and the agents; data stays for the next run.")
+    try:
+        _run(settings)
+    finally:
+        for proc in agents:
+            proc.terminate()
+        for proc in agents:
+            proc.wait(10)
+
+
+def _fill_demo_pools(settings: Settings, attempts: int = 120) -> None:
+    """Put the demo agents' hosts into their pools as they turn Ready (about a second)."""
+    from tether.services import demo as demo_objects
+    from tether.store.db import Database
+
+    db = Database.connect(settings.database_url)
+    try:
+        for _ in range(attempts):
+            with db.session() as session:
+                if demo_objects.assign_ready_hosts(session):
+                    return
+            time.sleep(1)
+    finally:
+        db.dispose()
 
 
 def _write_secret(path: Path, secret: str) -> None:

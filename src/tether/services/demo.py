@@ -1,7 +1,9 @@
-"""Demo objects: one cluster, two sites with a pool each, hosts, a profile with two versions.
+"""Demo objects: one cluster, two sites with a pool each, a profile with two versions.
 
-Loading is idempotent: objects that exist are left alone, so a second ``make demo``
-reuses the data it made the first time.
+The hosts are real: ``tether demo`` starts agent processes that enrol at each site, and
+:func:`assign_ready_hosts` puts the first Ready ones into their site's pool. Loading is
+idempotent: objects that exist are left alone, so a second ``make demo`` reuses the
+data it made the first time.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tether.domain import resources as r
-from tether.domain.states import HostEvent
+from tether.domain.states import HostState
 from tether.services import resources as svc
 from tether.store.schema import ClusterRow
 
@@ -47,7 +49,9 @@ SITES = {
         "asn": 64514,
     },
 }
-HOSTS_PER_SITE = 3
+#: Real agents the demo starts per site, and how many of them join the site's pool.
+AGENTS_PER_SITE = 3
+POOL_SIZE = 2
 
 
 def load(session: Session) -> bool:
@@ -89,20 +93,30 @@ def load(session: Session) -> bool:
                 }
             ),
         )
-        for n in range(1, HOSTS_PER_SITE + 1):
-            name = f"{site}-host{n}"
-            svc.create_host(
-                session,
-                r.HostCreate.model_validate(
-                    {"name": name, "spec": {"site": site, "tags": {"rack": f"r{n}"}}}
-                ),
-            )
-            svc.transition_host(session, name, HostEvent.CHECKS_PASSED)
-            if n < HOSTS_PER_SITE:  # one host per site stays Ready, unassigned
-                host = svc.get_host(session, name)
-                update = {
-                    "resourceVersion": host.resource_version,
-                    "spec": {"site": site, "pool": pool, "tags": host.spec.tags},
-                }
-                svc.update_host(session, name, r.HostUpdate.model_validate(update))
     return True
+
+
+def assign_ready_hosts(session: Session) -> bool:
+    """Fill each demo pool with Ready hosts of its site, up to :data:`POOL_SIZE`.
+
+    Returns True when every demo pool is full (nothing left to do).
+    """
+    full = True
+    for site in SITES:
+        pool = f"{site}-pool"
+        members, _ = svc.list_hosts(
+            session, site=site, pool=pool, state=None, limit=POOL_SIZE, continue_token=None
+        )
+        missing = POOL_SIZE - len(members)
+        if missing <= 0:
+            continue
+        ready, _ = svc.list_hosts(
+            session, site=site, pool=None, state=HostState.READY, limit=50, continue_token=None
+        )
+        free = [h for h in ready if h.spec.pool is None][:missing]
+        for host in free:
+            spec = {**host.spec.model_dump(by_alias=True), "pool": pool}
+            update = {"resourceVersion": host.resource_version, "spec": spec}
+            svc.update_host(session, host.name, r.HostUpdate.model_validate(update))
+        full = full and len(free) == missing
+    return full

@@ -98,7 +98,11 @@ class PoolRow(ResourceMixin, Base):
 
 class HostRow(ResourceMixin, Base):
     __tablename__ = "hosts"
-    __table_args__ = (UniqueConstraint("name"), UniqueConstraint("host_id"))
+    __table_args__ = (
+        UniqueConstraint("name"),
+        UniqueConstraint("host_id"),
+        Index(None, "last_heartbeat"),
+    )
 
     host_id: Mapped[str] = mapped_column(String(128))
     site: Mapped[str] = mapped_column(String(63), ForeignKey("sites.name"), index=True)
@@ -162,3 +166,84 @@ class AuditRow(Base):
     target: Mapped[str] = mapped_column(String(512))
     status_code: Mapped[int] = mapped_column(Integer)
     result: Mapped[str] = mapped_column(String(16))
+
+
+class ActivationRow(Base):
+    """A registration credential for one site: id + hashed code, expiry, usage limit.
+
+    ``registrations`` only ever grows through one conditional ``UPDATE ... WHERE
+    registrations < max_registrations``, so two hosts racing for the last use cannot both
+    win, on SQLite or PostgreSQL.
+    """
+
+    __tablename__ = "activations"
+    __table_args__ = (UniqueConstraint("activation_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    activation_id: Mapped[str] = mapped_column(String(32))
+    site: Mapped[str] = mapped_column(String(63), ForeignKey("sites.name"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(160))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    max_registrations: Mapped[int] = mapped_column(Integer)
+    registrations: Mapped[int] = mapped_column(Integer, default=0)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class HostCertRow(Base):
+    """Every certificate the plane issued to a host: serial, issuer, expiry, revocation.
+
+    The agent server's revocation list is the set of rows with ``revoked_at`` set; the CRL
+    is built from it.
+    """
+
+    __tablename__ = "host_certificates"
+    __table_args__ = (UniqueConstraint("serial"), Index(None, "host_name"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    serial: Mapped[str] = mapped_column(String(64))
+    host_name: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class HostAgentRow(Base):
+    """What the agent of one host reported and how it enrolled (one row per host).
+
+    Kept apart from ``hosts`` so agent traffic never bumps a host's ``resourceVersion``.
+    """
+
+    __tablename__ = "host_agents"
+
+    host_name: Mapped[str] = mapped_column(
+        String(253), ForeignKey("hosts.name", ondelete="CASCADE"), primary_key=True
+    )
+    activation_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    agent_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    failing_checks: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
+    cert_serial: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cert_issuer: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cert_not_after: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reenrol_allowed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class DesiredStateRow(Base):
+    """The desired-state document of one host and what its agent last applied."""
+
+    __tablename__ = "desired_states"
+    __table_args__ = (Index(None, "updated_at"),)
+
+    host_name: Mapped[str] = mapped_column(
+        String(253), ForeignKey("hosts.name", ondelete="CASCADE"), primary_key=True
+    )
+    document: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    applied_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    applied_result: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -1,0 +1,5 @@
+import sys
+
+from tether.agent.main import main
+
+sys.exit(main())

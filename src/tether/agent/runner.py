@@ -1,0 +1,325 @@
+"""The agent's main loop: enrol once, then heartbeat, renew and follow the desired state.
+
+Time is injected (``clock`` gives epoch seconds, ``sleep`` waits), so tests run the whole
+schedule in virtual time: :meth:`Agent.step` does whatever is due and says how long to
+wait. Failures never end the loop: a plane outage is ridden out with exponential backoff
+and full jitter; a refusal is logged with the plane's reason and retried at the backoff
+cap, because an operator can fix its cause (reset the host, revoke and re-issue) while
+the agent keeps running.
+
+The desired-state channel is a long poll in its own thread (it waits on the network,
+not on the clock).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from tether.agent import AGENT_VERSION, checks, inventory, tags
+from tether.agent.client import HttpPlaneAPI, PlaneAPI, Refused, Unavailable, compact
+from tether.agent.config import AgentConfig, ConfigError
+from tether.agent.identity import Identity, choose_names, write_private
+from tether.agent.lock import SingleInstance
+from tether.agent.timing import Backoff, jittered, renewal_time
+from tether.domain.agent import Inventory
+
+log = logging.getLogger("tether.agent")
+
+ApiFactory = Callable[[AgentConfig, Identity, bool], PlaneAPI]
+
+#: Refusals of a registration that no retry can fix: the agent stops with exit code 2.
+PERMANENT = 2
+
+
+class RegistrationRefused(Exception):
+    pass
+
+
+def http_api(config: AgentConfig, identity: Identity, with_cert: bool) -> PlaneAPI:
+    ca = identity.ca_path if with_cert and identity.ca_path.is_file() else config.ca_file
+    if with_cert:
+        return HttpPlaneAPI(
+            config.server,
+            ca,
+            identity.cert_path,
+            identity.key_path,
+            timeout=config.request_timeout,
+        )
+    return HttpPlaneAPI(config.server, ca, timeout=config.request_timeout)
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        api_factory: ApiFactory = http_api,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] | None = None,
+        rng: random.Random | None = None,
+        collect_inventory: Callable[[], Inventory] = inventory.collect,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.config = config
+        self.identity = Identity(config.state_dir)
+        self.api_factory = api_factory
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self.sleep = sleep or (lambda seconds: self.stop.wait(seconds) and None)
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self.collect_inventory = collect_inventory
+        cap = config.max_backoff_seconds
+        self.beat_backoff = Backoff(base=1.0, cap=cap, rng=self.rng)
+        self.renew_backoff = Backoff(base=5.0, cap=cap, rng=self.rng)
+        self.interval = config.heartbeat_seconds or 10.0
+        self.api: PlaneAPI | None = None
+        self.name = ""
+        self.next_beat = 0.0
+        self.renew_at = 0.0
+        self.sent_version = False
+        self.beats = 0
+        self.renewals = 0
+
+    # --- enrolment ------------------------------------------------------------------------
+
+    def _adopt(self, enrolment: dict[str, Any], key_pem: bytes) -> None:
+        self.identity.save(
+            key_pem, enrolment["certificate"].encode(), enrolment["caBundle"].encode()
+        )
+        now = self.clock()
+        not_after = datetime.fromisoformat(enrolment["notAfter"]).timestamp()
+        self.renew_at = renewal_time(now, not_after)
+        if self.config.heartbeat_seconds is None:
+            self.interval = float(enrolment.get("heartbeatSeconds") or self.interval)
+        self._reconnect()
+
+    def _reconnect(self) -> None:
+        if self.api is not None:
+            self.api.close()
+        self.api = self.api_factory(self.config, self.identity, True)
+
+    def register(self) -> None:
+        """Enrol with the activation; retried through outages, refused for good on 4xx."""
+        activation = self.config.activation
+        if activation is None:
+            raise RegistrationRefused(
+                "not enrolled and no activation in the config: add activation.id and "
+                "activation.code (or codeFile)"
+            )
+        code = activation.read_code()
+        inv = self.collect_inventory()
+        names = choose_names(self.config.state_dir, self.config.name, inv)
+        host_tags, problems = tags.collect(
+            self.config.tags.static,
+            self.config.tags.file,
+            self.config.tags.script,
+            self.config.tags.script_timeout,
+        )
+        key_pem, csr = self.identity.new_csr(names.name)
+        body = {
+            "activationID": activation.id,
+            "code": code,
+            "name": names.name,
+            "hostID": names.host_id,
+            "csr": csr.decode(),
+            "inventory": inv.model_dump(mode="json", by_alias=True),
+            "tags": host_tags,
+            "agentVersion": AGENT_VERSION,
+        }
+        backoff = Backoff(base=1.0, cap=self.config.max_backoff_seconds, rng=self.rng)
+        api = self.api_factory(self.config, self.identity, False)
+        try:
+            while not self.stop.is_set():
+                log.info("registering as %s with activation %s", names.name, activation.id)
+                try:
+                    enrolment = api.register(body)
+                except Unavailable as exc:
+                    delay = backoff.next()
+                    log.warning("plane unavailable (%s); retrying in %.1fs", exc, delay)
+                    self.sleep(delay)
+                    continue
+                except Refused as exc:
+                    raise RegistrationRefused(
+                        f"registration refused: {exc.message} [{exc.rule or exc.code}]"
+                    ) from None
+                break
+            else:
+                return
+        finally:
+            api.close()
+        self.name = names.name
+        self._adopt(enrolment, key_pem)
+        log.info("enrolled as %s; certificate valid until %s", self.name, enrolment["notAfter"])
+        if problems:
+            self._event("TagsIncomplete", "; ".join(problems)[:1000], warning=True)
+
+    def resume(self) -> None:
+        """Already enrolled: load the identity, schedule renewal."""
+        self.name = self.identity.node_name()
+        cert = self.identity.certificate()
+        now = self.clock()
+        not_after = cert.not_valid_after_utc.timestamp()
+        # The receive time is unknown after a restart: assume the file's mtime.
+        received = min(now, self.identity.cert_path.stat().st_mtime)
+        self.renew_at = renewal_time(received, not_after)
+        self._reconnect()
+        log.info("resuming as %s (certificate valid until %s)", self.name, cert.not_valid_after_utc)
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        assert self.api is not None
+        failing = checks.run_all(self.config.checks)
+        body: dict[str, Any] = {"n": len(self.config.checks)}
+        if failing:
+            body["f"] = failing
+        if not self.sent_version:
+            body["v"] = AGENT_VERSION
+        self.api.heartbeat(self.name, compact(body))
+        self.sent_version = True
+        self.beats += 1
+
+    def renew(self) -> None:
+        assert self.api is not None
+        key_pem, csr = self.identity.new_csr(self.name)
+        enrolment = self.api.renew(self.name, csr.decode())
+        self._adopt(enrolment, key_pem)
+        self.renewals += 1
+        log.info("certificate renewed; valid until %s", enrolment["notAfter"])
+
+    def step(self) -> float:
+        """Do what is due now; return how long to wait before the next step."""
+        now = self.clock()
+        if now >= self.renew_at:
+            try:
+                self.renew()
+                self.renew_backoff.reset()
+            except (Unavailable, Refused) as exc:
+                delay = self.renew_backoff.next()
+                self.renew_at = now + delay
+                log.warning("certificate renewal failed (%s); retrying in %.1fs", exc, delay)
+        if now >= self.next_beat:
+            try:
+                self.heartbeat()
+                self.beat_backoff.reset()
+                self.next_beat = now + jittered(self.interval, self.rng)
+            except Unavailable as exc:
+                delay = self.beat_backoff.next()
+                self.next_beat = now + delay
+                log.warning("heartbeat failed (%s); retrying in %.1fs", exc, delay)
+                self.sent_version = False
+            except Refused as exc:
+                delay = self.beat_backoff.next()
+                self.next_beat = now + delay
+                hint = (
+                    "; this host must enrol again (tether agent reset, and a reset of the host "
+                    "on the plane)"
+                    if exc.status == 401
+                    else ""
+                )
+                log.error("heartbeat refused: %s [%s]%s", exc.message, exc.rule, hint)
+        return max(0.0, min(self.next_beat, self.renew_at) - self.clock())
+
+    def _event(self, reason: str, message: str, *, warning: bool = False) -> None:
+        if self.api is None:
+            return
+        try:
+            self.api.event(
+                self.name,
+                {"type": "Warning" if warning else "Normal", "reason": reason, "message": message},
+            )
+        except (Unavailable, Refused) as exc:
+            log.warning("could not send event %s: %s", reason, exc)
+
+    # --- desired state ----------------------------------------------------------------------
+
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
+        path = self.config.state_dir / "desired.json"
+        write_private(path, json.dumps(document, indent=2).encode())
+        command = self.config.desired.command
+        if not command:
+            return {"ok": True, "message": f"stored in {path}"}
+        try:
+            done = subprocess.run(
+                command,
+                input=json.dumps(document).encode(),
+                capture_output=True,
+                timeout=self.config.desired.timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "message": f"timed out after {self.config.desired.timeout:g}s"}
+        except OSError as exc:
+            return {"ok": False, "message": f"cannot run {command[0]}: {exc.strerror}"}
+        output = (done.stdout or done.stderr).decode(errors="replace").strip()[-500:]
+        return {"ok": done.returncode == 0, "exitCode": done.returncode, "message": output}
+
+    def follow_desired(self) -> None:
+        """Long-poll the desired state until stopped; apply and report each new document."""
+        api = self.api_factory(self.config, self.identity, True)
+        known: str | None = None
+        backoff = Backoff(base=1.0, cap=self.config.max_backoff_seconds, rng=self.rng)
+        generation = self.renewals
+        try:
+            while not self.stop.is_set():
+                if self.renewals != generation:  # new certificate: new connection
+                    api.close()
+                    api = self.api_factory(self.config, self.identity, True)
+                    generation = self.renewals
+                try:
+                    doc = api.desired(self.name, known, self.config.long_poll_seconds)
+                    backoff.reset()
+                    if doc is None:
+                        continue
+                    result = self.apply(doc["document"])
+                    api.applied(self.name, {"hash": doc["hash"], "result": result})
+                    known = doc["hash"]
+                    log.info("desired state %s applied: %s", known[:12], result.get("ok"))
+                except (Unavailable, Refused) as exc:
+                    delay = backoff.next()
+                    log.warning("desired-state poll failed (%s); retrying in %.1fs", exc, delay)
+                    self.stop.wait(delay)
+        finally:
+            api.close()
+
+    # --- running ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Enrol (or resume); afterwards :meth:`step` may be called."""
+        if self.identity.enrolled():
+            self.resume()
+        else:
+            self.register()
+
+    def run(self) -> int:
+        """Run until stopped: the ``tether agent run`` command. Returns an exit code."""
+        with SingleInstance(self.config.lock_path):
+            try:
+                self.start()
+            except (RegistrationRefused, ConfigError) as exc:
+                log.error("%s", exc)
+                return PERMANENT
+            if self.stop.is_set():
+                return 0
+            poller = None
+            if self.config.desired.enabled:
+                poller = threading.Thread(target=self.follow_desired, daemon=True, name="desired")
+                poller.start()
+            try:
+                while not self.stop.is_set():
+                    self.sleep(self.step())
+            finally:
+                self.stop.set()
+                if self.api is not None:
+                    self.api.close()
+                if poller is not None:
+                    poller.join(timeout=2)
+        return 0

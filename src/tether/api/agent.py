@@ -1,0 +1,512 @@
+"""The agent API (``/agent/v1``): served only over mutual TLS, by the agent server.
+
+Who may call what:
+
+* ``POST /agent/v1/register`` is the only endpoint without a client certificate; the
+  activation id and code stand in for it.
+* Every other endpoint needs a client certificate issued by the plane's trust anchor,
+  not expired, not revoked (checked on every call, against the store's revocations),
+  for an enrolled host. Endpoints under ``/agent/v1/hosts/{name}`` accept only the
+  certificate whose CN is ``{name}``: a host reads and writes its own record, desired
+  state and events, nothing else.
+* People's API tokens are refused here, and ``/api/...`` on this server is refused too:
+  host certificates do not work at people's endpoints.
+
+Every refusal, and every change except a plain heartbeat, is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import tether
+from tether.api import errors
+from tether.controllers.heartbeats import HeartbeatReconciler
+from tether.domain import resources as r
+from tether.domain.agent import (
+    AgentEvent,
+    AppliedReport,
+    DesiredDocument,
+    DesiredStatus,
+    Enrolment,
+    Heartbeat,
+    RegisterRequest,
+    RenewRequest,
+)
+from tether.domain.models import EventType, ObjectKind
+from tether.domain.states import HostState
+from tether.errors import Forbidden, Invalid, NotFound, PlaneError, Unauthenticated
+from tether.pki import HostIdentity
+from tether.pki.errors import PKIError
+from tether.services import audit, desired, enrolment, events
+from tether.services import resources as svc
+from tether.services.heartbeats import HeartbeatTable
+from tether.services.trust import PlaneTrust
+from tether.settings import Settings
+from tether.store.db import Database, migrate
+from tether.store.schema import utcnow
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/agent/v1"
+#: Key of the client certificate (DER) in the ASGI TLS extension dict (see agent_server).
+CLIENT_CERT_DER = "tether.client_cert_der"
+
+
+@dataclass
+class AgentPlane:
+    """Everything the agent API works with; shared with the people's app when co-served."""
+
+    settings: Settings
+    db: Database
+    trust: PlaneTrust
+    table: HeartbeatTable
+    watcher: desired.DesiredWatcher
+    clock: Callable[[], datetime]
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def notify_desired(self, name: str, digest: str) -> None:
+        """Wake the agent of ``name`` now (callable from any thread)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.watcher.changed, name, digest)
+
+    @classmethod
+    def build(
+        cls, settings: Settings, db: Database, *, clock: Callable[[], datetime] = utcnow
+    ) -> AgentPlane:
+        trust = PlaneTrust(settings, clock=clock)
+        return cls(
+            settings=settings,
+            db=db,
+            trust=trust,
+            table=HeartbeatTable(db, clock=clock),
+            watcher=desired.DesiredWatcher(db),
+            clock=clock,
+        )
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+
+
+def _plane(request: Request) -> AgentPlane:
+    plane: AgentPlane = request.app.state.agent_plane
+    return plane
+
+
+def identify(request: Request) -> HostIdentity:
+    """The host behind the request's client certificate, or a 401 saying what is wrong."""
+    plane = _plane(request)
+    if "authorization" in request.headers:
+        raise Unauthenticated(
+            "people's API tokens do not work at agent endpoints; agents authenticate with "
+            "their client certificate",
+            field="Authorization",
+            rule="agent.client_cert_only",
+        )
+    tls = request.scope.get("extensions", {}).get("tls") or {}
+    der = tls.get(CLIENT_CERT_DER)
+    if not der:
+        raise Unauthenticated(
+            "this endpoint needs a client certificate (mutual TLS); a host gets one by "
+            "enrolling with an activation",
+            field="clientCertificate",
+            rule="agent.client_cert_required",
+        )
+    try:
+        identity = plane.trust.verify(der)
+    except PKIError as exc:
+        raise Unauthenticated(exc.message, field="clientCertificate", rule=exc.rule) from None
+    request.state.principal = Caller(f"host:{identity.node_name}")
+    return identity
+
+
+def own(request: Request, name: str) -> HostIdentity:
+    identity = identify(request)
+    if identity.node_name != name:
+        raise Forbidden(
+            f"the certificate of host {identity.node_name!r} cannot act for host {name!r}; a "
+            "host may only read and write its own record, desired state and events",
+            field="name",
+            rule="agent.own_host_only",
+        )
+    return identity
+
+
+async def _enrolled(plane: AgentPlane, name: str) -> None:
+    known = plane.table._known.get(name) or await run_in_threadpool(plane.table.known, name)
+    if known is None or known.state is HostState.UNPAIRED:
+        raise Unauthenticated(
+            f"host {name!r} is not enrolled (it was removed); enrol it again with an activation",
+            field="clientCertificate",
+            rule="agent.not_enrolled",
+        )
+
+
+NamePath = Annotated[str, Path(max_length=64, description="The host's node name.")]
+router = APIRouter(prefix=PREFIX, tags=["agent"])
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED)
+async def register(body: RegisterRequest, request: Request) -> Enrolment:
+    """Enrol with an activation id + code and a CSR (no client certificate needed)."""
+    if "authorization" in request.headers:
+        identify(request)  # refuses the token with the same message as everywhere else
+    request.state.principal = Caller(f"activation:{body.activation_id}"[:128])
+    plane = _plane(request)
+    settings = plane.settings
+
+    def run() -> Enrolment:
+        with plane.db.session() as session:
+            return enrolment.register(
+                session,
+                plane.trust,
+                body,
+                now=plane.clock(),
+                heartbeat_seconds=settings.agent.heartbeat_seconds,
+            )
+
+    result = await run_in_threadpool(run)
+    plane.table.forget(body.name)
+    log.info("host %s enrolled with activation %s", body.name, body.activation_id)
+    return result
+
+
+@router.get("/hosts/{name}")
+async def get_host(name: NamePath, request: Request) -> r.Host:
+    own(request, name)
+    plane = _plane(request)
+
+    def run() -> r.Host:
+        with plane.db.session() as session:
+            return svc.get_host(session, name)
+
+    return await run_in_threadpool(run)
+
+
+@router.post("/hosts/{name}/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
+async def heartbeat(name: NamePath, request: Request) -> Response:
+    """A heartbeat: ``{"v": version, "f": {failing check: message}, "n": checks run}``.
+
+    Answered with an empty 204. Kept in memory and written in batches; a heartbeat whose
+    health changes the host's state applies that transition (with its event) first.
+    """
+    own(request, name)
+    plane = _plane(request)
+    await _enrolled(plane, name)
+    try:
+        beat = Heartbeat.model_validate_json(await request.body() or b"{}")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or None
+        raise Invalid(f"heartbeat: {first['msg']}", field=field, rule=first.get("type")) from None
+    event = plane.table.beat(name, beat, plane.clock())
+    if event is not None:
+        await run_in_threadpool(plane.table.apply, name, event)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/hosts/{name}/certificate")
+async def renew(name: NamePath, body: RenewRequest, request: Request) -> Enrolment:
+    """Renew the host's certificate with a new CSR, authenticated by the current one."""
+    own(request, name)
+    plane = _plane(request)
+    await _enrolled(plane, name)
+
+    def run() -> Enrolment:
+        with plane.db.session() as session:
+            return enrolment.renew(
+                session,
+                plane.trust,
+                name,
+                body.csr,
+                now=plane.clock(),
+                heartbeat_seconds=plane.settings.agent.heartbeat_seconds,
+            )
+
+    return await run_in_threadpool(run)
+
+
+@router.get("/hosts/{name}/desired", responses={304: {"description": "Unchanged"}})
+async def get_desired(
+    name: NamePath,
+    request: Request,
+    hash: Annotated[str | None, Query(max_length=64)] = None,
+    timeout: Annotated[float | None, Query(ge=0, le=600)] = None,
+) -> Any:
+    """Long poll: the document as soon as its hash differs from ``hash``; 304 at timeout."""
+    own(request, name)
+    plane = _plane(request)
+    await _enrolled(plane, name)
+    wait = min(
+        timeout if timeout is not None else plane.settings.agent.long_poll_seconds,
+        plane.settings.agent.long_poll_seconds,
+    )
+    if plane.watcher.hashes.get(name) in (None, hash):
+        await plane.watcher.wait(name, hash, wait)
+
+    def run() -> DesiredDocument | None:
+        with plane.db.session() as session:
+            return desired.get_document(session, name)
+
+    doc = await run_in_threadpool(run)
+    if doc is None or doc.hash == hash:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED)
+    return doc
+
+
+@router.post("/hosts/{name}/applied")
+async def applied(name: NamePath, body: AppliedReport, request: Request) -> DesiredStatus:
+    """Report the result of applying the desired state with ``hash``."""
+    own(request, name)
+    plane = _plane(request)
+    await _enrolled(plane, name)
+
+    def run() -> DesiredStatus:
+        with plane.db.session() as session:
+            return desired.report_applied(session, name, body, now=plane.clock())
+
+    return await run_in_threadpool(run)
+
+
+@router.post("/hosts/{name}/events", status_code=status.HTTP_201_CREATED)
+async def post_event(name: NamePath, body: AgentEvent, request: Request) -> r.Event:
+    own(request, name)
+    plane = _plane(request)
+    await _enrolled(plane, name)
+
+    def run() -> r.Event:
+        with plane.db.session() as session:
+            row = events.record(
+                session, ObjectKind.HOST, name, body.reason, body.message, EventType(body.type)
+            )
+            session.flush()
+            return events.to_event(row)
+
+    return await run_in_threadpool(run)
+
+
+@router.get("/hosts/{name}/events")
+async def list_events(
+    name: NamePath, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[r.Event]:
+    own(request, name)
+    plane = _plane(request)
+
+    def run() -> list[r.Event]:
+        with plane.db.session() as session:
+            items, _ = events.list_events(
+                session, kind=ObjectKind.HOST, name=name, limit=limit, continue_token=None
+            )
+            return items
+
+    return await run_in_threadpool(run)
+
+
+@router.get(
+    "/crl", response_class=Response, responses={200: {"content": {"application/pkix-crl": {}}}}
+)
+async def crl(request: Request) -> Response:
+    """The CRL bundle: one signed CRL per CA trusted now (PEM)."""
+    identify(request)
+    pem = await run_in_threadpool(_plane(request).trust.crl_bundle_pem)
+    return Response(pem, media_type="application/x-pem-file")
+
+
+@router.get("/ca", response_class=Response)
+async def ca_bundle(request: Request) -> Response:
+    """The CAs agents should trust for the plane (PEM, newest first)."""
+    identify(request)
+    return Response(_plane(request).trust.bundle_pem(), media_type="application/x-pem-file")
+
+
+class AuditRefusals:
+    """ASGI middleware: audit every refusal and every change but a successful heartbeat.
+
+    Pure ASGI (not ``BaseHTTPMiddleware``) so the heartbeat path pays almost nothing.
+    """
+
+    def __init__(self, app: ASGIApp, db: Database) -> None:
+        self.app = app
+        self.db = db
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        routine = path.endswith("/heartbeat") or method in ("GET", "HEAD")
+        written = False
+
+        async def record(code: int) -> None:
+            nonlocal written
+            written = True
+            if code >= 400 or not routine:
+                principal = scope.get("state", {}).get("principal")
+                actor = principal.name if principal is not None else "anonymous"
+                with suppress(Exception):
+                    await run_in_threadpool(_audit, self.db, actor, method, path, code)
+
+        async def capture(message: Message) -> None:
+            # Audit before the response leaves: a client that reads it sees the record.
+            if message["type"] == "http.response.start" and not written:
+                await record(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            if not written:
+                await record(500)
+
+
+def _audit(db: Database, actor: str, action: str, target: str, status_code: int) -> None:
+    with db.session() as session:
+        audit.write(session, actor=actor, action=action, target=target, status_code=status_code)
+
+
+async def _every(interval: float, stop: asyncio.Event, work: Callable[[], Any], what: str) -> None:
+    while not stop.is_set():
+        try:
+            await run_in_threadpool(work)
+        except Exception:
+            log.exception("%s failed; retrying in %.1fs", what, interval)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+def create_agent_app(
+    settings: Settings,
+    db: Database | None = None,
+    *,
+    plane: AgentPlane | None = None,
+    run_migrations: bool = True,
+) -> FastAPI:
+    """The agent API. Serve it with :mod:`tether.api.agent_server` (mutual TLS)."""
+    database = (
+        db
+        or (plane.db if plane else None)
+        or Database.connect(
+            settings.database_url,
+            echo=settings.database.echo,
+            busy_timeout_ms=settings.database.busy_timeout_ms,
+        )
+    )
+    agent_plane = plane or AgentPlane.build(settings, database)
+    cfg = settings.agent
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if run_migrations:
+            await run_in_threadpool(migrate, database.engine)
+        agent_plane.loop = asyncio.get_running_loop()
+        await run_in_threadpool(agent_plane.trust.load_revocations, database)
+        await run_in_threadpool(agent_plane.watcher.refresh)
+        await run_in_threadpool(agent_plane.table.preload)
+        stop = asyncio.Event()
+        reconciler = HeartbeatReconciler(
+            database,
+            heartbeat_seconds=cfg.heartbeat_seconds,
+            missed_heartbeats=cfg.missed_heartbeats,
+            table=agent_plane.table,
+            clock=agent_plane.clock,
+        )
+
+        def refresh_trust() -> None:
+            agent_plane.trust.reload_ca_if_changed()
+            agent_plane.trust.load_revocations(database)
+
+        def refresh_desired() -> None:
+            agent_plane.watcher.wake(agent_plane.watcher.refresh())
+
+        tasks = [
+            asyncio.create_task(
+                _every(cfg.flush_seconds, stop, agent_plane.table.flush, "heartbeat flush")
+            ),
+            asyncio.create_task(reconciler.run(cfg.reconcile_seconds, stop)),
+            asyncio.create_task(
+                _every(cfg.revocation_refresh_seconds, stop, refresh_trust, "trust refresh")
+            ),
+            asyncio.create_task(_every(1.0, stop, refresh_desired, "desired-state refresh")),
+        ]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await run_in_threadpool(agent_plane.table.flush)
+            if db is None and plane is None:
+                database.dispose()
+
+    app = FastAPI(
+        title="Tether agent API",
+        version=tether.__version__,
+        description="Mutual-TLS API for Tether edge agents.",
+        lifespan=lifespan,
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.db = database
+    app.state.agent_plane = agent_plane
+    errors.install(app)
+    app.include_router(router)
+
+    @app.api_route(
+        "/api/{rest:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
+    async def people_api_refused(rest: str, request: Request) -> JSONResponse:
+        raise Forbidden(
+            "the people's API is not served on the agent port, and host certificates do not "
+            "work at people's endpoints; use the API port with a token",
+            field="path",
+            rule="agent.people_endpoint",
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(AuditRefusals, db=database)
+    return app
+
+
+def refuse_plain_http() -> APIRouter:
+    """Routes for the people's (plain HTTP) app: agent paths there are refused, audited."""
+    plain = APIRouter(include_in_schema=False)
+
+    @plain.api_route("/agent/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def agent_over_plain_http(rest: str) -> None:
+        raise Forbidden(
+            "agent endpoints are served only over mutual TLS on the agent port "
+            "(TETHER_AGENT_PORT), never over plain HTTP",
+            field="scheme",
+            rule="agent.tls_required",
+        )
+
+    return plain
+
+
+__all__ = [
+    "AgentPlane",
+    "NotFound",
+    "PlaneError",
+    "create_agent_app",
+    "refuse_plain_http",
+]

@@ -1,0 +1,147 @@
+"""The heartbeat reconciler: silent hosts become Unreachable, state follows reported health.
+
+Level-triggered and crash-safe: every pass derives what to do from the store alone
+(``hosts.state``, ``hosts.health``, ``hosts.last_heartbeat``), applies each transition in
+its own transaction guarded by the host's ``resourceVersion``, and keeps no memory
+between passes. A crash or restart loses nothing; two planes running it at once cannot
+both apply the same transition (the loser gets a conflict and skips the host); a
+transition that fails is simply found again on the next pass.
+
+Rules, for a host with an agent (hosts made by hand and never heard from are left alone):
+
+* no heartbeat for ``missed_heartbeats`` times ``heartbeat_seconds`` (or none since enrolment
+  that long ago), while Registered, Ready, In-Use or Unhealthy → ``HeartbeatMissed``
+  (Unreachable);
+* heard from recently but its state disagrees with its reported health (a heartbeat's
+  own transition was lost in a crash, or another process changed the state) →
+  ``ChecksPassed`` / ``ChecksFailed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from starlette.concurrency import run_in_threadpool
+
+from tether.domain.agent import LIVE_STATES, health_event, silence_cutoff
+from tether.domain.states import HostEvent, HostState
+from tether.errors import Conflict, NotFound
+from tether.services import resources as svc
+from tether.services.heartbeats import HeartbeatTable
+from tether.store.db import Database
+from tether.store.schema import HostAgentRow, HostRow, utcnow
+
+log = logging.getLogger(__name__)
+
+#: At most this many hosts are moved per pass, so one pass stays short.
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Transition:
+    host: str
+    event: HostEvent
+    state: HostState
+
+
+class HeartbeatReconciler:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        heartbeat_seconds: float,
+        missed_heartbeats: int,
+        table: HeartbeatTable | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.heartbeat_seconds = heartbeat_seconds
+        self.missed = missed_heartbeats
+        self.table = table
+        self.clock = clock
+
+    def _candidates(self, now: datetime) -> list[tuple[str, str, int, str, datetime | None]]:
+        cutoff = silence_cutoff(now, self.heartbeat_seconds, self.missed)
+        live = [s.value for s in LIVE_STATES]
+        silent = and_(
+            HostRow.state.in_(live),
+            or_(
+                HostRow.last_heartbeat < cutoff,
+                and_(HostRow.last_heartbeat.is_(None), HostAgentRow.enrolled_at < cutoff),
+            ),
+        )
+        drifted = and_(
+            HostRow.last_heartbeat >= cutoff,
+            or_(
+                and_(
+                    HostRow.health == "Healthy",
+                    HostRow.state.in_(["Registered", "Unhealthy", "Unreachable"]),
+                ),
+                and_(
+                    HostRow.health == "Unhealthy",
+                    HostRow.state.in_(["Registered", "Ready", "InUse", "Unreachable"]),
+                ),
+            ),
+        )
+        with self.db.session() as session:
+            rows = session.execute(
+                select(
+                    HostRow.name,
+                    HostRow.state,
+                    HostRow.resource_version,
+                    HostRow.health,
+                    HostRow.last_heartbeat,
+                )
+                .join(HostAgentRow, HostAgentRow.host_name == HostRow.name)
+                .where(or_(silent, drifted))
+                .order_by(HostRow.id)
+                .limit(BATCH)
+            ).all()
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def reconcile_once(self, now: datetime | None = None) -> list[Transition]:
+        """One pass; returns the transitions it applied."""
+        now = now or self.clock()
+        cutoff = silence_cutoff(now, self.heartbeat_seconds, self.missed)
+        done: list[Transition] = []
+        for name, state_text, version, health, last in self._candidates(now):
+            state = HostState(state_text)
+            event: HostEvent | None
+            if last is None or last < cutoff:
+                pending = self.table.pending_since(name) if self.table else None
+                if pending is not None and pending >= cutoff:
+                    continue  # heard from; the flush has not landed yet
+                event = HostEvent.HEARTBEAT_MISSED
+            else:
+                event = health_event(state, health == "Healthy")
+                if event is None:
+                    continue
+            try:
+                with self.db.session() as session:
+                    host = svc.transition_host(session, name, event, version)
+            except (Conflict, NotFound) as exc:
+                log.info("reconciler skipped %s (%s): %s", name, event.value, exc)
+                continue
+            new_state = host.status.state
+            if self.table is not None:
+                self.table.note_state(name, new_state)
+            done.append(Transition(name, event, new_state))
+        return done
+
+    async def run(self, interval: float, stop: asyncio.Event) -> None:
+        """Reconcile every ``interval`` seconds until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                moved = await run_in_threadpool(self.reconcile_once)
+                for t in moved:
+                    log.info("host %s: %s -> %s", t.host, t.event.value, t.state.value)
+            except Exception:
+                log.exception("heartbeat reconciler pass failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -1,0 +1,167 @@
+"""Desired-state documents per host, what agents applied, and the long-poll watcher.
+
+People (or controllers) store a JSON document per host; its hash is SHA-256 of the
+canonical JSON. An agent long-polls with the hash it knows and gets the document as soon
+as the stored hash differs; then it reports ``{hash, result}``.
+
+:class:`DesiredWatcher` serves every waiting agent from one query per interval: it keeps
+the current hash of every host in memory (read once, then only rows updated since the
+last look), and wakes the waiters of hosts whose hash changed. A write through this
+process wakes them at once. Many plane replicas can share the store: each one's watcher
+sees the others' writes within an interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tether.domain.agent import AppliedReport, DesiredDocument, DesiredStatus, document_hash
+from tether.domain.models import EventType, ObjectKind
+from tether.errors import Conflict, NotFound
+from tether.services import events
+from tether.store.db import Database
+from tether.store.repo import get_named
+from tether.store.schema import DesiredStateRow, HostRow, utcnow
+
+
+def to_status(row: DesiredStateRow) -> DesiredStatus:
+    return DesiredStatus(
+        host=row.host_name,
+        hash=row.hash,
+        document=row.document,
+        updated_at=row.updated_at,
+        applied_hash=row.applied_hash,
+        applied_result=row.applied_result,
+        applied_at=row.applied_at,
+        in_sync=row.applied_hash == row.hash,
+    )
+
+
+def set_desired(
+    session: Session, name: str, document: dict[str, Any], *, now: datetime | None = None
+) -> DesiredStatus:
+    now = now or utcnow()
+    get_named(session, HostRow, "host", name)
+    digest = document_hash(document)
+    row = session.get(DesiredStateRow, name)
+    if row is None:
+        row = DesiredStateRow(host_name=name, document=document, hash=digest, updated_at=now)
+        session.add(row)
+    elif row.hash != digest:
+        row.document, row.hash, row.updated_at = document, digest, now
+    else:
+        return to_status(row)
+    events.record(
+        session, ObjectKind.HOST, name, "DesiredStateChanged", f"desired state {digest[:12]}"
+    )
+    session.flush()
+    return to_status(row)
+
+
+def get_status(session: Session, name: str) -> DesiredStatus:
+    row = session.get(DesiredStateRow, name)
+    if row is None:
+        get_named(session, HostRow, "host", name)
+        raise NotFound("desired state of host", name)
+    return to_status(row)
+
+
+def get_document(session: Session, name: str) -> DesiredDocument | None:
+    row = session.get(DesiredStateRow, name)
+    return DesiredDocument(hash=row.hash, document=row.document) if row else None
+
+
+def report_applied(
+    session: Session, name: str, report: AppliedReport, *, now: datetime | None = None
+) -> DesiredStatus:
+    """Record what the agent applied. A report for a hash that is not current is refused."""
+    now = now or utcnow()
+    row = session.get(DesiredStateRow, name)
+    if row is None:
+        raise NotFound("desired state of host", name)
+    if report.hash != row.hash:
+        raise Conflict(
+            f"hash {report.hash[:12]} is not the current desired state ({row.hash[:12]}); "
+            "fetch it again",
+            field="hash",
+            rule="current",
+        )
+    row.applied_hash, row.applied_result, row.applied_at = report.hash, report.result, now
+    ok = bool(report.result.get("ok", True))
+    events.record(
+        session,
+        ObjectKind.HOST,
+        name,
+        "DesiredStateApplied" if ok else "DesiredStateFailed",
+        f"desired state {report.hash[:12]} "
+        + ("applied" if ok else f"failed: {str(report.result.get('message', ''))[:200]}"),
+        EventType.NORMAL if ok else EventType.WARNING,
+        now=now,
+    )
+    session.flush()
+    return to_status(row)
+
+
+class DesiredWatcher:
+    """Current desired-state hashes of every host, and agents waiting for a change."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.hashes: dict[str, str] = {}
+        self._since: datetime | None = None
+        self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+
+    def refresh(self) -> list[str]:
+        """Read hashes changed since the last refresh (all on the first); return the hosts."""
+        query = select(DesiredStateRow.host_name, DesiredStateRow.hash, DesiredStateRow.updated_at)
+        if self._since is not None:
+            # Overlap a little: a row committed late with an earlier timestamp is not missed.
+            query = query.where(DesiredStateRow.updated_at >= self._since - timedelta(seconds=5))
+        with self.db.session() as session:
+            rows = session.execute(query).all()
+        changed = []
+        for name, digest, updated in rows:
+            if self.hashes.get(name) != digest:
+                self.hashes[name] = digest
+                changed.append(name)
+            if self._since is None or updated > self._since:
+                self._since = updated
+        if self._since is None:
+            self._since = utcnow()
+        return changed
+
+    def wake(self, names: list[str]) -> None:
+        for name in names:
+            for fut in self._waiters.pop(name, set()):
+                if not fut.done():
+                    fut.set_result(None)
+
+    def changed(self, name: str, digest: str) -> None:
+        """Note a write made by this process and wake its waiters now."""
+        self.hashes[name] = digest
+        self.wake([name])
+
+    async def wait(self, name: str, known: str | None, timeout: float) -> bool:
+        """Wait until the host's hash differs from ``known``; False on timeout."""
+        current = self.hashes.get(name)
+        if current is not None and current != known:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[name].add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return False
+        finally:
+            waiters = self._waiters.get(name)
+            if waiters is not None:
+                waiters.discard(fut)
+                if not waiters:
+                    self._waiters.pop(name, None)
+        return self.hashes.get(name) != known

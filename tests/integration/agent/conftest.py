@@ -1,0 +1,207 @@
+"""A real plane (people's API + mutual-TLS agent server) on loopback, and helpers to make
+hosts: real agent processes, or hand-made clients with certificates from the plane's CA."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tether.agent.identity import Identity
+from tether.api.agent_server import ServerThread
+from tether.domain import resources as r
+from tether.domain.agent import ActivationCreate, IssuedActivation
+from tether.domain.resources import Role, TokenCreate
+from tether.pki.authority import private_key_pem
+from tether.services import activations, tokens
+from tether.services import resources as svc
+from tether.settings import Settings
+from tether.store.db import Database
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LogCapture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@dataclass
+class Plane:
+    server: ServerThread
+    settings: Settings
+    db: Database
+    admin: dict[str, str]
+    tmp: Path
+    secrets: list[str] = field(default_factory=list)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.server.api_url, headers=self.admin, timeout=30)
+
+    def activation(self, site: str = "dc1", uses: int = 1, expires: str = "1h") -> IssuedActivation:
+        with self.db.session() as s:
+            issued = activations.create(
+                s,
+                ActivationCreate(site=site, expires_in=expires, max_registrations=uses),
+                actor="test",
+            )
+        self.secrets.append(issued.code)
+        return issued
+
+    def agent_config(self, name: str | None, act: IssuedActivation | None, **extra: Any) -> Path:
+        state = self.tmp / f"agent-{name or 'anon'}-{len(self.processes)}"
+        cfg: dict[str, Any] = {
+            "server": self.server.agent_url,
+            "caFile": str(self.server.ca_bundle),
+            "stateDir": str(state),
+            "heartbeatSeconds": 0.5,
+            "longPollSeconds": 2,
+            "maxBackoffSeconds": 2,
+            **extra,
+        }
+        if name:
+            cfg["name"] = name
+        if act is not None:
+            cfg["activation"] = {"id": act.id, "code": act.code}
+        path = self.tmp / f"{name or 'anon'}-{len(self.processes)}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    def start_agent(self, config: Path) -> subprocess.Popen[bytes]:
+        log = config.with_suffix(".log")
+        self.logs.append(log)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tether.agent",
+                "--log-level",
+                "DEBUG",
+                "run",
+                "--config",
+                str(config),
+            ],
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        self.processes.append(proc)
+        return proc
+
+    def host(self, name: str) -> r.Host:
+        with self.db.session() as s:
+            return svc.get_host(s, name)
+
+    def wait_for(self, what: Callable[[], bool], timeout: float = 20, message: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if what():
+                    return
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting: {message}")
+
+    def client(self, cert: Path | None, key: Path | None, ca: Path | None = None) -> httpx.Client:
+        ctx = ssl.create_default_context(cafile=str(ca or self.server.ca_bundle))
+        if cert is not None and key is not None:
+            ctx.load_cert_chain(cert, key)
+        return httpx.Client(base_url=self.server.agent_url, verify=ctx, timeout=30)
+
+    def agent_client(self, state_dir: Path) -> httpx.Client:
+        ident = Identity(state_dir)
+        return self.client(ident.cert_path, ident.key_path)
+
+    def sign(self, name: str, *, now: Any = None, lifetime: Any = None) -> tuple[Path, Path]:
+        """A certificate for ``name`` straight from the plane's CA (a forged or stale one)."""
+        from datetime import timedelta
+
+        from tether.services.trust import PlaneTrust
+        from tether.store.schema import utcnow
+
+        trust = PlaneTrust(self.settings)
+        key = ec.generate_private_key(ec.SECP256R1())
+        ident = Identity(self.tmp / f"forged-{name}-{time.monotonic_ns()}")
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.x509.oid import NameOID
+
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.PEM)
+        )
+        pem = trust.anchor.sign_host_csr(
+            csr, name, now=now or utcnow(), lifetime=lifetime or timedelta(hours=1)
+        )
+        ident.state_dir.mkdir(parents=True)
+        ident.cert_path.write_bytes(pem)
+        ident.key_path.write_bytes(private_key_pem(key))
+        return ident.cert_path, ident.key_path
+
+
+@pytest.fixture
+def plane(settings: Settings, tmp_path: Path) -> Iterator[Plane]:
+    settings.api.port = free_port()
+    settings.agent.port = free_port()
+    settings.agent.heartbeat_seconds = 0.5
+    settings.agent.missed_heartbeats = 4
+    settings.agent.reconcile_seconds = 0.3
+    settings.agent.flush_seconds = 0.2
+    settings.agent.revocation_refresh_seconds = 0.5
+    settings.agent.long_poll_seconds = 2
+    capture = LogCapture()
+    capture.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(capture)
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    server = ServerThread(settings, log_level="debug").start()
+    db = Database.connect(settings.database_url)
+    with db.session() as s:
+        svc.create_site(s, r.SiteCreate(name="dc1"))
+        svc.create_site(s, r.SiteCreate(name="dc2"))
+        issued = tokens.issue(s, TokenCreate(name="admin", role=Role.ADMIN), default_ttl_days=1)
+    p = Plane(server, settings, db, {"Authorization": f"Bearer {issued.token}"}, tmp_path)
+    p.secrets.append(issued.token)
+    p.capture = capture  # type: ignore[attr-defined]
+    try:
+        yield p
+    finally:
+        for proc in p.processes:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in p.processes:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        server.stop()
+        db.dispose()
+        root.removeHandler(capture)
+        root.setLevel(old_level)

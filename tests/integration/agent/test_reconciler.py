@@ -1,0 +1,87 @@
+"""The heartbeat reconciler in virtual time, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+
+from tether.controllers.heartbeats import HeartbeatReconciler
+from tether.domain import resources as r
+from tether.domain.agent import Heartbeat
+from tether.domain.states import HostEvent, HostState
+from tether.services import resources as svc
+from tether.services.heartbeats import HeartbeatTable
+from tether.store.db import Database
+from tether.store.schema import HostAgentRow, HostRow
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def _host(db: Database, name: str) -> None:
+    with db.session() as s:
+        if not svc.list_sites(s, limit=1, continue_token=None)[0]:
+            svc.create_site(s, r.SiteCreate(name="dc1"))
+        svc.create_host(s, r.HostCreate.model_validate({"name": name, "spec": {"site": "dc1"}}))
+        s.add(HostAgentRow(host_name=name, failing_checks={}, enrolled_at=T0))
+
+
+def test_silent_hosts_become_unreachable_and_health_drift_is_repaired(db: Database) -> None:
+    for name in ("a", "b", "manual"):
+        _host(db, name)
+    with db.session() as s:
+        s.execute(
+            update(HostAgentRow)
+            .where(HostAgentRow.host_name == "manual")
+            .values(enrolled_at=T0 + timedelta(days=1))
+        )
+    table = HeartbeatTable(db, clock=lambda: T0)
+    # a: a healthy heartbeat moves it to Ready at once
+    event = table.beat("a", Heartbeat(), T0)
+    assert event is HostEvent.CHECKS_PASSED
+    assert table.apply("a", event) is HostState.READY
+    # b: healthy heartbeat recorded, but its transition was lost (crash): only flushed
+    table.beat("b", Heartbeat(), T0)
+    assert table.flush() == 2
+    rec = HeartbeatReconciler(db, heartbeat_seconds=10, missed_heartbeats=3, table=table)
+    moved = rec.reconcile_once(T0 + timedelta(seconds=5))
+    assert [(t.host, t.state) for t in moved] == [("b", HostState.READY)]
+    assert rec.reconcile_once(T0 + timedelta(seconds=6)) == []  # idempotent
+    # 31 s of silence: both Unreachable; "manual" was enrolled later, still in its grace
+    moved = rec.reconcile_once(T0 + timedelta(seconds=31))
+    assert sorted((t.host, t.state) for t in moved) == [
+        ("a", HostState.UNREACHABLE),
+        ("b", HostState.UNREACHABLE),
+    ]
+    # a heartbeat still in memory (not flushed yet) keeps a host from being marked silent
+    table.beat("a", Heartbeat(), T0 + timedelta(seconds=40))
+    assert table.apply("a", HostEvent.CHECKS_PASSED) is HostState.READY
+    table.beat("a", Heartbeat(), T0 + timedelta(seconds=70))
+    assert rec.reconcile_once(T0 + timedelta(seconds=75)) == []
+    with db.session() as s:
+        assert svc.get_host(s, "b").status.state is HostState.UNREACHABLE
+        assert svc.get_host(s, "a").status.state is HostState.READY
+
+
+def test_a_concurrent_change_makes_the_reconciler_skip_not_fail(db: Database) -> None:
+    _host(db, "c")
+    with db.session() as s:
+        s.execute(
+            update(HostRow).where(HostRow.name == "c").values(last_heartbeat=T0, health="Healthy")
+        )
+    rec = HeartbeatReconciler(db, heartbeat_seconds=10, missed_heartbeats=3)
+    original = rec._candidates
+
+    def stale(now: datetime) -> list[tuple[str, str, int, str, datetime | None]]:
+        rows = original(now)
+        with db.session() as s:  # someone else moves the host meanwhile
+            svc.transition_host(s, "c", HostEvent.CHECKS_PASSED)
+        return rows
+
+    rec._candidates = stale  # type: ignore[method-assign]
+    assert rec.reconcile_once(T0 + timedelta(seconds=60)) == []
+    rec._candidates = original  # type: ignore[method-assign]
+    moved = rec.reconcile_once(T0 + timedelta(seconds=60))
+    assert [(t.host, t.state) for t in moved] == [("c", HostState.UNREACHABLE)]

@@ -1,0 +1,369 @@
+"""Agent pieces without a network: timers in virtual time, inventory, tags, seed image."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import stat
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tether.agent import inventory, tags
+from tether.agent.client import Refused, Unavailable
+from tether.agent.config import AgentConfig
+from tether.agent.identity import Identity, choose_names
+from tether.agent.lock import AlreadyRunning, SingleInstance
+from tether.agent.runner import Agent
+from tether.agent.timing import Backoff, jittered, renewal_time
+from tether.domain.agent import (
+    ActivationCreate,
+    Heartbeat,
+    Inventory,
+    document_hash,
+    health_event,
+    node_name_from_uuid,
+    parse_duration,
+)
+from tether.domain.states import HostEvent, HostState
+from tether.services import seed
+
+
+class FakePlane:
+    """The agent API in memory; ``down`` makes every call fail like an outage."""
+
+    def __init__(self, clock: VirtualClock, lifetime: float = 90.0) -> None:
+        self.clock = clock
+        self.lifetime = lifetime
+        self.down = False
+        self.beats: list[tuple[float, bytes]] = []
+        self.renewals: list[float] = []
+        self.registrations = 0
+
+    def _enrolment(self) -> dict[str, Any]:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge-1")])
+        now = datetime.fromtimestamp(self.clock.now, UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(1)
+            .not_valid_before(now)
+            .not_valid_after(now + timedelta(seconds=self.lifetime))
+            .sign(key, hashes.SHA256())
+        )
+        pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        return {
+            "certificate": pem,
+            "caBundle": pem,
+            "notAfter": (now + timedelta(seconds=self.lifetime)).isoformat(),
+            "heartbeatSeconds": 10,
+        }
+
+    def register(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.down:
+            raise Unavailable("down")
+        self.registrations += 1
+        return self._enrolment()
+
+    def heartbeat(self, name: str, body: bytes) -> None:
+        if self.down:
+            raise Unavailable("down")
+        self.beats.append((self.clock.now, body))
+
+    def renew(self, name: str, csr: str) -> dict[str, Any]:
+        if self.down:
+            raise Unavailable("down")
+        self.renewals.append(self.clock.now)
+        return self._enrolment()
+
+    def desired(self, name: str, known: str | None, timeout: float) -> None:
+        return None
+
+    def applied(self, name: str, body: dict[str, Any]) -> None:
+        pass
+
+    def event(self, name: str, body: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class VirtualClock:
+    def __init__(self) -> None:
+        self.now = datetime(2030, 1, 1, tzinfo=UTC).timestamp()
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make_agent(tmp_path: Path, plane: FakePlane, clock: VirtualClock) -> Agent:
+    config = AgentConfig.model_validate(
+        {
+            "server": "https://plane.invalid:8444",
+            "caFile": str(tmp_path / "ca.pem"),
+            "stateDir": str(tmp_path / "state"),
+            "name": "edge-1",
+            "activation": {"id": "act-aaaaaaaaaaaa", "code": "c0de"},
+            "checks": [],
+            "maxBackoffSeconds": 60,
+        }
+    )
+    return Agent(
+        config,
+        api_factory=lambda *_: plane,
+        clock=clock.time,
+        sleep=clock.sleep,
+        rng=random.Random(7),
+        collect_inventory=Inventory,
+    )
+
+
+def run_for(agent: Agent, clock: VirtualClock, seconds: float) -> None:
+    end = clock.now + seconds
+    while clock.now < end:
+        clock.sleep(max(agent.step(), 0.001))
+
+
+def test_heartbeats_are_jittered_around_the_interval(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    plane = FakePlane(clock, lifetime=86400)
+    agent = make_agent(tmp_path, plane, clock)
+    agent.start()
+    run_for(agent, clock, 600)
+    gaps = [b - a for (a, _), (b, _) in zip(plane.beats, plane.beats[1:], strict=False)]
+    assert 55 <= len(plane.beats) <= 67
+    assert all(9.0 <= g <= 11.0 for g in gaps) and len({round(g, 3) for g in gaps}) > 10
+    assert json.loads(plane.beats[0][1]) == {"n": 0, "v": agent_version()}
+    assert plane.beats[1][1] == b'{"n":0}'  # later heartbeats: a few bytes
+
+
+def agent_version() -> str:
+    from tether.agent import AGENT_VERSION
+
+    return AGENT_VERSION
+
+
+def test_certificate_renewed_at_two_thirds_of_its_lifetime(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    plane = FakePlane(clock, lifetime=90)
+    agent = make_agent(tmp_path, plane, clock)
+    start = clock.now
+    agent.start()
+    run_for(agent, clock, 200)
+    assert [round(t - start) for t in plane.renewals[:3]] == [60, 120, 180]
+
+
+def test_outage_backs_off_exponentially_with_jitter_and_recovers(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    plane = FakePlane(clock, lifetime=86400)
+    agent = make_agent(tmp_path, plane, clock)
+    agent.start()
+    run_for(agent, clock, 30)
+    plane.down = True
+    attempts: list[float] = []
+    original = plane.heartbeat
+
+    def failing(name: str, body: bytes) -> None:
+        attempts.append(clock.now)
+        original(name, body)
+
+    plane.heartbeat = failing  # type: ignore[method-assign]
+    run_for(agent, clock, 600)
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert len(attempts) < 40  # far fewer than one every 10 s would be
+    assert max(gaps) <= 60 and max(gaps[-5:]) > 10  # capped, and growing
+    plane.down = False
+    before = len(plane.beats)
+    run_for(agent, clock, 120)
+    assert len(plane.beats) - before >= 8  # back to normal after the outage
+
+
+def test_registration_waits_out_an_outage(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    plane = FakePlane(clock)
+    agent = make_agent(tmp_path, plane, clock)
+    plane.down = True
+    calls = {"n": 0}
+    original = plane.register
+
+    def flaky(body: dict[str, Any]) -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] > 4:
+            plane.down = False
+        return original(body)
+
+    plane.register = flaky  # type: ignore[method-assign]
+    agent.start()
+    assert plane.registrations == 1 and calls["n"] == 5
+    assert Identity(tmp_path / "state").enrolled()
+    # A restart does not enrol again.
+    again = make_agent(tmp_path, plane, clock)
+    again.start()
+    assert plane.registrations == 1 and again.name == "edge-1"
+
+
+def test_refused_heartbeat_keeps_the_agent_running(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    plane = FakePlane(clock, lifetime=86400)
+    agent = make_agent(tmp_path, plane, clock)
+    agent.start()
+
+    def refuse(name: str, body: bytes) -> None:
+        raise Refused(401, {"code": "unauthenticated", "rule": "pki.cert.revoked", "message": "x"})
+
+    plane.heartbeat = refuse  # type: ignore[method-assign]
+    run_for(agent, clock, 300)  # no exception escapes
+
+
+def test_backoff_full_jitter_and_cap() -> None:
+    backoff = Backoff(base=1, cap=30, rng=random.Random(1))
+    waits = [backoff.next() for _ in range(12)]
+    assert all(0 < w <= 30 for w in waits)
+    assert max(waits[:3]) <= 4
+    backoff.reset()
+    assert backoff.next() <= 1
+    assert 9 <= jittered(10, random.Random(3)) <= 11
+    assert renewal_time(100, 190) == 160
+
+
+def test_identity_files_are_private(tmp_path: Path) -> None:
+    ident = Identity(tmp_path / "s")
+    key, _ = ident.new_csr("edge-1")
+    ident.save(key, b"cert", b"ca")
+    for path in (ident.key_path, ident.cert_path, ident.ca_path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "s").stat().st_mode) == 0o700
+    assert {p.name for p in ident.reset()} >= {"host.key", "host.crt"}
+
+
+def test_names_configured_then_dmi_uuid_then_random(tmp_path: Path) -> None:
+    inv = Inventory(product_uuid="4c4c4544-0031-3510-8052-b2c04f4e4b32")
+    assert choose_names(tmp_path / "a", "edge-7", inv).name == "edge-7"
+    assert choose_names(tmp_path / "b", None, inv).name == "host-4c4c45440031"
+    first = choose_names(tmp_path / "c", None, Inventory()).name
+    assert (
+        first.startswith("host-") and choose_names(tmp_path / "c", None, Inventory()).name == first
+    )
+    assert node_name_from_uuid("00000000-0000-0000-0000-000000000000") is None
+
+
+def test_inventory_from_a_fake_tree_and_graceful_fallbacks(tmp_path: Path) -> None:
+    proc, sys_, etc = tmp_path / "proc", tmp_path / "sys", tmp_path / "etc"
+    (proc / "sys/kernel").mkdir(parents=True)
+    (proc / "net").mkdir()
+    (proc / "cpuinfo").write_text("processor\t: 0\nmodel name\t: Test CPU\nprocessor\t: 1\n")
+    (proc / "meminfo").write_text("MemTotal:       2048 kB\n")
+    (proc / "sys/kernel/osrelease").write_text("6.1.0-test\n")
+    (proc / "net/if_inet6").write_text("fe800000000000000000000000000001 02 40 20 80     eth0\n")
+    (etc).mkdir()
+    (etc / "os-release").write_text('ID=debian\nPRETTY_NAME="Debian 12"\nVERSION_ID="12"\n')
+    (etc / "machine-id").write_text("abc123\n")
+    (sys_ / "class/net/eth0").mkdir(parents=True)
+    (sys_ / "class/net/eth0/address").write_text("52:54:00:12:34:56\n")
+    (sys_ / "block/vda/queue").mkdir(parents=True)
+    (sys_ / "block/vda/size").write_text("2097152\n")
+    (sys_ / "block/vda/queue/rotational").write_text("0\n")
+    (sys_ / "block/loop0").mkdir(parents=True)
+    (sys_ / "class/dmi/id").mkdir(parents=True)
+    (sys_ / "class/dmi/id/product_uuid").write_text("03000200-0400-0500-0006-000700080009\n")
+    inv = inventory.collect(inventory.Roots(proc=proc, sys=sys_, etc=etc))
+    assert (inv.cpu.model, inv.cpu.count, inv.memory_bytes) == ("Test CPU", 2, 2048 * 1024)
+    assert (inv.os.id, inv.os.version, inv.os.kernel) == ("debian", "12", "6.1.0-test")
+    assert inv.nics[0].mac == "52:54:00:12:34:56" and inv.nics[0].addresses == ["fe80::1"]
+    assert [(d.name, d.size_bytes, d.rotational) for d in inv.disks] == [("vda", 1 << 30, False)]
+    assert inv.machine_id == "abc123" and inv.product_uuid == ""  # placeholder UUID dropped
+    empty = inventory.collect(inventory.Roots(tmp_path / "x", tmp_path / "y", tmp_path / "z"))
+    assert empty.memory_bytes == 0 and empty.disks == []  # nothing there: no crash
+
+
+def test_tags_static_file_and_script(tmp_path: Path) -> None:
+    file = tmp_path / "tags.yaml"
+    file.write_text(yaml.safe_dump({"rack": "r2", "gpu": True}))
+    script = tmp_path / "tags.py"
+    script.write_text('import json; print(json.dumps({"zone": "z1", "rack": "r3"}))')
+    got, problems = tags.collect(
+        {"rack": "r1", "env": "prod"}, file, [sys.executable, str(script)], 10
+    )
+    assert got == {"rack": "r3", "env": "prod", "gpu": "true", "zone": "z1"} and not problems
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time; time.sleep(5)")
+    got, problems = tags.collect({"a": "b"}, None, [sys.executable, str(slow)], 0.5)
+    assert got == {"a": "b"} and "did not finish" in problems[0]
+    bad = tmp_path / "bad.py"
+    bad.write_text("print('[1, 2]')")
+    _, problems = tags.collect({}, None, [sys.executable, str(bad)], 5)
+    assert "object" in problems[0]
+
+
+def test_single_instance_lock(tmp_path: Path) -> None:
+    with (
+        SingleInstance(tmp_path / "agent.lock"),
+        pytest.raises(AlreadyRunning, match="one agent runs per host"),
+    ):
+        SingleInstance(tmp_path / "agent.lock").acquire()
+    SingleInstance(tmp_path / "agent.lock").acquire()
+
+
+def test_seed_iso_reads_back_with_label_and_files(tmp_path: Path) -> None:
+    files = seed.seed_files(
+        agent_url="https://plane.example:8444",
+        ca_bundle="-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        activation_id="act-abcdefghijkl",
+        code="SECRET-CODE",
+        site="dc1",
+    )
+    written = seed.write_seed(tmp_path / "seed", files)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in written}
+    assert modes == {"user-data": 0o600, "meta-data": 0o644, "seed.iso": 0o600}
+    label, content = seed.read_iso((tmp_path / "seed" / "seed.iso").read_bytes())
+    assert label == "cidata"
+    assert content == files
+    cloud = yaml.safe_load(content["user-data"])
+    assert content["user-data"].startswith(b"#cloud-config\n")
+    by_path = {f["path"]: f for f in cloud["write_files"]}
+    agent_cfg = yaml.safe_load(by_path["/etc/tether/agent.yaml"]["content"])
+    AgentConfig.model_validate(agent_cfg)  # the agent accepts what the seed writes
+    assert agent_cfg["server"] == "https://plane.example:8444"
+    assert agent_cfg["activation"] == {
+        "id": "act-abcdefghijkl",
+        "codeFile": "/etc/tether/activation-code",
+    }
+    assert by_path["/etc/tether/activation-code"]["permissions"] == "0600"
+    assert by_path["/etc/tether/activation-code"]["content"].strip() == "SECRET-CODE"
+    assert "BEGIN CERTIFICATE" in by_path["/etc/tether/ca.pem"]["content"]
+    assert ["systemctl", "enable", "--now", "tether-agent.service"] in cloud["runcmd"]
+    assert content["meta-data"].startswith(b"instance-id: ")
+
+
+def test_domain_rules() -> None:
+    assert health_event(HostState.REGISTERED, True) is HostEvent.CHECKS_PASSED
+    assert health_event(HostState.READY, True) is None
+    assert health_event(HostState.READY, False) is HostEvent.CHECKS_FAILED
+    assert health_event(HostState.UNREACHABLE, True) is HostEvent.CHECKS_PASSED
+    assert health_event(HostState.UNPAIRED, True) is None
+    assert parse_duration("24h") == timedelta(hours=24)
+    assert parse_duration("30d") == timedelta(days=30) and parse_duration(90).seconds == 90
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("soon")
+    with pytest.raises(ValueError, match="30 days"):
+        ActivationCreate(site="dc1", expires_in="31d")
+    assert document_hash({"a": 1, "b": 2}) == document_hash({"b": 2, "a": 1})
+    assert Heartbeat.model_validate_json(b"{}").healthy
+    assert not Heartbeat.model_validate_json(b'{"f":{"disk":"full"}}').healthy
