@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,24 +26,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tether.domain.agent import Inventory, node_name_from_uuid
+from tether.files import write_atomic
 
 KEY, CERT, CA, IDENTITY = "host.key", "host.crt", "ca.pem", "identity.json"
 
 
 def write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Key, certificate and identity files: 0600 in a 0700 directory, atomically."""
+    write_atomic(path, data, 0o600)
 
 
 @dataclass(frozen=True)

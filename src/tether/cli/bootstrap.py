@@ -9,7 +9,6 @@ Hook into ``tether.cli.main`` (see the module's ``register`` function)::
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import yaml
 from tether.cli.client import Client, CLIError
 from tether.cli.output import Format, OutputOption, field, render
 from tether.domain.agent import format_duration, parse_duration
+from tether.files import write_atomic
 from tether.processes import die_with_parent
 
 if TYPE_CHECKING:
@@ -385,9 +385,7 @@ def demo_agents(
         )
     db.dispose()
     code_path = base / f"activation-code-{site}"  # one per site: demos start several
-    fd = os.open(code_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(issued.code + "\n")
+    write_atomic(code_path, issued.code + "\n", 0o600)
     processes = []
     for n in range(1, count + 1):
         name = f"{site}-agent{n}"
@@ -401,9 +399,7 @@ def demo_agents(
             "heartbeatSeconds": heartbeat_seconds,
         }
         path = base / f"{name}.yaml"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            yaml.safe_dump(cfg, fh)
+        write_atomic(path, yaml.safe_dump(cfg), 0o600)
         log = (base / f"{name}.log").open("ab")
         processes.append(
             subprocess.Popen(

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from tether.domain.base import Model
+from tether.files import write_atomic
 
 
 class CLIConfig(Model):
@@ -34,11 +35,5 @@ def load() -> CLIConfig | None:
 def save(config: CLIConfig) -> Path:
     """Write the config with 0600 permissions from the first byte (no window of 0644)."""
     path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        yaml.safe_dump(config.model_dump(), handle)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    write_atomic(path, yaml.safe_dump(config.model_dump()), 0o600)
     return path

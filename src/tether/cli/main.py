@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -19,6 +18,7 @@ from tether.cli.client import EXIT_CODES, Client, CLIError
 from tether.cli.output import Format, OutputOption, errors, field, render
 from tether.cli.resources import CLUSTER, HOST, POOL, SITE, Kind, add_verbs, spec_from
 from tether.errors import PlaneError
+from tether.files import write_atomic
 from tether.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -145,7 +145,7 @@ def demo(
                 TokenCreate(name="demo-admin", role=Role.ADMIN),
                 default_ttl_days=settings.auth.token_ttl_days,
             )
-            _write_secret(token_file, issued.token)
+            write_atomic(token_file, issued.token + "\n", 0o600)
     db.dispose()
     token = token_file.read_text().strip()
     url = f"http://{settings.api.host}:{settings.api.port}"
@@ -193,12 +193,6 @@ def _fill_demo_pools(settings: Settings, attempts: int = 120) -> None:
             time.sleep(1)
     finally:
         db.dispose()
-
-
-def _write_secret(path: Path, secret: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
 
 
 @app.command()

@@ -7,7 +7,6 @@ an unreadable file or a machine that cannot run the testbed.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sys
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tether.cli.output import Format, OutputOption, console, errors, field, render
+from tether.files import write_atomic
 from tether.netplan import (
     Finding,
     HybridNetwork,
@@ -146,22 +146,6 @@ def _load_psks(store: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items() if isinstance(v, str) and v}
 
 
-def _write_file(path: Path, content: str, mode: int) -> None:
-    """Write ``content`` atomically with ``mode`` (set before any byte is written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(content)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_plan(result: Plan, out: Path, psks: Mapping[str, str]) -> list[str]:
     """Write every file of ``result`` under ``out``; secrets 0600, scripts 0755."""
     files = result.files()
@@ -169,9 +153,9 @@ def write_plan(result: Plan, out: Path, psks: Mapping[str, str]) -> list[str]:
     written = []
     for rel, content in sorted(files.items()):
         mode = 0o600 if rel in secret else 0o755 if rel.endswith(".sh") else 0o644
-        _write_file(out / rel, content, mode)
+        write_atomic(out / rel, content, mode, dir_mode=None)
         written.append(rel)
-    _write_file(out / PSK_STORE, json.dumps(dict(psks), indent=2) + "\n", 0o600)
+    write_atomic(out / PSK_STORE, json.dumps(dict(psks), indent=2) + "\n", 0o600, dir_mode=None)
     return written
 
 

@@ -22,6 +22,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from types import TracebackType
 
+from tether.files import write_atomic
 from tether.netplan import (
     Finding,
     HybridNetwork,
@@ -306,10 +307,7 @@ class Testbed:
     def _write(self, rel: str, content: str, mode: int = 0o600) -> Path:
         assert self.workdir is not None
         path = self.workdir / rel
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(content)
+        write_atomic(path, content, mode)
         return path
 
     def _run_script(self, ns: str, rel: str) -> None:

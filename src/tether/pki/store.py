@@ -20,15 +20,14 @@ committed rotation has a complete previous entry.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import stat
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
+from tether.files import fsync_dir, write_atomic
 from tether.pki.authority import (
     CertificateAuthority,
     PreviousCA,
@@ -45,36 +44,6 @@ REVOCATIONS_FILE = "revocations.json"
 KEY_MODE = 0o600
 CERT_MODE = 0o644
 DIR_MODE = 0o700
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` with ``mode`` via temp file + fsync + rename.
-
-    The temporary file is created 0600 (``mkstemp``) and only then widened, so a key is
-    never readable by others even for an instant.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
 
 
 def _mkdir(path: Path) -> None:
@@ -172,14 +141,14 @@ def save_bundle(root: Path, bundle: TrustBundle) -> None:
         if new.exists():
             shutil.rmtree(new)
         _write_ca(new, bundle.active)
-        _fsync_dir(root)
+        fsync_dir(root)
         old = root / "active.old"
         if active.exists():
             if old.exists():
                 shutil.rmtree(old)
             active.rename(old)
         new.rename(active)
-        _fsync_dir(root)
+        fsync_dir(root)
         if old.exists():
             shutil.rmtree(old)
 
@@ -191,7 +160,7 @@ def save_bundle(root: Path, bundle: TrustBundle) -> None:
             shutil.rmtree(child)
         else:
             child.unlink()
-    _fsync_dir(prev_root)
+    fsync_dir(prev_root)
 
 
 def load_bundle(root: Path) -> TrustBundle:

@@ -27,6 +27,7 @@ import yaml
 from lightkube import KubeConfig
 
 from tether.errors import Conflict, Invalid, PlaneError
+from tether.files import write_atomic
 from tether.kube.client import KubeClient
 from tether.kube.errors import (
     Forbidden,
@@ -111,17 +112,9 @@ def kubeconfig_path(data_dir: Path, name: str) -> Path:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write *text* with mode 0600 from the first byte, atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    """Write *text* 0600 in a 0700 directory, atomically."""
+    write_atomic(path, text, 0o600)
+    os.chmod(path.parent, 0o700)  # also when the directory existed with a wider mode
 
 
 def imported_clusters(data_dir: Path) -> list[str]:

@@ -14,13 +14,13 @@ password until the activation is used up or revoked.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import pycdlib
 import yaml
 
 from tether import __version__
+from tether.files import write_atomic
 
 AGENT_CONFIG = "/etc/tether/agent.yaml"
 CA_FILE = "/etc/tether/ca.pem"
@@ -146,10 +146,6 @@ def write_seed(out: Path, files: dict[str, bytes]) -> list[Path]:
     written = []
     for name, data in [*files.items(), ("seed.iso", iso_image(files))]:
         path = out / name
-        mode = 0o644 if name == "meta-data" else 0o600
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(path, mode)
+        write_atomic(path, data, 0o644 if name == "meta-data" else 0o600, dir_mode=None)
         written.append(path)
     return written

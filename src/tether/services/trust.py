@@ -32,11 +32,11 @@ from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tether.files import write_atomic
 from tether.pki import HostIdentity, TrustAnchor
 from tether.pki.authority import CertificateAuthority
 from tether.pki.errors import CertificateExpired, CertificateRevoked, PKIError
 from tether.pki.revocation import RevocationList
-from tether.pki.store import write_atomic
 from tether.settings import Settings
 from tether.store.db import Database
 from tether.store.schema import HostCertRow, utcnow

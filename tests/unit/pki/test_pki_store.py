@@ -68,7 +68,7 @@ def test_write_atomic_failure_keeps_old_file(tmp_path: Path) -> None:
     target.write_bytes(b"old")
 
     with pytest.raises(TypeError):
-        write_atomic(target, "not bytes", 0o600)  # type: ignore[arg-type]
+        write_atomic(target, 12345, 0o600)  # type: ignore[arg-type]
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["ca.key"]
 
