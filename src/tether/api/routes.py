@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Generic, TypeVar
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import Field
 
 from tether.api.deps import DB, Admin, Config, Operator, Pages, Viewer
@@ -12,8 +12,12 @@ from tether.domain import resources as r
 from tether.domain.base import Model
 from tether.domain.models import EventType, Name, ObjectKind, SemVer
 from tether.domain.states import HostEvent, HostState, PoolState
-from tether.services import audit, events, tokens
+from tether.services import audit, enrolment, events, tokens
 from tether.services import resources as svc
+from tether.store.schema import utcnow
+
+if TYPE_CHECKING:
+    from tether.api.agent import AgentPlane
 
 T = TypeVar("T")
 
@@ -186,24 +190,49 @@ def get_host(name: NamePath, db: DB, _: Viewer) -> r.Host:
         return svc.get_host(s, name)
 
 
+def _agent_plane(request: Request) -> AgentPlane | None:
+    plane: AgentPlane | None = getattr(request.app.state, "agent_plane", None)
+    return plane
+
+
+def _noted(request: Request, host: r.Host) -> r.Host:
+    """Tell the agent server's heartbeat table about a state an operator changed."""
+    if (plane := _agent_plane(request)) is not None:
+        plane.table.note_state(host.name, host.status.state)
+    return host
+
+
 @router.put("/hosts/{name}", tags=["hosts"])
-def update_host(name: NamePath, body: r.HostUpdate, db: DB, _: Operator) -> r.Host:
+def update_host(
+    name: NamePath, body: r.HostUpdate, request: Request, db: DB, _: Operator
+) -> r.Host:
     with db.session() as s:
-        return svc.update_host(s, name, body)
+        host = svc.update_host(s, name, body)
+    return _noted(request, host)
 
 
 @router.post("/hosts/{name}/reset", tags=["hosts"])
-def reset_host(name: NamePath, db: DB, _: Operator, resource_version: RV = None) -> r.Host:
+def reset_host(
+    name: NamePath, request: Request, db: DB, _: Operator, resource_version: RV = None
+) -> r.Host:
     """Return a host to Registered (it must not be in a pool)."""
     with db.session() as s:
-        return svc.transition_host(s, name, HostEvent.RESET, resource_version)
+        host = svc.transition_host(s, name, HostEvent.RESET, resource_version)
+    return _noted(request, host)
 
 
 @router.delete("/hosts/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["hosts"])
-def delete_host(name: NamePath, db: DB, _: Operator, resource_version: RV = None) -> None:
-    """Unpair a host and remove it (it must not be in a pool)."""
+def delete_host(
+    name: NamePath, request: Request, db: DB, _: Operator, resource_version: RV = None
+) -> None:
+    """Unpair a host and remove it (it must not be in a pool); its certificates are revoked."""
+    plane = _agent_plane(request)
     with db.session() as s:
-        svc.delete_host(s, name, resource_version)
+        enrolment.unpair_host(
+            s, plane.trust if plane else None, name, resource_version, now=utcnow()
+        )
+    if plane is not None:
+        plane.table.forget(name)
 
 
 # Profiles

@@ -199,6 +199,28 @@ def reset_enrolment(
     return host
 
 
+def unpair_host(
+    session: Session,
+    trust: PlaneTrust | None,
+    name: str,
+    resource_version: int | None,
+    *,
+    now: datetime,
+) -> None:
+    """Unpair and remove a host (refused while it is in a pool).
+
+    Its certificates are revoked in the same transaction: otherwise a removed host's
+    certificate would keep working, and would speak for a new host enrolled later under
+    the same name.
+    """
+    svc.delete_host(session, name, resource_version)
+    revoked = revoke_host_certificates(session, name, "cessationOfOperation", now)
+    session.flush()
+    if trust is not None:
+        for serial, issuer in revoked:
+            trust.note_revoked(serial, issuer)
+
+
 def revoke_certificates(
     session: Session, trust: PlaneTrust | None, name: str, *, now: datetime
 ) -> int:

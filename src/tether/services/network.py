@@ -64,13 +64,13 @@ def document(
     cluster: str,
     *,
     cluster_spec: ClusterSpec | None = None,
-    pool: tuple[str, PoolSpec | None] | None = None,
+    pool: tuple[str, PoolSpec] | None = None,
 ) -> dict[str, Any]:
     """The cluster's network as a HybridNetwork document, optionally with one change.
 
-    ``cluster_spec`` replaces the stored cluster spec; ``pool=(name, spec)`` replaces
-    (or, with ``None``, removes) one pool, which is put last so the other pools keep
-    their positions in finding paths.
+    ``cluster_spec`` replaces the stored cluster spec; ``pool=(name, spec)`` replaces one
+    pool in place (so every pool keeps its position in finding paths), or adds it last
+    when it is new.
     """
     if cluster_spec is None:
         row = session.scalars(select(ClusterRow).where(ClusterRow.name == cluster)).one()
@@ -82,15 +82,13 @@ def document(
     names = [p.name for p in pools]
     hosts = session.scalars(select(HostRow).where(HostRow.pool.in_(names))).all() if names else []
     entries = []
+    changed = dict([pool]) if pool is not None else {}
     for pool_row in pools:
-        if pool is not None and pool_row.name == pool[0]:
-            continue
         members = [h for h in hosts if h.pool == pool_row.name]
-        spec = PoolSpec.model_validate(pool_row.spec)
+        spec = changed.pop(pool_row.name, None) or PoolSpec.model_validate(pool_row.spec)
         entries.append(_pool_entry(pool_row.name, spec, members))
-    if pool is not None and pool[1] is not None:
-        members = [h for h in hosts if h.pool == pool[0]]
-        entries.append(_pool_entry(pool[0], pool[1], members))
+    for name, spec in changed.items():  # a pool being created
+        entries.append(_pool_entry(name, spec, []))
     return {
         "apiVersion": netplan.API_VERSION,
         "kind": netplan.KIND,
@@ -129,7 +127,8 @@ def check_pool_change(session: Session, name: str, spec: PoolSpec) -> None:
     """Refuse a pool create/update that breaks a network rule of its cluster."""
     before = document(session, spec.cluster)
     after = document(session, spec.cluster, pool=(name, spec))
-    refuse_new_errors(before, after, prefix=f"pools[{len(after['pools']) - 1}]")
+    index = next(i for i, p in enumerate(after["pools"]) if p["name"] == name)
+    refuse_new_errors(before, after, prefix=f"pools[{index}]")
 
 
 def refuse_new_errors(before: dict[str, Any] | None, after: dict[str, Any], *, prefix: str) -> None:

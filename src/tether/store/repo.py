@@ -12,7 +12,7 @@ import binascii
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, select, update
+from sqlalchemy import ColumnElement, Select, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -104,7 +104,7 @@ def update_checked(
     if session.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(
             f"{kind} {row.name!r} was changed by someone else (you sent resourceVersion "
-            f"{seen}, it is now {row.resource_version}): read it again and retry",
+            f"{seen}): read it again and retry",
             field="resourceVersion",
             rule="current",
         )
@@ -113,20 +113,32 @@ def update_checked(
 
 
 def delete_checked(session: Session, row: ResT, kind: str, expected_version: int | None) -> None:
-    if expected_version is not None and row.resource_version != expected_version:
-        raise Conflict(
-            f"{kind} {row.name!r} is at resourceVersion {row.resource_version}, "
-            f"not {expected_version}",
-            field="resourceVersion",
-            rule="current",
-        )
-    session.delete(row)
+    """Delete ``row`` if it still has ``expected_version`` (None: the version read).
+
+    Like :func:`update_checked`, the check is in the statement itself, so a change
+    committed by someone else after ``row`` was read makes this a 409, not a lost update.
+    """
+    seen = row.resource_version if expected_version is None else expected_version
+    row_cls = type(row)
+    stmt = (
+        delete(row_cls)
+        .where(row_cls.id == row.id, row_cls.resource_version == seen)
+        .execution_options(synchronize_session=False)
+    )
     try:
         with session.begin_nested():
-            session.flush()
+            deleted = session.execute(stmt).rowcount  # type: ignore[attr-defined]
     except IntegrityError:
         raise Conflict(
             f"{kind} {row.name!r} is still referenced by other objects",
             field="name",
             rule="in_use",
         ) from None
+    if deleted != 1:
+        raise Conflict(
+            f"{kind} {row.name!r} was changed by someone else (you sent resourceVersion "
+            f"{seen}): read it again and retry",
+            field="resourceVersion",
+            rule="current",
+        )
+    session.expunge(row)

@@ -291,6 +291,19 @@ def test_revoked_certificate_is_refused_on_the_next_call(plane: Plane) -> None:
     assert crl.get_revoked_certificate_by_serial_number(serial) is not None
 
 
+def test_an_unpaired_host_certificate_dies_with_it(plane: Plane) -> None:
+    state = enrol(plane, "edge-gone")
+    client = plane.agent_client(state)
+    plane.processes[-1].terminate()
+    plane.processes[-1].wait(10)
+    assert plane.api.delete("/api/v1/hosts/edge-gone").status_code == 204
+    refused = client.post("/agent/v1/hosts/edge-gone/heartbeat", json={})
+    assert refused.status_code == 401 and refused.json()["rule"] == "pki.cert.revoked"
+    crl = x509.load_pem_x509_crl(plane.api.get("/api/v1/pki/crl").content)
+    serial = Identity(state).certificate().serial_number
+    assert crl.get_revoked_certificate_by_serial_number(serial) is not None
+
+
 def test_reenrol_only_after_reset(plane: Plane) -> None:
     state = enrol(plane, "edge-z")
     plane.processes[-1].terminate()

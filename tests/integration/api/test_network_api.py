@@ -96,3 +96,40 @@ def test_plan_returns_configs_without_secrets(client: TestClient, admin: dict[st
     assert not any(path.endswith("secrets.conf") for path in body["files"])
     assert "secret =" not in response.text
     assert any("swanctl.conf" in path for path in body["files"])
+
+
+def test_an_old_error_in_another_pool_does_not_block_a_change(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    from sqlalchemy import update
+
+    from tether.store.schema import PoolRow
+
+    assert client.post("/api/v1/clusters", json=CLUSTER, headers=admin).status_code == 201
+    assert client.post("/api/v1/sites", json={"name": "dc1"}, headers=admin).status_code == 201
+    for body in (
+        pool("a", "10.80.1.0/24", "10.85.0.0/18", "203.0.113.5"),
+        pool("b", "10.80.2.0/24", "10.85.64.0/18", "203.0.113.6"),
+    ):
+        assert client.post("/api/v1/pools", json=body, headers=admin).status_code == 201
+    # Pool b goes bad behind the API's back (say, data from before a rule existed).
+    with client.app.state.db.session() as s:  # type: ignore[attr-defined]
+        row = s.query(PoolRow).filter_by(name="b").one()
+        s.execute(
+            update(PoolRow)
+            .where(PoolRow.name == "b")
+            .values(spec={**row.spec, "podCIDR": "192.168.0.0/18"})
+        )
+    current = client.get("/api/v1/pools/a", headers=admin).json()
+    body = {"resourceVersion": current["resourceVersion"], "spec": current["spec"]}
+    assert client.put("/api/v1/pools/a", json=body, headers=admin).status_code == 200
+
+
+def test_a_stale_delete_is_refused(client: TestClient, admin: dict[str, str]) -> None:
+    assert client.post("/api/v1/sites", json={"name": "dc9"}, headers=admin).status_code == 201
+    site = client.get("/api/v1/sites/dc9", headers=admin).json()
+    body = {"resourceVersion": site["resourceVersion"], "spec": {"location": "x"}}
+    assert client.put("/api/v1/sites/dc9", json=body, headers=admin).status_code == 200
+    stale = client.delete("/api/v1/sites/dc9?resourceVersion=1", headers=admin)
+    assert stale.status_code == 409 and stale.json()["field"] == "resourceVersion"
+    assert client.get("/api/v1/sites/dc9", headers=admin).status_code == 200
