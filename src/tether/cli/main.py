@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import typer
 
-from tether.cli import bootstrap, config, net
+from tether.cli import bootstrap, config, net, node
 from tether.cli import kube as kube_cli
 from tether.cli.client import EXIT_CODES, Client, CLIError
 from tether.cli.output import Format, OutputOption, errors, field, render
@@ -51,6 +51,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
 app.add_typer(net.app, name="net")
+node.register(app)
 kube_cli.register(app, cluster_app, host_app)
 bootstrap.register(app, site_app=site_app, host_app=host_app)
 

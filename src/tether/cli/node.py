@@ -1,0 +1,122 @@
+"""``tether node install`` and ``tether artifacts sync``: node artifacts from a signed
+manifest.
+
+Exit codes: 0 ok, 1 the install or sync failed (untrusted manifest, unknown version,
+fetch or checksum failure; nothing installed), 2 usage errors (an unreadable or malformed
+keyring file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from tether.cli.output import Format, OutputOption, console, errors, field, render
+from tether.node.artifacts import Keyring, ManifestError
+from tether.node.install import install
+from tether.node.mirror import sync
+
+app = typer.Typer(help="Install Kubernetes node components on this host.", no_args_is_help=True)
+artifacts_app = typer.Typer(help="Signed node artifacts: mirror them.", no_args_is_help=True)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+INSTALL_COLUMNS = [
+    ("NAME", field("name")),
+    ("VERSION", field("version")),
+    ("PATH", field("path")),
+    ("STATUS", field("status")),
+]
+SYNC_COLUMNS = INSTALL_COLUMNS
+
+KeyringOpt = typer.Option(
+    ..., "--keyring", help="YAML or JSON mapping of trusted key IDs to public PEM keys."
+)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def load_keyring(path: Path) -> Keyring:
+    """The keyring in ``path`` (``{keyID: public PEM}``); exit 2 if unusable."""
+    try:
+        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(f"cannot read the keyring {path}: {exc}", EXIT_USAGE) from exc
+    except yaml.YAMLError as exc:
+        raise _fail(f"the keyring {path} is neither YAML nor JSON: {exc}", EXIT_USAGE) from exc
+    if not isinstance(data, dict) or not data:
+        raise _fail(f"the keyring {path} must map key IDs to public PEM keys", EXIT_USAGE)
+    try:
+        return Keyring.from_pems({str(k): str(v) for k, v in data.items()})
+    except (ManifestError, ValueError) as exc:
+        raise _fail(f"the keyring {path} has an unusable key: {exc}", EXIT_USAGE) from exc
+
+
+@app.command("install")
+def install_command(
+    version: str = typer.Argument(..., help="Kubernetes version: 1.34.2, or 1.34 (newest)."),
+    root: Path = typer.Option(Path("/"), "--root", help="Install under this root prefix."),
+    source: str = typer.Option(..., "--source", help="Mirror directory or https:// base URL."),
+    keyring: Path = KeyringOpt,
+    arch: str | None = typer.Option(None, "--arch", help="amd64 or arm64 (default: this host)."),
+    output: Format = OutputOption,
+) -> None:
+    """Install the node artifacts of VERSION from a signed manifest; nothing is installed
+    unless the manifest is trusted and every checksum matches."""
+    ring = load_keyring(keyring)
+    try:
+        report = install(version, root=root, source=source, keyring=ring, arch=arch)
+    except (ManifestError, OSError) as exc:
+        raise _fail(f"nothing installed: {exc}", EXIT_FAILED) from exc
+    if output is Format.TABLE:
+        render([i.as_dict() for i in report.items], output, INSTALL_COLUMNS)
+        console.print(
+            f"Kubernetes {report.version} ({report.arch}): {len(report.installed)} installed, "
+            f"{len(report.unchanged)} unchanged, {len(report.foreign)} foreign (kept); "
+            f"tracker {report.tracker}",
+            highlight=False,
+        )
+    else:
+        render(report.as_dict(), output)
+
+
+@artifacts_app.command("sync")
+def sync_command(
+    version: str = typer.Option(..., "--version", help="Kubernetes version to mirror."),
+    source: str = typer.Option(..., "--from", help="Source directory or https:// base URL."),
+    to: Path = typer.Option(..., "--to", help="Mirror directory to fill."),
+    keyring: Path = KeyringOpt,
+    arch: str | None = typer.Option(None, "--arch", help="amd64 or arm64 (default: this host)."),
+    output: Format = OutputOption,
+) -> None:
+    """Mirror the signed manifest and one version's verified artifacts into a directory
+    (usable as --source on air-gapped hosts)."""
+    ring = load_keyring(keyring)
+    try:
+        report = sync(version, source=source, to=to, keyring=ring, arch=arch)
+    except (ManifestError, OSError) as exc:
+        raise _fail(f"sync failed: {exc}", EXIT_FAILED) from exc
+    if output is Format.TABLE:
+        render([f.as_dict() for f in report.files], output, SYNC_COLUMNS)
+        fetched = sum(1 for f in report.files if f.status == "fetched")
+        console.print(
+            f"Kubernetes {report.version} ({report.arch}) mirrored to {report.to}: "
+            f"{fetched} fetched, {len(report.files) - fetched} unchanged",
+            highlight=False,
+        )
+    else:
+        render(report.as_dict(), output)
+
+
+def register(root: typer.Typer) -> None:
+    """Mount ``tether node ...`` and ``tether artifacts ...`` on the root command."""
+    root.add_typer(app, name="node")
+    root.add_typer(artifacts_app, name="artifacts")

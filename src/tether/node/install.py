@@ -1,0 +1,304 @@
+"""Install the node artifacts of one Kubernetes version from a signed manifest.
+
+``source`` is a local directory (a mirror, see :mod:`tether.node.mirror`) or an
+``https://`` base URL. The envelope is ``<source>/manifest.json``; an artifact's relative
+``url`` is taken relative to ``source``. An absolute ``https://`` url is fetched as is,
+except that a local mirror holding the file at ``<source>/sha256/<hex>`` serves it.
+
+Order of work, so that a failure leaves the host as it was:
+
+1. fetch the envelope and :func:`~tether.node.artifacts.verify` it (nothing is written
+   for an unsigned envelope, an unknown key or a bad signature);
+2. resolve the version and architecture;
+3. download every artifact into a temporary directory under ``root`` and check the
+   sha256 of every one of them: one mismatch and nothing is installed;
+4. install each file at ``root / installPath`` with its mode (atomically), record it in
+   the tracker and save the tracker.
+
+A containerd already present at its install path that the tracker does not list as
+Tether's is left untouched and recorded as foreign. A file already identical (content and
+mode) is reported unchanged and not rewritten, so a rerun changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Final, Literal
+
+import httpx
+
+from tether.files import write_atomic
+from tether.node.artifacts import (
+    Artifact,
+    ArtifactManifest,
+    Keyring,
+    ManifestError,
+    file_sha256,
+    resolve,
+    verify,
+    verify_sha256,
+)
+from tether.node.tracker import TRACKER_PATH, Tracker, host_path, load, save
+
+__all__ = [
+    "ARCHES",
+    "MANIFEST_NAME",
+    "FetchError",
+    "InstallReport",
+    "InstalledItem",
+    "default_arch",
+    "fetch_artifact",
+    "fetch_envelope",
+    "install",
+    "resolved_version",
+]
+
+MANIFEST_NAME: Final = "manifest.json"
+#: ``platform.machine()`` → the manifest's architecture names.
+ARCHES: Final = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+#: Where a local mirror keeps artifacts whose manifest url is an absolute https URL.
+BY_SHA256: Final = "sha256"
+_TIMEOUT: Final = httpx.Timeout(30.0, read=300.0)
+Status = Literal["installed", "unchanged", "foreign"]
+
+
+class FetchError(ManifestError):
+    """The envelope or an artifact cannot be fetched from the source."""
+
+
+@dataclass
+class InstalledItem:
+    name: str
+    version: str
+    path: str
+    status: Status
+    sha256: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "path": self.path,
+            "status": self.status,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass
+class InstallReport:
+    version: str
+    arch: str
+    items: list[InstalledItem] = field(default_factory=list)
+    tracker: str = ""
+
+    def paths(self, status: Status) -> list[str]:
+        return [i.path for i in self.items if i.status == status]
+
+    @property
+    def installed(self) -> list[str]:
+        return self.paths("installed")
+
+    @property
+    def unchanged(self) -> list[str]:
+        return self.paths("unchanged")
+
+    @property
+    def foreign(self) -> list[str]:
+        return self.paths("foreign")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "arch": self.arch,
+            "tracker": self.tracker,
+            "items": [i.as_dict() for i in self.items],
+        }
+
+
+def default_arch() -> str:
+    """This machine's architecture in the manifest's terms (``amd64``, ``arm64``)."""
+    machine = platform.machine().lower()
+    return ARCHES.get(machine, machine)
+
+
+def _is_url(source: str) -> bool:
+    if source.startswith("https://"):
+        return True
+    if "://" in source:
+        raise FetchError(f"source {source!r} must be a directory or an https:// URL")
+    return False
+
+
+def _join(base: str, rel: str) -> str:
+    return base.rstrip("/") + "/" + rel
+
+
+def _download(url: str, dest: Path) -> None:
+    try:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=_TIMEOUT) as resp:
+            if resp.url.scheme != "https":
+                raise FetchError(f"{url} redirected to a non-https URL {resp.url}")
+            if resp.status_code != 200:
+                raise FetchError(f"cannot fetch {url}: HTTP {resp.status_code}")
+            with dest.open("wb") as fh:
+                for chunk in resp.iter_bytes():
+                    fh.write(chunk)
+    except httpx.HTTPError as exc:
+        raise FetchError(f"cannot fetch {url}: {exc}") from exc
+
+
+def fetch_envelope(source: str) -> dict[str, Any]:
+    """The envelope at ``<source>/manifest.json``, parsed but not yet verified."""
+    try:
+        if _is_url(source):
+            url = _join(source, MANIFEST_NAME)
+            try:
+                resp = httpx.get(url, follow_redirects=True, timeout=_TIMEOUT)
+            except httpx.HTTPError as exc:
+                raise FetchError(f"cannot fetch {url}: {exc}") from exc
+            if resp.status_code != 200:
+                raise FetchError(f"cannot fetch {url}: HTTP {resp.status_code}")
+            data: Any = resp.json()
+        else:
+            path = Path(source) / MANIFEST_NAME
+            try:
+                data = json.loads(path.read_bytes())
+            except OSError as exc:
+                raise FetchError(f"cannot read {path}: {exc}") from exc
+    except ValueError as exc:
+        raise ManifestError(f"the manifest envelope in {source} is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ManifestError(f"the manifest envelope in {source} is not a JSON object")
+    return data
+
+
+def fetch_artifact(source: str, artifact: Artifact, dest: Path) -> None:
+    """Copy or download ``artifact`` from ``source`` to ``dest`` (not verified here)."""
+    if artifact.url.startswith("https://"):
+        if not _is_url(source):
+            local = Path(source) / BY_SHA256 / artifact.sha256
+            if local.is_file():
+                shutil.copyfile(local, dest)
+                return
+        _download(artifact.url, dest)
+    elif _is_url(source):
+        _download(_join(source, artifact.url), dest)
+    else:
+        path = Path(source).joinpath(*PurePosixPath(artifact.url).parts)
+        try:
+            shutil.copyfile(path, dest)
+        except OSError as exc:
+            raise FetchError(f"cannot read {path}: {exc}") from exc
+
+
+def resolved_version(manifest: ArtifactManifest, artifacts: list[Artifact], arch: str) -> str:
+    """The manifest version whose ``arch`` list is ``artifacts`` (what resolve chose)."""
+    return next(v for v, arches in manifest.versions.items() if arches.get(arch) == artifacts)
+
+
+def _is_identical(target: Path, artifact: Artifact) -> bool:
+    try:
+        st = target.lstat()
+    except FileNotFoundError:
+        return False
+    return (
+        stat.S_ISREG(st.st_mode)
+        and stat.S_IMODE(st.st_mode) == artifact.mode
+        and file_sha256(target) == artifact.sha256
+    )
+
+
+def _missing_dirs(root: Path, path: str) -> list[str]:
+    """The parent directories of ``path`` not yet present under ``root``, top first."""
+    missing: list[str] = []
+    for parent in PurePosixPath(path).parents:
+        if str(parent) == "/" or host_path(root, str(parent)).exists():
+            break
+        missing.append(str(parent))
+    return list(reversed(missing))
+
+
+def _entries(tracker: Tracker) -> list[str]:
+    """The tracker's entries in a stable order (re-recording moves an entry to the end)."""
+    return sorted(e.model_dump_json() for e in tracker.entries)
+
+
+def install(
+    version: str,
+    *,
+    root: Path,
+    source: str,
+    keyring: Keyring,
+    arch: str | None = None,
+) -> InstallReport:
+    """Install the artifacts of ``version`` for ``arch`` under ``root``; see the module
+    docstring. Raises :class:`ManifestError` (or a subclass) and installs nothing when the
+    manifest is not trusted, the version or arch is unknown, a fetch fails or a checksum
+    does not match."""
+    manifest = verify(fetch_envelope(source), keyring)
+    arch = arch or default_arch()
+    artifacts = resolve(manifest, version, arch)
+    report = InstallReport(version=resolved_version(manifest, artifacts, arch), arch=arch)
+    tracker = load(root)
+    before = _entries(tracker)
+
+    foreign: set[str] = set()
+    for artifact in artifacts:
+        entry = tracker.get(artifact.install_path)
+        target = host_path(root, artifact.install_path)
+        present = target.exists() or target.is_symlink()
+        was_foreign = entry is not None and entry.foreign
+        if was_foreign or (artifact.name == "containerd" and present and entry is None):
+            foreign.add(artifact.install_path)
+
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".tether-install-") as tmp:
+        staged: dict[str, Path] = {}
+        for index, artifact in enumerate(artifacts):
+            if artifact.install_path in foreign:
+                continue
+            dest = Path(tmp) / f"{index}-{artifact.name}"
+            fetch_artifact(source, artifact, dest)
+            staged[artifact.install_path] = dest
+        for artifact in artifacts:
+            if artifact.install_path in staged:
+                verify_sha256(staged[artifact.install_path], artifact.sha256)
+
+        for artifact in artifacts:
+            item = InstalledItem(
+                name=artifact.name,
+                version=artifact.version,
+                path=artifact.install_path,
+                status="foreign",
+            )
+            report.items.append(item)
+            if artifact.install_path in foreign:
+                tracker.record_foreign(artifact.install_path)
+                continue
+            item.sha256 = artifact.sha256
+            target = host_path(root, artifact.install_path)
+            if _is_identical(target, artifact):
+                item.status = "unchanged"
+            else:
+                created = _missing_dirs(root, artifact.install_path)
+                write_atomic(
+                    target,
+                    staged[artifact.install_path].read_bytes(),
+                    artifact.mode,
+                    dir_mode=0o755,
+                )
+                for directory in created:
+                    tracker.record_installed(root, directory, "directory")
+                item.status = "installed"
+            tracker.record_installed(root, artifact.install_path)
+
+    if _entries(tracker) != before:
+        save(root, tracker)
+    report.tracker = str(host_path(root, TRACKER_PATH))
+    return report

@@ -1,0 +1,117 @@
+"""Mirror a signed manifest and one version's artifacts into a directory.
+
+For air-gapped sites: the mirror holds ``manifest.json`` (the envelope exactly as signed,
+so it still verifies) and each resolved artifact at its relative ``url``; an artifact
+whose url is an absolute ``https://`` URL is kept at ``sha256/<hex>``, where
+:func:`tether.node.install.fetch_artifact` looks for it. The mirror directory is itself a
+valid ``source`` for :func:`tether.node.install.install` and for another :func:`sync`.
+
+Every artifact's sha256 is checked before it is put in place, and the manifest is written
+last, so an interrupted or failed sync never leaves a manifest naming missing files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from tether.files import write_atomic
+from tether.node.artifacts import Artifact, Keyring, file_sha256, resolve, verify, verify_sha256
+from tether.node.install import (
+    BY_SHA256,
+    MANIFEST_NAME,
+    default_arch,
+    fetch_artifact,
+    fetch_envelope,
+    resolved_version,
+)
+
+__all__ = ["SyncReport", "SyncedFile", "mirror_path", "sync"]
+
+
+@dataclass
+class SyncedFile:
+    name: str
+    version: str
+    path: str
+    status: Literal["fetched", "unchanged"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "path": self.path,
+            "status": self.status,
+        }
+
+
+@dataclass
+class SyncReport:
+    version: str
+    arch: str
+    to: str
+    files: list[SyncedFile] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "arch": self.arch,
+            "to": self.to,
+            "files": [f.as_dict() for f in self.files],
+        }
+
+
+def mirror_path(artifact: Artifact) -> str:
+    """Where ``artifact`` lives in a mirror, relative to it (POSIX form)."""
+    if artifact.url.startswith("https://"):
+        return f"{BY_SHA256}/{artifact.sha256}"
+    return artifact.url
+
+
+def sync(
+    version: str,
+    *,
+    source: str,
+    to: Path,
+    keyring: Keyring,
+    arch: str | None = None,
+) -> SyncReport:
+    """Mirror the manifest and the artifacts of ``version``/``arch`` from ``source`` to
+    ``to``. Raises :class:`~tether.node.artifacts.ManifestError` (nothing written for an
+    untrusted manifest; no manifest written when an artifact fails)."""
+    envelope = fetch_envelope(source)
+    manifest = verify(envelope, keyring)
+    arch = arch or default_arch()
+    artifacts = resolve(manifest, version, arch)
+    report = SyncReport(version=resolved_version(manifest, artifacts, arch), arch=arch, to=str(to))
+    to.mkdir(parents=True, exist_ok=True)
+    for artifact in artifacts:
+        rel = mirror_path(artifact)
+        target = to.joinpath(*PurePosixPath(rel).parts)
+        item = SyncedFile(artifact.name, artifact.version, rel, "unchanged")
+        report.files.append(item)
+        if target.is_file() and not target.is_symlink() and file_sha256(target) == artifact.sha256:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            fetch_artifact(source, artifact, Path(tmp))
+            verify_sha256(Path(tmp), artifact.sha256)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        item.status = "fetched"
+    write_atomic(
+        to / MANIFEST_NAME,
+        json.dumps(envelope, indent=2, sort_keys=True) + "\n",
+        0o644,
+        dir_mode=0o755,
+    )
+    return report
