@@ -113,18 +113,18 @@ def update_checked(
 
 
 def delete_checked(session: Session, row: ResT, kind: str, expected_version: int | None) -> None:
-    """Delete ``row`` if it still has ``expected_version`` (None: the version read).
+    """Delete ``row``; with ``expected_version``, only if it still has that version.
 
-    Like :func:`update_checked`, the check is in the statement itself, so a change
-    committed by someone else after ``row`` was read makes this a 409, not a lost update.
+    Like :func:`update_checked`, the version check is in the statement itself, so a
+    change committed by someone else after the caller read the object makes this a
+    409, not a lost update. Without a version the caller asked for no such check (a
+    heartbeat landing meanwhile must not make a plain delete fail).
     """
-    seen = row.resource_version if expected_version is None else expected_version
     row_cls = type(row)
-    stmt = (
-        delete(row_cls)
-        .where(row_cls.id == row.id, row_cls.resource_version == seen)
-        .execution_options(synchronize_session=False)
-    )
+    where = [row_cls.id == row.id]
+    if expected_version is not None:
+        where.append(row_cls.resource_version == expected_version)
+    stmt = delete(row_cls).where(*where).execution_options(synchronize_session=False)
     try:
         with session.begin_nested():
             deleted = session.execute(stmt).rowcount  # type: ignore[attr-defined]
@@ -136,8 +136,8 @@ def delete_checked(session: Session, row: ResT, kind: str, expected_version: int
         ) from None
     if deleted != 1:
         raise Conflict(
-            f"{kind} {row.name!r} was changed by someone else (you sent resourceVersion "
-            f"{seen}): read it again and retry",
+            f"{kind} {row.name!r} was changed or deleted by someone else meanwhile: "
+            "read it again and retry",
             field="resourceVersion",
             rule="current",
         )
