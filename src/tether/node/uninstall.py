@@ -22,6 +22,8 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -141,18 +143,38 @@ def _hash_fd(fd: int) -> str:
     return digest.hexdigest()
 
 
-def _file(walk: _Walk, entry: TrackedEntry, plan: RemovalPlan, apply: bool) -> None:
+@contextmanager
+def _located(
+    walk: _Walk, entry: TrackedEntry, plan: RemovalPlan
+) -> Iterator[tuple[int, str, os.stat_result] | None]:
+    """Open the entry's parent directory safely and check the entry itself.
+
+    Yields ``(parent dir fd, name, lstat)``, or ``None`` after recording a refusal
+    (symlink, mount point, missing) in ``plan``; the parent fd is closed afterwards.
+    """
     try:
         parent, name, full = _open_parent(walk, entry.path)
     except _Refused as exc:
         _refuse(plan, entry.path, exc.why)
+        yield None
         return
     try:
         try:
             st = _check(walk, parent, name, full)
         except _Refused as exc:
             _refuse(plan, entry.path, exc.why)
+            yield None
             return
+        yield parent, name, st
+    finally:
+        os.close(parent)
+
+
+def _file(walk: _Walk, entry: TrackedEntry, plan: RemovalPlan, apply: bool) -> None:
+    with _located(walk, entry, plan) as found:
+        if found is None:
+            return
+        parent, name, st = found
         if not stat.S_ISREG(st.st_mode):
             plan.kept_changed.append(entry.path)
             return
@@ -174,22 +196,13 @@ def _file(walk: _Walk, entry: TrackedEntry, plan: RemovalPlan, apply: bool) -> N
         if apply:
             os.unlink(name, dir_fd=parent)
         plan.removed.append(entry.path)
-    finally:
-        os.close(parent)
 
 
 def _directory(walk: _Walk, entry: TrackedEntry, plan: RemovalPlan, apply: bool) -> None:
-    try:
-        parent, name, full = _open_parent(walk, entry.path)
-    except _Refused as exc:
-        _refuse(plan, entry.path, exc.why)
-        return
-    try:
-        try:
-            st = _check(walk, parent, name, full)
-        except _Refused as exc:
-            _refuse(plan, entry.path, exc.why)
+    with _located(walk, entry, plan) as found:
+        if found is None:
             return
+        parent, name, st = found
         if not stat.S_ISDIR(st.st_mode):
             plan.kept_changed.append(entry.path)
             return
@@ -212,8 +225,6 @@ def _directory(walk: _Walk, entry: TrackedEntry, plan: RemovalPlan, apply: bool)
                 plan.kept_nonempty.append(entry.path)
                 return
         plan.removed_dirs.append(entry.path)
-    finally:
-        os.close(parent)
 
 
 def _refuse(plan: RemovalPlan, path: str, why: Refusal) -> None:
