@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh database on each backend, an app, tokens.
+"""Shared fixtures: a fresh database on each backend, an app, tokens; signed node
+artifact sources and a sample NodeConfig for the node tool.
 
 PostgreSQL comes from ``TETHER_TEST_POSTGRES_URL`` (``make test`` starts a throw-away
 server and sets it). Without it the PostgreSQL cases skip with the reason printed,
@@ -7,15 +8,20 @@ except under ``CI=true`` where a missing PostgreSQL is a failure.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tether.node.artifacts import Keyring, generate_signing_key
+from tether.node.artifacts import sign as sign_manifest
 from tether.settings import Settings
 from tether.store.db import Database, migrate
 
@@ -66,3 +72,106 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
     settings.paths.data_dir = tmp_path / "data"
     settings.database.url = database_url
     return settings
+
+
+# Node tool: signed artifact sources and a sample NodeConfig ------------------------------
+
+#: name -> (install path, mode); content is derived from name and version.
+LAYOUT = {
+    "kubelet": ("/usr/local/bin/kubelet", 0o755),
+    "kubectl": ("/usr/local/bin/kubectl", 0o755),
+    "containerd": ("/usr/local/bin/containerd", 0o755),
+    "cni-plugins": ("/opt/cni/bin/bridge", 0o755),
+    "credential-helper": ("/etc/tether/credential-helper.yaml", 0o640),
+}
+#: Kubernetes version -> containerd version shipped with it.
+CONTAINERD = {"1.34.2": "1.7.28", "1.35.1": "1.7.29", "1.36.0": "2.1.4"}
+
+SourceFactory = Callable[..., tuple[Path, Keyring]]
+
+
+def artifact_content(name: str, version: str) -> bytes:
+    return f"#!/bin/sh\necho {name} {version}\n".encode()
+
+
+@pytest.fixture
+def make_source(tmp_path: Path) -> SourceFactory:
+    """``make_source(versions=...)``: a signed mirror directory and the keyring trusting it
+    (also written as ``<tmp_path>/keyring.yaml`` for the CLI)."""
+    key_id, private_pem, public_pem = generate_signing_key()
+
+    def make(versions: tuple[str, ...] = tuple(CONTAINERD)) -> tuple[Path, Keyring]:
+        src = tmp_path / "source"
+        listing: dict[str, Any] = {}
+        for kube in versions:
+            artifacts = []
+            for name, (path, mode) in LAYOUT.items():
+                version = CONTAINERD[kube] if name == "containerd" else kube
+                content = artifact_content(name, version)
+                rel = f"kubernetes/v{kube}/amd64/{name}"
+                (src / rel).parent.mkdir(parents=True, exist_ok=True)
+                (src / rel).write_bytes(content)
+                artifacts.append(
+                    {
+                        "name": name,
+                        "version": version,
+                        "url": rel,
+                        "sha256": hashlib.sha256(content).hexdigest(),
+                        "installPath": path,
+                        "mode": mode,
+                    }
+                )
+            listing[kube] = {"amd64": artifacts}
+        manifest = {
+            "apiVersion": "tether.io/v1alpha1",
+            "kind": "ArtifactManifest",
+            "versions": listing,
+        }
+        (src / "manifest.json").write_text(json.dumps(sign_manifest(manifest, private_pem, key_id)))
+        (tmp_path / "keyring.yaml").write_text(
+            f"{key_id}: |\n  " + public_pem.decode().replace("\n", "\n  ")
+        )
+        return src, Keyring.from_pems({key_id: public_pem})
+
+    return make
+
+
+CA_PEM = (
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBdzCCAR2gAwIBAgIUTetherTestCAOnlyForGoldenFiles0wCgYIKoZIzj0EAwIw\n"
+    "-----END CERTIFICATE-----\n"
+)
+
+
+def _node_config_doc(**node: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "tether.io/v1alpha1",
+        "kind": "NodeConfig",
+        "spec": {
+            "cluster": {
+                "name": "prod",
+                "apiServerEndpoint": "https://10.226.0.10:443",
+                "certificateAuthority": CA_PEM,
+                "serviceCIDR": "172.20.0.0/16",
+            },
+            "node": {
+                "name": "edge-01",
+                "ip": "10.80.1.11",
+                "nodeCIDR": "10.80.1.0/24",
+                "labels": {"topology.kubernetes.io/zone": "store-12"},
+                **node,
+            },
+            "kubelet": {"config": {"maxPods": 58}, "flags": ["--v=2"]},
+            "containerd": {
+                "config": '[plugins."io.containerd.grpc.v1.cri".registry]\n'
+                'config_path = "/etc/containerd/certs.d"\n'
+            },
+            "credentials": {"bootstrapToken": {"tokenFile": "/etc/tether/bootstrap-token"}},
+        },
+    }
+
+
+@pytest.fixture
+def node_config_doc() -> Callable[..., dict[str, Any]]:
+    """``node_config_doc(**node_fields)``: a valid NodeConfig document (a fresh dict)."""
+    return _node_config_doc

@@ -28,6 +28,14 @@ class PathSettings(BaseSettings):
             "~/.local/share/tether: the XDG data location, so a user install needs no root."
         ),
     )
+    artifacts_dir: Path | None = Field(
+        default=None,
+        description=(
+            "The mirror of signed node artifacts the plane serves to hosts (laid out as "
+            "'tether artifacts sync --to' writes it). Default <data dir>/artifacts: next to "
+            "the plane's other state, so a plane needs no extra path to serve artifacts."
+        ),
+    )
 
 
 class DatabaseSettings(BaseSettings):
@@ -220,6 +228,12 @@ class Settings(BaseSettings):
     def pki_dir(self) -> Path:
         """Where the trust anchor and the agent server's certificate live."""
         return self.paths.data_dir / "pki"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """The artifact mirror the plane serves: ``TETHER_ARTIFACTS_DIR`` or
+        ``<data dir>/artifacts``."""
+        return self.paths.artifacts_dir or self.paths.data_dir / "artifacts"
 
     @property
     def agent_url(self) -> str:

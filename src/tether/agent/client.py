@@ -118,6 +118,12 @@ class HttpPlaneAPI:
     def event(self, name: str, body: dict[str, Any]) -> None:
         self._call("POST", f"/agent/v1/hosts/{name}/events", json=body)
 
+    def bootstrap_token(self, name: str) -> str:
+        """A fresh bootstrap token for this host's cluster (never logged)."""
+        response = self._call("POST", f"/agent/v1/hosts/{name}/bootstrap-token")
+        token: str = response.json()["token"]
+        return token
+
     def close(self) -> None:
         self.http.close()
 

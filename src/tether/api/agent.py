@@ -9,6 +9,8 @@ Who may call what:
   for an enrolled host. Endpoints under ``/agent/v1/hosts/{name}`` accept only the
   certificate whose CN is ``{name}``: a host reads and writes its own record, desired
   state and events, nothing else.
+* ``GET /agent/v1/artifacts/{path}`` serves the plane's artifact mirror (see
+  :mod:`tether.api.artifacts`) to any enrolled host's certificate.
 * People's API tokens are refused here, and ``/api/...`` on this server is refused too:
   host certificates do not work at people's endpoints.
 
@@ -26,13 +28,15 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tether
 from tether.api import errors
+from tether.api.artifacts import RESPONSES, ArtifactPath, artifact_response
+from tether.api.kube_routes import node_client
 from tether.controllers.heartbeats import HeartbeatReconciler
 from tether.domain import resources as r
 from tether.domain.agent import (
@@ -45,12 +49,13 @@ from tether.domain.agent import (
     RegisterRequest,
     RenewRequest,
 )
+from tether.domain.kubeapi import BootstrapTokenGrant
 from tether.domain.models import EventType, ObjectKind
 from tether.domain.states import HostState
 from tether.errors import Forbidden, Invalid, NotFound, PlaneError, Unauthenticated
 from tether.pki import HostIdentity
 from tether.pki.errors import PKIError
-from tether.services import audit, desired, enrolment, events
+from tether.services import audit, desired, enrolment, events, nodeidentity
 from tether.services import resources as svc
 from tether.services.heartbeats import HeartbeatTable
 from tether.services.trust import PlaneTrust
@@ -299,6 +304,26 @@ async def post_event(name: NamePath, body: AgentEvent, request: Request) -> r.Ev
     return await run_in_threadpool(run)
 
 
+@router.post("/hosts/{name}/bootstrap-token", status_code=status.HTTP_201_CREATED)
+async def bootstrap_token(name: NamePath, request: Request) -> BootstrapTokenGrant:
+    """A short-lived bootstrap token for this host to join its pool's cluster.
+
+    ``tether node init`` asks for it with the host's certificate (``x509`` or
+    ``activation`` credentials), so no person has to hand a token to the host."""
+    own(request, name)
+    plane = _plane(request)
+    await _enrolled(plane, name)
+
+    def run() -> BootstrapTokenGrant:
+        with (
+            node_client(plane.db, plane.settings.paths.data_dir, name) as client,
+            plane.db.session() as session,
+        ):
+            return nodeidentity.mint_bootstrap_token(session, name, client=client)
+
+    return await run_in_threadpool(run)
+
+
 @router.get("/hosts/{name}/events")
 async def list_events(
     name: NamePath, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
@@ -331,6 +356,16 @@ async def ca_bundle(request: Request) -> Response:
     """The CAs agents should trust for the plane (PEM, newest first)."""
     identify(request)
     return Response(_plane(request).trust.bundle_pem(), media_type="application/x-pem-file")
+
+
+@router.get("/artifacts/{path:path}", response_class=FileResponse, responses=RESPONSES)
+async def artifact(path: ArtifactPath, request: Request) -> FileResponse:
+    """A file of the plane's artifact mirror (``manifest.json``, an artifact), for any
+    enrolled host: ``tether node install --source <agent URL>/agent/v1/artifacts``."""
+    identity = identify(request)
+    plane = _plane(request)
+    await _enrolled(plane, identity.node_name)
+    return await artifact_response(plane.settings.artifacts_dir, path)
 
 
 class AuditRefusals:

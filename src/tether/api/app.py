@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 import tether
 from tether import web
-from tether.api import agent, enrolment, errors, kube_routes, network, routes, stream
+from tether.api import agent, artifacts, enrolment, errors, kube_routes, network, routes, stream
 from tether.services import audit
 from tether.settings import Settings
 from tether.store.db import Database, migrate
@@ -53,6 +53,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(network.router)
     app.include_router(kube_routes.router)
     app.include_router(enrolment.router)
+    app.include_router(artifacts.router)
     app.include_router(agent.refuse_plain_http())
     app.include_router(web.router)
 

@@ -69,7 +69,7 @@ def _host_cluster(session: Session, host: str) -> str:
 
 
 @contextmanager
-def _node_client(db: Database, data_dir: FsPath, host: str) -> Iterator[KubeClient]:
+def node_client(db: Database, data_dir: FsPath, host: str) -> Iterator[KubeClient]:
     """A client for the cluster the host is a node of (its pool's cluster)."""
     with db.session() as s:
         cluster = _host_cluster(s, host)
@@ -122,7 +122,7 @@ def mint_bootstrap_token(
     name: HostName, body: BootstrapTokenRequest, db: DB, settings: Config, _: Operator
 ) -> BootstrapTokenGrant:
     """A short-lived bootstrap token for the host to join its pool's cluster (shown once)."""
-    with _node_client(db, settings.paths.data_dir, name) as client, db.session() as s:
+    with node_client(db, settings.paths.data_dir, name) as client, db.session() as s:
         return nodeidentity.mint_bootstrap_token(
             s, name, client=client, ttl=timedelta(seconds=body.ttl_seconds)
         )
@@ -131,7 +131,7 @@ def mint_bootstrap_token(
 def _set_unschedulable(
     name: str, db: Database, data_dir: FsPath, unschedulable: bool
 ) -> dict[str, object]:
-    with _node_client(db, data_dir, name) as client:
+    with node_client(db, data_dir, name) as client:
         changed = drain_svc.set_unschedulable(client, name, unschedulable)
     if changed:
         reason, message = (
@@ -181,5 +181,5 @@ def drain(name: HostName, body: DrainRequest, db: DB, settings: Config, _: Opera
         grace_period_seconds=body.grace_period_seconds,
         wait_for_delete=body.wait_for_delete,
     )
-    with _node_client(db, settings.paths.data_dir, name) as client:
+    with node_client(db, settings.paths.data_dir, name) as client:
         return drain_svc.drain_node(client, name, options, progress=progress)

@@ -16,7 +16,7 @@ import yaml
 
 from tether.cli.output import Format, OutputOption, console, errors, field, render
 from tether.node.artifacts import Keyring, ManifestError
-from tether.node.install import install
+from tether.node.install import https_client, install
 from tether.node.mirror import sync
 
 app = typer.Typer(help="Install Kubernetes node components on this host.", no_args_is_help=True)
@@ -67,13 +67,27 @@ def install_command(
     source: str = typer.Option(..., "--source", help="Mirror directory or https:// base URL."),
     keyring: Path = KeyringOpt,
     arch: str | None = typer.Option(None, "--arch", help="amd64 or arm64 (default: this host)."),
+    ca: Path | None = typer.Option(
+        None, "--ca", help="PEM CA bundle to trust for https (instead of the system's)."
+    ),
+    cert: Path | None = typer.Option(
+        None, "--cert", help="Client certificate (PEM) for https, e.g. the host's."
+    ),
+    key: Path | None = typer.Option(None, "--key", help="Private key (PEM) of --cert."),
     output: Format = OutputOption,
 ) -> None:
     """Install the node artifacts of VERSION from a signed manifest; nothing is installed
     unless the manifest is trusted and every checksum matches."""
     ring = load_keyring(keyring)
     try:
-        report = install(version, root=root, source=source, keyring=ring, arch=arch)
+        client = https_client(ca=ca, cert=cert, key=key)
+    except (ManifestError, OSError) as exc:
+        raise _fail(f"cannot use --ca/--cert/--key: {exc}", EXIT_USAGE) from exc
+    try:
+        with client:
+            report = install(
+                version, root=root, source=source, keyring=ring, arch=arch, client=client
+            )
     except (ManifestError, OSError) as exc:
         raise _fail(f"nothing installed: {exc}", EXIT_FAILED) from exc
     if output is Format.TABLE:
@@ -95,13 +109,24 @@ def sync_command(
     to: Path = typer.Option(..., "--to", help="Mirror directory to fill."),
     keyring: Path = KeyringOpt,
     arch: str | None = typer.Option(None, "--arch", help="amd64 or arm64 (default: this host)."),
+    ca: Path | None = typer.Option(
+        None, "--ca", help="PEM CA bundle to trust for https (instead of the system's)."
+    ),
+    cert: Path | None = typer.Option(None, "--cert", help="Client certificate (PEM) for https."),
+    key: Path | None = typer.Option(None, "--key", help="Private key (PEM) of --cert."),
     output: Format = OutputOption,
 ) -> None:
     """Mirror the signed manifest and one version's verified artifacts into a directory
-    (usable as --source on air-gapped hosts)."""
+    (usable as --source on air-gapped hosts, or served by the plane from
+    TETHER_ARTIFACTS_DIR)."""
     ring = load_keyring(keyring)
     try:
-        report = sync(version, source=source, to=to, keyring=ring, arch=arch)
+        client = https_client(ca=ca, cert=cert, key=key)
+    except (ManifestError, OSError) as exc:
+        raise _fail(f"cannot use --ca/--cert/--key: {exc}", EXIT_USAGE) from exc
+    try:
+        with client:
+            report = sync(version, source=source, to=to, keyring=ring, arch=arch, client=client)
     except (ManifestError, OSError) as exc:
         raise _fail(f"sync failed: {exc}", EXIT_FAILED) from exc
     if output is Format.TABLE:
@@ -118,5 +143,8 @@ def sync_command(
 
 def register(root: typer.Typer) -> None:
     """Mount ``tether node ...`` and ``tether artifacts ...`` on the root command."""
+    from tether.cli import nodelife
+
+    nodelife.attach(app)
     root.add_typer(app, name="node")
     root.add_typer(artifacts_app, name="artifacts")

@@ -22,9 +22,10 @@ from typing import Any
 from lightkube.resources.core_v1 import Node
 
 from tether.controllers.watch import ListWatchLoop, WatchController, WatchingClient
-from tether.domain.nodehealth import HealthPlan, NodeSnapshot, node_ready
+from tether.domain.nodehealth import HealthPlan, NodeSnapshot
 from tether.errors import PlaneError
 from tether.kube.client import KubeClient, WatchEvent
+from tether.kube.facts import node_snapshot
 from tether.services.health import reconcile_cluster_health
 from tether.services.hybrid import set_hybrid
 from tether.services.resources import get_cluster
@@ -33,19 +34,6 @@ from tether.store.db import Database
 __all__ = ["NodeHealthController", "node_snapshot"]
 
 log = logging.getLogger(__name__)
-
-
-def node_snapshot(node: Node) -> NodeSnapshot | None:
-    """A Node's readiness and the Ready condition's reason.
-
-    ``None`` when the Node has no Ready condition yet: it is still registering, which
-    counts as "not joined", not as NotReady.
-    """
-    conditions = (node.status.conditions if node.status is not None else None) or []
-    ready = next((c for c in conditions if c.type == "Ready"), None)
-    if ready is None:
-        return None
-    return NodeSnapshot(ready=node_ready([(ready.type, ready.status)]), reason=ready.reason or "")
 
 
 class NodeHealthController(WatchController[Node]):

@@ -34,6 +34,7 @@ __all__ = [
     "PodDecision",
     "PodFacts",
     "plan_drain",
+    "remaining_workloads",
     "retry_delay",
 ]
 
@@ -160,3 +161,13 @@ def retry_delay(attempt: int, options: DrainOptions, retry_after: float | None =
     factor = float(2 ** min(max(attempt, 0), 30))
     delay = min(options.retry_max_seconds, options.retry_base_seconds * factor)
     return max(delay, retry_after or 0.0)
+
+
+def remaining_workloads(pods: Iterable[PodFacts]) -> list[PodFacts]:
+    """The pods that keep a node from counting as drained: all but mirror pods, DaemonSet
+    pods and finished pods (what a completed drain leaves behind), sorted."""
+    return [
+        d.pod
+        for d in plan_drain(pods, DrainOptions(force=True, delete_emptydir_data=True)).decisions
+        if d.action is not PodAction.SKIP and d.pod.phase not in _FINISHED
+    ]

@@ -3,7 +3,14 @@
 ``source`` is a local directory (a mirror, see :mod:`tether.node.mirror`) or an
 ``https://`` base URL. The envelope is ``<source>/manifest.json``; an artifact's relative
 ``url`` is taken relative to ``source``. An absolute ``https://`` url is fetched as is,
-except that a local mirror holding the file at ``<source>/sha256/<hex>`` serves it.
+except that a mirror holding the file at ``<source>/sha256/<hex>`` serves it: a local one
+when the file is there, an https one (such as the plane's, ``<agent URL>/agent/v1/
+artifacts``) when it answers 200 with the right sha256; otherwise the url is fetched.
+
+Downloads use an :class:`httpx.Client`: pass one made by :func:`https_client` to trust a
+private CA and present a client certificate (mutual TLS, e.g. a host's certificate for
+the plane's agent port). Without one, each download uses httpx's defaults (the system's
+CAs). Only ``https://`` is fetched, redirects included.
 
 Order of work, so that a failure leaves the host as it was:
 
@@ -25,8 +32,11 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import ssl
 import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
@@ -55,6 +65,7 @@ __all__ = [
     "default_arch",
     "fetch_artifact",
     "fetch_envelope",
+    "https_client",
     "install",
     "resolved_version",
 ]
@@ -139,31 +150,53 @@ def _join(base: str, rel: str) -> str:
     return base.rstrip("/") + "/" + rel
 
 
-def _download(url: str, dest: Path) -> None:
-    try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=_TIMEOUT) as resp:
-            if resp.url.scheme != "https":
-                raise FetchError(f"{url} redirected to a non-https URL {resp.url}")
-            if resp.status_code != 200:
-                raise FetchError(f"cannot fetch {url}: HTTP {resp.status_code}")
-            with dest.open("wb") as fh:
-                for chunk in resp.iter_bytes():
-                    fh.write(chunk)
-    except httpx.HTTPError as exc:
-        raise FetchError(f"cannot fetch {url}: {exc}") from exc
+def https_client(
+    *, ca: Path | None = None, cert: Path | None = None, key: Path | None = None
+) -> httpx.Client:
+    """A client for https sources: it trusts only the CAs in ``ca`` (PEM) when given, else
+    the system's, and presents the client certificate ``cert`` (with ``key``, unless the
+    key is in ``cert``) when given. Raises :class:`OSError` (``ssl.SSLError`` included)
+    for an unreadable or unusable file."""
+    if key is not None and cert is None:
+        raise FetchError("a client key needs its certificate (--cert)")
+    verify: ssl.SSLContext | bool = True
+    if ca is not None or cert is not None:
+        ctx = ssl.create_default_context(cafile=str(ca)) if ca else httpx.create_ssl_context()
+        if cert is not None:
+            ctx.load_cert_chain(cert, key)
+        verify = ctx
+    return httpx.Client(verify=verify, follow_redirects=True, timeout=_TIMEOUT)
 
 
-def fetch_envelope(source: str) -> dict[str, Any]:
+@contextmanager
+def _stream(url: str, client: httpx.Client | None) -> Iterator[httpx.Response]:
+    """GET ``url`` (redirects followed, https only): a 200 response, whose body may be
+    read in the ``with`` block; any other answer or an HTTP error is a FetchError."""
+    with nullcontext(client) if client is not None else https_client() as http:
+        try:
+            with http.stream("GET", url, follow_redirects=True) as resp:
+                if resp.url.scheme != "https":
+                    raise FetchError(f"{url} redirected to a non-https URL {resp.url}")
+                if resp.status_code != 200:
+                    raise FetchError(f"cannot fetch {url}: HTTP {resp.status_code}")
+                yield resp
+        except httpx.HTTPError as exc:
+            raise FetchError(f"cannot fetch {url}: {exc}") from exc
+
+
+def _download(url: str, dest: Path, client: httpx.Client | None = None) -> None:
+    with _stream(url, client) as resp, dest.open("wb") as fh:
+        for chunk in resp.iter_bytes():
+            fh.write(chunk)
+
+
+def fetch_envelope(source: str, client: httpx.Client | None = None) -> dict[str, Any]:
     """The envelope at ``<source>/manifest.json``, parsed but not yet verified."""
     try:
         if _is_url(source):
             url = _join(source, MANIFEST_NAME)
-            try:
-                resp = httpx.get(url, follow_redirects=True, timeout=_TIMEOUT)
-            except httpx.HTTPError as exc:
-                raise FetchError(f"cannot fetch {url}: {exc}") from exc
-            if resp.status_code != 200:
-                raise FetchError(f"cannot fetch {url}: HTTP {resp.status_code}")
+            with _stream(url, client) as resp:
+                resp.read()
             data: Any = resp.json()
         else:
             path = Path(source) / MANIFEST_NAME
@@ -178,7 +211,20 @@ def fetch_envelope(source: str) -> dict[str, Any]:
     return data
 
 
-def fetch_artifact(source: str, artifact: Artifact, dest: Path) -> None:
+def _from_https_mirror(
+    source: str, artifact: Artifact, dest: Path, client: httpx.Client | None
+) -> bool:
+    """Whether ``<source>/sha256/<hex>`` served ``artifact`` (right sha256) into ``dest``."""
+    try:
+        _download(_join(source, f"{BY_SHA256}/{artifact.sha256}"), dest, client)
+    except FetchError:
+        return False
+    return file_sha256(dest) == artifact.sha256
+
+
+def fetch_artifact(
+    source: str, artifact: Artifact, dest: Path, client: httpx.Client | None = None
+) -> None:
     """Copy or download ``artifact`` from ``source`` to ``dest`` (not verified here)."""
     if artifact.url.startswith("https://"):
         if not _is_url(source):
@@ -186,9 +232,11 @@ def fetch_artifact(source: str, artifact: Artifact, dest: Path) -> None:
             if local.is_file():
                 shutil.copyfile(local, dest)
                 return
-        _download(artifact.url, dest)
+        elif _from_https_mirror(source, artifact, dest, client):
+            return
+        _download(artifact.url, dest, client)
     elif _is_url(source):
-        _download(_join(source, artifact.url), dest)
+        _download(_join(source, artifact.url), dest, client)
     else:
         path = Path(source).joinpath(*PurePosixPath(artifact.url).parts)
         try:
@@ -236,17 +284,20 @@ def install(
     source: str,
     keyring: Keyring,
     arch: str | None = None,
+    client: httpx.Client | None = None,
 ) -> InstallReport:
     """Install the artifacts of ``version`` for ``arch`` under ``root``; see the module
-    docstring. Raises :class:`ManifestError` (or a subclass) and installs nothing when the
+    docstring. ``client`` (see :func:`https_client`) makes the https downloads; the caller
+    closes it. Raises :class:`ManifestError` (or a subclass) and installs nothing when the
     manifest is not trusted, the version or arch is unknown, a fetch fails or a checksum
     does not match."""
-    manifest = verify(fetch_envelope(source), keyring)
+    manifest = verify(fetch_envelope(source, client), keyring)
     arch = arch or default_arch()
     artifacts = resolve(manifest, version, arch)
     report = InstallReport(version=resolved_version(manifest, artifacts, arch), arch=arch)
     tracker = load(root)
     before = _entries(tracker)
+    version_before = tracker.kubernetes_version
 
     foreign: set[str] = set()
     for artifact in artifacts:
@@ -264,7 +315,7 @@ def install(
             if artifact.install_path in foreign:
                 continue
             dest = Path(tmp) / f"{index}-{artifact.name}"
-            fetch_artifact(source, artifact, dest)
+            fetch_artifact(source, artifact, dest, client)
             staged[artifact.install_path] = dest
         for artifact in artifacts:
             if artifact.install_path in staged:
@@ -279,7 +330,7 @@ def install(
             )
             report.items.append(item)
             if artifact.install_path in foreign:
-                tracker.record_foreign(artifact.install_path)
+                tracker.record_foreign(artifact.install_path, name=artifact.name)
                 continue
             item.sha256 = artifact.sha256
             target = host_path(root, artifact.install_path)
@@ -296,9 +347,12 @@ def install(
                 for directory in created:
                     tracker.record_installed(root, directory, "directory")
                 item.status = "installed"
-            tracker.record_installed(root, artifact.install_path)
+            tracker.record_installed(
+                root, artifact.install_path, name=artifact.name, version=artifact.version
+            )
+    tracker.kubernetes_version = report.version
 
-    if _entries(tracker) != before:
+    if _entries(tracker) != before or tracker.kubernetes_version != version_before:
         save(root, tracker)
     report.tracker = str(host_path(root, TRACKER_PATH))
     return report

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+import httpx
+
 from tether.files import write_atomic
 from tether.node.artifacts import Artifact, Keyring, file_sha256, resolve, verify, verify_sha256
 from tether.node.install import (
@@ -79,11 +81,13 @@ def sync(
     to: Path,
     keyring: Keyring,
     arch: str | None = None,
+    client: httpx.Client | None = None,
 ) -> SyncReport:
     """Mirror the manifest and the artifacts of ``version``/``arch`` from ``source`` to
-    ``to``. Raises :class:`~tether.node.artifacts.ManifestError` (nothing written for an
+    ``to``; ``client`` (see :func:`tether.node.install.https_client`) makes the https
+    downloads. Raises :class:`~tether.node.artifacts.ManifestError` (nothing written for an
     untrusted manifest; no manifest written when an artifact fails)."""
-    envelope = fetch_envelope(source)
+    envelope = fetch_envelope(source, client)
     manifest = verify(envelope, keyring)
     arch = arch or default_arch()
     artifacts = resolve(manifest, version, arch)
@@ -100,7 +104,7 @@ def sync(
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         os.close(fd)
         try:
-            fetch_artifact(source, artifact, Path(tmp))
+            fetch_artifact(source, artifact, Path(tmp), client)
             verify_sha256(Path(tmp), artifact.sha256)
             os.chmod(tmp, 0o644)
             os.replace(tmp, target)

@@ -38,6 +38,8 @@ class TrackedEntry(Model):
     kind: EntryKind = "file"
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     mode: int | None = Field(default=None, ge=0, le=0o7777)
+    name: str | None = Field(default=None, description="The artifact's name, if any.")
+    version: str | None = Field(default=None, description="The artifact's version, if any.")
     foreign: bool = False
 
     @field_validator("path")
@@ -56,6 +58,9 @@ class Tracker(Model):
 
     api_version: Literal["tether.io/v1alpha1"] = "tether.io/v1alpha1"
     kind: Literal["InstallTracker"] = "InstallTracker"
+    kubernetes_version: str | None = Field(
+        default=None, description="The Kubernetes version whose artifacts were installed last."
+    )
     entries: list[TrackedEntry] = Field(default_factory=list)
 
     def get(self, path: str) -> TrackedEntry | None:
@@ -69,7 +74,15 @@ class Tracker(Model):
         drop = set(paths)
         self.entries = [e for e in self.entries if e.path not in drop]
 
-    def record_installed(self, root: Path, path: str, kind: EntryKind = "file") -> TrackedEntry:
+    def record_installed(
+        self,
+        root: Path,
+        path: str,
+        kind: EntryKind = "file",
+        *,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> TrackedEntry:
         """Record a file, unit or directory Tether just installed at ``path`` under ``root``."""
         target = host_path(root, path)
         st = target.lstat()
@@ -81,13 +94,24 @@ class Tracker(Model):
             raise ValueError(f"{target} is not a regular file")
         return self.put(
             TrackedEntry(
-                path=path, kind=kind, sha256=file_sha256(target), mode=stat.S_IMODE(st.st_mode)
+                path=path,
+                kind=kind,
+                sha256=file_sha256(target),
+                mode=stat.S_IMODE(st.st_mode),
+                name=name,
+                version=version,
             )
         )
 
-    def record_foreign(self, path: str, kind: EntryKind = "file") -> TrackedEntry:
+    def record_foreign(
+        self, path: str, kind: EntryKind = "file", *, name: str | None = None
+    ) -> TrackedEntry:
         """Record a path found present that Tether did not install; it is never removed."""
-        return self.put(TrackedEntry(path=path, kind=kind, foreign=True))
+        return self.put(TrackedEntry(path=path, kind=kind, name=name, foreign=True))
+
+    def artifact(self, name: str) -> TrackedEntry | None:
+        """The entry of the artifact called ``name`` (``kubelet``), Tether's or foreign."""
+        return next((e for e in self.entries if e.name == name), None)
 
     @property
     def installed(self) -> list[TrackedEntry]:

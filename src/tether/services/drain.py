@@ -31,9 +31,7 @@ from dataclasses import dataclass
 from lightkube.resources.core_v1 import Node, Pod
 
 from tether.domain.drain import (
-    MIRROR_ANNOTATION,
     DrainOptions,
-    PodFacts,
     plan_drain,
     retry_delay,
 )
@@ -41,6 +39,7 @@ from tether.domain.kubeapi import DrainReport, PodOutcome
 from tether.errors import Conflict
 from tether.kube.client import ALL_NAMESPACES, KubeClient
 from tether.kube.errors import NotFound, TooManyRequests
+from tether.kube.facts import pod_facts
 
 __all__ = [
     "DrainBlocked",
@@ -113,23 +112,6 @@ def cordon(client: KubeClient, node: str) -> bool:
 def uncordon(client: KubeClient, node: str) -> bool:
     """Make *node* schedulable again; True if it was cordoned."""
     return set_unschedulable(client, node, False)
-
-
-def pod_facts(pod: Pod) -> PodFacts:
-    meta, spec, status = pod.metadata, pod.spec, pod.status
-    assert meta is not None
-    controller = next((o for o in meta.ownerReferences or [] if o.controller), None)
-    volumes = spec.volumes if spec is not None else None
-    return PodFacts(
-        namespace=meta.namespace or "",
-        name=meta.name or "",
-        controller_kind=controller.kind if controller else None,
-        controller_name=controller.name if controller else None,
-        mirror=MIRROR_ANNOTATION in (meta.annotations or {}),
-        empty_dir=any(v.emptyDir is not None for v in volumes or []),
-        phase=status.phase if status is not None else None,
-        terminating=meta.deletionTimestamp is not None,
-    )
 
 
 def _gone(client: KubeClient, key: str, uid: str | None) -> bool:

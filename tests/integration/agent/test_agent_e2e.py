@@ -57,6 +57,19 @@ def last_audit_id(plane: Plane) -> int:
         return s.scalar(select(func.max(AuditRow.id))) or 0
 
 
+def settled(plane: Plane) -> dict[str, Any]:
+    """The snapshot once the plane's buffered heartbeats are written (the agent stopped, a
+    last beat may still wait for the next flush): two reads a few flushes apart agree."""
+    before = snapshot(plane)
+    for _ in range(50):
+        time.sleep(4 * plane.settings.agent.flush_seconds)
+        after = snapshot(plane)
+        if after == before:
+            return after
+        before = after
+    raise AssertionError("the store kept changing after the agent stopped")
+
+
 def enrol(plane: Plane, name: str, **extra: Any) -> Path:
     """Start a real agent for ``name`` and wait until its host is Ready; return its state dir."""
     act = plane.activation()
@@ -281,7 +294,7 @@ def test_revoked_certificate_is_refused_on_the_next_call(plane: Plane) -> None:
     plane.processes[-1].wait(10)
     response = plane.api.post("/api/v1/hosts/edge-x/revoke-certificates")
     assert response.json() == {"revoked": 1}
-    before = snapshot(plane)
+    before = settled(plane)
     refused = client.post("/agent/v1/hosts/edge-x/heartbeat", json={})
     assert refused.status_code == 401 and refused.json()["rule"] == "pki.cert.revoked"
     assert snapshot(plane) == before

@@ -1,0 +1,320 @@
+"""``tether node init | upgrade | uninstall | debug | config check``: the node life cycle.
+
+Exit codes: 0 done, 1 a phase failed (the output names it and why), 2 usage errors
+(unknown ``--skip`` phase, ``--force`` without ``--reason``), 7 an invalid NodeConfig.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tether.cli.output import Format, OutputOption, console, errors, field, render
+from tether.errors import Invalid
+from tether.node import render as files
+from tether.node.actions import Force, NodeEnv, init, uninstall, upgrade
+from tether.node.credentials import token_source
+from tether.node.debug import DebugTarget, SystemProbes, overall, run_checks
+from tether.node.host import HostOps, SystemdHost
+from tether.node.kubeview import KubeNodeView
+from tether.node.nodeconfig import NodeConfig, NodeConfigError, load_node_config
+from tether.node.phases import ActionReport, PhaseEvent, UnknownPhase
+from tether.node.tracker import host_path
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INVALID = 7
+
+PHASE_COLUMNS = [
+    ("PHASE", field("phase")),
+    ("STATUS", field("status")),
+    ("MESSAGE", field("message")),
+]
+ConfigOpt = typer.Option(..., "--config", "-c", help="The NodeConfig: file://PATH or a path.")
+RootOpt = typer.Option(Path("/"), "--root", help="Act on the host under this root prefix.")
+SkipOpt = typer.Option("", "--skip", help="Comma-separated phases to skip.")
+ForceOpt = typer.Option(False, "--force", help="Skip the cordoned-and-drained check.")
+ReasonOpt = typer.Option(None, "--reason", help="Why --force is needed (logged).")
+KubeconfigOpt = typer.Option(
+    None, "--kubeconfig", help="Kubeconfig to read the node with (default: the kubelet's)."
+)
+SimulateOpt = typer.Option(
+    None,
+    "--simulate-kubelet",
+    hidden=True,
+    help="SIMULATED: run a simulated kubelet with this kubeconfig instead of systemd.",
+)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _config(location: str) -> NodeConfig:
+    try:
+        return load_node_config(location)
+    except NodeConfigError as exc:
+        for problem in exc.problems:
+            errors.print(f"[red]invalid:[/red] {problem.field}: {problem.message}", highlight=False)
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+def _force(force: bool, reason: str | None) -> Force | None:
+    if not force:
+        return None
+    try:
+        return Force(reason or "")
+    except Invalid as exc:
+        raise _fail(exc.message, EXIT_USAGE) from None
+
+
+def _skips(skip: str) -> list[str]:
+    return [s.strip() for s in skip.split(",") if s.strip()]
+
+
+def _host(root: Path, simulate: Path | None, stack: list[Any]) -> HostOps:
+    if simulate is None:
+        return SystemdHost()
+    from tether.kube.client import KubeClient
+    from tether.kube.kubesim import KubeletFleet
+    from tether.node.simulated import SimulatedKubeletHost
+
+    client = KubeClient(simulate)
+    fleet = KubeletFleet(client)
+    fleet.start()
+    stack.extend([fleet.stop, client.close])
+    log = host_path(root, "/var/lib/tether/node/simulated-host.jsonl")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return SimulatedKubeletHost(root, fleet, simulate, log)
+
+
+def _print_event(event: PhaseEvent) -> None:
+    colour = {"Failed": "red", "Completed": "green", "Skipped": "yellow"}.get(event.status, "")
+    status = f"{event.status:<9}"
+    if colour:
+        status = f"[{colour}]{status}[/{colour}]"
+    console.print(f"{event.phase:<18} {status} {event.message}", highlight=False, soft_wrap=True)
+
+
+def _run(action: Any, output: Format) -> None:
+    on_event = _print_event if output is Format.TABLE else (lambda _: None)
+    try:
+        report: ActionReport = action(on_event)
+    except UnknownPhase as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    if output is not Format.TABLE:
+        render(report.as_dict(), output)
+    elif report.resumed_after:
+        console.print(f"(resumed a run that had completed {report.resumed_after})")
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _with_stack(stack: list[Any]) -> None:
+    for close in reversed(stack):
+        close()
+
+
+def init_command(
+    config: str = ConfigOpt,
+    root: Path = RootOpt,
+    skip: str = SkipOpt,
+    ready_timeout: float = typer.Option(300.0, "--ready-timeout", help="Seconds to wait."),
+    simulate: Path | None = SimulateOpt,
+    output: Format = OutputOption,
+) -> None:
+    """Join this host to its cluster: validation, sysctl, containerd, kubelet config,
+    bootstrap kubeconfig, systemd units, start, wait for Ready. Safe to run again."""
+    node_config = _config(config)
+    stack: list[Any] = []
+    try:
+        env = NodeEnv(
+            root=root,
+            host=_host(root, simulate, stack),
+            view=KubeNodeView(
+                node_config.spec.cluster.api_server_endpoint,
+                node_config.spec.cluster.certificate_authority,
+                host_path(root, files.KUBELET_KUBECONFIG),
+            ),
+            ready_timeout=ready_timeout,
+        )
+        token = token_source(node_config)
+        _run(
+            lambda on_event: init(
+                node_config, env, token=token, skip=_skips(skip), on_event=on_event
+            ),
+            output,
+        )
+    finally:
+        _with_stack(stack)
+
+
+def _installed(root: Path, kubeconfig: Path | None, name: str | None) -> tuple[str, KubeNodeView]:
+    """The node name and a view of it, from what ``init`` wrote under ``root``."""
+    try:
+        unit = host_path(root, files.KUBELET_UNIT).read_text()
+        server = json.loads(host_path(root, files.BOOTSTRAP_KUBECONFIG).read_text())
+        ca = host_path(root, files.CA_FILE).read_text()
+    except (OSError, ValueError) as exc:
+        raise _fail(f"this host was not set up by tether node init: {exc}", EXIT_FAILED) from exc
+    found = next(
+        (a.split("=", 1)[1] for a in unit.split() if a.startswith("--hostname-override=")), None
+    )
+    node = name or found
+    if not node:
+        raise _fail("cannot tell the node name: pass --node-name", EXIT_USAGE)
+    endpoint = str(server["clusters"][0]["cluster"]["server"])
+    view = KubeNodeView(endpoint, ca, kubeconfig or host_path(root, files.KUBELET_KUBECONFIG))
+    return node, view
+
+
+def upgrade_command(
+    version: str = typer.Argument(..., help="Kubernetes version to move to: 1.35.1 or 1.35."),
+    source: str = typer.Option(..., "--source", help="Mirror directory or https:// base URL."),
+    keyring: Path = typer.Option(..., "--keyring", help="Trusted manifest keys (YAML/JSON)."),
+    root: Path = RootOpt,
+    arch: str | None = typer.Option(None, "--arch", help="amd64 or arm64 (default: this host)."),
+    node_name: str | None = typer.Option(None, "--node-name", help="Default: from init."),
+    kubeconfig: Path | None = KubeconfigOpt,
+    allow_containerd_major: bool = typer.Option(
+        False, "--allow-containerd-major", help="Allow a new containerd major version."
+    ),
+    force: bool = ForceOpt,
+    reason: str | None = ReasonOpt,
+    skip: str = SkipOpt,
+    ready_timeout: float = typer.Option(300.0, "--ready-timeout", help="Seconds to wait."),
+    simulate: Path | None = SimulateOpt,
+    output: Format = OutputOption,
+) -> None:
+    """Upgrade a cordoned, drained node's Kubernetes components to VERSION."""
+    from tether.cli.node import load_keyring
+
+    forced = _force(force, reason)
+    ring = load_keyring(keyring)
+    name, view = _installed(root, kubeconfig, node_name)
+    stack: list[Any] = []
+    try:
+        env = NodeEnv(
+            root=root, host=_host(root, simulate, stack), view=view, ready_timeout=ready_timeout
+        )
+        _run(
+            lambda on_event: upgrade(
+                name,
+                version,
+                env,
+                source=source,
+                keyring=ring,
+                arch=arch,
+                allow_containerd_major=allow_containerd_major,
+                force=forced,
+                skip=_skips(skip),
+                on_event=on_event,
+            ),
+            output,
+        )
+    finally:
+        _with_stack(stack)
+
+
+def uninstall_command(
+    root: Path = RootOpt,
+    node_name: str | None = typer.Option(None, "--node-name", help="Default: from init."),
+    kubeconfig: Path | None = KubeconfigOpt,
+    force: bool = ForceOpt,
+    reason: str | None = ReasonOpt,
+    skip: str = SkipOpt,
+    simulate: Path | None = SimulateOpt,
+    output: Format = OutputOption,
+) -> None:
+    """Stop the kubelet and remove exactly what Tether installed (node cordoned and
+    drained first)."""
+    forced = _force(force, reason)
+    name, view = _installed(root, kubeconfig, node_name)
+    stack: list[Any] = []
+    try:
+        env = NodeEnv(root=root, host=_host(root, simulate, stack), view=view)
+        _run(
+            lambda on_event: uninstall(
+                name, env, force=forced, skip=_skips(skip), on_event=on_event
+            ),
+            output,
+        )
+    finally:
+        _with_stack(stack)
+
+
+def debug_command(
+    config: str = ConfigOpt,
+    root: Path = RootOpt,
+    min_mtu: int = typer.Option(1400, "--min-mtu", help="Smallest MTU that carries IPsec."),
+    output: Format = OutputOption,
+) -> None:
+    """Run ordered checks (time sync, swap, DNS, API endpoint, certificates, node IP, MTU,
+    kubelet) and print a remedy for each problem. Exit 1 if any check fails."""
+    node_config = _config(config)
+    ca = host_path(root, files.CA_FILE)
+    client_cert = host_path(root, files.KUBELET_CLIENT_CERT)
+    target = DebugTarget(
+        api_endpoint=node_config.spec.cluster.api_server_endpoint,
+        ca_file=ca if ca.is_file() else None,
+        cert_files=[p for p in (ca, client_cert) if p.is_file()],
+        node_ip=node_config.spec.node.ip,
+        node_cidr=node_config.spec.node.node_cidr,
+        min_mtu=min_mtu,
+    )
+    results = run_checks(target, SystemProbes(), datetime.now(UTC))
+    rows = [r.as_dict() for r in results]
+    if output is Format.TABLE:
+        for row in rows:
+            colour = {"ok": "green", "warn": "yellow", "fail": "red"}.get(str(row["status"]), "")
+            status = f"{row['status']!s:<6}"
+            if colour:
+                status = f"[{colour}]{status}[/{colour}]"
+            console.print(
+                f"{row['name']:<28} {status} {row['detail']}", highlight=False, soft_wrap=True
+            )
+            if row.get("remedy"):
+                console.print(f"{'':<28} remedy: {row['remedy']}", highlight=False, soft_wrap=True)
+    else:
+        render(rows, output)
+    code = overall(results)
+    if code:
+        raise typer.Exit(code)
+
+
+config_app = typer.Typer(help="Check a NodeConfig.", no_args_is_help=True)
+
+
+@config_app.command("check")
+def config_check_command(config: str = ConfigOpt, output: Format = OutputOption) -> None:
+    """Validate a NodeConfig without touching the host: exit 0 if valid, 7 if not."""
+    node_config = _config(config)
+    summary = {
+        "valid": True,
+        "cluster": node_config.spec.cluster.name,
+        "node": node_config.spec.node.name,
+        "nodeIP": str(node_config.spec.node.ip),
+        "credentials": node_config.spec.credentials.kind,
+    }
+    if output is Format.TABLE:
+        console.print(
+            f"NodeConfig valid: node {summary['node']} ({summary['nodeIP']}) joins cluster "
+            f"{summary['cluster']} with {summary['credentials']} credentials",
+            highlight=False,
+        )
+    else:
+        render(summary, output)
+
+
+def attach(app: typer.Typer) -> None:
+    """Add the life-cycle commands to ``tether node``."""
+    app.command("init")(init_command)
+    app.command("upgrade")(upgrade_command)
+    app.command("uninstall")(uninstall_command)
+    app.command("debug")(debug_command)
+    app.add_typer(config_app, name="config")

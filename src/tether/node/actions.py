@@ -1,0 +1,610 @@
+"""The node actions as phases: init, upgrade and uninstall.
+
+Everything the actions touch comes in a :class:`NodeEnv`: the root prefix, the service
+manager (:class:`~tether.node.host.HostOps`), the Kubernetes view
+(:class:`~tether.node.kubeview.NodeView`), facts about the host (:class:`HostFacts`) and
+the clock. Each phase is idempotent (see :mod:`tether.node.phases`).
+
+Side effects that must follow a file change (``sysctl --system``, ``daemon-reload``, a
+service restart) are driven by *stamps*: ``<root>/var/lib/tether/node/applied.json``
+maps each effect to the digest of the files it was last applied for. A phase writes its
+files, compares their digest with the stamp, performs the effect if they differ (or the
+service is not running), and only then saves the stamp. A kill between the write and the
+effect leaves a stale stamp, so the rerun performs the effect it missed.
+
+``upgrade`` and ``uninstall`` start with a ``preflight`` phase that refuses unless the
+node is cordoned and drained, read from the Kubernetes API; ``force`` (with a reason,
+which is logged and kept in the journal) overrides it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from tether.domain.drain import remaining_workloads
+from tether.domain.kubeversion import node_skew_problem, parse_version
+from tether.errors import Invalid
+from tether.files import write_atomic
+from tether.node import render
+from tether.node.artifacts import Keyring, ManifestError, resolve, verify
+from tether.node.debug import SystemProbes
+from tether.node.host import HostOps, HostOpsError
+from tether.node.install import default_arch, fetch_envelope, install
+from tether.node.kubeview import NodeView, NodeViewError
+from tether.node.managed import ForeignFile, write_managed
+from tether.node.nodeconfig import NodeConfig
+from tether.node.phases import (
+    JOURNAL_DIR,
+    ActionReport,
+    Phase,
+    PhaseError,
+    PhaseEvent,
+    PhaseResult,
+    run_phases,
+)
+from tether.node.tracker import Tracker, host_path, load, save
+from tether.node.uninstall import remove
+
+__all__ = [
+    "INIT_PHASES",
+    "UNINSTALL_PHASES",
+    "UPGRADE_PHASES",
+    "Force",
+    "HostFacts",
+    "NodeEnv",
+    "SystemFacts",
+    "init",
+    "uninstall",
+    "upgrade",
+]
+
+log = logging.getLogger("tether.node")
+
+STAMPS: Final = f"{JOURNAL_DIR}/applied.json"
+#: Ports the kubelet listens on: the API (10250) and its health endpoint (10248).
+KUBELET_PORTS: Final = (10250, 10248)
+INIT_PHASES: Final = (
+    "validation",
+    "system-settings",
+    "containerd-config",
+    "kubelet-config",
+    "kubeconfig",
+    "systemd-units",
+    "start",
+    "wait-ready",
+)
+UPGRADE_PHASES: Final = (
+    "preflight",
+    "validation",
+    "install",
+    "containerd-config",
+    "start",
+    "wait-ready",
+)
+UNINSTALL_PHASES: Final = ("preflight", "stop", "remove")
+_TOKEN: Final = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
+
+
+class HostFacts(Protocol):
+    """Read-only facts about the host that validation needs."""
+
+    def active_swaps(self) -> list[str]: ...
+    def has_address(self, ip: ipaddress.IPv4Address) -> bool: ...
+    def port_in_use(self, port: int) -> bool: ...
+
+
+class SystemFacts:
+    """The real host, read through the same probes ``tether node debug`` uses, plus a bind
+    attempt per port."""
+
+    def __init__(self, probes: SystemProbes | None = None) -> None:
+        self.probes = probes or SystemProbes()
+
+    def active_swaps(self) -> list[str]:
+        return self.probes.swap_entries() or []
+
+    def has_address(self, ip: ipaddress.IPv4Address) -> bool:
+        return any(a.address == ip for a in self.probes.local_addresses() or [])
+
+    def port_in_use(self, port: int) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("0.0.0.0", port))  # noqa: S104 - probing, not serving
+            except OSError:
+                return True
+        return False
+
+
+@dataclass
+class NodeEnv:
+    root: Path
+    host: HostOps
+    view: NodeView
+    facts: HostFacts = field(default_factory=SystemFacts)
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    ready_timeout: float = 300.0
+    poll_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class Force:
+    """Override the cordoned-and-drained preflight; the reason is logged and journalled."""
+
+    reason: str
+
+    def __post_init__(self) -> None:
+        if len(self.reason.strip()) < 3:
+            raise Invalid("--force needs a --reason", field="reason", rule="required")
+
+
+# Stamps ------------------------------------------------------------------------------------
+
+
+def _stamps(root: Path) -> dict[str, str]:
+    try:
+        data: Any = json.loads(host_path(root, STAMPS).read_bytes())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _set_stamp(root: Path, key: str, digest: str | None) -> None:
+    stamps = _stamps(root)
+    if digest is None:
+        stamps.pop(key, None)
+    else:
+        stamps[key] = digest
+    write_atomic(host_path(root, STAMPS), json.dumps(stamps, indent=2, sort_keys=True), 0o600)
+
+
+def _digest(root: Path, paths: Sequence[str]) -> str:
+    """A digest of the named files' contents (a missing file counts as absent)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        target = host_path(root, path)
+        digest.update(path.encode() + b"\0")
+        digest.update(hashlib.sha256(target.read_bytes()).digest() if target.is_file() else b"-")
+    return digest.hexdigest()
+
+
+def _apply_once(root: Path, key: str, paths: Sequence[str], effect: Callable[[], None]) -> bool:
+    """Run ``effect`` unless it already ran for the current content of ``paths``."""
+    digest = _digest(root, paths)
+    if _stamps(root).get(key) == digest:
+        return False
+    effect()
+    _set_stamp(root, key, digest)
+    return True
+
+
+# Shared phases -----------------------------------------------------------------------------
+
+
+def _guarded(run: Callable[[], PhaseResult]) -> Callable[[], PhaseResult]:
+    """Turn the failures a phase can meet into :class:`PhaseError` with the message."""
+
+    def guarded() -> PhaseResult:
+        try:
+            return run()
+        except (ForeignFile, NodeViewError, HostOpsError, ManifestError, Invalid) as exc:
+            raise PhaseError(str(exc)) from exc
+        except OSError as exc:
+            raise PhaseError(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from exc
+
+    return guarded
+
+
+def _phase(name: str, description: str, run: Callable[[], PhaseResult]) -> Phase:
+    return Phase(name, description, _guarded(run))
+
+
+def _binary(tracker: Tracker, name: str) -> str:
+    entry = tracker.artifact(name)
+    if entry is None:
+        raise PhaseError(f"{name} is not installed: run tether node install <version> first")
+    return entry.path
+
+
+def _containerd_ours(tracker: Tracker) -> bool:
+    entry = tracker.artifact("containerd")
+    if entry is None:
+        raise PhaseError("containerd is not installed: run tether node install <version> first")
+    return not entry.foreign
+
+
+def _services(tracker: Tracker) -> dict[str, list[str]]:
+    """Each unit Tether starts, with the files whose change needs it restarted."""
+    containerd = [render.CONTAINERD_DROPIN]
+    if _containerd_ours(tracker):
+        containerd += [
+            render.CONTAINERD_CONFIG,
+            render.CONTAINERD_UNIT,
+            _binary(tracker, "containerd"),
+        ]
+    kubelet = [
+        render.KUBELET_UNIT,
+        render.KUBELET_CONFIG,
+        render.CA_FILE,
+        render.BOOTSTRAP_KUBECONFIG,
+        _binary(tracker, "kubelet"),
+    ]
+    return {"containerd": containerd, "kubelet": kubelet}
+
+
+def _start(env: NodeEnv) -> PhaseResult:
+    tracker = load(env.root)
+    changed: list[str] = []
+    for unit, inputs in _services(tracker).items():
+        key = f"service:{unit}"
+        if not env.host.is_active(unit):
+            _set_stamp(env.root, key, None)
+        if _apply_once(env.root, key, inputs, partial(env.host.restart, unit)):
+            changed.append(f"restarted {unit}")
+    return PhaseResult(changed)
+
+
+def _wait_ready(env: NodeEnv, name: str) -> PhaseResult:
+    deadline = env.clock() + env.ready_timeout
+    last = "not registered yet"
+    while True:
+        try:
+            state = env.view.node(name)
+        except NodeViewError as exc:
+            state, last = None, str(exc)
+        if state is not None and state.ready:
+            return PhaseResult(message=f"node {name} is Ready")
+        if state is not None:
+            last = "registered, not Ready" if state.ready is False else "registered, no status"
+        if env.clock() >= deadline:
+            raise PhaseError(
+                f"node {name} is not Ready after {env.ready_timeout:g}s ({last}); "
+                "run tether node debug"
+            )
+        env.sleep(env.poll_seconds)
+
+
+def _preflight(env: NodeEnv, name: str, force: Force | None, action: str) -> PhaseResult:
+    if force is not None:
+        log.warning("%s of node %s forced past the drain check: %s", action, name, force.reason)
+        return PhaseResult(message=f"forced past the drain check: {force.reason}")
+    state = env.view.node(name)
+    if state is None:
+        return PhaseResult(message=f"node {name} is not registered: nothing to drain")
+    if not state.unschedulable:
+        raise PhaseError(
+            f"node {name} is not cordoned: cordon and drain it first (tether host drain), "
+            "or pass --force with a --reason"
+        )
+    left = remaining_workloads(env.view.pods_on(name))
+    if left:
+        names = ", ".join(p.key for p in left[:5]) + (" ..." if len(left) > 5 else "")
+        raise PhaseError(
+            f"node {name} is cordoned but not drained: {len(left)} pod(s) still run ({names}); "
+            "drain it first, or pass --force with a --reason"
+        )
+    return PhaseResult(message=f"node {name} is cordoned and drained")
+
+
+def _check_skew(env: NodeEnv, kubelet_version: str) -> str:
+    control_plane = env.view.control_plane_version()
+    problem = node_skew_problem(parse_version(control_plane), parse_version(kubelet_version))
+    if problem is not None:
+        raise PhaseError(problem)
+    return control_plane
+
+
+# init --------------------------------------------------------------------------------------
+
+
+def _validate(config: NodeConfig, env: NodeEnv) -> PhaseResult:
+    tracker = load(env.root)
+    if tracker.kubernetes_version is None:
+        raise PhaseError("no Kubernetes artifacts installed: run tether node install first")
+    problems: list[str] = []
+    ip = config.spec.node.ip
+    if not env.facts.has_address(ip):
+        problems.append(f"node IP {ip} is not assigned to any interface of this host")
+    swaps = env.facts.active_swaps()
+    if swaps:
+        problems.append(f"swap is on ({', '.join(swaps)}): run swapoff -a and remove it from fstab")
+    if not env.host.is_active("kubelet"):
+        busy = [p for p in KUBELET_PORTS if env.facts.port_in_use(p)]
+        if busy:
+            problems.append(f"port(s) {', '.join(map(str, busy))} needed by the kubelet are in use")
+    try:
+        control_plane = _check_skew(env, tracker.kubernetes_version)
+    except PhaseError as exc:
+        problems.append(str(exc))
+        control_plane = "?"
+    if problems:
+        raise PhaseError("; ".join(problems))
+    return PhaseResult(
+        message=f"kubelet {tracker.kubernetes_version} may join control plane {control_plane}; "
+        f"node IP {ip} in {config.spec.node.node_cidr}; swap off; ports free"
+    )
+
+
+def _write(env: NodeEnv, files: Sequence[render.RenderedFile]) -> list[str]:
+    tracker = load(env.root)
+    return [f.path for f in files if write_managed(env.root, tracker, f)]
+
+
+def _system_settings(env: NodeEnv) -> PhaseResult:
+    files = [render.sysctl_conf(), render.modules_conf()]
+    changed = _write(env, files)
+
+    def apply() -> None:
+        env.host.load_modules(list(render.MODULES))
+        env.host.apply_sysctl()
+
+    if _apply_once(env.root, "sysctl", [f.path for f in files], apply):
+        changed.append("applied sysctl settings")
+    return PhaseResult(changed)
+
+
+def _containerd_main(env: NodeEnv) -> list[render.RenderedFile]:
+    """containerd's config.toml for the installed containerd's major version, if Tether
+    installed containerd; otherwise check the operator's config imports the drop-in."""
+    tracker = load(env.root)
+    if _containerd_ours(tracker):
+        entry = tracker.artifact("containerd")
+        major = _containerd_major(entry.version if entry else None)
+        return [render.containerd_config(2 if major is None else major)]
+    main = host_path(env.root, render.CONTAINERD_CONFIG)
+    if main.is_file() and "config.d" not in main.read_text(errors="replace"):
+        raise PhaseError(
+            f"containerd was not installed by Tether and {render.CONTAINERD_CONFIG} does not "
+            'import config.d: add imports = ["/etc/containerd/config.d/*.toml"] to it'
+        )
+    return []
+
+
+def _containerd_config(config: NodeConfig, env: NodeEnv) -> PhaseResult:
+    return PhaseResult(_write(env, [render.containerd_dropin(config), *_containerd_main(env)]))
+
+
+def _kubelet_config(config: NodeConfig, env: NodeEnv) -> PhaseResult:
+    return PhaseResult(_write(env, [render.ca_file(config), render.kubelet_config(config)]))
+
+
+def _kubeconfig(config: NodeConfig, env: NodeEnv, token: Callable[[], str]) -> PhaseResult:
+    if host_path(env.root, render.BOOTSTRAP_KUBECONFIG).is_file() and load(env.root).get(
+        render.BOOTSTRAP_KUBECONFIG
+    ):
+        return PhaseResult(message="bootstrap kubeconfig present (token not minted again)")
+    secret = token()
+    if not _TOKEN.match(secret):
+        raise PhaseError("the bootstrap token is malformed (want 6 + 16 lowercase characters)")
+    return PhaseResult(_write(env, [render.bootstrap_kubeconfig(config, secret)]))
+
+
+def _units(config: NodeConfig, env: NodeEnv) -> PhaseResult:
+    tracker = load(env.root)
+    files = [render.kubelet_unit(config, _binary(tracker, "kubelet"))]
+    if _containerd_ours(tracker):
+        files.append(render.containerd_unit(_binary(tracker, "containerd")))
+    changed = _write(env, files)
+    if _apply_once(env.root, "daemon-reload", [f.path for f in files], env.host.daemon_reload):
+        changed.append("daemon-reload")
+
+    def enable() -> None:
+        for unit in _services(tracker):
+            env.host.enable(unit)
+
+    if _apply_once(env.root, "enabled", [f.path for f in files], enable):
+        changed.append("enabled " + ", ".join(_services(tracker)))
+    return PhaseResult(changed)
+
+
+def _fingerprint(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def init(
+    config: NodeConfig,
+    env: NodeEnv,
+    *,
+    token: Callable[[], str],
+    skip: Sequence[str] = (),
+    on_event: Callable[[PhaseEvent], None] = lambda _: None,
+) -> ActionReport:
+    """Join this host to the cluster as ``config.spec.node.name``; see the module doc.
+
+    ``token`` returns a bootstrap token; it is called only when no bootstrap kubeconfig
+    was written yet."""
+    phases = [
+        _phase(
+            "validation",
+            "check node IP, version skew, swap and ports",
+            lambda: _validate(config, env),
+        ),
+        _phase("system-settings", "kernel modules and sysctl", lambda: _system_settings(env)),
+        _phase(
+            "containerd-config",
+            "containerd config and NodeConfig drop-in",
+            lambda: _containerd_config(config, env),
+        ),
+        _phase(
+            "kubelet-config",
+            "KubeletConfiguration and cluster CA",
+            lambda: _kubelet_config(config, env),
+        ),
+        _phase("kubeconfig", "bootstrap kubeconfig", lambda: _kubeconfig(config, env, token)),
+        _phase("systemd-units", "kubelet and containerd units", lambda: _units(config, env)),
+        _phase("start", "start containerd and the kubelet", lambda: _start(env)),
+        _phase(
+            "wait-ready",
+            "wait for the Node to be Ready",
+            lambda: _wait_ready(env, config.spec.node.name),
+        ),
+    ]
+    fingerprint = _fingerprint(config.model_dump(mode="json"))
+    return run_phases(
+        "init", phases, root=env.root, fingerprint=fingerprint, skip=skip, on_event=on_event
+    )
+
+
+# upgrade -----------------------------------------------------------------------------------
+
+
+def _containerd_major(version: str | None) -> int | None:
+    if not version:
+        return None
+    head = version.lstrip("v").split(".")[0]
+    return int(head) if head.isdigit() else None
+
+
+def _validate_upgrade(
+    env: NodeEnv, version: str, source: str, keyring: Keyring, arch: str, allow_major: bool
+) -> PhaseResult:
+    manifest = verify(fetch_envelope(source), keyring)
+    artifacts = resolve(manifest, version, arch)
+    kubelet = next((a for a in artifacts if a.name == "kubelet"), None)
+    control_plane = _check_skew(env, kubelet.version if kubelet else version)
+    tracker = load(env.root)
+    current = tracker.artifact("containerd")
+    new = next((a for a in artifacts if a.name == "containerd"), None)
+    if current is not None and not current.foreign and new is not None:
+        before, after = _containerd_major(current.version), _containerd_major(new.version)
+        if before is not None and after is not None and before != after and not allow_major:
+            raise PhaseError(
+                f"this upgrade would move containerd from {current.version} to {new.version} "
+                f"(major {before} to {after}); pass --allow-containerd-major to allow it"
+            )
+    return PhaseResult(message=f"Kubernetes {version} may run under control plane {control_plane}")
+
+
+def upgrade(
+    name: str,
+    version: str,
+    env: NodeEnv,
+    *,
+    source: str,
+    keyring: Keyring,
+    arch: str | None = None,
+    allow_containerd_major: bool = False,
+    force: Force | None = None,
+    skip: Sequence[str] = (),
+    on_event: Callable[[PhaseEvent], None] = lambda _: None,
+) -> ActionReport:
+    """Install ``version``'s artifacts on a cordoned, drained node and restart it."""
+    arch = arch or default_arch()
+
+    def do_install() -> PhaseResult:
+        report = install(version, root=env.root, source=source, keyring=keyring, arch=arch)
+        return PhaseResult(
+            report.installed,
+            f"Kubernetes {report.version}: "
+            f"{len(report.installed)} installed, {len(report.unchanged)} unchanged",
+        )
+
+    phases = [
+        _phase(
+            "preflight",
+            "the node is cordoned and drained",
+            lambda: _preflight(env, name, force, "upgrade"),
+        ),
+        _phase(
+            "validation",
+            "version skew and containerd major version",
+            lambda: _validate_upgrade(env, version, source, keyring, arch, allow_containerd_major),
+        ),
+        _phase("install", f"install Kubernetes {version} artifacts", do_install),
+        _phase(
+            "containerd-config",
+            "containerd config for its major version",
+            lambda: PhaseResult(_write(env, _containerd_main(env))),
+        ),
+        _phase("start", "restart what changed", lambda: _start(env)),
+        _phase("wait-ready", "wait for the Node to be Ready", lambda: _wait_ready(env, name)),
+    ]
+    fingerprint = _fingerprint(name, version, source, arch, allow_containerd_major)
+    return run_phases(
+        "upgrade", phases, root=env.root, fingerprint=fingerprint, skip=skip, on_event=on_event
+    )
+
+
+# uninstall ---------------------------------------------------------------------------------
+
+
+def _stop(env: NodeEnv) -> PhaseResult:
+    tracker = load(env.root)
+    containerd = tracker.artifact("containerd")
+    units = ["kubelet"] + (["containerd"] if containerd and not containerd.foreign else [])
+    changed: list[str] = []
+    for unit in units:
+        if env.host.is_active(unit):
+            env.host.stop(unit)
+            changed.append(f"stopped {unit}")
+        _set_stamp(env.root, f"service:{unit}", None)
+    if "enabled" in _stamps(env.root):
+        for unit in units:
+            env.host.disable(unit)
+        changed.append("disabled " + ", ".join(units))
+        _set_stamp(env.root, "enabled", None)
+    return PhaseResult(changed)
+
+
+def _remove(env: NodeEnv) -> PhaseResult:
+    tracker = load(env.root)
+    report = remove(env.root, tracker)
+    tracker.forget([*report.removed, *report.removed_dirs, *report.missing])
+    save(env.root, tracker)
+    changed = [*report.removed, *report.removed_dirs]
+    stamps = _stamps(env.root)
+    if "daemon-reload" in stamps:  # units were loaded: make systemd forget them
+        env.host.daemon_reload()
+        changed.append("daemon-reload")
+    for key in ("daemon-reload", "sysctl"):
+        _set_stamp(env.root, key, None)
+    kept = [
+        *(f"{p} (changed since installed)" for p in report.kept_changed),
+        *(f"{p} (not Tether's)" for p in report.kept_foreign),
+        *(f"{p} (symlink)" for p in report.refused_symlink),
+        *(f"{p} (mount point)" for p in report.refused_mount),
+    ]
+    message = f"removed {len(report.removed)} file(s) and {len(report.removed_dirs)} dir(s)"
+    if kept:
+        message += "; kept " + ", ".join(kept)
+    return PhaseResult(changed, message)
+
+
+def uninstall(
+    name: str,
+    env: NodeEnv,
+    *,
+    force: Force | None = None,
+    skip: Sequence[str] = (),
+    on_event: Callable[[PhaseEvent], None] = lambda _: None,
+) -> ActionReport:
+    """Stop the node's services and remove exactly what Tether installed."""
+    phases = [
+        _phase(
+            "preflight",
+            "the node is cordoned and drained",
+            lambda: _preflight(env, name, force, "uninstall"),
+        ),
+        _phase("stop", "stop and disable the kubelet and containerd", lambda: _stop(env)),
+        _phase("remove", "remove what the tracker says Tether installed", lambda: _remove(env)),
+    ]
+    return run_phases(
+        "uninstall",
+        phases,
+        root=env.root,
+        fingerprint=_fingerprint(name),
+        skip=skip,
+        on_event=on_event,
+    )

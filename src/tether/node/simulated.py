@@ -1,0 +1,76 @@
+"""A SIMULATED host for the testbed and the demo: systemd calls recorded, and a simulated
+kubelet started in place of the real one.
+
+No kubelet and no systemd run here. When a node action restarts ``kubelet``,
+:class:`SimulatedKubeletHost` reads the files the action generated (the kubelet unit's
+``--hostname-override``, ``--node-ip`` and ``--node-labels``, the KubeletConfiguration's
+``providerID``) and registers that Node through a :class:`~tether.kube.kubesim.KubeletFleet`,
+as a real kubelet would after its TLS bootstrap. It then writes the kubelet's kubeconfig
+(a copy of the kubeconfig it was given, standing in for the credentials a real kubelet
+obtains), so the node tool's readers find it where they look. Stopping ``kubelet`` stops
+the simulated kubelet's lease renewals.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+
+from tether.kube.kubesim import KubeletFleet, SimulatedNode
+from tether.node import render
+from tether.node.host import RecordingHost
+from tether.node.tracker import host_path, load
+
+__all__ = ["SimulatedKubeletHost"]
+
+_FLAG = re.compile(r"--(hostname-override|node-ip|node-labels)=(\S*)")
+
+
+class SimulatedKubeletHost(RecordingHost):
+    def __init__(
+        self, root: Path, fleet: KubeletFleet, kubeconfig: Path, log: Path | None = None
+    ) -> None:
+        super().__init__(log)
+        self.root = root
+        self.fleet = fleet
+        self.kubeconfig = kubeconfig
+
+    def _node(self) -> SimulatedNode:
+        unit = host_path(self.root, render.KUBELET_UNIT).read_text()
+        flags = dict(_FLAG.findall(unit))
+        config = yaml.safe_load(host_path(self.root, render.KUBELET_CONFIG).read_text())
+        labels = dict(
+            item.split("=", 1) for item in flags.get("node-labels", "").split(",") if item
+        )
+        version = load(self.root).kubernetes_version
+        return SimulatedNode(
+            name=flags["hostname-override"],
+            labels=labels,
+            addresses=[flags["node-ip"]],
+            provider_id=str(config["providerID"]),
+            kubelet_version=f"v{version}" if version else "v0.0.0",
+        )
+
+    def restart(self, unit: str) -> None:
+        super().restart(unit)
+        if unit != "kubelet":
+            return
+        node = self._node()
+        if node.name in self.fleet.names:
+            self.fleet.start_node(node.name)
+        else:
+            self.fleet.register([node])
+        target = host_path(self.root, render.KUBELET_KUBECONFIG)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.kubeconfig, target)
+        target.chmod(0o600)
+
+    def stop(self, unit: str) -> None:
+        super().stop(unit)
+        if unit == "kubelet":
+            name = self._node().name
+            if name in self.fleet.names:
+                self.fleet.stop_node(name)

@@ -1,0 +1,164 @@
+"""The node life cycle end to end: the real ``tether`` command installs, joins, upgrades
+and uninstalls a host under a root prefix, against a real kube-apiserver.
+
+Only the kubelet and systemd are simulated (``--simulate-kubelet``: a recording service
+manager that starts a SIMULATED kubelet registering the Node from the generated kubelet
+unit and config). Everything the node tool reads from Kubernetes (the server version, the
+Node, the pods bound to it) comes from the real API server.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lightkube.models.core_v1 import Container, PodSpec
+from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
+from lightkube.resources.core_v1 import Node, Pod
+
+from tether.kube.client import KubeClient
+from tether.kube.envtest import LocalControlPlane
+from tether.node import render
+from tether.node.tracker import host_path, load
+from tether.services.nodeidentity import mint_bootstrap_token
+
+Namer = Callable[[str], str]
+
+
+def tether(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tether.cli", *args], capture_output=True, text=True, timeout=180
+    )
+
+
+def test_install_init_upgrade_uninstall_against_a_real_api_server(
+    plane: Any,
+    kube: KubeClient,
+    kube_cluster: LocalControlPlane,
+    unique_name: Namer,
+    namespace: str,
+    tmp_path: Path,
+    make_source: Callable[..., Any],
+    node_config_doc: Callable[..., dict[str, Any]],
+) -> None:
+    cluster = unique_name("life")
+    plane.import_cluster(cluster)
+    host = unique_name("edge")
+    plane.pool(cluster, f"{cluster}-p", [host])
+    with plane.client(cluster) as client, plane.db.session() as s:
+        grant = mint_bootstrap_token(s, host, client=client)
+    token_file = tmp_path / "token"
+    token_file.write_text(grant.token + "\n")
+
+    source, _ = make_source()
+    keyring_file = tmp_path / "keyring.yaml"
+    root = tmp_path / "root"
+    installed = tether(
+        "node",
+        "install",
+        "1.34.2",
+        "--source",
+        str(source),
+        "--keyring",
+        str(keyring_file),
+        "--root",
+        str(root),
+        "--arch",
+        "amd64",
+    )
+    assert installed.returncode == 0, installed.stderr
+
+    doc = node_config_doc(name=host, ip="127.0.0.1", nodeCIDR="127.0.0.0/24", labels={})
+    doc["spec"]["cluster"].update(
+        name=cluster,
+        apiServerEndpoint=kube_cluster.url,
+        certificateAuthority=kube_cluster.ca_cert_pem.decode(),
+    )
+    doc["spec"]["credentials"] = {"bootstrapToken": {"tokenFile": str(token_file)}}
+    config = tmp_path / "nodeconfig.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    simulate = ["--root", str(root), "--simulate-kubelet", str(kube_cluster.kubeconfig)]
+
+    joined = tether("node", "init", "-c", f"file://{config}", *simulate, "-o", "json")
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    report = json.loads(joined.stdout)
+    assert [p["phase"] for p in report["phases"]][-1] == "wait-ready"
+    assert all(p["status"] == "Completed" for p in report["phases"])
+    assert "control plane v1.37" in report["phases"][0]["message"]
+    assert grant.token not in joined.stdout + joined.stderr
+
+    node = kube.get(Node, host)
+    assert node.spec is not None and node.spec.providerID == f"tether://{cluster}/{host}"
+    labels = node.metadata.labels if node.metadata else {}
+    assert labels is not None and labels["tether.io/compute-type"] == "hybrid"
+    kubeconfig = json.loads(host_path(root, render.BOOTSTRAP_KUBECONFIG).read_text())
+    assert kubeconfig["clusters"][0]["cluster"]["server"] == kube_cluster.url
+
+    again = tether("node", "init", "-c", f"file://{config}", *simulate, "-o", "json")
+    assert again.returncode == 0, again.stderr
+    assert all(p["changed"] == [] for p in json.loads(again.stdout)["phases"])
+
+    # Not cordoned: upgrade and uninstall refuse, and change nothing.
+    refused = tether("node", "uninstall", *simulate)
+    assert refused.returncode == 1
+    assert "is not cordoned" in refused.stdout
+    assert host_path(root, "/usr/local/bin/kubelet").is_file()
+
+    kube.patch(Node, host, {"spec": {"unschedulable": True}})
+    owner = OwnerReference(
+        apiVersion="apps/v1",
+        kind="ReplicaSet",
+        name="web",
+        uid="5f1c0b2e-0000-4000-8000-000000000001",
+        controller=True,
+    )
+    kube.create(
+        Pod(
+            metadata=ObjectMeta(name="web-1", namespace=namespace, ownerReferences=[owner]),
+            spec=PodSpec(nodeName=host, containers=[Container(name="c", image="pause")]),
+        )
+    )
+    refused = tether(
+        "node",
+        "upgrade",
+        "1.35.1",
+        "--source",
+        str(source),
+        "--keyring",
+        str(keyring_file),
+        "--arch",
+        "amd64",
+        *simulate,
+    )
+    assert refused.returncode == 1
+    assert f"1 pod(s) still run ({namespace}/web-1)" in refused.stdout
+    assert load(root).kubernetes_version == "1.34.2"
+
+    kube.delete(Pod, "web-1", namespace=namespace, grace_period=0)
+    upgraded = tether(
+        "node",
+        "upgrade",
+        "1.35.1",
+        "--source",
+        str(source),
+        "--keyring",
+        str(keyring_file),
+        "--arch",
+        "amd64",
+        *simulate,
+        "-o",
+        "json",
+    )
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert load(root).kubernetes_version == "1.35.1"
+
+    removed = tether("node", "uninstall", *simulate, "-o", "json")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert load(root).entries == []
+    for path in ("/usr/local/bin/kubelet", render.KUBELET_UNIT, render.KUBELET_CONFIG):
+        assert not host_path(root, path).exists()

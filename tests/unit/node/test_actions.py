@@ -1,0 +1,482 @@
+"""tether node init / upgrade / uninstall as phases, on a root prefix, with a recording
+service manager and a fake Kubernetes view (the real view is tested against a real API
+server in tests/integration/kube/test_node_lifecycle.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import signal
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.domain.drain import PodFacts
+from tether.errors import Invalid
+from tether.node import actions, render
+from tether.node.actions import Force, NodeEnv, init, uninstall, upgrade
+from tether.node.artifacts import Keyring
+from tether.node.host import RecordingHost
+from tether.node.install import install
+from tether.node.kubeview import NodeState
+from tether.node.nodeconfig import NodeConfig, parse_node_config
+from tether.node.phases import PhaseEvent, UnknownPhase
+from tether.node.tracker import host_path, load
+
+TOKEN = "abcdef.0123456789abcdef"
+
+
+@dataclass
+class FakeFacts:
+    """FAKE host facts: no swap, the node IP present, ports free, unless told otherwise."""
+
+    swaps: list[str] = field(default_factory=list)
+    addresses: set[str] = field(default_factory=lambda: {"10.80.1.11"})
+    busy: set[int] = field(default_factory=set)
+
+    def active_swaps(self) -> list[str]:
+        return list(self.swaps)
+
+    def has_address(self, ip: ipaddress.IPv4Address) -> bool:
+        return str(ip) in self.addresses
+
+    def port_in_use(self, port: int) -> bool:
+        return port in self.busy
+
+
+@dataclass
+class FakeView:
+    """FAKE Kubernetes view: the node is Ready while the recorded kubelet is active."""
+
+    host: RecordingHost
+    version: str = "v1.35.0"
+    cordoned: bool = False
+    pods: list[PodFacts] = field(default_factory=list)
+
+    def control_plane_version(self) -> str:
+        return self.version
+
+    def node(self, name: str) -> NodeState | None:
+        if not self.host.is_active("kubelet"):
+            return None
+        return NodeState(ready=True, unschedulable=self.cordoned, kubelet_version="v1.34.2")
+
+    def pods_on(self, name: str) -> list[PodFacts]:
+        return list(self.pods)
+
+
+@dataclass
+class Node:
+    root: Path
+    host: RecordingHost
+    view: FakeView
+    facts: FakeFacts
+    config: NodeConfig
+    source: Path
+    keyring: Keyring
+    events: list[PhaseEvent] = field(default_factory=list)
+
+    def env(self) -> NodeEnv:
+        return NodeEnv(
+            root=self.root,
+            host=self.host,
+            view=self.view,
+            facts=self.facts,
+            clock=lambda: 0.0,
+            sleep=lambda _: None,
+            ready_timeout=0.0,
+        )
+
+    def init(self, **kwargs: Any) -> Any:
+        return init(
+            self.config, self.env(), token=lambda: TOKEN, on_event=self.events.append, **kwargs
+        )
+
+    def upgrade(self, version: str, **kwargs: Any) -> Any:
+        return upgrade(
+            "edge-01",
+            version,
+            self.env(),
+            source=str(self.source),
+            keyring=self.keyring,
+            arch="amd64",
+            on_event=self.events.append,
+            **kwargs,
+        )
+
+    def uninstall(self, **kwargs: Any) -> Any:
+        return uninstall("edge-01", self.env(), on_event=self.events.append, **kwargs)
+
+
+@pytest.fixture
+def node(
+    tmp_path: Path,
+    make_source: Callable[..., tuple[Path, Keyring]],
+    node_config_doc: Callable[..., dict[str, Any]],
+) -> Node:
+    source, keyring = make_source()
+    root = tmp_path / "root"
+    install("1.34.2", root=root, source=str(source), keyring=keyring, arch="amd64")
+    host = RecordingHost(tmp_path / "host.jsonl")
+    return Node(
+        root=root,
+        host=host,
+        view=FakeView(host),
+        facts=FakeFacts(),
+        config=parse_node_config(node_config_doc()),
+        source=source,
+        keyring=keyring,
+    )
+
+
+def _tree(root: Path) -> dict[str, tuple[int, bytes | None]]:
+    """Every path under root with its mode and content (journals and logs excluded)."""
+    out: dict[str, tuple[int, bytes | None]] = {}
+    for path in sorted(root.rglob("*")):
+        rel = "/" + str(path.relative_to(root))
+        if rel.startswith("/var/lib/tether/node") or ".tether-install-" in rel:
+            continue
+        st = path.lstat()
+        out[rel] = (stat.S_IMODE(st.st_mode), path.read_bytes() if path.is_file() else None)
+    return out
+
+
+def _statuses(report: Any) -> dict[str, str]:
+    return {p["phase"]: p["status"] for p in report.phases}
+
+
+# init ----------------------------------------------------------------------------------------
+
+
+def test_init_runs_every_phase_and_makes_exactly_these_calls(node: Node) -> None:
+    report = node.init()
+    assert report.ok, report.as_dict()
+    assert list(_statuses(report)) == list(actions.INIT_PHASES)
+    assert node.host.calls == [
+        ("modprobe", "overlay"),
+        ("modprobe", "br_netfilter"),
+        ("sysctl", ""),
+        ("daemon-reload", ""),
+        ("enable", "containerd"),
+        ("enable", "kubelet"),
+        ("restart", "containerd"),
+        ("restart", "kubelet"),
+    ]
+    kubeconfig = host_path(node.root, render.BOOTSTRAP_KUBECONFIG)
+    assert stat.S_IMODE(kubeconfig.stat().st_mode) == 0o600
+    assert json.loads(kubeconfig.read_text())["users"][0]["user"]["token"] == TOKEN
+    tracker = load(node.root)
+    for path in (render.KUBELET_CONFIG, render.KUBELET_UNIT, render.BOOTSTRAP_KUBECONFIG):
+        entry = tracker.get(path)
+        assert entry is not None and not entry.foreign and entry.sha256
+    reasons = [e.reason for e in node.events]
+    assert reasons[:2] == ["NodeInitValidationStarted", "NodeInitValidationCompleted"]
+    assert reasons[-1] == "NodeInitWaitReadyCompleted"
+    assert all(TOKEN not in e.message for e in node.events)
+
+
+def test_init_again_changes_nothing(node: Node) -> None:
+    node.init()
+    before = _tree(node.root)
+    calls = len(node.host.calls)
+    report = node.init()
+    assert report.ok
+    assert node.host.calls[calls:] == []
+    assert _tree(node.root) == before
+    assert all(p["changed"] == [] for p in report.phases)
+
+
+def test_a_stopped_kubelet_is_started_again(node: Node) -> None:
+    node.init()
+    node.host.stop("kubelet")
+    node.init()
+    assert node.host.calls[-1] == ("restart", "kubelet")
+
+
+def test_a_changed_nodeconfig_restarts_only_what_it_touches(
+    node: Node, node_config_doc: Callable[..., dict[str, Any]]
+) -> None:
+    node.init()
+    doc = node_config_doc()
+    doc["spec"]["kubelet"]["config"]["maxPods"] = 30
+    node.config = parse_node_config(doc)
+    calls = len(node.host.calls)
+    node.init()
+    assert node.host.calls[calls:] == [("restart", "kubelet")]
+
+
+def test_skip_and_unknown_phase(node: Node) -> None:
+    report = node.init(skip=["wait-ready", "validation"])
+    assert _statuses(report)["wait-ready"] == "Skipped"
+    with pytest.raises(UnknownPhase, match="unknown phase nope"):
+        node.init(skip=["nope"])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"version": "v1.38.0"}, "4 minor versions behind"),
+        ({"version": "v1.33.4"}, "newer than the control plane"),
+        ({"swaps": ["/swapfile"]}, "swap is on (/swapfile)"),
+        ({"addresses": set()}, "10.80.1.11 is not assigned"),
+        ({"busy": {10250}}, "port(s) 10250"),
+    ],
+)
+def test_validation_refuses_and_writes_nothing(
+    node: Node, change: dict[str, Any], message: str
+) -> None:
+    for key, value in change.items():
+        setattr(node.view if key == "version" else node.facts, key, value)
+    before = _tree(node.root)
+    report = node.init()
+    assert not report.ok
+    assert report.phases[-1]["phase"] == "validation"
+    assert message in report.phases[-1]["message"]
+    assert _tree(node.root) == before and node.host.calls == []
+
+
+def test_a_file_tether_did_not_write_is_never_overwritten(node: Node) -> None:
+    theirs = host_path(node.root, render.KUBELET_CONFIG)
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text("operator's kubelet config\n")
+    report = node.init()
+    assert not report.ok and report.phases[-1]["phase"] == "kubelet-config"
+    assert "was not written by Tether" in report.phases[-1]["message"]
+    assert theirs.read_text() == "operator's kubelet config\n"
+
+
+def test_foreign_containerd_gets_the_drop_in_only(
+    tmp_path: Path, node: Node, make_source: Callable[..., tuple[Path, Keyring]]
+) -> None:
+    root = tmp_path / "other"
+    binary = host_path(root, "/usr/local/bin/containerd")
+    binary.parent.mkdir(parents=True)
+    binary.write_bytes(b"operator's containerd")
+    config = host_path(root, render.CONTAINERD_CONFIG)
+    config.parent.mkdir(parents=True)
+    config.write_text("version = 2\n")
+    install("1.34.2", root=root, source=str(node.source), keyring=node.keyring, arch="amd64")
+    node.root = root
+    report = node.init()
+    assert not report.ok and "does not import config.d" in report.phases[-1]["message"]
+    config.write_text('version = 2\nimports = ["/etc/containerd/config.d/*.toml"]\n')
+    report = node.init()
+    assert report.ok
+    assert config.read_text().startswith("version = 2\nimports")
+    assert host_path(root, render.CONTAINERD_DROPIN).is_file()
+    assert not host_path(root, render.CONTAINERD_UNIT).exists()
+    assert ("enable", "kubelet") in node.host.calls
+    uninstall_report = node.uninstall(force=Force("lab host, no workloads"))
+    assert uninstall_report.ok
+    assert binary.read_bytes() == b"operator's containerd"
+    assert config.exists() and not host_path(root, render.CONTAINERD_DROPIN).exists()
+
+
+# upgrade and uninstall: the drain check -------------------------------------------------------
+
+
+def _pod(name: str, kind: str | None = "ReplicaSet", **facts: Any) -> PodFacts:
+    return PodFacts("default", name, controller_kind=kind, controller_name="x", **facts)
+
+
+@pytest.mark.parametrize("action", ["upgrade", "uninstall"])
+def test_refused_unless_cordoned_and_drained(node: Node, action: str) -> None:
+    node.init()
+    run = (lambda **kw: node.upgrade("1.35.1", **kw)) if action == "upgrade" else node.uninstall
+    before = _tree(node.root)
+
+    report = run()
+    assert not report.ok and "is not cordoned" in report.phases[0]["message"]
+    node.view.cordoned = True
+    node.view.pods = [
+        _pod("web-1"),
+        _pod("agent-x", kind="DaemonSet"),
+        _pod("job", phase="Succeeded"),
+    ]
+    report = run()
+    assert not report.ok and "1 pod(s) still run (default/web-1)" in report.phases[0]["message"]
+    assert _tree(node.root) == before
+
+    node.view.pods = node.view.pods[1:]
+    assert run().ok
+
+
+def test_force_needs_a_reason_and_is_logged(node: Node, caplog: pytest.LogCaptureFixture) -> None:
+    node.init()
+    with pytest.raises(Invalid, match="--reason"):
+        Force("")
+    with caplog.at_level(logging.WARNING, logger="tether.node"):
+        report = node.uninstall(force=Force("disk died, node is gone"))
+    assert report.ok
+    assert "forced past the drain check: disk died, node is gone" in report.phases[0]["message"]
+    assert "disk died, node is gone" in caplog.text
+
+
+def test_upgrade_replaces_the_kubelet_and_restarts_only_it(node: Node) -> None:
+    node.init()
+    node.view.cordoned = True
+    calls = len(node.host.calls)
+    report = node.upgrade("1.35.1")
+    assert report.ok, report.as_dict()
+    assert load(node.root).kubernetes_version == "1.35.1"
+    assert b"kubelet 1.35.1" in host_path(node.root, "/usr/local/bin/kubelet").read_bytes()
+    # containerd 1.7.28 -> 1.7.29 is a new binary too: both restart, nothing else happens
+    assert node.host.calls[calls:] == [("restart", "containerd"), ("restart", "kubelet")]
+
+
+def test_upgrade_keeps_containerd_major_unless_asked(node: Node) -> None:
+    node.init()
+    node.view.version = "v1.36.0"
+    node.view.cordoned = True
+    report = node.upgrade("1.36.0")
+    assert not report.ok
+    assert "from 1.7.28 to 2.1.4" in report.phases[-1]["message"]
+    assert load(node.root).kubernetes_version == "1.34.2"
+    report = node.upgrade("1.36.0", allow_containerd_major=True)
+    assert report.ok
+    assert "version = 3" in host_path(node.root, render.CONTAINERD_CONFIG).read_text()
+
+
+def test_upgrade_refuses_a_version_ahead_of_the_control_plane(node: Node) -> None:
+    node.init()
+    node.view.cordoned = True
+    report = node.upgrade("1.36.0", allow_containerd_major=True)
+    assert not report.ok and "newer than the control plane" in report.phases[-1]["message"]
+
+
+def test_uninstall_removes_everything_tether_put_there(node: Node, tmp_path: Path) -> None:
+    pristine = tmp_path / "pristine"
+    pristine.mkdir()
+    node.init()
+    node.view.cordoned = True
+    report = node.uninstall()
+    assert report.ok, report.as_dict()
+    assert _tree(node.root) == {
+        "/var": (0o755, None),
+        "/var/lib": (0o755, None),
+        "/var/lib/tether": (0o755, None),
+        "/var/lib/tether/tracker.json": _tree(node.root)["/var/lib/tether/tracker.json"],
+    }
+    assert load(node.root).entries == []
+    assert not node.host.active and not node.host.enabled
+    assert node.host.calls[-4:] == [
+        ("stop", "containerd"),
+        ("disable", "kubelet"),
+        ("disable", "containerd"),
+        ("daemon-reload", ""),
+    ]
+
+
+# a kill at every step, then a rerun -----------------------------------------------------------
+
+
+class _Killer:
+    """In a forked child: SIGKILL this process at the ``at``-th side effect (a file write
+    or a service-manager call), as a power cut or OOM kill would."""
+
+    def __init__(self, at: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.at = at
+        self.count = 0
+        from tether import files
+
+        real_write = files.write_atomic
+
+        def write(*args: Any, **kwargs: Any) -> None:
+            self.tick()
+            real_write(*args, **kwargs)
+
+        for module in ("managed", "phases", "actions", "tracker", "install"):
+            monkeypatch.setattr(f"tether.node.{module}.write_atomic", write)
+        real_record = RecordingHost._record
+
+        def record(host: RecordingHost, op: str, arg: str = "") -> None:
+            self.tick()
+            real_record(host, op, arg)
+
+        monkeypatch.setattr(RecordingHost, "_record", record)
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.count == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _killed_at(at: int, run: Callable[[], Any], monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run ``run`` in a child killed at effect ``at``; True if it was killed."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            _Killer(at, monkeypatch)
+            run()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status)
+
+
+def _host_state(node: Node) -> tuple[Any, ...]:
+    fresh = RecordingHost(node.host.log)
+    return _tree(node.root), sorted(fresh.active), sorted(fresh.enabled)
+
+
+@pytest.fixture
+def fresh_node(tmp_path: Path, node: Node) -> Callable[[str], Node]:
+    """A copy of the installed, not yet initialised node under a new root."""
+    import shutil
+
+    def make(label: str) -> Node:
+        root = tmp_path / f"run-{label}"
+        shutil.copytree(node.root, root, symlinks=True)
+        host = RecordingHost(tmp_path / f"run-{label}.jsonl")
+        return Node(
+            root=root,
+            host=host,
+            view=FakeView(host, cordoned=True),
+            facts=FakeFacts(),
+            config=node.config,
+            source=node.source,
+            keyring=node.keyring,
+        )
+
+    return make
+
+
+@pytest.mark.parametrize("action", ["init", "upgrade", "uninstall"])
+def test_killed_at_every_step_a_rerun_reaches_the_same_end(
+    action: str, fresh_node: Callable[[str], Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def prepare(n: Node) -> None:
+        if action != "init":
+            assert n.init().ok
+
+    def act(n: Node) -> Any:
+        n.host = RecordingHost(n.host.log)  # a new process sees what the old one did
+        n.view.host = n.host
+        if action == "init":
+            return n.init()
+        if action == "upgrade":
+            return n.upgrade("1.35.1")
+        return n.uninstall()
+
+    reference = fresh_node("reference")
+    prepare(reference)
+    assert act(reference).ok
+    expected = _host_state(reference)
+
+    at = 1
+    while True:
+        n = fresh_node(str(at))
+        prepare(n)
+        if not _killed_at(at, lambda n=n: act(n), monkeypatch):
+            break  # the run finished before the at-th effect: every step was covered
+        report = act(n)
+        assert report.ok, (at, report.as_dict())
+        assert _host_state(n) == expected, f"killed at effect {at}"
+        at += 1
+    assert at > 5, "the action had hardly any side effects to interrupt"
