@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tether.kube.client import KubeClient
+from tether.kube.envtest import BinariesNotFoundError, LocalControlPlane, find_binaries
 from tether.node.artifacts import Keyring, generate_signing_key
 from tether.node.artifacts import sign as sign_manifest
 from tether.settings import Settings
@@ -88,10 +92,53 @@ LAYOUT = {
 CONTAINERD = {"1.34.2": "1.7.28", "1.35.1": "1.7.29", "1.36.0": "2.1.4"}
 
 SourceFactory = Callable[..., tuple[Path, Keyring]]
+#: ``write_source(src, {kube version: [artifact dicts]}, key=(key_id, private_pem) | None)``
+SourceWriter = Callable[..., None]
 
 
 def artifact_content(name: str, version: str) -> bytes:
     return f"#!/bin/sh\necho {name} {version}\n".encode()
+
+
+def _write_source(
+    src: Path, versions: dict[str, list[dict[str, Any]]], key: tuple[str, bytes] | None
+) -> None:
+    """A source directory: each artifact's ``content`` at its relative ``url`` (default
+    ``kubernetes/v<kube>/amd64/<name>``), or at ``sha256/<hex>`` when ``url`` is an https
+    URL (a mirror's layout), and ``manifest.json`` signed with ``key`` (None: unsigned)."""
+    listing: dict[str, Any] = {}
+    for kube, files in versions.items():
+        artifacts = []
+        for item in files:
+            content: bytes = item["content"]
+            digest = hashlib.sha256(content).hexdigest()
+            url = item.get("url") or f"kubernetes/v{kube}/amd64/{item['name']}"
+            path = src / "sha256" / digest if url.startswith("https://") else src / url
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+            artifacts.append(
+                {
+                    "name": item["name"],
+                    "version": item.get("version", kube),
+                    "url": url,
+                    "sha256": digest,
+                    "installPath": item["installPath"],
+                    "mode": item["mode"],
+                }
+            )
+        listing[kube] = {"amd64": artifacts}
+    manifest = {"apiVersion": "tether.io/v1alpha1", "kind": "ArtifactManifest", "versions": listing}
+    envelope = (
+        sign_manifest(manifest, key[1], key[0]) if key else {"manifest": manifest, "signatures": []}
+    )
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "manifest.json").write_text(json.dumps(envelope))
+
+
+@pytest.fixture
+def write_source() -> SourceWriter:
+    """Write a (signed) artifact source directory; see ``_write_source``."""
+    return _write_source
 
 
 @pytest.fixture
@@ -102,32 +149,21 @@ def make_source(tmp_path: Path) -> SourceFactory:
 
     def make(versions: tuple[str, ...] = tuple(CONTAINERD)) -> tuple[Path, Keyring]:
         src = tmp_path / "source"
-        listing: dict[str, Any] = {}
-        for kube in versions:
-            artifacts = []
-            for name, (path, mode) in LAYOUT.items():
-                version = CONTAINERD[kube] if name == "containerd" else kube
-                content = artifact_content(name, version)
-                rel = f"kubernetes/v{kube}/amd64/{name}"
-                (src / rel).parent.mkdir(parents=True, exist_ok=True)
-                (src / rel).write_bytes(content)
-                artifacts.append(
-                    {
-                        "name": name,
-                        "version": version,
-                        "url": rel,
-                        "sha256": hashlib.sha256(content).hexdigest(),
-                        "installPath": path,
-                        "mode": mode,
-                    }
-                )
-            listing[kube] = {"amd64": artifacts}
-        manifest = {
-            "apiVersion": "tether.io/v1alpha1",
-            "kind": "ArtifactManifest",
-            "versions": listing,
+        listing = {
+            kube: [
+                {
+                    "name": name,
+                    "version": version,
+                    "content": artifact_content(name, version),
+                    "installPath": path,
+                    "mode": mode,
+                }
+                for name, (path, mode) in LAYOUT.items()
+                for version in [CONTAINERD[kube] if name == "containerd" else kube]
+            ]
+            for kube in versions
         }
-        (src / "manifest.json").write_text(json.dumps(sign_manifest(manifest, private_pem, key_id)))
+        _write_source(src, listing, (key_id, private_pem))
         (tmp_path / "keyring.yaml").write_text(
             f"{key_id}: |\n  " + public_pem.decode().replace("\n", "\n  ")
         )
@@ -175,3 +211,60 @@ def _node_config_doc(**node: Any) -> dict[str, Any]:
 def node_config_doc() -> Callable[..., dict[str, Any]]:
     """``node_config_doc(**node_fields)``: a valid NodeConfig document (a fresh dict)."""
     return _node_config_doc
+
+
+# Kubernetes: one real etcd + kube-apiserver per test session ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> Iterator[LocalControlPlane]:
+    """A running control plane; stopped (and its temp dir removed) at session end."""
+    try:
+        find_binaries()
+    except BinariesNotFoundError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but no control plane binaries: {exc}", pytrace=False)
+        print(f"\nskipping Kubernetes integration tests: {exc}", file=sys.stderr)
+        pytest.skip(str(exc))
+    with LocalControlPlane() as cp:
+        print(
+            f"\nkube-apiserver ready at {cp.url} in {cp.ready_seconds:.1f}s",
+            file=sys.stderr,
+        )
+        yield cp
+
+
+@pytest.fixture
+def kube(kube_cluster: LocalControlPlane) -> Iterator[KubeClient]:
+    """An admin (system:masters) client for the session's control plane."""
+    with KubeClient(kube_cluster.kubeconfig) as client:
+        yield client
+
+
+@pytest.fixture
+def run_tether() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the real ``tether`` command (``python -m tether.cli``) and capture its output."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tether.cli", *args], capture_output=True, text=True, timeout=180
+        )
+
+    return run
+
+
+@pytest.fixture
+def cli_installed(
+    tmp_path: Path,
+    make_source: SourceFactory,
+    run_tether: Callable[..., subprocess.CompletedProcess[str]],
+) -> Path:
+    """``<tmp_path>/root`` after the real ``tether node install 1.34.2`` from ``make_source``."""
+    source, _ = make_source()
+    root = tmp_path / "root"
+    done = run_tether(
+        "node", "install", "1.34.2", "--source", str(source), "--keyring",
+        str(tmp_path / "keyring.yaml"), "--root", str(root), "--arch", "amd64",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root

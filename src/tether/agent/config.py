@@ -53,6 +53,24 @@ class DesiredConfig(Model):
     timeout: float = Field(default=300.0, gt=0, le=3600)
 
 
+class NodeAgentConfig(Model):
+    """How the agent runs node plans (``node`` in a desired-state document)."""
+
+    root: Path = Field(default=Path("/"), description="Root prefix node plans act under.")
+    keyring: Path | None = Field(
+        default=None,
+        description="Trusted artifact-manifest keys (YAML/JSON); needed by install and upgrade.",
+    )
+    source: str | None = Field(
+        default=None,
+        description="Artifact source; default: the plane's mirror at <server>/agent/v1/artifacts.",
+    )
+    ready_timeout: float = Field(default=300.0, gt=0, le=3600)
+    retry_seconds: float = Field(
+        default=60.0, gt=0, le=86400, description="Run a failed plan again after this long."
+    )
+
+
 class AgentConfig(Model):
     server: Annotated[str, StringConstraints(pattern=r"^https://\S+$")]
     ca_file: Path
@@ -64,6 +82,7 @@ class AgentConfig(Model):
         default_factory=lambda: [CheckConfig(name="disk", builtin="disk")]
     )
     desired: DesiredConfig = Field(default_factory=DesiredConfig)
+    node: NodeAgentConfig = Field(default_factory=NodeAgentConfig)
     heartbeat_seconds: float | None = Field(default=None, gt=0, le=3600)
     lock_file: Path | None = None
     request_timeout: float = Field(default=15.0, gt=0, le=600)

@@ -8,14 +8,16 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from tether.agent import AGENT_VERSION, inventory
-from tether.agent.config import ConfigError, load
+from tether.agent.config import AgentConfig, ConfigError, load
 from tether.agent.identity import Identity
 from tether.agent.lock import AlreadyRunning
 from tether.agent.runner import Agent
+from tether.node.host import HostOps
 
 DEFAULT_CONFIG = Path("/etc/tether/agent.yaml")
 
@@ -30,8 +32,9 @@ def setup_logging(level: str = "INFO") -> None:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
-def run(config_path: Path) -> int:
-    """Run the agent until SIGTERM/SIGINT; returns the exit code."""
+def run(config_path: Path, node_host: Callable[[AgentConfig], HostOps] | None = None) -> int:
+    """Run the agent until SIGTERM/SIGINT; returns the exit code. ``node_host`` replaces
+    systemd for node plans (the SIMULATED agent of :mod:`tether.node.simagent`)."""
     try:
         config = load(config_path)
     except ConfigError as exc:
@@ -47,7 +50,7 @@ def run(config_path: Path) -> int:
         signal.signal(signal.SIGINT, handle)
     logging.getLogger("tether.agent").info("tether agent %s starting", AGENT_VERSION)
     try:
-        return Agent(config, stop=stop).run()
+        return Agent(config, stop=stop, node_host=node_host).run()
     except AlreadyRunning as exc:
         logging.getLogger("tether.agent").error("%s", exc)
         return 3

@@ -21,15 +21,23 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from tether.agent import AGENT_VERSION, checks, inventory, tags
 from tether.agent.client import HttpPlaneAPI, PlaneAPI, Refused, Unavailable, compact
-from tether.agent.config import AgentConfig, ConfigError
+from tether.agent.config import ActivationConfig, AgentConfig, ConfigError
 from tether.agent.identity import Identity, choose_names, write_private
 from tether.agent.lock import SingleInstance
 from tether.agent.timing import Backoff, jittered, renewal_time
 from tether.domain.agent import Inventory
+from tether.errors import Invalid
+from tether.node.artifacts import Keyring, ManifestError
+from tether.node.host import HostOps, SystemdHost
+from tether.node.install import https_client
+from tether.node.nodeconfig import NodeConfig
+from tether.node.phases import PhaseError, PhaseEvent
+from tether.node.plan import PlanContext, execute, parse_plan
 
 log = logging.getLogger("tether.agent")
 
@@ -67,6 +75,7 @@ class Agent:
         rng: random.Random | None = None,
         collect_inventory: Callable[[], Inventory] = inventory.collect,
         stop: threading.Event | None = None,
+        node_host: Callable[[AgentConfig], HostOps] | None = None,
     ) -> None:
         self.config = config
         self.identity = Identity(config.state_dir)
@@ -76,6 +85,8 @@ class Agent:
         self.sleep = sleep or (lambda seconds: self.stop.wait(seconds) and None)
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self.collect_inventory = collect_inventory
+        #: The service manager node plans use (systemd; the demo passes a simulated one).
+        self.node_host: Callable[[AgentConfig], HostOps] = node_host or (lambda _: SystemdHost())
         cap = config.max_backoff_seconds
         self.beat_backoff = Backoff(base=1.0, cap=cap, rng=self.rng)
         self.renew_backoff = Backoff(base=5.0, cap=cap, rng=self.rng)
@@ -241,9 +252,11 @@ class Agent:
 
     # --- desired state ----------------------------------------------------------------------
 
-    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, document: dict[str, Any], api: PlaneAPI | None = None) -> dict[str, Any]:
         path = self.config.state_dir / "desired.json"
         write_private(path, json.dumps(document, indent=2).encode())
+        if "node" in document:
+            return self.apply_node(document["node"], api or self.api)
         command = self.config.desired.command
         if not command:
             return {"ok": True, "message": f"stored in {path}"}
@@ -262,10 +275,58 @@ class Agent:
         output = (done.stdout or done.stderr).decode(errors="replace").strip()[-500:]
         return {"ok": done.returncode == 0, "exitCode": done.returncode, "message": output}
 
+    def apply_node(self, data: Any, api: PlaneAPI | None) -> dict[str, Any]:
+        """Run a node plan (see :mod:`tether.node.plan`), each phase reported as an event."""
+        try:
+            plan = parse_plan(data)
+            ring_file = self.config.node.keyring
+            keyring = Keyring.from_file(ring_file) if ring_file else None
+        except Invalid as exc:
+            return {"ok": False, "message": exc.message}
+        except ManifestError as exc:
+            return {"ok": False, "message": str(exc)}
+
+        def report(event: PhaseEvent) -> None:
+            log.info("node %s %s: %s %s", event.action, event.phase, event.status, event.message)
+            if api is None:
+                return
+            body = {
+                "type": "Warning" if event.status == "Failed" else "Normal",
+                "reason": event.reason[:128],
+                "message": event.message[:1024],
+            }
+            try:
+                api.event(self.name, body)
+            except (Unavailable, Refused) as exc:
+                log.warning("could not send event %s: %s", event.reason, exc)
+
+        node = self.config.node
+        ident = self.identity
+        with https_client(ca=ident.ca_path, cert=ident.cert_path, key=ident.key_path) as client:
+            ctx = PlanContext(
+                name=self.name,
+                root=node.root,
+                host=self.node_host(self.config),
+                server=self.config.server,
+                ca=ident.ca_path,
+                cert=ident.cert_path,
+                key=ident.key_path,
+                source=node.source or f"{self.config.server}/agent/v1/artifacts",
+                client=client,
+                keyring=keyring,
+                ready_timeout=node.ready_timeout,
+            )
+            return execute(plan, ctx, report)
+
     def follow_desired(self) -> None:
-        """Long-poll the desired state until stopped; apply and report each new document."""
+        """Long-poll the desired state until stopped; apply and report each new document.
+
+        A node plan that failed is run again every ``node.retrySeconds`` while the
+        document stays the same (its cause may be fixed meanwhile: a drain finished)."""
         api = self.api_factory(self.config, self.identity, True)
         known: str | None = None
+        last: dict[str, Any] | None = None
+        retry_at: float | None = None
         backoff = Backoff(base=1.0, cap=self.config.max_backoff_seconds, rng=self.rng)
         generation = self.renewals
         try:
@@ -275,13 +336,22 @@ class Agent:
                     api = self.api_factory(self.config, self.identity, True)
                     generation = self.renewals
                 try:
-                    doc = api.desired(self.name, known, self.config.long_poll_seconds)
+                    wait = self.config.long_poll_seconds
+                    if retry_at is not None:
+                        wait = max(0.1, min(wait, retry_at - time.monotonic()))
+                    doc = api.desired(self.name, known, wait)
                     backoff.reset()
                     if doc is None:
-                        continue
-                    result = self.apply(doc["document"])
+                        if retry_at is None or time.monotonic() < retry_at or last is None:
+                            continue
+                        doc = last
+                    result = self.apply(doc["document"], api)
                     api.applied(self.name, {"hash": doc["hash"], "result": result})
-                    known = doc["hash"]
+                    known, last = doc["hash"], doc
+                    failed_plan = "node" in doc["document"] and not result.get("ok")
+                    retry_at = (
+                        time.monotonic() + self.config.node.retry_seconds if failed_plan else None
+                    )
                     log.info("desired state %s applied: %s", known[:12], result.get("ok"))
                 except (Unavailable, Refused) as exc:
                     delay = backoff.next()
@@ -323,3 +393,49 @@ class Agent:
                 if poller is not None:
                     poller.join(timeout=2)
         return 0
+
+
+#: How long enrolment for ``tether node init`` rides out an unreachable plane (seconds).
+ENROL_TIMEOUT = 120.0
+
+
+class EnrolmentFailed(PhaseError):
+    """Enrolment for a NodeConfig's activation credentials failed."""
+
+
+def enrol_identity(config: NodeConfig) -> tuple[Path, Path, Path]:
+    """Enrol with a NodeConfig's activation credentials as this agent would (or reuse the
+    identity already in its state directory); the certificate, key and CA paths."""
+    activation = config.spec.credentials.activation
+    assert activation is not None
+    give_up = threading.Event()
+    timer = threading.Timer(ENROL_TIMEOUT, give_up.set)
+    agent = Agent(
+        AgentConfig(
+            server=activation.plane_endpoint.rstrip("/"),
+            ca_file=activation.ca_path,
+            state_dir=activation.state_dir,
+            name=config.spec.node.name,
+            activation=ActivationConfig(id=activation.id, code_file=activation.code_file),
+            max_backoff_seconds=30,
+        ),
+        stop=give_up,
+    )
+    timer.start()
+    try:
+        agent.start()
+    except (RegistrationRefused, ConfigError) as exc:
+        raise EnrolmentFailed(str(exc)) from exc
+    finally:
+        timer.cancel()
+        if agent.api is not None:
+            agent.api.close()
+    if give_up.is_set() and not agent.name:
+        raise EnrolmentFailed(f"the plane was unreachable for {ENROL_TIMEOUT:g}s while enrolling")
+    if agent.name != config.spec.node.name:
+        raise EnrolmentFailed(
+            f"this host is enrolled as {agent.name!r}, not {config.spec.node.name!r}: reset the "
+            "agent (tether agent reset) or use the enrolled name"
+        )
+    identity = agent.identity
+    return identity.cert_path, identity.key_path, identity.ca_path

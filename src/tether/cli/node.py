@@ -9,10 +9,9 @@ keyring file).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+import httpx
 import typer
-import yaml
 
 from tether.cli.output import Format, OutputOption, console, errors, field, render
 from tether.node.artifacts import Keyring, ManifestError
@@ -39,6 +38,13 @@ KeyringOpt = typer.Option(
 )
 
 
+CaOpt = typer.Option(
+    None, "--ca", help="PEM CA bundle to trust for https (instead of the system's)."
+)
+CertOpt = typer.Option(None, "--cert", help="Client certificate (PEM) for https, e.g. the host's.")
+KeyOpt = typer.Option(None, "--key", help="Private key (PEM) of --cert.")
+
+
 def _fail(message: str, code: int) -> typer.Exit:
     errors.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(code)
@@ -47,17 +53,17 @@ def _fail(message: str, code: int) -> typer.Exit:
 def load_keyring(path: Path) -> Keyring:
     """The keyring in ``path`` (``{keyID: public PEM}``); exit 2 if unusable."""
     try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _fail(f"cannot read the keyring {path}: {exc}", EXIT_USAGE) from exc
-    except yaml.YAMLError as exc:
-        raise _fail(f"the keyring {path} is neither YAML nor JSON: {exc}", EXIT_USAGE) from exc
-    if not isinstance(data, dict) or not data:
-        raise _fail(f"the keyring {path} must map key IDs to public PEM keys", EXIT_USAGE)
+        return Keyring.from_file(path)
+    except ManifestError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from exc
+
+
+def https(ca: Path | None, cert: Path | None, key: Path | None) -> httpx.Client:
+    """The client for https sources from --ca/--cert/--key; exit 2 if they are unusable."""
     try:
-        return Keyring.from_pems({str(k): str(v) for k, v in data.items()})
-    except (ManifestError, ValueError) as exc:
-        raise _fail(f"the keyring {path} has an unusable key: {exc}", EXIT_USAGE) from exc
+        return https_client(ca=ca, cert=cert, key=key)
+    except (ManifestError, OSError) as exc:
+        raise _fail(f"cannot use --ca/--cert/--key: {exc}", EXIT_USAGE) from exc
 
 
 @app.command("install")
@@ -67,22 +73,15 @@ def install_command(
     source: str = typer.Option(..., "--source", help="Mirror directory or https:// base URL."),
     keyring: Path = KeyringOpt,
     arch: str | None = typer.Option(None, "--arch", help="amd64 or arm64 (default: this host)."),
-    ca: Path | None = typer.Option(
-        None, "--ca", help="PEM CA bundle to trust for https (instead of the system's)."
-    ),
-    cert: Path | None = typer.Option(
-        None, "--cert", help="Client certificate (PEM) for https, e.g. the host's."
-    ),
-    key: Path | None = typer.Option(None, "--key", help="Private key (PEM) of --cert."),
+    ca: Path | None = CaOpt,
+    cert: Path | None = CertOpt,
+    key: Path | None = KeyOpt,
     output: Format = OutputOption,
 ) -> None:
     """Install the node artifacts of VERSION from a signed manifest; nothing is installed
     unless the manifest is trusted and every checksum matches."""
     ring = load_keyring(keyring)
-    try:
-        client = https_client(ca=ca, cert=cert, key=key)
-    except (ManifestError, OSError) as exc:
-        raise _fail(f"cannot use --ca/--cert/--key: {exc}", EXIT_USAGE) from exc
+    client = https(ca, cert, key)
     try:
         with client:
             report = install(
@@ -109,21 +108,16 @@ def sync_command(
     to: Path = typer.Option(..., "--to", help="Mirror directory to fill."),
     keyring: Path = KeyringOpt,
     arch: str | None = typer.Option(None, "--arch", help="amd64 or arm64 (default: this host)."),
-    ca: Path | None = typer.Option(
-        None, "--ca", help="PEM CA bundle to trust for https (instead of the system's)."
-    ),
-    cert: Path | None = typer.Option(None, "--cert", help="Client certificate (PEM) for https."),
-    key: Path | None = typer.Option(None, "--key", help="Private key (PEM) of --cert."),
+    ca: Path | None = CaOpt,
+    cert: Path | None = CertOpt,
+    key: Path | None = KeyOpt,
     output: Format = OutputOption,
 ) -> None:
     """Mirror the signed manifest and one version's verified artifacts into a directory
     (usable as --source on air-gapped hosts, or served by the plane from
     TETHER_ARTIFACTS_DIR)."""
     ring = load_keyring(keyring)
-    try:
-        client = https_client(ca=ca, cert=cert, key=key)
-    except (ManifestError, OSError) as exc:
-        raise _fail(f"cannot use --ca/--cert/--key: {exc}", EXIT_USAGE) from exc
+    client = https(ca, cert, key)
     try:
         with client:
             report = sync(version, source=source, to=to, keyring=ring, arch=arch, client=client)

@@ -6,17 +6,26 @@ Exit codes: 0 done, 1 a phase failed (the output names it and why), 2 usage erro
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from tether.agent.runner import enrol_identity
+from tether.cli.node import CaOpt, CertOpt, KeyOpt, https, load_keyring
 from tether.cli.output import Format, OutputOption, console, errors, field, render
 from tether.errors import Invalid
 from tether.node import render as files
-from tether.node.actions import Force, NodeEnv, init, uninstall, upgrade
+from tether.node.actions import (
+    Force,
+    NodeEnv,
+    NotInitialised,
+    init,
+    installed_node,
+    uninstall,
+    upgrade,
+)
 from tether.node.credentials import token_source
 from tether.node.debug import DebugTarget, SystemProbes, overall, run_checks
 from tether.node.host import HostOps, SystemdHost
@@ -143,7 +152,7 @@ def init_command(
             ),
             ready_timeout=ready_timeout,
         )
-        token = token_source(node_config)
+        token = token_source(node_config, enrol_identity)
         _run(
             lambda on_event: init(
                 node_config, env, token=token, skip=_skips(skip), on_event=on_event
@@ -157,20 +166,13 @@ def init_command(
 def _installed(root: Path, kubeconfig: Path | None, name: str | None) -> tuple[str, KubeNodeView]:
     """The node name and a view of it, from what ``init`` wrote under ``root``."""
     try:
-        unit = host_path(root, files.KUBELET_UNIT).read_text()
-        server = json.loads(host_path(root, files.BOOTSTRAP_KUBECONFIG).read_text())
-        ca = host_path(root, files.CA_FILE).read_text()
-    except (OSError, ValueError) as exc:
-        raise _fail(f"this host was not set up by tether node init: {exc}", EXIT_FAILED) from exc
-    found = next(
-        (a.split("=", 1)[1] for a in unit.split() if a.startswith("--hostname-override=")), None
+        node = installed_node(root)
+    except NotInitialised as exc:
+        raise _fail(str(exc), EXIT_FAILED) from exc
+    view = KubeNodeView(
+        node.endpoint, node.ca_pem, kubeconfig or host_path(root, files.KUBELET_KUBECONFIG)
     )
-    node = name or found
-    if not node:
-        raise _fail("cannot tell the node name: pass --node-name", EXIT_USAGE)
-    endpoint = str(server["clusters"][0]["cluster"]["server"])
-    view = KubeNodeView(endpoint, ca, kubeconfig or host_path(root, files.KUBELET_KUBECONFIG))
-    return node, view
+    return name or node.name, view
 
 
 def upgrade_command(
@@ -179,6 +181,9 @@ def upgrade_command(
     keyring: Path = typer.Option(..., "--keyring", help="Trusted manifest keys (YAML/JSON)."),
     root: Path = RootOpt,
     arch: str | None = typer.Option(None, "--arch", help="amd64 or arm64 (default: this host)."),
+    ca: Path | None = CaOpt,
+    cert: Path | None = CertOpt,
+    key: Path | None = KeyOpt,
     node_name: str | None = typer.Option(None, "--node-name", help="Default: from init."),
     kubeconfig: Path | None = KubeconfigOpt,
     allow_containerd_major: bool = typer.Option(
@@ -192,12 +197,11 @@ def upgrade_command(
     output: Format = OutputOption,
 ) -> None:
     """Upgrade a cordoned, drained node's Kubernetes components to VERSION."""
-    from tether.cli.node import load_keyring
-
     forced = _force(force, reason)
     ring = load_keyring(keyring)
+    client = https(ca, cert, key)
+    stack: list[Any] = [client.close]
     name, view = _installed(root, kubeconfig, node_name)
-    stack: list[Any] = []
     try:
         env = NodeEnv(
             root=root, host=_host(root, simulate, stack), view=view, ready_timeout=ready_timeout
@@ -210,6 +214,7 @@ def upgrade_command(
                 source=source,
                 keyring=ring,
                 arch=arch,
+                client=client,
                 allow_containerd_major=allow_containerd_major,
                 force=forced,
                 skip=_skips(skip),

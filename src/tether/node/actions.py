@@ -32,6 +32,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import httpx
+
 from tether.domain.drain import remaining_workloads
 from tether.domain.kubeversion import node_skew_problem, parse_version
 from tether.errors import Invalid
@@ -62,9 +64,12 @@ __all__ = [
     "UPGRADE_PHASES",
     "Force",
     "HostFacts",
+    "InstalledNode",
     "NodeEnv",
+    "NotInitialised",
     "SystemFacts",
     "init",
+    "installed_node",
     "uninstall",
     "upgrade",
 ]
@@ -306,6 +311,36 @@ def _check_skew(env: NodeEnv, kubelet_version: str) -> str:
     return control_plane
 
 
+@dataclass(frozen=True)
+class InstalledNode:
+    """What ``init`` left on a host: the node name, the API endpoint and the cluster CA."""
+
+    name: str
+    endpoint: str
+    ca_pem: str
+
+
+class NotInitialised(Exception):
+    """The host has no node set up by ``tether node init`` under the root prefix."""
+
+
+def installed_node(root: Path) -> InstalledNode:
+    """Read the node name, endpoint and CA from the files ``init`` wrote under ``root``."""
+    try:
+        unit = host_path(root, render.KUBELET_UNIT).read_text()
+        kubeconfig = json.loads(host_path(root, render.BOOTSTRAP_KUBECONFIG).read_text())
+        ca = host_path(root, render.CA_FILE).read_text()
+        endpoint = str(kubeconfig["clusters"][0]["cluster"]["server"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise NotInitialised(f"this host was not set up by tether node init: {exc}") from exc
+    name = next(
+        (a.split("=", 1)[1] for a in unit.split() if a.startswith("--hostname-override=")), ""
+    )
+    if not name:
+        raise NotInitialised(f"{render.KUBELET_UNIT} names no node (--hostname-override)")
+    return InstalledNode(name, endpoint, ca)
+
+
 # init --------------------------------------------------------------------------------------
 
 
@@ -468,9 +503,15 @@ def _containerd_major(version: str | None) -> int | None:
 
 
 def _validate_upgrade(
-    env: NodeEnv, version: str, source: str, keyring: Keyring, arch: str, allow_major: bool
+    env: NodeEnv,
+    version: str,
+    source: str,
+    keyring: Keyring,
+    arch: str,
+    allow_major: bool,
+    client: httpx.Client | None,
 ) -> PhaseResult:
-    manifest = verify(fetch_envelope(source), keyring)
+    manifest = verify(fetch_envelope(source, client), keyring)
     artifacts = resolve(manifest, version, arch)
     kubelet = next((a for a in artifacts if a.name == "kubelet"), None)
     control_plane = _check_skew(env, kubelet.version if kubelet else version)
@@ -495,6 +536,7 @@ def upgrade(
     source: str,
     keyring: Keyring,
     arch: str | None = None,
+    client: httpx.Client | None = None,
     allow_containerd_major: bool = False,
     force: Force | None = None,
     skip: Sequence[str] = (),
@@ -504,7 +546,9 @@ def upgrade(
     arch = arch or default_arch()
 
     def do_install() -> PhaseResult:
-        report = install(version, root=env.root, source=source, keyring=keyring, arch=arch)
+        report = install(
+            version, root=env.root, source=source, keyring=keyring, arch=arch, client=client
+        )
         return PhaseResult(
             report.installed,
             f"Kubernetes {report.version}: "
@@ -520,7 +564,9 @@ def upgrade(
         _phase(
             "validation",
             "version skew and containerd major version",
-            lambda: _validate_upgrade(env, version, source, keyring, arch, allow_containerd_major),
+            lambda: _validate_upgrade(
+                env, version, source, keyring, arch, allow_containerd_major, client
+            ),
         ),
         _phase("install", f"install Kubernetes {version} artifacts", do_install),
         _phase(

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
 
+import yaml
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -147,6 +148,23 @@ class Keyring:
         for key_id, pem in pems.items():
             ring.add(key_id, pem)
         return ring
+
+    @classmethod
+    def from_file(cls, path: Path) -> Keyring:
+        """The keyring in a YAML or JSON file mapping key IDs to public PEM keys; raises
+        :class:`ManifestError` saying what is wrong with it."""
+        try:
+            data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"cannot read the keyring {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ManifestError(f"the keyring {path} is neither YAML nor JSON: {exc}") from exc
+        if not isinstance(data, dict) or not data:
+            raise ManifestError(f"the keyring {path} must map key IDs to public PEM keys")
+        try:
+            return cls.from_pems({str(k): str(v) for k, v in data.items()})
+        except (ManifestError, ValueError) as exc:
+            raise ManifestError(f"the keyring {path} has an unusable key: {exc}") from exc
 
     def add(self, key_id: str, public_pem: bytes | str) -> None:
         data = public_pem.encode() if isinstance(public_pem, str) else public_pem

@@ -13,20 +13,14 @@ The token is returned, never logged.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from tether.agent.client import HttpPlaneAPI, Refused, Unavailable
-from tether.agent.config import ActivationConfig, AgentConfig, ConfigError
-from tether.agent.runner import Agent, RegistrationRefused
 from tether.node.nodeconfig import NodeConfig
 from tether.node.phases import PhaseError
 
-__all__ = ["ENROL_TIMEOUT", "token_source"]
-
-#: How long enrolment rides out an unreachable plane before init gives up (seconds).
-ENROL_TIMEOUT = 120.0
+__all__ = ["Enroller", "token_source"]
 
 
 def _read(path: Path) -> str:
@@ -53,44 +47,15 @@ def _mint(endpoint: str, ca: Path, cert: Path, key: Path, name: str) -> str:
         api.close()
 
 
-def _enrolled_identity(config: NodeConfig) -> tuple[Path, Path, Path]:
-    activation = config.spec.credentials.activation
-    assert activation is not None
-    give_up = threading.Event()
-    timer = threading.Timer(ENROL_TIMEOUT, give_up.set)
-    agent = Agent(
-        AgentConfig(
-            server=activation.plane_endpoint.rstrip("/"),
-            ca_file=activation.ca_path,
-            state_dir=activation.state_dir,
-            name=config.spec.node.name,
-            activation=ActivationConfig(id=activation.id, code_file=activation.code_file),
-            max_backoff_seconds=30,
-        ),
-        stop=give_up,
-    )
-    timer.start()
-    try:
-        agent.start()
-    except (RegistrationRefused, ConfigError) as exc:
-        raise PhaseError(str(exc)) from exc
-    finally:
-        timer.cancel()
-        if agent.api is not None:
-            agent.api.close()
-    if give_up.is_set() and not agent.name:
-        raise PhaseError(f"the plane was unreachable for {ENROL_TIMEOUT:g}s while enrolling")
-    if agent.name != config.spec.node.name:
-        raise PhaseError(
-            f"this host is enrolled as {agent.name!r}, not {config.spec.node.name!r}: reset the "
-            "agent (tether agent reset) or use the enrolled name"
-        )
-    identity = agent.identity
-    return identity.cert_path, identity.key_path, identity.ca_path
+#: Enrols the host with the NodeConfig's activation; returns (certificate, key, CA) paths.
+Enroller = Callable[[NodeConfig], tuple[Path, Path, Path]]
 
 
-def token_source(config: NodeConfig) -> Callable[[], str]:
-    """A function returning a bootstrap token for ``config``'s node (see the module doc)."""
+def token_source(config: NodeConfig, enrol: Enroller | None = None) -> Callable[[], str]:
+    """A function returning a bootstrap token for ``config``'s node (see the module doc).
+
+    ``enrol`` performs activation enrolment (:func:`tether.agent.runner.enrol_identity`);
+    it is passed in because the agent, which runs this module's callers, is what enrols."""
     creds = config.spec.credentials
     name = config.spec.node.name
     if creds.bootstrap_token is not None:
@@ -105,7 +70,9 @@ def token_source(config: NodeConfig) -> Callable[[], str]:
     assert activation is not None
 
     def enrol_and_mint() -> str:
-        cert, key, ca = _enrolled_identity(config)
+        if enrol is None:
+            raise PhaseError("activation credentials cannot be used here: use x509")
+        cert, key, ca = enrol(config)
         return _mint(activation.plane_endpoint, ca, cert, key, name)
 
     return enrol_and_mint

@@ -37,6 +37,9 @@ class SimulatedKubeletHost(RecordingHost):
         self.root = root
         self.fleet = fleet
         self.kubeconfig = kubeconfig
+        # A real kubelet outlives the process that started it.
+        if "kubelet" in self.active and host_path(root, render.KUBELET_UNIT).is_file():
+            self._run_kubelet()
 
     def _node(self) -> SimulatedNode:
         unit = host_path(self.root, render.KUBELET_UNIT).read_text()
@@ -56,8 +59,10 @@ class SimulatedKubeletHost(RecordingHost):
 
     def restart(self, unit: str) -> None:
         super().restart(unit)
-        if unit != "kubelet":
-            return
+        if unit == "kubelet":
+            self._run_kubelet()
+
+    def _run_kubelet(self) -> None:
         node = self._node()
         if node.name in self.fleet.names:
             self.fleet.start_node(node.name)

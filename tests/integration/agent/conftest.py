@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,12 @@ from tether.agent.identity import Identity
 from tether.api.agent_server import ServerThread
 from tether.domain import resources as r
 from tether.domain.agent import ActivationCreate, IssuedActivation
+from tether.domain.kubeapi import ImportRequest
 from tether.domain.resources import Role, TokenCreate
+from tether.domain.states import HostState
+from tether.kube.envtest import LocalControlPlane
 from tether.pki.authority import private_key_pem
-from tether.services import activations, tokens
+from tether.services import activations, kubeimport, tokens
 from tether.services import resources as svc
 from tether.settings import Settings
 from tether.store.db import Database
@@ -90,22 +94,20 @@ class Plane:
         path.write_text(yaml.safe_dump(cfg))
         return path
 
-    def start_agent(self, config: Path) -> subprocess.Popen[bytes]:
+    def start_agent(
+        self, config: Path, *, simulate_kubelet: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a real agent process; with ``simulate_kubelet`` (a kubeconfig), the
+        SIMULATED agent whose node plans start a simulated kubelet instead of systemd."""
         log = config.with_suffix(".log")
         self.logs.append(log)
+        if simulate_kubelet is None:
+            argv = ["-m", "tether.agent", "--log-level", "DEBUG", "run", "--config", str(config)]
+        else:
+            argv = ["-m", "tether.node.simagent", "--log-level", "DEBUG", "--config",
+                    str(config), "--kubeconfig", str(simulate_kubelet)]  # fmt: skip
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tether.agent",
-                "--log-level",
-                "DEBUG",
-                "run",
-                "--config",
-                str(config),
-            ],
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
+            [sys.executable, *argv], stdout=log.open("ab"), stderr=subprocess.STDOUT
         )
         self.processes.append(proc)
         return proc
@@ -205,3 +207,127 @@ def plane(settings: Settings, tmp_path: Path) -> Iterator[Plane]:
         db.dispose()
         root.removeHandler(capture)
         root.setLevel(old_level)
+
+
+# Hosts that join a real cluster (node tool tests) ---------------------------------------------
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def import_cluster(plane: Plane, cp: LocalControlPlane) -> str:
+    """Import *cp* into the plane's own store and data dir (where its server looks)."""
+    name = unique("c")
+    body = ImportRequest(
+        kubeconfig=cp.kubeconfig.read_text(),
+        spec={
+            "vpcCIDR": "10.226.0.0/16",
+            "remoteNodeNetworks": ["10.80.0.0/16"],
+            "remotePodNetworks": ["10.85.0.0/16"],
+        },
+    )
+    with plane.db.session() as s:
+        kubeimport.import_cluster(s, name, body, data_dir=plane.settings.paths.data_dir)
+    return name
+
+
+def make_pool(plane: Plane, cluster: str) -> str:
+    name = f"{cluster}-p"
+    with plane.db.session() as s:
+        svc.create_pool(
+            s,
+            r.PoolCreate.model_validate(
+                {
+                    "name": name,
+                    "spec": {
+                        "cluster": cluster,
+                        "site": "dc1",
+                        "nodeCIDR": "10.80.1.0/24",
+                        "podCIDR": "10.85.0.0/18",
+                        "vpnServer": {"publicIP": "203.0.113.5", "insideIP": "10.80.1.1"},
+                    },
+                }
+            ),
+        )
+    return name
+
+
+def assign(plane: Plane, host: str, pool: str) -> None:
+    with plane.db.session() as s:
+        view = svc.get_host(s, host)
+        svc.update_host(
+            s,
+            host,
+            r.HostUpdate.model_validate(
+                {
+                    "resourceVersion": view.resource_version,
+                    "spec": {"site": view.spec.site, "pool": pool},
+                }
+            ),
+        )
+    assert plane.host(host).status.state is HostState.IN_USE
+
+
+def ready(plane: Plane, host: str) -> None:
+    plane.wait_for(lambda: plane.host(host).status.state is HostState.READY, 30, f"{host} Ready")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(10)
+
+
+def enrol(plane: Plane, host: str) -> Path:
+    """A real agent enrols *host* (site dc1) and heartbeats until Ready; its state dir."""
+    config = plane.agent_config(host, plane.activation())
+    plane.start_agent(config)
+    ready(plane, host)
+    return Path(yaml.safe_load(config.read_text())["stateDir"])
+
+
+def enrolled_in_pool(plane: Plane, cp: LocalControlPlane) -> tuple[str, str, Path]:
+    """(cluster, host, agent state dir): enrolled by a real agent, assigned, agent stopped."""
+    cluster = import_cluster(plane, cp)
+    pool = make_pool(plane, cluster)
+    host = unique("edge")
+    state = enrol(plane, host)
+    assign(plane, host, pool)
+    stop(plane.processes[-1])
+    return cluster, host, state
+
+
+def node_config(
+    doc: Callable[..., dict[str, Any]],
+    cp: LocalControlPlane,
+    cluster: str,
+    host: str,
+    credentials: dict[str, Any],
+) -> dict[str, Any]:
+    out = doc(name=host, ip="127.0.0.1", nodeCIDR="127.0.0.0/24", labels={})
+    out["spec"]["cluster"].update(
+        name=cluster,
+        apiServerEndpoint=cp.url,
+        certificateAuthority=cp.ca_cert_pem.decode(),
+    )
+    out["spec"]["credentials"] = credentials
+    return out
+
+
+def x509_credentials(plane: Plane, state: Path) -> dict[str, Any]:
+    ident = Identity(state)
+    return {
+        "x509": {
+            "certificatePath": str(ident.cert_path),
+            "privateKeyPath": str(ident.key_path),
+            "caPath": str(ident.ca_path),
+            "planeEndpoint": plane.server.agent_url,
+        }
+    }
+
+
+def host_events(plane: Plane, host: str) -> list[dict[str, Any]]:
+    response = plane.api.get("/api/v1/events", params={"kind": "Host", "name": host})
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items

@@ -20,7 +20,6 @@ from tether.agent.identity import Identity
 from tether.cli import node as node_cli
 from tether.domain.resources import Role, TokenCreate
 from tether.node.artifacts import Keyring, generate_signing_key
-from tether.node.artifacts import sign as sign_manifest
 from tether.node.install import FetchError, https_client, install
 from tether.node.mirror import sync
 from tether.node.tracker import host_path
@@ -55,38 +54,22 @@ class Served:
         return f"{self.plane.server.agent_url}/agent/v1/artifacts"
 
 
-def _signed_source(src: Path, private_pem: bytes, key_id: str) -> None:
-    artifacts: list[dict[str, Any]] = []
-    for name, (content, url, install_path, mode) in FILES.items():
-        rel = url or f"kubernetes/v{VERSION}/amd64/{name}"
-        path = src / "sha256" / hashlib.sha256(content).hexdigest() if url else src / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-        artifacts.append(
-            {
-                "name": name,
-                "version": VERSION,
-                "url": rel,
-                "sha256": hashlib.sha256(content).hexdigest(),
-                "installPath": install_path,
-                "mode": mode,
-            }
-        )
-    manifest = {
-        "apiVersion": "tether.io/v1alpha1",
-        "kind": "ArtifactManifest",
-        "versions": {VERSION: {"amd64": artifacts}},
+def _artifacts() -> dict[str, list[dict[str, Any]]]:
+    return {
+        VERSION: [
+            {"name": name, "content": content, "url": url, "installPath": path, "mode": mode}
+            for name, (content, url, path, mode) in FILES.items()
+        ]
     }
-    (src / "manifest.json").write_text(json.dumps(sign_manifest(manifest, private_pem, key_id)))
 
 
 @pytest.fixture
-def served(plane: Plane, tmp_path: Path) -> Served:
+def served(plane: Plane, tmp_path: Path, write_source: Any) -> Served:
     """The plane's TETHER_ARTIFACTS_DIR filled by `artifacts sync`, plus traps: a secret
     next to it and symlinks inside it that point outside."""
     key_id, private_pem, public_pem = generate_signing_key()
     keyring = Keyring.from_pems({key_id: public_pem})
-    _signed_source(tmp_path / "upstream", private_pem, key_id)
+    write_source(tmp_path / "upstream", _artifacts(), (key_id, private_pem))
     directory = plane.settings.artifacts_dir
     sync(VERSION, source=str(tmp_path / "upstream"), to=directory, keyring=keyring, arch="amd64")
     outside = tmp_path / "secret.txt"

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +26,7 @@ from tether.domain.kubeapi import ImportRequest, ImportResult
 from tether.domain.models import ObjectKind
 from tether.domain.states import HostEvent
 from tether.kube.client import KubeClient
-from tether.kube.envtest import BinariesNotFoundError, LocalControlPlane, find_binaries
+from tether.kube.envtest import LocalControlPlane
 from tether.services import events as events_svc
 from tether.services import kubeimport, tokens
 from tether.services import resources as svc
@@ -36,31 +34,6 @@ from tether.services.kubeconn import open_cluster
 from tether.settings import Settings
 from tether.store.db import Database, migrate
 from tether.store.schema import HostRow
-
-
-@pytest.fixture(scope="session")
-def kube_cluster() -> Iterator[LocalControlPlane]:
-    """A running control plane; stopped (and its temp dir removed) at session end."""
-    try:
-        find_binaries()
-    except BinariesNotFoundError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but no control plane binaries: {exc}", pytrace=False)
-        print(f"\nskipping Kubernetes integration tests: {exc}", file=sys.stderr)
-        pytest.skip(str(exc))
-    with LocalControlPlane() as cp:
-        print(
-            f"\nkube-apiserver ready at {cp.url} in {cp.ready_seconds:.1f}s",
-            file=sys.stderr,
-        )
-        yield cp
-
-
-@pytest.fixture
-def kube(kube_cluster: LocalControlPlane) -> Iterator[KubeClient]:
-    """An admin (system:masters) client for the session's control plane."""
-    with KubeClient(kube_cluster.kubeconfig) as client:
-        yield client
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,6 @@ from tether.services.nodeidentity import mint_bootstrap_token
 Namer = Callable[[str], str]
 
 
-def tether(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tether.cli", *args], capture_output=True, text=True, timeout=180
-    )
-
-
 def test_install_init_upgrade_uninstall_against_a_real_api_server(
     plane: Any,
     kube: KubeClient,
@@ -44,8 +37,11 @@ def test_install_init_upgrade_uninstall_against_a_real_api_server(
     namespace: str,
     tmp_path: Path,
     make_source: Callable[..., Any],
+    cli_installed: Path,
     node_config_doc: Callable[..., dict[str, Any]],
+    run_tether: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
+    tether = run_tether
     cluster = unique_name("life")
     plane.import_cluster(cluster)
     host = unique_name("edge")
@@ -55,23 +51,9 @@ def test_install_init_upgrade_uninstall_against_a_real_api_server(
     token_file = tmp_path / "token"
     token_file.write_text(grant.token + "\n")
 
-    source, _ = make_source()
+    root = cli_installed
+    source, _ = make_source()  # the same signed source cli_installed installed from
     keyring_file = tmp_path / "keyring.yaml"
-    root = tmp_path / "root"
-    installed = tether(
-        "node",
-        "install",
-        "1.34.2",
-        "--source",
-        str(source),
-        "--keyring",
-        str(keyring_file),
-        "--root",
-        str(root),
-        "--arch",
-        "amd64",
-    )
-    assert installed.returncode == 0, installed.stderr
 
     doc = node_config_doc(name=host, ip="127.0.0.1", nodeCIDR="127.0.0.0/24", labels={})
     doc["spec"]["cluster"].update(
@@ -123,37 +105,15 @@ def test_install_init_upgrade_uninstall_against_a_real_api_server(
             spec=PodSpec(nodeName=host, containers=[Container(name="c", image="pause")]),
         )
     )
-    refused = tether(
-        "node",
-        "upgrade",
-        "1.35.1",
-        "--source",
-        str(source),
-        "--keyring",
-        str(keyring_file),
-        "--arch",
-        "amd64",
-        *simulate,
-    )
+    upgrade = ["node", "upgrade", "1.35.1", "--source", str(source), "--keyring",
+               str(keyring_file), "--arch", "amd64", *simulate]  # fmt: skip
+    refused = tether(*upgrade)
     assert refused.returncode == 1
     assert f"1 pod(s) still run ({namespace}/web-1)" in refused.stdout
     assert load(root).kubernetes_version == "1.34.2"
 
     kube.delete(Pod, "web-1", namespace=namespace, grace_period=0)
-    upgraded = tether(
-        "node",
-        "upgrade",
-        "1.35.1",
-        "--source",
-        str(source),
-        "--keyring",
-        str(keyring_file),
-        "--arch",
-        "amd64",
-        *simulate,
-        "-o",
-        "json",
-    )
+    upgraded = tether(*upgrade, "-o", "json")
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     assert load(root).kubernetes_version == "1.35.1"
 

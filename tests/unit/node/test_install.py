@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from tether.cli import node as node_cli
 from tether.node.artifacts import ChecksumMismatch, Keyring, SignatureError, generate_signing_key
-from tether.node.artifacts import sign as sign_manifest
 from tether.node.install import install
 from tether.node.mirror import sync
 from tether.node.tracker import TRACKER_PATH, host_path, load
@@ -33,33 +32,13 @@ FILES = {
 }
 
 
-def _write_source(src: Path, private_pem: bytes, key_id: str, *, signed: bool = True) -> None:
-    artifacts: list[dict[str, Any]] = []
-    for name, (content, install_path, mode) in FILES.items():
-        rel = f"kubernetes/v{VERSION}/amd64/{name}"
-        (src / rel).parent.mkdir(parents=True, exist_ok=True)
-        (src / rel).write_bytes(content)
-        artifacts.append(
-            {
-                "name": name,
-                "version": VERSION,
-                "url": rel,
-                "sha256": hashlib.sha256(content).hexdigest(),
-                "installPath": install_path,
-                "mode": mode,
-            }
-        )
-    manifest = {
-        "apiVersion": "tether.io/v1alpha1",
-        "kind": "ArtifactManifest",
-        "versions": {VERSION: {"amd64": artifacts}},
+def _artifacts() -> dict[str, list[dict[str, Any]]]:
+    return {
+        VERSION: [
+            {"name": name, "content": content, "installPath": path, "mode": mode}
+            for name, (content, path, mode) in FILES.items()
+        ]
     }
-    envelope = (
-        sign_manifest(manifest, private_pem, key_id)
-        if signed
-        else {"manifest": manifest, "signatures": []}
-    )
-    (src / "manifest.json").write_text(json.dumps(envelope))
 
 
 @pytest.fixture
@@ -73,9 +52,9 @@ def keyring(keys: tuple[str, bytes, bytes]) -> Keyring:
 
 
 @pytest.fixture
-def source(tmp_path: Path, keys: tuple[str, bytes, bytes]) -> Path:
+def source(tmp_path: Path, keys: tuple[str, bytes, bytes], write_source: Any) -> Path:
     src = tmp_path / "source"
-    _write_source(src, keys[1], keys[0])
+    write_source(src, _artifacts(), (keys[0], keys[1]))
     return src
 
 
@@ -152,14 +131,14 @@ def test_tampered_artifact_installs_nothing(tmp_path: Path, source: Path, keyrin
 
 @pytest.mark.parametrize("case", ["unsigned", "unknown-key"])
 def test_untrusted_manifest_is_refused(
-    tmp_path: Path, keys: tuple[str, bytes, bytes], keyring: Keyring, case: str
+    tmp_path: Path, keyring: Keyring, case: str, write_source: Any
 ) -> None:
     src = tmp_path / "src"
     if case == "unsigned":
-        _write_source(src, keys[1], keys[0], signed=False)
+        write_source(src, _artifacts(), None)
     else:
         other_id, other_private, _ = generate_signing_key()
-        _write_source(src, other_private, other_id)
+        write_source(src, _artifacts(), (other_id, other_private))
     root = tmp_path / "root"
     with pytest.raises(SignatureError) as info:
         _install(root, src, keyring)

@@ -129,3 +129,23 @@ def test_config_check_cli(tmp_path: Path, node_config_doc: Doc) -> None:
 
     result = CliRunner().invoke(cli, ["node", "config", "check", "-c", "https://x/y"])
     assert result.exit_code == 7 and "only file:// is supported" in result.output
+
+
+def test_debug_cli_prints_every_check_in_order_with_remedies(
+    tmp_path: Path, node_config_doc: Doc
+) -> None:
+    """On this machine: the API endpoint (10.226.0.10) is unreachable and the node IP is not
+    local, so debug must fail and say what to do; the order of checks is fixed."""
+    config = tmp_path / "nodeconfig.yaml"
+    config.write_text(yaml.safe_dump(node_config_doc()))
+    args = ["node", "debug", "-c", f"file://{config}", "--root", str(tmp_path), "-o", "json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    rows = yaml.safe_load(result.stdout)
+    names = [r["name"] for r in rows]
+    assert names == [
+        "time-sync", "swap", "dns", "api-reachable", "certificate", "node-ip", "mtu", "kubelet"
+    ]  # fmt: skip
+    node_ip = rows[names.index("node-ip")]
+    assert node_ip["status"] == "fail" and "10.80.1.11" in node_ip["remedy"]
+    assert all(r["remedy"] for r in rows if r["status"] != "ok")

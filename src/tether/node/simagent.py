@@ -1,0 +1,43 @@
+"""SIMULATED host agent for the demo and tests: the real agent, with node plans run
+against a :class:`~tether.node.simulated.SimulatedKubeletHost` instead of systemd.
+
+``python -m tether.node.simagent --config agent.yaml --kubeconfig admin.kubeconfig``
+runs exactly what ``tether-agent run`` runs (enrolment, heartbeats, the desired-state
+channel, node plans), except that starting ``kubelet`` registers a simulated kubelet's
+Node through ``--kubeconfig``. Nothing here is used on a real host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tether.agent.config import AgentConfig
+from tether.agent.main import run, setup_logging
+from tether.kube.client import KubeClient
+from tether.kube.kubesim import KubeletFleet
+from tether.node.host import HostOps
+from tether.node.simulated import SimulatedKubeletHost
+from tether.node.tracker import host_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tether-simagent", description=__doc__)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--kubeconfig", type=Path, required=True)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    with KubeClient(args.kubeconfig) as client, KubeletFleet(client) as fleet:
+
+        def host(cfg: AgentConfig) -> HostOps:
+            log = host_path(cfg.node.root, "/var/lib/tether/node/simulated-host.jsonl")
+            log.parent.mkdir(parents=True, exist_ok=True)
+            return SimulatedKubeletHost(cfg.node.root, fleet, args.kubeconfig, log)
+
+        return run(args.config, node_host=host)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
