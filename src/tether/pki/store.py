@@ -13,17 +13,22 @@ Every file is written to a temporary file in the same directory, fsynced, then r
 over the target, so a reader never sees half a key. The active CA's two files must change
 together, so a new active CA is written to ``active.new/`` and swapped in with two
 renames (``active`` -> ``active.old``, ``active.new`` -> ``active``); :func:`load_bundle`
-finishes or rolls back a swap interrupted by a crash. A rotation writes the retired CA's
-``previous/`` entry (``meta.json`` last) before swapping the active CA, so every
-committed rotation has a complete previous entry.
+finishes or rolls back a swap interrupted by a crash. Writers and readers take an
+exclusive ``flock`` on ``<root>/.lock``, so a plane's periodic reload in one process never
+mistakes another process's rotation in progress for a crashed one. A rotation writes
+the retired CA's ``previous/`` entry (``meta.json`` last) before swapping the active CA,
+so every committed rotation has a complete previous entry.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -81,6 +86,17 @@ def _complete(directory: Path) -> bool:
     return (directory / CERT_FILE).is_file() and (directory / KEY_FILE).is_file()
 
 
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Hold the store's lock: one process at a time writes, swaps or recovers."""
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _recover_active(root: Path) -> None:
     """Finish or roll back an interrupted swap of the active CA."""
     active, new, old = root / "active", root / "active.new", root / "active.old"
@@ -118,6 +134,11 @@ def save_bundle(root: Path, bundle: TrustBundle) -> None:
     """Persist ``bundle`` under ``root``; previous CAs no longer in it are deleted (keys too)."""
     _mkdir(root)
     os.chmod(root, DIR_MODE)
+    with _locked(root):
+        _save_bundle(root, bundle)
+
+
+def _save_bundle(root: Path, bundle: TrustBundle) -> None:
     prev_root = root / "previous"
     _mkdir(prev_root)
     for prev in bundle.previous:
@@ -167,6 +188,11 @@ def load_bundle(root: Path) -> TrustBundle:
     """Load the bundle saved by :func:`save_bundle` (recovering an interrupted swap)."""
     if not has_bundle(root):
         raise CAStoreError(f"no trust anchor under {root}", path=str(root))
+    with _locked(root):
+        return _load_bundle(root)
+
+
+def _load_bundle(root: Path) -> TrustBundle:
     _recover_active(root)
     active = _read_ca(root / "active")
     previous: list[PreviousCA] = []

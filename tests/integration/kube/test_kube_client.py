@@ -102,7 +102,8 @@ def test_invalid_object_is_invalid_with_causes(kube: KubeClient) -> None:
 
 def test_node_create_and_patch_labels_three_ways(kube: KubeClient, unique_name: Namer) -> None:
     name = unique_name("edge")
-    kube.create(Node(metadata=ObjectMeta(name=name, labels={"site": "factory-1"})))
+    mine = {"tether-test": name}  # the session's cluster holds other tests' hybrid nodes
+    kube.create(Node(metadata=ObjectMeta(name=name, labels={"site": "factory-1", **mine})))
     try:
         merged = kube.patch(
             Node, name, {"metadata": {"labels": {"tether.io/compute-type": "hybrid"}}}
@@ -150,7 +151,7 @@ def test_node_create_and_patch_labels_three_ways(kube: KubeClient, unique_name: 
             )
         assert not info.value.retryable
 
-        hybrid = kube.list(Node, labels={"tether.io/compute-type": "hybrid"})
+        hybrid = kube.list(Node, labels={"tether.io/compute-type": "hybrid", **mine})
         assert [n.metadata.name for n in hybrid if n.metadata] == [name]
     finally:
         kube.delete(Node, name)

@@ -50,7 +50,7 @@ def test_private_keys_are_0600_and_dirs_0700(tmp_path: Path, now: datetime) -> N
     assert _mode(root / "active") == 0o700
     # No temporary files or swap directories are left behind.
     assert sorted(p.name for p in (root / "active").iterdir()) == ["ca.crt", "ca.key"]
-    assert sorted(p.name for p in root.iterdir()) == ["active", "previous"]
+    assert sorted(p.name for p in root.iterdir()) == [".lock", "active", "previous"]
 
 
 def test_write_atomic_replaces_and_cleans_up(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_recovers_from_crash_between_the_two_renames(tmp_path: Path, now: dateti
     assert has_bundle(tmp_path)
     loaded = load_bundle(tmp_path)
     assert loaded.active.fingerprint == new.fingerprint
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["active", "previous"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "active", "previous"]
 
 
 def test_crash_before_swap_keeps_old_active(tmp_path: Path, now: datetime) -> None:
@@ -159,3 +159,37 @@ def test_revocations_file_round_trip(tmp_path: Path, now: datetime) -> None:
     path.write_text("{}")
     with pytest.raises(CAStoreError):
         load_revocations(path)
+
+
+def test_a_reload_never_breaks_a_rotation_in_progress(tmp_path: Path, now: datetime) -> None:
+    """A plane reloads the store while another process (tether pki rotate) writes it: the
+    reader must not take the writer's half-written active.new for a crashed swap."""
+    import threading
+
+    anchor = TrustAnchor.create(now)
+    anchor.save(tmp_path)
+    bundles = []
+    for day in range(20):
+        anchor.rotate(now + timedelta(days=day), timedelta(days=1))
+        bundles.append(anchor.bundle)
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def reload() -> None:
+        while not done.is_set():
+            try:
+                load_bundle(tmp_path)
+            except BaseException as exc:
+                failures.append(exc)
+
+    reader = threading.Thread(target=reload)
+    reader.start()
+    try:
+        for bundle in bundles:
+            save_bundle(tmp_path, bundle)
+    finally:
+        done.set()
+        reader.join()
+    assert failures == []
+    assert load_bundle(tmp_path).active.fingerprint == bundles[-1].active.fingerprint
+    assert _mode(tmp_path / ".lock") == 0o600
