@@ -217,15 +217,20 @@ def node_config_doc() -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def kube_cluster() -> Iterator[LocalControlPlane]:
-    """A running control plane; stopped (and its temp dir removed) at session end."""
+def kube_binaries() -> None:
+    """kube-apiserver and etcd are built; else skip (with the reason), or fail under CI."""
     try:
         find_binaries()
     except BinariesNotFoundError as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but no control plane binaries: {exc}", pytrace=False)
-        print(f"\nskipping Kubernetes integration tests: {exc}", file=sys.stderr)
+        print(f"\nskipping Kubernetes tests: {exc}", file=sys.stderr)
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(kube_binaries: None) -> Iterator[LocalControlPlane]:
+    """A running control plane; stopped (and its temp dir removed) at session end."""
     with LocalControlPlane() as cp:
         print(
             f"\nkube-apiserver ready at {cp.url} in {cp.ready_seconds:.1f}s",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -47,3 +50,24 @@ def start_server(tmp_path: Path) -> Iterator[ServerStarter]:
     for proc, log in started:
         stop_process(proc, timeout=15)
         log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def demo_process(tmp_path: Path, start_server: ServerStarter) -> tuple[str, str]:
+    """A real ``tether demo`` process in ``<tmp_path>/data``: (API URL, admin token)."""
+    env = {
+        **os.environ,
+        "TETHER_DATA_DIR": str(tmp_path / "data"),
+        "TETHER_CONFIG": str(tmp_path / "cli.yaml"),
+        "TETHER_API_PORT": str(free_port()),
+        "TETHER_AGENT_PORT": str(free_port()),
+    }
+    url = start_server([sys.executable, "-m", "tether.cli", "demo"], env)
+    token = (tmp_path / "data" / "demo-admin-token").read_text().strip()
+    return url, token

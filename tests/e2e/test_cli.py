@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -13,13 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import free_port
+
 TETHER = [sys.executable, "-m", "tether.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

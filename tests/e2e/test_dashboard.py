@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-
-from .test_cli import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -27,22 +23,13 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture
-def demo(tmp_path: Path, start_server: Callable[..., str]) -> tuple[str, str]:
+def demo(demo_process: tuple[str, str]) -> tuple[str, str]:
     if not Path(CHROMIUM).exists():
         reason = "Chromium is not installed (make test installs it as root)"
         if os.environ.get("CI") == "true":
             pytest.fail(reason + "; CI=true forbids skipping")
         pytest.skip(reason)
-    env = {
-        **os.environ,
-        "TETHER_DATA_DIR": str(tmp_path / "data"),
-        "TETHER_CONFIG": str(tmp_path / "cli.yaml"),
-        "TETHER_API_PORT": str(free_port()),
-        "TETHER_AGENT_PORT": str(free_port()),
-    }
-    url = start_server([sys.executable, "-m", "tether.cli", "demo"], env)
-    token = (tmp_path / "data" / "demo-admin-token").read_text().strip()
-    return url, token
+    return demo_process
 
 
 def test_dashboard_shows_pools_hosts_and_live_pool_events(

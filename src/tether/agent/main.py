@@ -30,6 +30,7 @@ def setup_logging(level: str = "INFO") -> None:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # lightkube's client
 
 
 def run(config_path: Path, node_host: Callable[[AgentConfig], HostOps] | None = None) -> int:

@@ -358,12 +358,18 @@ def demo_agents(
     site: str = "dc1",
     directory: Path | None = None,
     heartbeat_seconds: float = 5.0,
+    simulate_kubelet: Path | None = None,
+    keyring: Path | None = None,
 ) -> list[subprocess.Popen[bytes]]:
     """Start ``count`` real agents (``tether agent run`` processes) enrolling at ``site``.
 
     Creates a ``count``-use activation straight in the database, writes one config per
     agent under ``<data dir>/demo-agents/`` and starts the processes; the caller stops them
     (``terminate()``). Agents that enrolled before keep their identity.
+
+    With ``simulate_kubelet`` (a kubeconfig) they run as the SIMULATED agent
+    (:mod:`tether.node.simagent`): node plans act under ``<agent dir>/root`` and start a
+    simulated kubelet; ``keyring`` verifies the plane's artifact manifest.
     """
     from tether.domain.agent import ActivationCreate
     from tether.services import activations
@@ -398,12 +404,16 @@ def demo_agents(
             "tags": {"static": {"demo": "true", "tether.io/site": site}},
             "heartbeatSeconds": heartbeat_seconds,
         }
+        argv = ["-m", "tether.agent", "run", "--config"]
+        if simulate_kubelet is not None:
+            cfg["node"] = {"root": str(base / name / "root"), "keyring": str(keyring)}
+            argv = ["-m", "tether.node.simagent", "--kubeconfig", str(simulate_kubelet), "--config"]
         path = base / f"{name}.yaml"
         write_atomic(path, yaml.safe_dump(cfg), 0o600)
         log = (base / f"{name}.log").open("ab")
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "tether.agent", "run", "--config", str(path)],
+                [sys.executable, *argv, str(path)],
                 stdout=log,
                 stderr=log,
                 preexec_fn=die_with_parent,  # a killed demo leaves no agents behind

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import typer
@@ -20,6 +20,9 @@ from tether.cli.resources import CLUSTER, HOST, POOL, SITE, Kind, add_verbs, spe
 from tether.errors import PlaneError
 from tether.files import write_atomic
 from tether.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from tether.kube.envtest import LocalControlPlane
 
 app = typer.Typer(
     name="tether",
@@ -130,7 +133,7 @@ def demo(
     """Run the plane on embedded defaults with demo objects; Ctrl-C stops it."""
     from tether.domain.resources import Role, TokenCreate
     from tether.services import demo as demo_objects
-    from tether.services import tokens
+    from tether.services import demo_kube, tokens
     from tether.store.db import Database, migrate
 
     settings = _settings(host, port, data_dir)
@@ -160,16 +163,40 @@ def demo(
         typer.echo(f"CLI logged in ({path}); try: tether pool list")
     else:
         typer.echo(f"To use the CLI: tether login --server {url} --token {token}")
+    cp = demo_kube.control_plane()
+    keyring = None
+    if cp is not None:
+        kube_db = Database.connect(settings.database_url)
+        try:
+            demo_kube.import_cluster(kube_db, settings, cp)
+        finally:
+            kube_db.dispose()
+        keyring = demo_kube.publish_artifacts(settings)
+        typer.echo(
+            f"Kubernetes: local control plane {cp.url} imported as cluster demo; pool hosts "
+            f"get join plans for {demo_kube.VERSION} (SIMULATED kubelets and artifacts)"
+        )
+    else:
+        typer.echo(
+            "Kubernetes: not built (scripts/build-kube.sh, or the first make test); the demo "
+            "runs without a cluster, so hosts join pools but no Nodes"
+        )
     agents = [
         proc
         for site in demo_objects.SITES
-        for proc in bootstrap.demo_agents(settings, count=demo_objects.AGENTS_PER_SITE, site=site)
+        for proc in bootstrap.demo_agents(
+            settings,
+            count=demo_objects.AGENTS_PER_SITE,
+            site=site,
+            simulate_kubelet=cp.kubeconfig if cp is not None else None,
+            keyring=keyring,
+        )
     ]
     typer.echo(
         f"Agents:    {len(agents)} local agents enrolling over mTLS on port {settings.agent.port}"
         f" (state and logs: {settings.paths.data_dir / 'demo-agents'})"
     )
-    threading.Thread(target=_fill_demo_pools, args=(settings,), daemon=True).start()
+    threading.Thread(target=_fill_demo_pools, args=(settings, cp), daemon=True).start()
     typer.echo("Ctrl-C stops the plane and the agents; data stays for the next run.")
     try:
         _run(settings)
@@ -178,19 +205,28 @@ def demo(
             proc.terminate()
         for proc in agents:
             proc.wait(10)
+        if cp is not None:
+            cp.stop()
 
 
-def _fill_demo_pools(settings: Settings, attempts: int = 120) -> None:
-    """Put the demo agents' hosts into their pools as they turn Ready (about a second)."""
+def _fill_demo_pools(
+    settings: Settings, cp: LocalControlPlane | None = None, attempts: int = 120
+) -> None:
+    """Put the demo agents' hosts into their pools as they turn Ready (about a second),
+    then, with a control plane, send each pool host its join plan."""
     from tether.services import demo as demo_objects
+    from tether.services import demo_kube
     from tether.store.db import Database
 
     db = Database.connect(settings.database_url)
     try:
         for _ in range(attempts):
             with db.session() as session:
-                if demo_objects.assign_ready_hosts(session):
-                    return
+                filled = demo_objects.assign_ready_hosts(session)
+            if filled:
+                if cp is not None:
+                    demo_kube.send_join_plans(db, cp)
+                return
             time.sleep(1)
     finally:
         db.dispose()

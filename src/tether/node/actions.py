@@ -415,10 +415,20 @@ def _kubelet_config(config: NodeConfig, env: NodeEnv) -> PhaseResult:
     return PhaseResult(_write(env, [render.ca_file(config), render.kubelet_config(config)]))
 
 
+def _bootstrap_server(root: Path) -> str | None:
+    """The API server named by the bootstrap kubeconfig Tether wrote, if any."""
+    path = host_path(root, render.BOOTSTRAP_KUBECONFIG)
+    entry = load(root).get(render.BOOTSTRAP_KUBECONFIG)
+    if entry is None or entry.foreign or not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text())["clusters"][0]["cluster"]["server"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
 def _kubeconfig(config: NodeConfig, env: NodeEnv, token: Callable[[], str]) -> PhaseResult:
-    if host_path(env.root, render.BOOTSTRAP_KUBECONFIG).is_file() and load(env.root).get(
-        render.BOOTSTRAP_KUBECONFIG
-    ):
+    if _bootstrap_server(env.root) == config.spec.cluster.api_server_endpoint:
         return PhaseResult(message="bootstrap kubeconfig present (token not minted again)")
     secret = token()
     if not _TOKEN.match(secret):

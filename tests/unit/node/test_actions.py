@@ -480,3 +480,23 @@ def test_killed_at_every_step_a_rerun_reaches_the_same_end(
         assert _host_state(n) == expected, f"killed at effect {at}"
         at += 1
     assert at > 5, "the action had hardly any side effects to interrupt"
+
+
+def test_a_new_api_endpoint_gets_a_new_bootstrap_kubeconfig(
+    node: Node, node_config_doc: Callable[..., dict[str, Any]]
+) -> None:
+    node.init()
+    doc = node_config_doc()
+    doc["spec"]["cluster"]["apiServerEndpoint"] = "https://10.226.0.20:6443"
+    node.config = parse_node_config(doc)
+    minted: list[str] = []
+
+    def token() -> str:
+        minted.append("x")
+        return "fedcba.0123456789abcdef"
+
+    report = init(node.config, node.env(), token=token)
+    assert report.ok and minted == ["x"]
+    kubeconfig = json.loads(host_path(node.root, render.BOOTSTRAP_KUBECONFIG).read_text())
+    assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://10.226.0.20:6443"
+    assert node.host.calls[-1] == ("restart", "kubelet")
