@@ -281,10 +281,10 @@ class Agent:
             plan = parse_plan(data)
             ring_file = self.config.node.keyring
             keyring = Keyring.from_file(ring_file) if ring_file else None
-        except Invalid as exc:
-            return {"ok": False, "message": exc.message}
+        except Invalid as exc:  # retrying cannot help: the plan or the config must change
+            return {"ok": False, "retryable": False, "message": exc.message}
         except ManifestError as exc:
-            return {"ok": False, "message": str(exc)}
+            return {"ok": False, "retryable": False, "message": str(exc)}
 
         def report(event: PhaseEvent) -> None:
             log.info("node %s %s: %s %s", event.action, event.phase, event.status, event.message)
@@ -302,7 +302,14 @@ class Agent:
 
         node = self.config.node
         ident = self.identity
-        with https_client(ca=ident.ca_path, cert=ident.cert_path, key=ident.key_path) as client:
+        # The plane's mirror is fetched with this host's certificate; another mirror
+        # (node.source) is trusted through the system's CAs and gets no client certificate.
+        client = (
+            https_client()
+            if node.source
+            else https_client(ca=ident.ca_path, cert=ident.cert_path, key=ident.key_path)
+        )
+        with client:
             ctx = PlanContext(
                 name=self.name,
                 root=node.root,
@@ -345,10 +352,18 @@ class Agent:
                         if retry_at is None or time.monotonic() < retry_at or last is None:
                             continue
                         doc = last
-                    result = self.apply(doc["document"], api)
+                    try:
+                        result = self.apply(doc["document"], api)
+                    except Exception as exc:  # never let one document end the channel
+                        log.exception("applying desired state %s failed", doc["hash"][:12])
+                        result = {"ok": False, "message": f"{type(exc).__name__}: {exc}"[:500]}
                     api.applied(self.name, {"hash": doc["hash"], "result": result})
                     known, last = doc["hash"], doc
-                    failed_plan = "node" in doc["document"] and not result.get("ok")
+                    failed_plan = (
+                        "node" in doc["document"]
+                        and not result.get("ok")
+                        and result.get("retryable", True)
+                    )
                     retry_at = (
                         time.monotonic() + self.config.node.retry_seconds if failed_plan else None
                     )

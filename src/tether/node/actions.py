@@ -26,10 +26,11 @@ import logging
 import re
 import socket
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Final, Protocol
 
 import httpx
@@ -77,6 +78,8 @@ __all__ = [
 log = logging.getLogger("tether.node")
 
 STAMPS: Final = f"{JOURNAL_DIR}/applied.json"
+#: Which node ``init`` set up (name, API endpoint, CA); read by upgrade and uninstall.
+NODE_STATE: Final = f"{JOURNAL_DIR}/node.json"
 #: Ports the kubelet listens on: the API (10250) and its health endpoint (10248).
 KUBELET_PORTS: Final = (10250, 10248)
 INIT_PHASES: Final = (
@@ -99,6 +102,9 @@ UPGRADE_PHASES: Final = (
 )
 UNINSTALL_PHASES: Final = ("preflight", "stop", "remove")
 _TOKEN: Final = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
+#: A bootstrap kubeconfig the kubelet has not used yet is renewed after this long: the
+#: plane's tokens live an hour, so a rerun much later must not keep an expired one.
+BOOTSTRAP_TOKEN_REUSE_SECONDS: Final = 45 * 60
 
 
 class HostFacts(Protocol):
@@ -140,6 +146,7 @@ class NodeEnv:
     facts: HostFacts = field(default_factory=SystemFacts)
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    wall_clock: Callable[[], float] = time.time
     ready_timeout: float = 300.0
     poll_seconds: float = 2.0
 
@@ -199,15 +206,21 @@ def _apply_once(root: Path, key: str, paths: Sequence[str], effect: Callable[[],
 
 
 def _guarded(run: Callable[[], PhaseResult]) -> Callable[[], PhaseResult]:
-    """Turn the failures a phase can meet into :class:`PhaseError` with the message."""
+    """Turn every failure of a phase into :class:`PhaseError`, so it is reported as that
+    phase's failure (event, journal, exit code) rather than escaping the action."""
 
     def guarded() -> PhaseResult:
         try:
             return run()
+        except PhaseError:
+            raise
         except (ForeignFile, NodeViewError, HostOpsError, ManifestError, Invalid) as exc:
             raise PhaseError(str(exc)) from exc
         except OSError as exc:
             raise PhaseError(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from exc
+        except Exception as exc:  # a bug or an unforeseen failure: still this phase's
+            log.exception("unexpected failure")
+            raise PhaseError(f"unexpected {type(exc).__name__}: {exc}") from exc
 
     return guarded
 
@@ -325,20 +338,30 @@ class NotInitialised(Exception):
 
 
 def installed_node(root: Path) -> InstalledNode:
-    """Read the node name, endpoint and CA from the files ``init`` wrote under ``root``."""
+    """The node ``init`` set up under ``root``: from ``/var/lib/tether/node/node.json``,
+    which ``init`` writes first and uninstall keeps, so an interrupted uninstall can run
+    again after the files it read are gone."""
+    path = host_path(root, NODE_STATE)
     try:
-        unit = host_path(root, render.KUBELET_UNIT).read_text()
-        kubeconfig = json.loads(host_path(root, render.BOOTSTRAP_KUBECONFIG).read_text())
-        ca = host_path(root, render.CA_FILE).read_text()
-        endpoint = str(kubeconfig["clusters"][0]["cluster"]["server"])
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        data = json.loads(path.read_text())
+        return InstalledNode(str(data["name"]), str(data["endpoint"]), str(data["caPEM"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NotInitialised(f"this host was not set up by tether node init: {exc}") from exc
-    name = next(
-        (a.split("=", 1)[1] for a in unit.split() if a.startswith("--hostname-override=")), ""
-    )
-    if not name:
-        raise NotInitialised(f"{render.KUBELET_UNIT} names no node (--hostname-override)")
-    return InstalledNode(name, endpoint, ca)
+
+
+def _record_node(root: Path, config: NodeConfig) -> None:
+    node = {
+        "name": config.spec.node.name,
+        "endpoint": config.spec.cluster.api_server_endpoint,
+        "caPEM": config.spec.cluster.certificate_authority,
+    }
+    path = host_path(root, NODE_STATE)
+    try:
+        if json.loads(path.read_text()) == node:
+            return
+    except (OSError, ValueError):
+        pass
+    write_atomic(path, json.dumps(node, indent=2) + "\n", 0o600)
 
 
 # init --------------------------------------------------------------------------------------
@@ -399,10 +422,18 @@ def _containerd_main(env: NodeEnv) -> list[render.RenderedFile]:
         major = _containerd_major(entry.version if entry else None)
         return [render.containerd_config(2 if major is None else major)]
     main = host_path(env.root, render.CONTAINERD_CONFIG)
-    if main.is_file() and "config.d" not in main.read_text(errors="replace"):
+    try:
+        imports = tomllib.loads(main.read_text()).get("imports", [])
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PhaseError(
+            f"containerd was not installed by Tether and its {render.CONTAINERD_CONFIG} cannot "
+            f"be read ({exc}): give it an imports line for /etc/containerd/config.d/*.toml"
+        ) from exc
+    wanted = str(PurePosixPath(render.CONTAINERD_DROPIN).parent / "*.toml")
+    if not isinstance(imports, list) or wanted not in imports:
         raise PhaseError(
             f"containerd was not installed by Tether and {render.CONTAINERD_CONFIG} does not "
-            'import config.d: add imports = ["/etc/containerd/config.d/*.toml"] to it'
+            f'import config.d: add imports = ["{wanted}"] to it'
         )
     return []
 
@@ -428,8 +459,15 @@ def _bootstrap_server(root: Path) -> str | None:
 
 
 def _kubeconfig(config: NodeConfig, env: NodeEnv, token: Callable[[], str]) -> PhaseResult:
+    path = host_path(env.root, render.BOOTSTRAP_KUBECONFIG)
+    entry = load(env.root).get(render.BOOTSTRAP_KUBECONFIG)
+    if path.exists() and (entry is None or entry.foreign):
+        raise ForeignFile(render.BOOTSTRAP_KUBECONFIG)  # before a token is minted for it
     if _bootstrap_server(env.root) == config.spec.cluster.api_server_endpoint:
-        return PhaseResult(message="bootstrap kubeconfig present (token not minted again)")
+        joined = host_path(env.root, render.KUBELET_KUBECONFIG).is_file()
+        age = env.wall_clock() - path.stat().st_mtime
+        if joined or age < BOOTSTRAP_TOKEN_REUSE_SECONDS:
+            return PhaseResult(message="bootstrap kubeconfig present (token not minted again)")
     secret = token()
     if not _TOKEN.match(secret):
         raise PhaseError("the bootstrap token is malformed (want 6 + 16 lowercase characters)")
@@ -497,6 +535,7 @@ def init(
         ),
     ]
     fingerprint = _fingerprint(config.model_dump(mode="json"))
+    _record_node(env.root, config)
     return run_phases(
         "init", phases, root=env.root, fingerprint=fingerprint, skip=skip, on_event=on_event
     )
@@ -606,7 +645,9 @@ def _stop(env: NodeEnv) -> PhaseResult:
             env.host.stop(unit)
             changed.append(f"stopped {unit}")
         _set_stamp(env.root, f"service:{unit}", None)
-    if "enabled" in _stamps(env.root):
+    # Disable while Tether's unit files are there (init may have been killed between
+    # enabling the units and saving its stamp).
+    if "enabled" in _stamps(env.root) or tracker.get(render.KUBELET_UNIT) is not None:
         for unit in units:
             env.host.disable(unit)
         changed.append("disabled " + ", ".join(units))

@@ -54,7 +54,7 @@ from tether.node.artifacts import (
     verify,
     verify_sha256,
 )
-from tether.node.tracker import TRACKER_PATH, Tracker, host_path, load, save
+from tether.node.tracker import TRACKER_PATH, TrackedEntry, Tracker, host_path, load, save
 
 __all__ = [
     "ARCHES",
@@ -308,11 +308,16 @@ def install(
         if was_foreign or (artifact.name == "containerd" and present and entry is None):
             foreign.add(artifact.install_path)
 
+    identical = {
+        a.install_path
+        for a in artifacts
+        if a.install_path not in foreign and _is_identical(host_path(root, a.install_path), a)
+    }
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".tether-install-") as tmp:
         staged: dict[str, Path] = {}
         for index, artifact in enumerate(artifacts):
-            if artifact.install_path in foreign:
+            if artifact.install_path in foreign | identical:
                 continue
             dest = Path(tmp) / f"{index}-{artifact.name}"
             fetch_artifact(source, artifact, dest, client)
@@ -333,23 +338,27 @@ def install(
                 tracker.record_foreign(artifact.install_path, name=artifact.name)
                 continue
             item.sha256 = artifact.sha256
-            target = host_path(root, artifact.install_path)
-            if _is_identical(target, artifact):
-                item.status = "unchanged"
-            else:
-                created = _missing_dirs(root, artifact.install_path)
-                write_atomic(
-                    target,
-                    staged[artifact.install_path].read_bytes(),
-                    artifact.mode,
-                    dir_mode=0o755,
+            item.status = "unchanged" if artifact.install_path in identical else "installed"
+            # Intent first: the entry is saved before the file is written, so a kill in
+            # between leaves a tracked path the rerun rewrites, never an untracked file
+            # that would pass for someone else's (a foreign containerd).
+            for directory in _missing_dirs(root, artifact.install_path):
+                if tracker.get(directory) is None:
+                    tracker.put(TrackedEntry(path=directory, kind="directory", mode=0o755))
+            tracker.put(
+                TrackedEntry(
+                    path=artifact.install_path,
+                    sha256=artifact.sha256,
+                    mode=artifact.mode,
+                    name=artifact.name,
+                    version=artifact.version,
                 )
-                for directory in created:
-                    tracker.record_installed(root, directory, "directory")
-                item.status = "installed"
-            tracker.record_installed(
-                root, artifact.install_path, name=artifact.name, version=artifact.version
             )
+            if item.status == "installed":
+                save(root, tracker)
+                target = host_path(root, artifact.install_path)
+                data = staged[artifact.install_path].read_bytes()
+                write_atomic(target, data, artifact.mode, dir_mode=0o755)
     tracker.kubernetes_version = report.version
 
     if _entries(tracker) != before or tracker.kubernetes_version != version_before:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -50,7 +51,6 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from tether.domain.agent import NodeName
 from tether.domain.base import Model
-from tether.domain.models import LabelKey, LabelValue
 
 __all__ = [
     "EKS_HYBRID_LABEL",
@@ -133,12 +133,36 @@ class ClusterSpec(Model):
         return decoded.strip() + "\n"
 
 
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_LABEL_KEY = re.compile(rf"^({_DNS_SUBDOMAIN}/)?{_LABEL_NAME}$")
+_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+
+
 class NodeSpec(Model):
     name: NodeName
     ip: ipaddress.IPv4Address
     node_cidr: ipaddress.IPv4Network
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
     eks_labels: bool = False
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        """Kubernetes label syntax: they end up on the kubelet's command line."""
+        for key, label in value.items():
+            prefix = key.split("/", 1)[0] if "/" in key else ""
+            if not _LABEL_KEY.match(key) or len(prefix) > 253:
+                raise ValueError(
+                    f"{key!r} is not a label key: [prefix/]name, the name at most 63 letters, "
+                    "digits, '-', '_' or '.', the prefix a DNS subdomain"
+                )
+            if not _LABEL_VALUE.match(label):
+                raise ValueError(
+                    f"label {key}: {label!r} is not a label value: at most 63 letters, digits, "
+                    "'-', '_' or '.', starting and ending with a letter or digit"
+                )
+        return value
 
 
 class KubeletSpec(Model):
@@ -157,8 +181,8 @@ class KubeletSpec(Model):
     @classmethod
     def _flags(cls, value: list[str]) -> list[str]:
         for flag in value:
-            if not flag.startswith("--") or any(c in flag for c in "\n\r\0"):
-                raise ValueError(f"{flag!r} is not a --flag[=value]")
+            if not flag.startswith("--") or any(c.isspace() or c == "\0" for c in flag):
+                raise ValueError(f"{flag!r} is not one --flag[=value] without spaces")
             if flag.split("=", 1)[0] in RESERVED_KUBELET_FLAGS:
                 raise ValueError(f"{flag.split('=', 1)[0]} is set by Tether")
         return value
@@ -200,7 +224,7 @@ class ActivationCredential(PlaneCredential):
 
     id: str = Field(pattern=r"^act-[a-z2-7]{12}$")
     code_file: Path
-    state_dir: Path = Path("/var/lib/tether/agent")
+    state_dir: Path = Path("/var/lib/tether-agent")  # the agent's own default
 
 
 class Credentials(Model):
@@ -274,11 +298,19 @@ def check_node_config(config: NodeConfig) -> list[Problem]:
     """The cross-field rules: the node IP in the node CIDR, no overlap with services."""
     spec = config.spec
     problems: list[Problem] = []
-    if spec.node.ip not in spec.node.node_cidr:
+    cidr = spec.node.node_cidr
+    if spec.node.ip not in cidr:
         problems.append(
             Problem(
                 field="spec.node.ip",
-                message=f"{spec.node.ip} is not inside the node CIDR {spec.node.node_cidr}",
+                message=f"{spec.node.ip} is not inside the node CIDR {cidr}",
+            )
+        )
+    elif cidr.prefixlen < 31 and spec.node.ip in (cidr.network_address, cidr.broadcast_address):
+        problems.append(
+            Problem(
+                field="spec.node.ip",
+                message=f"{spec.node.ip} is the network or broadcast address of {cidr}",
             )
         )
     if spec.node.node_cidr.overlaps(spec.cluster.service_cidr):

@@ -212,7 +212,14 @@ def execute(
     except (Invalid, NodeConfigError, NotInitialised, ManifestError, OSError) as exc:
         message = exc.message if isinstance(exc, Invalid) else str(exc)
         on_event(PhaseEvent(plan.action, "plan", "Failed", message))
-        return {"ok": False, "action": plan.action, "message": message, "phases": []}
+        return {
+            "ok": False,
+            "action": plan.action,
+            "message": message,
+            "phases": [],
+            # a wrong plan stays wrong; a missing file or an unreachable mirror may not
+            "retryable": not isinstance(exc, Invalid | NodeConfigError),
+        }
     phases = [p for r in reports for p in r.phases]
     failed = next((p for p in phases if p["status"] == "Failed"), None)
     resumed = next((r.resumed_after for r in reports if r.resumed_after), None)

@@ -74,15 +74,7 @@ class Tracker(Model):
         drop = set(paths)
         self.entries = [e for e in self.entries if e.path not in drop]
 
-    def record_installed(
-        self,
-        root: Path,
-        path: str,
-        kind: EntryKind = "file",
-        *,
-        name: str | None = None,
-        version: str | None = None,
-    ) -> TrackedEntry:
+    def record_installed(self, root: Path, path: str, kind: EntryKind = "file") -> TrackedEntry:
         """Record a file, unit or directory Tether just installed at ``path`` under ``root``."""
         target = host_path(root, path)
         st = target.lstat()
@@ -98,8 +90,6 @@ class Tracker(Model):
                 kind=kind,
                 sha256=file_sha256(target),
                 mode=stat.S_IMODE(st.st_mode),
-                name=name,
-                version=version,
             )
         )
 
@@ -133,8 +123,10 @@ def load(root: Path) -> Tracker:
 
 
 def save(root: Path, tracker: Tracker) -> Path:
-    """Write the tracker atomically (mode 0600) under ``root``; returns its path."""
+    """Write the tracker atomically (mode 0600) under ``root``, entries sorted by path;
+    returns its path."""
     target = host_path(root, TRACKER_PATH)
+    tracker.entries.sort(key=lambda e: e.path)  # the same content whatever the order of work
     write_atomic(
         target,
         tracker.model_dump_json(by_alias=True, indent=2) + "\n",

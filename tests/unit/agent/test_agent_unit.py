@@ -367,3 +367,44 @@ def test_domain_rules() -> None:
     assert document_hash({"a": 1, "b": 2}) == document_hash({"b": 2, "a": 1})
     assert Heartbeat.model_validate_json(b"{}").healthy
     assert not Heartbeat.model_validate_json(b'{"f":{"disk":"full"}}').healthy
+
+
+class DocumentsPlane(FakePlane):
+    """FAKE plane serving a list of desired-state documents, one per poll, then stopping."""
+
+    def __init__(self, clock: VirtualClock, docs: list[dict[str, Any]], stop: Any) -> None:
+        super().__init__(clock)
+        self.docs = docs
+        self.stop = stop
+        self.reports: list[dict[str, Any]] = []
+
+    def desired(self, name: str, known: str | None, timeout: float) -> Any:
+        if not self.docs:
+            self.stop.set()
+            return None
+        return self.docs.pop(0)
+
+    def applied(self, name: str, body: dict[str, Any]) -> None:
+        self.reports.append(body)
+
+
+def test_a_document_that_blows_up_is_reported_and_the_channel_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = VirtualClock()
+    agent = make_agent(tmp_path, FakePlane(clock), clock)
+    docs = [
+        {"hash": "a" * 64, "document": {"node": {"action": "uninstall"}}},
+        {"hash": "b" * 64, "document": {"note": "plain"}},
+    ]
+    plane = DocumentsPlane(clock, docs, agent.stop)
+    agent.api_factory = lambda *_: plane
+
+    def explode(data: Any, api: Any) -> dict[str, Any]:
+        raise ValueError("corrupt tracker")
+
+    monkeypatch.setattr(agent, "apply_node", explode)
+    agent.follow_desired()  # returns once the fake plane runs out of documents
+    assert [r["hash"][0] for r in plane.reports] == ["a", "b"]
+    assert plane.reports[0]["result"] == {"ok": False, "message": "ValueError: corrupt tracker"}
+    assert plane.reports[1]["result"]["ok"] is True

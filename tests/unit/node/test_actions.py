@@ -8,11 +8,14 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 import signal
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,7 +23,7 @@ import pytest
 from tether.domain.drain import PodFacts
 from tether.errors import Invalid
 from tether.node import actions, render
-from tether.node.actions import Force, NodeEnv, init, uninstall, upgrade
+from tether.node.actions import Force, NodeEnv, init, installed_node, uninstall, upgrade
 from tether.node.artifacts import Keyring
 from tether.node.host import RecordingHost
 from tether.node.install import install
@@ -400,6 +403,14 @@ class _Killer:
             real_record(host, op, arg)
 
         monkeypatch.setattr(RecordingHost, "_record", record)
+        for name in ("unlink", "rmdir"):  # uninstall's removals
+            real = getattr(os, name)
+
+            def removal(*args: Any, _real: Any = real, **kwargs: Any) -> None:
+                self.tick()
+                _real(*args, **kwargs)
+
+            monkeypatch.setattr(os, name, removal)
 
     def tick(self) -> None:
         self.count += 1
@@ -428,7 +439,6 @@ def _host_state(node: Node) -> tuple[Any, ...]:
 @pytest.fixture
 def fresh_node(tmp_path: Path, node: Node) -> Callable[[str], Node]:
     """A copy of the installed, not yet initialised node under a new root."""
-    import shutil
 
     def make(label: str) -> Node:
         root = tmp_path / f"run-{label}"
@@ -447,22 +457,29 @@ def fresh_node(tmp_path: Path, node: Node) -> Callable[[str], Node]:
     return make
 
 
-@pytest.mark.parametrize("action", ["init", "upgrade", "uninstall"])
+@pytest.mark.parametrize("action", ["install", "init", "upgrade", "uninstall"])
 def test_killed_at_every_step_a_rerun_reaches_the_same_end(
     action: str, fresh_node: Callable[[str], Node], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def prepare(n: Node) -> None:
-        if action != "init":
+        if action == "install":
+            shutil.rmtree(n.root)
+            n.root.mkdir()
+        elif action != "init":
             assert n.init().ok
 
     def act(n: Node) -> Any:
         n.host = RecordingHost(n.host.log)  # a new process sees what the old one did
         n.view.host = n.host
+        if action == "install":
+            install("1.34.2", root=n.root, source=str(n.source), keyring=n.keyring, arch="amd64")
+            return SimpleNamespace(ok=True)
         if action == "init":
             return n.init()
         if action == "upgrade":
             return n.upgrade("1.35.1")
-        return n.uninstall()
+        # as tether node uninstall does: the node's name from what init left
+        return uninstall(installed_node(n.root).name, n.env(), on_event=n.events.append)
 
     reference = fresh_node("reference")
     prepare(reference)
@@ -477,9 +494,32 @@ def test_killed_at_every_step_a_rerun_reaches_the_same_end(
             break  # the run finished before the at-th effect: every step was covered
         report = act(n)
         assert report.ok, (at, report.as_dict())
-        assert _host_state(n) == expected, f"killed at effect {at}"
+        got = _host_state(n)
+        differ = sorted(k for k in {*got[0], *expected[0]} if got[0].get(k) != expected[0].get(k))
+        assert got == expected, f"killed at effect {at}: {differ} {got[1:]} {expected[1:]}"
         at += 1
     assert at > 5, "the action had hardly any side effects to interrupt"
+
+
+def test_an_unused_bootstrap_token_is_renewed_before_it_expires(node: Node) -> None:
+    """Killed after the kubeconfig phase and run again an hour later: the kubelet never
+    used the token (no kubelet kubeconfig), which has expired, so init mints a new one."""
+    assert node.init(skip=["start", "wait-ready"]).ok
+    minted: list[str] = []
+
+    def token() -> str:
+        minted.append("x")
+        return "fedcba.0123456789abcdef"
+
+    env = node.env()
+    env.wall_clock = lambda: time.time() + 3600
+    assert init(node.config, env, token=token, skip=["start", "wait-ready"]).ok
+    assert minted == ["x"]
+    host_path(node.root, render.KUBELET_KUBECONFIG).parent.mkdir(parents=True)
+    host_path(node.root, render.KUBELET_KUBECONFIG).write_text("joined")
+    env.wall_clock = lambda: time.time() + 7200
+    assert init(node.config, env, token=token).ok
+    assert minted == ["x"]  # joined: the bootstrap token is not needed any more
 
 
 def test_a_new_api_endpoint_gets_a_new_bootstrap_kubeconfig(

@@ -20,6 +20,8 @@ from tether.node.nodeconfig import NodeConfigError, cluster_dns, parse_node_conf
 
 GOLDEN = Path(__file__).parent / "golden"
 TOKEN = "abcdef.0123456789abcdef"
+#: A label key that would add a line to the kubelet unit if it were not refused.
+INJECTED = "a\nExecStartPre=/bin/sh"
 
 Doc = Callable[..., dict[str, Any]]
 
@@ -98,6 +100,10 @@ def _problems(doc: dict[str, Any]) -> dict[str, str]:
         ),
         (("credentials",), {}, "spec.credentials", "exactly one of"),
         (("node", "colour"), "blue", "spec.node.colour", "Extra inputs are not permitted"),
+        (("node", "ip"), "10.80.1.0", "spec.node.ip", "network or broadcast address"),
+        (("node", "labels"), {INJECTED: "x"}, "spec.node.labels", "is not a label key"),
+        (("node", "labels"), {"zone": "a,b=c"}, "spec.node.labels", "is not a label value"),
+        (("kubelet", "flags"), ["--v=2 --hostname-override=x"], "spec.kubelet.flags", "spaces"),
     ],
 )
 def test_every_broken_rule_names_its_field(
