@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Namespace
+from lightkube.models.core_v1 import Container, PodSpec
+from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
+from lightkube.resources.core_v1 import Namespace, Pod
 from sqlalchemy import select
 
 from tether.api.app import create_app
@@ -233,3 +234,27 @@ class Plane:
 @pytest.fixture
 def plane(store: Database, data_dir: Path, kube_cluster: LocalControlPlane) -> Plane:
     return Plane(store, data_dir, kube_cluster)
+
+
+def _replicaset_pod(kube: KubeClient, name: str, namespace: str, node: str) -> Pod:
+    """A Pod bound to ``node`` and owned by a ReplicaSet (so a drain would evict it)."""
+    owner = OwnerReference(
+        apiVersion="apps/v1",
+        kind="ReplicaSet",
+        name="web",
+        uid="6d0c1a4e-0000-4000-8000-000000000001",
+        controller=True,
+    )
+    return kube.create(
+        Pod(
+            metadata=ObjectMeta(name=name, ownerReferences=[owner]),
+            spec=PodSpec(nodeName=node, containers=[Container(name="c", image="x/y:1")]),
+        ),
+        namespace=namespace,
+    )
+
+
+@pytest.fixture
+def replicaset_pod() -> Callable[[KubeClient, str, str, str], Pod]:
+    """``replicaset_pod(kube, name, namespace, node)``: create a ReplicaSet-owned Pod."""
+    return _replicaset_pod

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from lightkube.models.core_v1 import Container, PodSpec
-from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Node, Pod
 
 from tether.domain.resources import Role
@@ -28,7 +28,11 @@ def api(api: TestClient, auth: Callable[[Role], dict[str, str]]) -> TestClient:
 
 
 def test_host_operations_through_the_api(
-    api: TestClient, plane: Any, kube: KubeClient, unique_name: Namer
+    api: TestClient,
+    plane: Any,
+    kube: KubeClient,
+    unique_name: Namer,
+    replicaset_pod: Callable[..., Any],
 ) -> None:
     cluster = unique_name("api")
     host, spare = unique_name("edge"), unique_name("spare")
@@ -41,20 +45,7 @@ def test_host_operations_through_the_api(
     fleet.register([SimulatedNode(host, cluster=cluster)])
     namespace = unique_name("apps")
     kube.create(Namespace(metadata=ObjectMeta(name=namespace)))
-    owner = OwnerReference(
-        apiVersion="apps/v1",
-        kind="ReplicaSet",
-        name="web",
-        uid="6d0c1a4e-0000-4000-8000-000000000001",
-        controller=True,
-    )
-    kube.create(
-        Pod(
-            metadata=ObjectMeta(name="web-1", ownerReferences=[owner]),
-            spec=PodSpec(nodeName=host, containers=[Container(name="c", image="x/y:1")]),
-        ),
-        namespace=namespace,
-    )
+    replicaset_pod(kube, "web-1", namespace, host)
     with fleet:
         grant = api.post(f"/api/v1/hosts/{host}/bootstrap-token", json={"ttlSeconds": 600})
         assert grant.status_code == 201, grant.text

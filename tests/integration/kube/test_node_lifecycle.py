@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from lightkube.models.core_v1 import Container, PodSpec
-from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.core_v1 import Node, Pod
 
 from tether.kube.client import KubeClient
@@ -40,6 +38,7 @@ def test_install_init_upgrade_uninstall_against_a_real_api_server(
     cli_installed: Path,
     node_config_doc: Callable[..., dict[str, Any]],
     run_tether: Callable[..., subprocess.CompletedProcess[str]],
+    replicaset_pod: Callable[..., Any],
 ) -> None:
     tether = run_tether
     cluster = unique_name("life")
@@ -92,19 +91,7 @@ def test_install_init_upgrade_uninstall_against_a_real_api_server(
     assert host_path(root, "/usr/local/bin/kubelet").is_file()
 
     kube.patch(Node, host, {"spec": {"unschedulable": True}})
-    owner = OwnerReference(
-        apiVersion="apps/v1",
-        kind="ReplicaSet",
-        name="web",
-        uid="5f1c0b2e-0000-4000-8000-000000000001",
-        controller=True,
-    )
-    kube.create(
-        Pod(
-            metadata=ObjectMeta(name="web-1", namespace=namespace, ownerReferences=[owner]),
-            spec=PodSpec(nodeName=host, containers=[Container(name="c", image="pause")]),
-        )
-    )
+    replicaset_pod(kube, "web-1", namespace, host)
     upgrade = ["node", "upgrade", "1.35.1", "--source", str(source), "--keyring",
                str(keyring_file), "--arch", "amd64", *simulate]  # fmt: skip
     refused = tether(*upgrade)
