@@ -227,7 +227,7 @@ async def heartbeat(name: NamePath, request: Request) -> Response:
 @router.post("/hosts/{name}/certificate")
 async def renew(name: NamePath, body: RenewRequest, request: Request) -> Enrolment:
     """Renew the host's certificate with a new CSR, authenticated by the current one."""
-    own(request, name)
+    identity = own(request, name)
     plane = _plane(request)
     await _enrolled(plane, name)
 
@@ -240,6 +240,7 @@ async def renew(name: NamePath, body: RenewRequest, request: Request) -> Enrolme
                 body.csr,
                 now=plane.clock(),
                 heartbeat_seconds=plane.settings.agent.heartbeat_seconds,
+                presented=identity.serial_hex,
             )
 
     return await run_in_threadpool(run)

@@ -27,7 +27,7 @@ from tether.services.trust import (
     revoke_host_certificates,
 )
 from tether.store.repo import get_named
-from tether.store.schema import HostAgentRow, HostRow
+from tether.store.schema import HostAgentRow, HostCertRow, HostRow
 
 
 def plane_error(exc: PKIError, field: str) -> PlaneError:
@@ -149,11 +149,25 @@ def renew(
     *,
     now: datetime,
     heartbeat_seconds: float,
+    presented: str | None = None,
 ) -> Enrolment:
-    """Sign a new certificate for an enrolled host (authenticated by its current one)."""
+    """Sign a new certificate for an enrolled host (authenticated by its current one).
+
+    ``presented`` is the serial (hex) of the certificate the request came with. It is
+    checked against the store, not only the agent server's revocation cache, which
+    another plane process refreshes every few seconds: a certificate revoked a moment ago
+    must not buy its holder a fresh one."""
     agent = session.get(HostAgentRow, name)
     if agent is None:
         raise NotFound("host", name)
+    if presented is not None:
+        row = session.scalars(select(HostCertRow).where(HostCertRow.serial == presented)).first()
+        if row is not None and row.revoked_at is not None:
+            raise Unauthenticated(
+                f"certificate {presented} of host {name!r} was revoked; enrol the host again",
+                field="clientCertificate",
+                rule="pki.cert.revoked",
+            )
     cert_pem, serial, not_after, issuer = _sign(trust, csr, name)
     record_certificate(session, name, x509.load_pem_x509_certificate(cert_pem), issuer, now)
     agent.cert_serial = format(serial, "x")

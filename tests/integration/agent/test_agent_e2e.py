@@ -15,11 +15,22 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
 
 from tether.agent.identity import Identity
 from tether.domain.states import HostState
-from tether.store.schema import ActivationRow, AuditRow, EventRow, HostAgentRow, HostRow
+from tether.services.trust import revoke_host_certificates
+from tether.store.schema import (
+    ActivationRow,
+    AuditRow,
+    EventRow,
+    HostAgentRow,
+    HostRow,
+    utcnow,
+)
 
 from .conftest import Plane
 
@@ -302,6 +313,29 @@ def test_revoked_certificate_is_refused_on_the_next_call(plane: Plane) -> None:
     crl = x509.load_pem_x509_crl(crl_pem)
     serial = Identity(state).certificate().serial_number
     assert crl.get_revoked_certificate_by_serial_number(serial) is not None
+
+
+def test_a_certificate_revoked_elsewhere_cannot_be_renewed(plane: Plane) -> None:
+    """Another plane process revokes the certificate (straight in the shared store); before
+    this server's revocation cache refreshes, a renewal with it is still refused."""
+    plane.server.settings.agent.revocation_refresh_seconds = 3600
+    state = enrol(plane, "edge-rv")
+    plane.processes[-1].terminate()
+    plane.processes[-1].wait(10)
+    with plane.db.session() as s:
+        assert revoke_host_certificates(s, "edge-rv", "keyCompromise", utcnow())
+    client = plane.agent_client(state)
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge-rv")]))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
+    refused = client.post("/agent/v1/hosts/edge-rv/certificate", json={"csr": csr})
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["rule"] == "pki.cert.revoked"
 
 
 def test_an_unpaired_host_certificate_dies_with_it(plane: Plane) -> None:
