@@ -117,8 +117,10 @@ class HeartbeatTable:
         if host is None:
             raise NotFound("host", name)
         healthy = heartbeat.healthy
+        # Agents send their version only on a connection's first heartbeat: keep it.
+        version = heartbeat.v if heartbeat.v is not None else host.version
         with self._lock:
-            self._pending[name] = Beat(now, healthy, heartbeat.v, dict(heartbeat.f))
+            self._pending[name] = Beat(now, healthy, version, dict(heartbeat.f))
         return health_event(host.state, healthy)
 
     def apply(self, name: str, event: HostEvent) -> HostState | None:
@@ -173,7 +175,6 @@ class HeartbeatTable:
             host = self._known.get(name)
             if host is not None and (host.version, host.failing) != (beat.version, beat.failing):
                 changed.append({"n": name, "v": beat.version, "f": beat.failing})
-                host.version, host.failing = beat.version, beat.failing
         try:
             with self.db.session() as session:
                 conn = session.connection()
@@ -196,5 +197,10 @@ class HeartbeatTable:
                 for name, beat in batch.items():
                     self._pending.setdefault(name, beat)
             raise
+        # Only once written: a failed flush must not make the retry think nothing changed.
+        for name, beat in batch.items():
+            host = self._known.get(name)
+            if host is not None:
+                host.version, host.failing = beat.version, beat.failing
         self.flushed += len(beats)
         return len(beats)

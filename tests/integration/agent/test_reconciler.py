@@ -85,3 +85,33 @@ def test_a_concurrent_change_makes_the_reconciler_skip_not_fail(db: Database) ->
     rec._candidates = original  # type: ignore[method-assign]
     moved = rec.reconcile_once(T0 + timedelta(seconds=60))
     assert [(t.host, t.state) for t in moved] == [("c", HostState.UNREACHABLE)]
+
+
+def test_agent_version_survives_later_beats_and_a_failed_flush(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _host(db, "v")
+
+    def stored() -> tuple[str | None, dict[str, str]]:
+        with db.session() as s:
+            row = s.get(HostAgentRow, "v")
+            assert row is not None
+            return row.agent_version, dict(row.failing_checks or {})
+
+    table = HeartbeatTable(db, clock=lambda: T0)
+    table.beat("v", Heartbeat(v="1.4.0"), T0)
+    assert table.flush() == 1 and stored() == ("1.4.0", {})
+    # later beats carry no version (only a connection's first one does)
+    table.beat("v", Heartbeat(f={"disk": "97% full"}), T0 + timedelta(seconds=10))
+
+    real = db.session
+
+    def broken() -> None:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(db, "session", broken)
+    with pytest.raises(RuntimeError):
+        table.flush()
+    monkeypatch.setattr(db, "session", real)
+    assert table.flush() == 1  # the retry still knows the failing check changed
+    assert stored() == ("1.4.0", {"disk": "97% full"})
