@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 a phase failed (the output names it and why), 2 usage erro
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -262,17 +263,20 @@ def debug_command(
     """Run ordered checks (time sync, swap, DNS, API endpoint, certificates, node IP, MTU,
     kubelet) and print a remedy for each problem. Exit 1 if any check fails."""
     node_config = _config(config)
-    ca = host_path(root, files.CA_FILE)
     client_cert = host_path(root, files.KUBELET_CLIENT_CERT)
-    target = DebugTarget(
-        api_endpoint=node_config.spec.cluster.api_server_endpoint,
-        ca_file=ca if ca.is_file() else None,
-        cert_files=[p for p in (ca, client_cert) if p.is_file()],
-        node_ip=node_config.spec.node.ip,
-        node_cidr=node_config.spec.node.node_cidr,
-        min_mtu=min_mtu,
-    )
-    results = run_checks(target, SystemProbes(), datetime.now(UTC))
+    with tempfile.TemporaryDirectory(prefix="tether-debug-") as tmp:
+        # The NodeConfig's CA, so the API endpoint's TLS is checked even before init.
+        ca = Path(tmp) / "ca.crt"
+        ca.write_text(node_config.spec.cluster.certificate_authority)
+        target = DebugTarget(
+            api_endpoint=node_config.spec.cluster.api_server_endpoint,
+            ca_file=ca,
+            cert_files=[p for p in (ca, client_cert) if p.is_file()],
+            node_ip=node_config.spec.node.ip,
+            node_cidr=node_config.spec.node.node_cidr,
+            min_mtu=min_mtu,
+        )
+        results = run_checks(target, SystemProbes(), datetime.now(UTC))
     rows = [r.as_dict() for r in results]
     if output is Format.TABLE:
         for row in rows:
@@ -311,6 +315,7 @@ def config_check_command(config: str = ConfigOpt, output: Format = OutputOption)
             f"NodeConfig valid: node {summary['node']} ({summary['nodeIP']}) joins cluster "
             f"{summary['cluster']} with {summary['credentials']} credentials",
             highlight=False,
+            soft_wrap=True,
         )
     else:
         render(summary, output)
