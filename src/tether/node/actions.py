@@ -54,6 +54,7 @@ from tether.node.phases import (
     PhaseError,
     PhaseEvent,
     PhaseResult,
+    check_skip,
     run_phases,
 )
 from tether.node.tracker import Tracker, host_path, load, save
@@ -535,6 +536,7 @@ def init(
         ),
     ]
     fingerprint = _fingerprint(config.model_dump(mode="json"))
+    check_skip("init", phases, skip)  # a usage error changes nothing on the host
     _record_node(env.root, config)
     return run_phases(
         "init", phases, root=env.root, fingerprint=fingerprint, skip=skip, on_event=on_event

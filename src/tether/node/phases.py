@@ -32,6 +32,7 @@ __all__ = [
     "PhaseEvent",
     "PhaseResult",
     "UnknownPhase",
+    "check_skip",
     "load_journal",
     "run_phases",
 ]
@@ -109,6 +110,16 @@ def _save_journal(root: Path, action: str, journal: dict[str, Any]) -> None:
     write_atomic(_journal_path(root, action), json.dumps(journal, indent=2) + "\n", 0o600)
 
 
+def check_skip(action: str, phases: Sequence[Phase], skip: Sequence[str]) -> None:
+    """Raise :class:`UnknownPhase` if ``skip`` names a phase ``action`` does not have."""
+    names = [p.name for p in phases]
+    unknown = [s for s in skip if s not in names]
+    if unknown:
+        raise UnknownPhase(
+            f"unknown phase {', '.join(unknown)} for {action}; phases: {', '.join(names)}"
+        )
+
+
 def run_phases(
     action: str,
     phases: Sequence[Phase],
@@ -122,12 +133,7 @@ def run_phases(
     """Run ``phases`` in order; stop at the first failure (raising nothing: the report
     says which phase failed and why). Raises :class:`UnknownPhase` before running
     anything if ``skip`` names a phase not in ``phases``."""
-    names = [p.name for p in phases]
-    unknown = [s for s in skip if s not in names]
-    if unknown:
-        raise UnknownPhase(
-            f"unknown phase {', '.join(unknown)} for {action}; phases: {', '.join(names)}"
-        )
+    check_skip(action, phases, skip)
     journal = load_journal(root, action)
     report = ActionReport(action=action)
     if journal.get("fingerprint") == fingerprint and not journal.get("finished"):

@@ -217,8 +217,11 @@ def test_a_changed_nodeconfig_restarts_only_what_it_touches(
 def test_skip_and_unknown_phase(node: Node) -> None:
     report = node.init(skip=["wait-ready", "validation"])
     assert _statuses(report)["wait-ready"] == "Skipped"
+    fresh = node.root.parent / "fresh"
+    node.root = fresh
     with pytest.raises(UnknownPhase, match="unknown phase nope"):
         node.init(skip=["nope"])
+    assert not fresh.exists()  # a usage error writes nothing, not even node.json
 
 
 @pytest.mark.parametrize(
