@@ -170,6 +170,7 @@ def run_phases(
             }
         )
         journal["completed"].append(phase.name)
+        journal.setdefault("messages", {})[phase.name] = message
         _save_journal(root, action, journal)
     journal["finished"] = True
     journal["finishedAt"] = now().isoformat()

@@ -29,7 +29,7 @@ from tether.node.host import RecordingHost
 from tether.node.install import install
 from tether.node.kubeview import NodeState
 from tether.node.nodeconfig import NodeConfig, parse_node_config
-from tether.node.phases import PhaseEvent, UnknownPhase
+from tether.node.phases import PhaseEvent, UnknownPhase, load_journal
 from tether.node.tracker import host_path, load
 
 TOKEN = "abcdef.0123456789abcdef"
@@ -322,6 +322,8 @@ def test_force_needs_a_reason_and_is_logged(node: Node, caplog: pytest.LogCaptur
     assert report.ok
     assert "forced past the drain check: disk died, node is gone" in report.phases[0]["message"]
     assert "disk died, node is gone" in caplog.text
+    journal = load_journal(node.root, "uninstall")
+    assert "disk died, node is gone" in journal["messages"]["preflight"]
 
 
 def test_upgrade_replaces_the_kubelet_and_restarts_only_it(node: Node) -> None:
