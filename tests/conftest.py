@@ -8,8 +8,6 @@ except under ``CI=true`` where a missing PostgreSQL is a failure.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -25,7 +23,7 @@ from sqlalchemy.engine import make_url
 from tether.kube.client import KubeClient
 from tether.kube.envtest import BinariesNotFoundError, LocalControlPlane, find_binaries
 from tether.node.artifacts import Keyring, generate_signing_key
-from tether.node.artifacts import sign as sign_manifest
+from tether.node.mirror import SourceFile, publish
 from tether.settings import Settings
 from tether.store.db import Database, migrate
 
@@ -103,36 +101,26 @@ def artifact_content(name: str, version: str) -> bytes:
 def _write_source(
     src: Path, versions: dict[str, list[dict[str, Any]]], key: tuple[str, bytes] | None
 ) -> None:
-    """A source directory: each artifact's ``content`` at its relative ``url`` (default
-    ``kubernetes/v<kube>/amd64/<name>``), or at ``sha256/<hex>`` when ``url`` is an https
-    URL (a mirror's layout), and ``manifest.json`` signed with ``key`` (None: unsigned)."""
-    listing: dict[str, Any] = {}
-    for kube, files in versions.items():
-        artifacts = []
-        for item in files:
-            content: bytes = item["content"]
-            digest = hashlib.sha256(content).hexdigest()
-            url = item.get("url") or f"kubernetes/v{kube}/amd64/{item['name']}"
-            path = src / "sha256" / digest if url.startswith("https://") else src / url
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
-            artifacts.append(
-                {
-                    "name": item["name"],
-                    "version": item.get("version", kube),
-                    "url": url,
-                    "sha256": digest,
-                    "installPath": item["installPath"],
-                    "mode": item["mode"],
-                }
-            )
-        listing[kube] = {"amd64": artifacts}
-    manifest = {"apiVersion": "tether.io/v1alpha1", "kind": "ArtifactManifest", "versions": listing}
-    envelope = (
-        sign_manifest(manifest, key[1], key[0]) if key else {"manifest": manifest, "signatures": []}
+    """A source directory written by :func:`tether.node.mirror.publish` from plain dicts
+    (``name``, ``content``, ``installPath``, ``mode``, optional ``version`` and ``url``)."""
+    publish(
+        src,
+        {
+            kube: [
+                SourceFile(
+                    name=item["name"],
+                    version=item.get("version", kube),
+                    content=item["content"],
+                    install_path=item["installPath"],
+                    mode=item["mode"],
+                    url=item.get("url"),
+                )
+                for item in files
+            ]
+            for kube, files in versions.items()
+        },
+        key,
     )
-    src.mkdir(parents=True, exist_ok=True)
-    (src / "manifest.json").write_text(json.dumps(envelope))
 
 
 @pytest.fixture

@@ -239,13 +239,21 @@ class Agent:
                 log.error("heartbeat refused: %s [%s]%s", exc.message, exc.rule, hint)
         return max(0.0, min(self.next_beat, self.renew_at) - self.clock())
 
-    def _event(self, reason: str, message: str, *, warning: bool = False) -> None:
-        if self.api is None:
+    def _event(
+        self, reason: str, message: str, *, warning: bool = False, api: PlaneAPI | None = None
+    ) -> None:
+        """Send a host event (through ``api``, default the main connection); best effort."""
+        api = api or self.api
+        if api is None:
             return
         try:
-            self.api.event(
+            api.event(
                 self.name,
-                {"type": "Warning" if warning else "Normal", "reason": reason, "message": message},
+                {
+                    "type": "Warning" if warning else "Normal",
+                    "reason": reason[:128],
+                    "message": message[:1024],
+                },
             )
         except (Unavailable, Refused) as exc:
             log.warning("could not send event %s: %s", reason, exc)
@@ -288,17 +296,8 @@ class Agent:
 
         def report(event: PhaseEvent) -> None:
             log.info("node %s %s: %s %s", event.action, event.phase, event.status, event.message)
-            if api is None:
-                return
-            body = {
-                "type": "Warning" if event.status == "Failed" else "Normal",
-                "reason": event.reason[:128],
-                "message": event.message[:1024],
-            }
-            try:
-                api.event(self.name, body)
-            except (Unavailable, Refused) as exc:
-                log.warning("could not send event %s: %s", event.reason, exc)
+            warning = event.status == "Failed"
+            self._event(event.reason, event.message, warning=warning, api=api)
 
         node = self.config.node
         ident = self.identity

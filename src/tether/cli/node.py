@@ -91,12 +91,7 @@ def install_command(
         raise _fail(f"nothing installed: {exc}", EXIT_FAILED) from exc
     if output is Format.TABLE:
         render([i.as_dict() for i in report.items], output, INSTALL_COLUMNS)
-        console.print(
-            f"Kubernetes {report.version} ({report.arch}): {len(report.installed)} installed, "
-            f"{len(report.unchanged)} unchanged, {len(report.foreign)} foreign (kept); "
-            f"tracker {report.tracker}",
-            highlight=False,
-        )
+        console.print(f"{report.summary()}; tracker {report.tracker}", highlight=False)
     else:
         render(report.as_dict(), output)
 

@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 a phase failed (the output names it and why), 2 usage erro
 from __future__ import annotations
 
 import tempfile
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,17 +88,16 @@ def _skips(skip: str) -> list[str]:
     return [s.strip() for s in skip.split(",") if s.strip()]
 
 
-def _host(root: Path, simulate: Path | None, stack: list[Any]) -> HostOps:
+def _host(root: Path, simulate: Path | None, stack: ExitStack) -> HostOps:
+    """systemd, or the SIMULATED kubelet host (closed with ``stack``)."""
     if simulate is None:
         return SystemdHost()
     from tether.kube.client import KubeClient
     from tether.kube.kubesim import KubeletFleet
     from tether.node.simulated import SimulatedKubeletHost
 
-    client = KubeClient(simulate)
-    fleet = KubeletFleet(client)
-    fleet.start()
-    stack.extend([fleet.stop, client.close])
+    client = stack.enter_context(KubeClient(simulate))
+    fleet = stack.enter_context(KubeletFleet(client))
     log = host_path(root, "/var/lib/tether/node/simulated-host.jsonl")
     log.parent.mkdir(parents=True, exist_ok=True)
     return SimulatedKubeletHost(root, fleet, simulate, log)
@@ -125,11 +125,6 @@ def _run(action: Any, output: Format) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
-def _with_stack(stack: list[Any]) -> None:
-    for close in reversed(stack):
-        close()
-
-
 def init_command(
     config: str = ConfigOpt,
     root: Path = RootOpt,
@@ -141,8 +136,7 @@ def init_command(
     """Join this host to its cluster: validation, sysctl, containerd, kubelet config,
     bootstrap kubeconfig, systemd units, start, wait for Ready. Safe to run again."""
     node_config = _config(config)
-    stack: list[Any] = []
-    try:
+    with ExitStack() as stack:
         env = NodeEnv(
             root=root,
             host=_host(root, simulate, stack),
@@ -160,8 +154,6 @@ def init_command(
             ),
             output,
         )
-    finally:
-        _with_stack(stack)
 
 
 def _installed(root: Path, kubeconfig: Path | None, name: str | None) -> tuple[str, KubeNodeView]:
@@ -200,10 +192,9 @@ def upgrade_command(
     """Upgrade a cordoned, drained node's Kubernetes components to VERSION."""
     forced = _force(force, reason)
     ring = load_keyring(keyring)
-    client = https(ca, cert, key)
-    stack: list[Any] = [client.close]
     name, view = _installed(root, kubeconfig, node_name)
-    try:
+    with ExitStack() as stack:
+        client = stack.enter_context(https(ca, cert, key))
         env = NodeEnv(
             root=root, host=_host(root, simulate, stack), view=view, ready_timeout=ready_timeout
         )
@@ -223,8 +214,6 @@ def upgrade_command(
             ),
             output,
         )
-    finally:
-        _with_stack(stack)
 
 
 def uninstall_command(
@@ -241,8 +230,7 @@ def uninstall_command(
     drained first)."""
     forced = _force(force, reason)
     name, view = _installed(root, kubeconfig, node_name)
-    stack: list[Any] = []
-    try:
+    with ExitStack() as stack:
         env = NodeEnv(root=root, host=_host(root, simulate, stack), view=view)
         _run(
             lambda on_event: uninstall(
@@ -250,8 +238,6 @@ def uninstall_command(
             ),
             output,
         )
-    finally:
-        _with_stack(stack)
 
 
 def debug_command(

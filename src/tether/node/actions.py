@@ -40,10 +40,10 @@ from tether.domain.kubeversion import node_skew_problem, parse_version
 from tether.errors import Invalid
 from tether.files import write_atomic
 from tether.node import render
-from tether.node.artifacts import Keyring, ManifestError, resolve, verify
+from tether.node.artifacts import Keyring, ManifestError
 from tether.node.debug import SystemProbes
 from tether.node.host import HostOps, HostOpsError
-from tether.node.install import default_arch, fetch_envelope, install
+from tether.node.install import default_arch, fetch_resolved, install
 from tether.node.kubeview import NodeView, NodeViewError
 from tether.node.managed import ForeignFile, write_managed
 from tether.node.nodeconfig import NodeConfig
@@ -484,12 +484,14 @@ def _units(config: NodeConfig, env: NodeEnv) -> PhaseResult:
     if _apply_once(env.root, "daemon-reload", [f.path for f in files], env.host.daemon_reload):
         changed.append("daemon-reload")
 
+    units = list(_services(tracker))
+
     def enable() -> None:
-        for unit in _services(tracker):
+        for unit in units:
             env.host.enable(unit)
 
     if _apply_once(env.root, "enabled", [f.path for f in files], enable):
-        changed.append("enabled " + ", ".join(_services(tracker)))
+        changed.append("enabled " + ", ".join(units))
     return PhaseResult(changed)
 
 
@@ -562,8 +564,7 @@ def _validate_upgrade(
     allow_major: bool,
     client: httpx.Client | None,
 ) -> PhaseResult:
-    manifest = verify(fetch_envelope(source, client), keyring)
-    artifacts = resolve(manifest, version, arch)
+    artifacts = fetch_resolved(source, version, keyring=keyring, arch=arch, client=client).artifacts
     kubelet = next((a for a in artifacts if a.name == "kubelet"), None)
     control_plane = _check_skew(env, kubelet.version if kubelet else version)
     tracker = load(env.root)
@@ -600,11 +601,7 @@ def upgrade(
         report = install(
             version, root=env.root, source=source, keyring=keyring, arch=arch, client=client
         )
-        return PhaseResult(
-            report.installed,
-            f"Kubernetes {report.version}: "
-            f"{len(report.installed)} installed, {len(report.unchanged)} unchanged",
-        )
+        return PhaseResult(report.installed, report.summary())
 
     phases = [
         _phase(

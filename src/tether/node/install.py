@@ -46,7 +46,6 @@ import httpx
 from tether.files import write_atomic
 from tether.node.artifacts import (
     Artifact,
-    ArtifactManifest,
     Keyring,
     ManifestError,
     file_sha256,
@@ -65,9 +64,9 @@ __all__ = [
     "default_arch",
     "fetch_artifact",
     "fetch_envelope",
+    "fetch_resolved",
     "https_client",
     "install",
-    "resolved_version",
 ]
 
 MANIFEST_NAME: Final = "manifest.json"
@@ -122,6 +121,12 @@ class InstallReport:
     @property
     def foreign(self) -> list[str]:
         return self.paths("foreign")
+
+    def summary(self) -> str:
+        return (
+            f"Kubernetes {self.version} ({self.arch}): {len(self.installed)} installed, "
+            f"{len(self.unchanged)} unchanged, {len(self.foreign)} foreign (kept)"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -245,9 +250,32 @@ def fetch_artifact(
             raise FetchError(f"cannot read {path}: {exc}") from exc
 
 
-def resolved_version(manifest: ArtifactManifest, artifacts: list[Artifact], arch: str) -> str:
-    """The manifest version whose ``arch`` list is ``artifacts`` (what resolve chose)."""
-    return next(v for v, arches in manifest.versions.items() if arches.get(arch) == artifacts)
+@dataclass(frozen=True)
+class Resolved:
+    """A verified manifest's artifacts for one version and architecture."""
+
+    version: str  # the manifest version chosen (``1.34`` resolves to the newest 1.34.x)
+    arch: str
+    artifacts: list[Artifact]
+    envelope: dict[str, Any]  # as fetched, signatures included (what a mirror stores)
+
+
+def fetch_resolved(
+    source: str,
+    version: str,
+    *,
+    keyring: Keyring,
+    arch: str | None = None,
+    client: httpx.Client | None = None,
+) -> Resolved:
+    """Fetch the envelope at ``source``, verify it against ``keyring`` and resolve
+    ``version`` for ``arch`` (default: this host). Raises :class:`ManifestError`."""
+    envelope = fetch_envelope(source, client)
+    manifest = verify(envelope, keyring)
+    arch = arch or default_arch()
+    artifacts = resolve(manifest, version, arch)
+    chosen = next(v for v, arches in manifest.versions.items() if arches.get(arch) == artifacts)
+    return Resolved(chosen, arch, artifacts, envelope)
 
 
 def _is_identical(target: Path, artifact: Artifact) -> bool:
@@ -291,10 +319,9 @@ def install(
     closes it. Raises :class:`ManifestError` (or a subclass) and installs nothing when the
     manifest is not trusted, the version or arch is unknown, a fetch fails or a checksum
     does not match."""
-    manifest = verify(fetch_envelope(source, client), keyring)
-    arch = arch or default_arch()
-    artifacts = resolve(manifest, version, arch)
-    report = InstallReport(version=resolved_version(manifest, artifacts, arch), arch=arch)
+    resolved = fetch_resolved(source, version, keyring=keyring, arch=arch, client=client)
+    artifacts = resolved.artifacts
+    report = InstallReport(version=resolved.version, arch=resolved.arch)
     tracker = load(root)
     before = _entries(tracker)
     version_before = tracker.kubernetes_version

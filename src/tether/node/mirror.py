@@ -12,9 +12,11 @@ last, so an interrupted or failed sync never leaves a manifest naming missing fi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -22,17 +24,23 @@ from typing import Any, Literal
 import httpx
 
 from tether.files import write_atomic
-from tether.node.artifacts import Artifact, Keyring, file_sha256, resolve, verify, verify_sha256
+from tether.node.artifacts import (
+    API_VERSION,
+    Artifact,
+    ArtifactName,
+    Keyring,
+    file_sha256,
+    sign,
+    verify_sha256,
+)
 from tether.node.install import (
     BY_SHA256,
     MANIFEST_NAME,
-    default_arch,
     fetch_artifact,
-    fetch_envelope,
-    resolved_version,
+    fetch_resolved,
 )
 
-__all__ = ["SyncReport", "SyncedFile", "mirror_path", "sync"]
+__all__ = ["SourceFile", "SyncReport", "SyncedFile", "mirror_path", "publish", "sync"]
 
 
 @dataclass
@@ -87,11 +95,9 @@ def sync(
     ``to``; ``client`` (see :func:`tether.node.install.https_client`) makes the https
     downloads. Raises :class:`~tether.node.artifacts.ManifestError` (nothing written for an
     untrusted manifest; no manifest written when an artifact fails)."""
-    envelope = fetch_envelope(source, client)
-    manifest = verify(envelope, keyring)
-    arch = arch or default_arch()
-    artifacts = resolve(manifest, version, arch)
-    report = SyncReport(version=resolved_version(manifest, artifacts, arch), arch=arch, to=str(to))
+    resolved = fetch_resolved(source, version, keyring=keyring, arch=arch, client=client)
+    artifacts = resolved.artifacts
+    report = SyncReport(version=resolved.version, arch=resolved.arch, to=str(to))
     to.mkdir(parents=True, exist_ok=True)
     for artifact in artifacts:
         rel = mirror_path(artifact)
@@ -114,8 +120,55 @@ def sync(
         item.status = "fetched"
     write_atomic(
         to / MANIFEST_NAME,
-        json.dumps(envelope, indent=2, sort_keys=True) + "\n",
+        json.dumps(resolved.envelope, indent=2, sort_keys=True) + "\n",
         0o644,
         dir_mode=0o755,
     )
     return report
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One artifact to publish: its bytes, where it installs, and optionally its url
+    (default ``kubernetes/v<kubernetes version>/<arch>/<name>``)."""
+
+    name: ArtifactName
+    version: str
+    content: bytes
+    install_path: str
+    mode: int
+    url: str | None = None
+
+
+def publish(
+    directory: Path,
+    versions: Mapping[str, Sequence[SourceFile]],
+    signing_key: tuple[str, bytes] | None,
+    *,
+    arch: str = "amd64",
+) -> None:
+    """Write an artifact source: every file where a mirror keeps it (:func:`mirror_path`)
+    and ``manifest.json`` signed with ``signing_key`` (key id, private PEM), or unsigned
+    when None. For publishing your own builds, the demo's artifacts, and tests."""
+    listing: dict[str, Any] = {}
+    for kube, files in versions.items():
+        artifacts = []
+        for f in files:
+            artifact = Artifact(
+                name=f.name,
+                version=f.version,
+                url=f.url or f"kubernetes/v{kube}/{arch}/{f.name}",
+                sha256=hashlib.sha256(f.content).hexdigest(),
+                install_path=f.install_path,
+                mode=f.mode,
+            )
+            write_atomic(directory / mirror_path(artifact), f.content, 0o644, dir_mode=0o755)
+            artifacts.append(artifact.model_dump(mode="json", by_alias=True))
+        listing[kube] = {arch: artifacts}
+    manifest = {"apiVersion": API_VERSION, "kind": "ArtifactManifest", "versions": listing}
+    envelope = (
+        sign(manifest, signing_key[1], signing_key[0])
+        if signing_key
+        else {"manifest": manifest, "signatures": []}
+    )
+    write_atomic(directory / MANIFEST_NAME, json.dumps(envelope), 0o644, dir_mode=0o755)

@@ -136,10 +136,6 @@ def _install_report(version: str, ctx: PlanContext) -> ActionReport:
         keyring=_keyring(ctx),
         client=ctx.client,
     )
-    message = (
-        f"Kubernetes {report.version}: {len(report.installed)} installed, "
-        f"{len(report.unchanged)} unchanged, {len(report.foreign)} foreign (kept)"
-    )
     return ActionReport(
         action="install",
         phases=[
@@ -147,7 +143,7 @@ def _install_report(version: str, ctx: PlanContext) -> ActionReport:
                 "phase": "install",
                 "status": "Completed",
                 "changed": report.installed,
-                "message": message,
+                "message": report.summary(),
             }
         ],
     )

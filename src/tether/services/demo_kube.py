@@ -19,7 +19,6 @@ Without the binaries the demo runs as before (hosts enrol and join pools, no Nod
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -36,8 +35,8 @@ from tether.kube.envtest import (
     LocalControlPlane,
     find_binaries,
 )
-from tether.node.artifacts import Keyring, generate_signing_key, sign
-from tether.node.mirror import sync
+from tether.node.artifacts import ArtifactName, Keyring, generate_signing_key
+from tether.node.mirror import SourceFile, publish, sync
 from tether.services import desired, kubeimport
 from tether.services import resources as svc
 from tether.settings import Settings
@@ -52,7 +51,7 @@ log = logging.getLogger(__name__)
 VERSION: Final = "1.34.2"
 CLUSTER: Final = "demo"
 SERVICE_CIDR: Final = "172.20.0.0/16"
-_LAYOUT: Final = {
+_LAYOUT: Final[dict[ArtifactName, tuple[str, str, int]]] = {
     "containerd": ("2.1.4", "/usr/local/bin/containerd", 0o755),
     "kubelet": (VERSION, "/usr/local/bin/kubelet", 0o755),
     "kubectl": (VERSION, "/usr/local/bin/kubectl", 0o755),
@@ -103,27 +102,17 @@ def publish_artifacts(settings: Settings) -> Path:
     base = settings.paths.data_dir / "demo-artifacts"
     key_id, private, public = _signing_key(base)
     upstream = base / "upstream"
-    artifacts: list[dict[str, Any]] = []
-    for name, (version, path, mode) in _LAYOUT.items():
-        content = f"#!/bin/sh\necho 'SIMULATED {name} {version} (tether demo)'\n".encode()
-        rel = f"kubernetes/v{VERSION}/amd64/{name}"
-        write_atomic(upstream / rel, content, 0o644, dir_mode=0o755)
-        artifacts.append(
-            {
-                "name": name,
-                "version": version,
-                "url": rel,
-                "sha256": hashlib.sha256(content).hexdigest(),
-                "installPath": path,
-                "mode": mode,
-            }
+    files = [
+        SourceFile(
+            name=name,
+            version=version,
+            content=f"#!/bin/sh\necho 'SIMULATED {name} {version} (tether demo)'\n".encode(),
+            install_path=path,
+            mode=mode,
         )
-    manifest = {
-        "apiVersion": "tether.io/v1alpha1",
-        "kind": "ArtifactManifest",
-        "versions": {VERSION: {"amd64": artifacts}},
-    }
-    write_atomic(upstream / "manifest.json", json.dumps(sign(manifest, private, key_id)), 0o644)
+        for name, (version, path, mode) in _LAYOUT.items()
+    ]
+    publish(upstream, {VERSION: files}, (key_id, private))
     keyring_file = base / "keyring.yaml"
     write_atomic(keyring_file, json.dumps({key_id: public.decode()}), 0o644)
     keyring = Keyring.from_pems({key_id: public})

@@ -15,9 +15,6 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
 
 from tether.agent.identity import Identity
@@ -325,15 +322,8 @@ def test_a_certificate_revoked_elsewhere_cannot_be_renewed(plane: Plane) -> None
     with plane.db.session() as s:
         assert revoke_host_certificates(s, "edge-rv", "keyCompromise", utcnow())
     client = plane.agent_client(state)
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge-rv")]))
-        .sign(key, hashes.SHA256())
-        .public_bytes(serialization.Encoding.PEM)
-        .decode()
-    )
-    refused = client.post("/agent/v1/hosts/edge-rv/certificate", json={"csr": csr})
+    _, csr = Identity(state).new_csr("edge-rv")  # what the agent would send
+    refused = client.post("/agent/v1/hosts/edge-rv/certificate", json={"csr": csr.decode()})
     assert refused.status_code == 401, refused.text
     assert refused.json()["rule"] == "pki.cert.revoked"
 
