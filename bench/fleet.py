@@ -45,10 +45,10 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 
-from tether.api.agent_server import ServerThread
 from tether.domain.states import HostState
 from tether.pki import TrustAnchor
 from tether.pki.authority import private_key_pem
+from tether.server import ServerThread
 from tether.settings import Settings
 from tether.store.db import Database, migrate
 from tether.store.schema import HostAgentRow, HostRow, SiteRow, utcnow

@@ -1,7 +1,7 @@
 """Benchmark: many simulated kubelets from one process against a real kube-apiserver.
 
-Starts a :class:`tether.kube.envtest.LocalControlPlane`, registers ``--nodes`` simulated
-kubelets (:mod:`tether.kube.kubesim`), lets them renew their Leases for one warm-up
+Starts a :class:`tether.sim.envtest.LocalControlPlane`, registers ``--nodes`` simulated
+kubelets (:mod:`tether.sim.kubesim`), lets them renew their Leases for one warm-up
 interval, then measures over ``--duration`` seconds:
 
 - CPU used by this (simulator) process, by kube-apiserver and by etcd, as a share of one
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from tether.kube.client import KubeClient
-from tether.kube.envtest import KUBE_VERSION, LocalControlPlane
-from tether.kube.kubesim import KubeletFleet, SimulatedNode
+from tether.sim.envtest import KUBE_VERSION, LocalControlPlane
+from tether.sim.kubesim import KubeletFleet, SimulatedNode
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 

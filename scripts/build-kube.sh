@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build kube-apiserver and etcd from the Go module proxy and cache them
-# outside the repository, for Tether's integration tests (tether.kube.envtest).
+# outside the repository, for Tether's integration tests (tether.sim.envtest).
 #
 # Why build from source: no package on this machine ships kube-apiserver and
 # no prebuilt binary may be downloaded; the Go module proxy serves the source.
@@ -14,7 +14,7 @@
 #
 # Layout: $TETHER_KUBE_CACHE/<k8s-version>/{kube-apiserver,etcd,VERSIONS}
 #
-# Keep KUBE_VERSION in step with tether.kube.envtest.KUBE_VERSION.
+# Keep KUBE_VERSION in step with tether.sim.envtest.KUBE_VERSION.
 set -euo pipefail
 
 # Newest k8s.io/kubernetes release on the proxy whose go.mod `go` line

@@ -21,10 +21,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tether.kube.client import KubeClient
-from tether.kube.envtest import BinariesNotFoundError, LocalControlPlane, find_binaries
 from tether.node.artifacts import Keyring, generate_signing_key
 from tether.node.mirror import SourceFile, publish
 from tether.settings import Settings
+from tether.sim.envtest import BinariesNotFoundError, LocalControlPlane, find_binaries
 from tether.store.db import Database, migrate
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -35,7 +35,7 @@ def setup_logging(level: str = "INFO") -> None:
 
 def run(config_path: Path, node_host: Callable[[AgentConfig], HostOps] | None = None) -> int:
     """Run the agent until SIGTERM/SIGINT; returns the exit code. ``node_host`` replaces
-    systemd for node plans (the SIMULATED agent of :mod:`tether.node.simagent`)."""
+    systemd for node plans (the SIMULATED agent of :mod:`tether.sim.agent`)."""
     try:
         config = load(config_path)
     except ConfigError as exc:

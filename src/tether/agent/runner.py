@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from tether.agent import AGENT_VERSION, checks, inventory, tags
-from tether.agent.client import HttpPlaneAPI, PlaneAPI, Refused, Unavailable, compact
 from tether.agent.config import ActivationConfig, AgentConfig, ConfigError
 from tether.agent.identity import Identity, choose_names, write_private
 from tether.agent.lock import SingleInstance
@@ -38,6 +37,7 @@ from tether.node.install import https_client
 from tether.node.nodeconfig import NodeConfig
 from tether.node.phases import PhaseError, PhaseEvent
 from tether.node.plan import PlanContext, execute, parse_plan
+from tether.planeclient import HttpPlaneAPI, PlaneAPI, Refused, Unavailable, compact
 
 log = logging.getLogger("tether.agent")
 

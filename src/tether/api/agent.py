@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,8 +36,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import tether
 from tether.api import errors
 from tether.api.artifacts import RESPONSES, ArtifactPath, artifact_response
-from tether.api.kube_routes import node_client
-from tether.controllers.heartbeats import HeartbeatReconciler
 from tether.domain import resources as r
 from tether.domain.agent import (
     AgentEvent,
@@ -55,7 +53,7 @@ from tether.domain.states import HostState
 from tether.errors import Forbidden, Invalid, NotFound, PlaneError, Unauthenticated
 from tether.pki import HostIdentity
 from tether.pki.errors import PKIError
-from tether.services import audit, desired, enrolment, events, nodeidentity
+from tether.services import audit, desired, enrolment, events, kubeconn, nodeidentity
 from tether.services import resources as svc
 from tether.services.heartbeats import HeartbeatTable
 from tether.services.trust import PlaneTrust
@@ -66,7 +64,7 @@ from tether.store.schema import utcnow
 log = logging.getLogger(__name__)
 
 PREFIX = "/agent/v1"
-#: Key of the client certificate (DER) in the ASGI TLS extension dict (see agent_server).
+#: Key of the client certificate (DER) in the ASGI TLS extension dict (see tether.server).
 CLIENT_CERT_DER = "tether.client_cert_der"
 
 
@@ -317,7 +315,7 @@ async def bootstrap_token(name: NamePath, request: Request) -> BootstrapTokenGra
 
     def run() -> BootstrapTokenGrant:
         with (
-            node_client(plane.db, plane.settings.paths.data_dir, name) as client,
+            kubeconn.node_client(plane.db, plane.settings.paths.data_dir, name) as client,
             plane.db.session() as session,
         ):
             return nodeidentity.mint_bootstrap_token(session, name, client=client)
@@ -409,6 +407,10 @@ class AuditRefusals:
                 await record(500)
 
 
+#: A job run for the agent app's lifetime: ``job(plane, stop)`` returns when ``stop`` is set.
+BackgroundJob = Callable[["AgentPlane", asyncio.Event], Coroutine[Any, Any, None]]
+
+
 def _audit(db: Database, actor: str, action: str, target: str, status_code: int) -> None:
     with db.session() as session:
         audit.write(session, actor=actor, action=action, target=target, status_code=status_code)
@@ -430,8 +432,13 @@ def create_agent_app(
     *,
     plane: AgentPlane | None = None,
     run_migrations: bool = True,
+    background: Sequence[BackgroundJob] = (),
 ) -> FastAPI:
-    """The agent API. Serve it with :mod:`tether.api.agent_server` (mutual TLS)."""
+    """The agent API. Serve it with :mod:`tether.server` (mutual TLS).
+
+    ``background`` jobs run for the app's lifetime beside the heartbeat flush and the
+    desired-state refresh (the server passes the heartbeat reconciler, a controller the
+    API layer does not import); each gets the plane and an event set at shutdown."""
     database = (
         db
         or (plane.db if plane else None)
@@ -453,13 +460,6 @@ def create_agent_app(
         await run_in_threadpool(agent_plane.watcher.refresh)
         await run_in_threadpool(agent_plane.table.preload)
         stop = asyncio.Event()
-        reconciler = HeartbeatReconciler(
-            database,
-            heartbeat_seconds=cfg.heartbeat_seconds,
-            missed_heartbeats=cfg.missed_heartbeats,
-            table=agent_plane.table,
-            clock=agent_plane.clock,
-        )
 
         def refresh_trust() -> None:
             agent_plane.trust.reload_ca_if_changed()
@@ -472,11 +472,11 @@ def create_agent_app(
             asyncio.create_task(
                 _every(cfg.flush_seconds, stop, agent_plane.table.flush, "heartbeat flush")
             ),
-            asyncio.create_task(reconciler.run(cfg.reconcile_seconds, stop)),
             asyncio.create_task(
                 _every(cfg.revocation_refresh_seconds, stop, refresh_trust, "trust refresh")
             ),
             asyncio.create_task(_every(1.0, stop, refresh_desired, "desired-state refresh")),
+            *(asyncio.create_task(job(agent_plane, stop)) for job in background),
         ]
         try:
             yield

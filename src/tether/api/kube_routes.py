@@ -11,14 +11,11 @@ import stored (Tether's own service account), never the caller's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path as FsPath
 from typing import Annotated
 
 from fastapi import APIRouter, Path, status
-from sqlalchemy.orm import Session
 
 from tether.api.deps import DB, Config, Operator
 from tether.domain.drain import DrainOptions
@@ -33,48 +30,15 @@ from tether.domain.kubeapi import (
     ImportResult,
 )
 from tether.domain.models import EventType, Name, ObjectKind
-from tether.errors import Invalid
-from tether.kube.client import KubeClient
-from tether.kube.errors import KubeError
 from tether.services import drain as drain_svc
-from tether.services import events, hybrid, kubeimport, nodeidentity
+from tether.services import events, hybrid, kubeconn, kubeimport, nodeidentity
 from tether.services import resources as svc
-from tether.services.kubeconn import from_kube_error, open_cluster
 from tether.store.db import Database
 
 router = APIRouter(prefix="/api/v1")
 
 ClusterName = Annotated[Name, Path(description="Cluster name.")]
 HostName = Annotated[Name, Path(description="Host name (= its node name).")]
-
-
-@contextmanager
-def _cluster_client(data_dir: FsPath, name: str) -> Iterator[KubeClient]:
-    with open_cluster(data_dir, name) as client:
-        try:
-            yield client
-        except KubeError as exc:
-            raise from_kube_error(exc, f"talking to cluster {name}") from exc
-
-
-def _host_cluster(session: Session, host: str) -> str:
-    view = svc.get_host(session, host)
-    if view.spec.pool is None:
-        raise Invalid(
-            f"host {host!r} is not in a pool, so it is no node of any cluster",
-            field="spec.pool",
-            rule="assigned",
-        )
-    return svc.get_pool(session, view.spec.pool).spec.cluster
-
-
-@contextmanager
-def node_client(db: Database, data_dir: FsPath, host: str) -> Iterator[KubeClient]:
-    """A client for the cluster the host is a node of (its pool's cluster)."""
-    with db.session() as s:
-        cluster = _host_cluster(s, host)
-    with _cluster_client(data_dir, cluster) as client:
-        yield client
 
 
 @router.post("/clusters/{name}/import", tags=["clusters"])
@@ -95,7 +59,7 @@ def _hybrid(
 ) -> HybridReport:
     with db.session() as s:
         svc.get_cluster(s, name)
-    with _cluster_client(data_dir, name) as client, db.session() as s:
+    with kubeconn.cluster_client(data_dir, name) as client, db.session() as s:
         return hybrid.set_hybrid(
             s, name, enable=enable, client=client, eks_labels=body.eks_labels, dry_run=body.dry_run
         )
@@ -122,7 +86,7 @@ def mint_bootstrap_token(
     name: HostName, body: BootstrapTokenRequest, db: DB, settings: Config, _: Operator
 ) -> BootstrapTokenGrant:
     """A short-lived bootstrap token for the host to join its pool's cluster (shown once)."""
-    with node_client(db, settings.paths.data_dir, name) as client, db.session() as s:
+    with kubeconn.node_client(db, settings.paths.data_dir, name) as client, db.session() as s:
         return nodeidentity.mint_bootstrap_token(
             s, name, client=client, ttl=timedelta(seconds=body.ttl_seconds)
         )
@@ -131,7 +95,7 @@ def mint_bootstrap_token(
 def _set_unschedulable(
     name: str, db: Database, data_dir: FsPath, unschedulable: bool
 ) -> dict[str, object]:
-    with node_client(db, data_dir, name) as client:
+    with kubeconn.node_client(db, data_dir, name) as client:
         changed = drain_svc.set_unschedulable(client, name, unschedulable)
     if changed:
         reason, message = (
@@ -181,5 +145,5 @@ def drain(name: HostName, body: DrainRequest, db: DB, settings: Config, _: Opera
         grace_period_seconds=body.grace_period_seconds,
         wait_for_delete=body.wait_for_delete,
     )
-    with node_client(db, settings.paths.data_dir, name) as client:
+    with kubeconn.node_client(db, settings.paths.data_dir, name) as client:
         return drain_svc.drain_node(client, name, options, progress=progress)

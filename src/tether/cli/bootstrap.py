@@ -368,7 +368,7 @@ def demo_agents(
     (``terminate()``). Agents that enrolled before keep their identity.
 
     With ``simulate_kubelet`` (a kubeconfig) they run as the SIMULATED agent
-    (:mod:`tether.node.simagent`): node plans act under ``<agent dir>/root`` and start a
+    (:mod:`tether.sim.agent`): node plans act under ``<agent dir>/root`` and start a
     simulated kubelet; ``keyring`` verifies the plane's artifact manifest.
     """
     from tether.domain.agent import ActivationCreate
@@ -407,7 +407,7 @@ def demo_agents(
         argv = ["-m", "tether.agent", "run", "--config"]
         if simulate_kubelet is not None:
             cfg["node"] = {"root": str(base / name / "root"), "keyring": str(keyring)}
-            argv = ["-m", "tether.node.simagent", "--kubeconfig", str(simulate_kubelet), "--config"]
+            argv = ["-m", "tether.sim.agent", "--kubeconfig", str(simulate_kubelet), "--config"]
         path = base / f"{name}.yaml"
         write_atomic(path, yaml.safe_dump(cfg), 0o600)
         log = (base / f"{name}.log").open("ab")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import typer
 
-from tether.cli import bootstrap, config, net, node
+from tether.cli import bootstrap, config, net, node, nodelife
 from tether.cli import kube as kube_cli
 from tether.cli.client import EXIT_CODES, Client, CLIError
 from tether.cli.output import Format, OutputOption, errors, field, render
@@ -22,7 +22,7 @@ from tether.files import write_atomic
 from tether.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from tether.kube.envtest import LocalControlPlane
+    from tether.sim.envtest import LocalControlPlane
 
 app = typer.Typer(
     name="tether",
@@ -54,6 +54,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
 app.add_typer(net.app, name="net")
+nodelife.attach(node.app)
 node.register(app)
 kube_cli.register(app, cluster_app, host_app)
 bootstrap.register(app, site_app=site_app, host_app=host_app)
@@ -103,8 +104,8 @@ DataOpt = typer.Option(None, "--data-dir", help="Data directory (TETHER_DATA_DIR
 
 def _run(settings: Settings) -> None:
     """Serve the people's API and the mTLS agent server, with the controllers beside them."""
-    from tether.api.agent_server import run
     from tether.controllers.manager import ControllerManager
+    from tether.server import run
     from tether.store.db import Database, migrate
 
     db = Database.connect(settings.database_url, busy_timeout_ms=settings.database.busy_timeout_ms)
@@ -132,8 +133,9 @@ def demo(
 ) -> None:
     """Run the plane on embedded defaults with demo objects; Ctrl-C stops it."""
     from tether.domain.resources import Role, TokenCreate
-    from tether.services import demo as demo_objects
-    from tether.services import demo_kube, tokens
+    from tether.services import tokens
+    from tether.sim import demo as demo_objects
+    from tether.sim import demo_kube
     from tether.store.db import Database, migrate
 
     settings = _settings(host, port, data_dir)
@@ -214,8 +216,8 @@ def _fill_demo_pools(
 ) -> None:
     """Put the demo agents' hosts into their pools as they turn Ready (about a second),
     then, with a control plane, send each pool host its join plan."""
-    from tether.services import demo as demo_objects
-    from tether.services import demo_kube
+    from tether.sim import demo as demo_objects
+    from tether.sim import demo_kube
     from tether.store.db import Database
 
     db = Database.connect(settings.database_url)

@@ -10,20 +10,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import typer
 
-from tether.cli.output import Format, OutputOption, console, errors, field, render
-from tether.node.artifacts import Keyring, ManifestError
-from tether.node.install import https_client, install
+from tether.cli.nodeopts import (
+    EXIT_FAILED,
+    CaOpt,
+    CertOpt,
+    KeyOpt,
+    KeyringOpt,
+    fail,
+    https,
+    load_keyring,
+)
+from tether.cli.output import Format, OutputOption, console, field, render
+from tether.node.artifacts import ManifestError
+from tether.node.install import install
 from tether.node.mirror import sync
 
 app = typer.Typer(help="Install Kubernetes node components on this host.", no_args_is_help=True)
 artifacts_app = typer.Typer(help="Signed node artifacts: mirror them.", no_args_is_help=True)
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 INSTALL_COLUMNS = [
     ("NAME", field("name")),
@@ -32,38 +37,6 @@ INSTALL_COLUMNS = [
     ("STATUS", field("status")),
 ]
 SYNC_COLUMNS = INSTALL_COLUMNS
-
-KeyringOpt = typer.Option(
-    ..., "--keyring", help="YAML or JSON mapping of trusted key IDs to public PEM keys."
-)
-
-
-CaOpt = typer.Option(
-    None, "--ca", help="PEM CA bundle to trust for https (instead of the system's)."
-)
-CertOpt = typer.Option(None, "--cert", help="Client certificate (PEM) for https, e.g. the host's.")
-KeyOpt = typer.Option(None, "--key", help="Private key (PEM) of --cert.")
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def load_keyring(path: Path) -> Keyring:
-    """The keyring in ``path`` (``{keyID: public PEM}``); exit 2 if unusable."""
-    try:
-        return Keyring.from_file(path)
-    except ManifestError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from exc
-
-
-def https(ca: Path | None, cert: Path | None, key: Path | None) -> httpx.Client:
-    """The client for https sources from --ca/--cert/--key; exit 2 if they are unusable."""
-    try:
-        return https_client(ca=ca, cert=cert, key=key)
-    except (ManifestError, OSError) as exc:
-        raise _fail(f"cannot use --ca/--cert/--key: {exc}", EXIT_USAGE) from exc
 
 
 @app.command("install")
@@ -88,7 +61,7 @@ def install_command(
                 version, root=root, source=source, keyring=ring, arch=arch, client=client
             )
     except (ManifestError, OSError) as exc:
-        raise _fail(f"nothing installed: {exc}", EXIT_FAILED) from exc
+        raise fail(f"nothing installed: {exc}", EXIT_FAILED) from exc
     if output is Format.TABLE:
         render([i.as_dict() for i in report.items], output, INSTALL_COLUMNS)
         console.print(f"{report.summary()}; tracker {report.tracker}", highlight=False)
@@ -117,7 +90,7 @@ def sync_command(
         with client:
             report = sync(version, source=source, to=to, keyring=ring, arch=arch, client=client)
     except (ManifestError, OSError) as exc:
-        raise _fail(f"sync failed: {exc}", EXIT_FAILED) from exc
+        raise fail(f"sync failed: {exc}", EXIT_FAILED) from exc
     if output is Format.TABLE:
         render([f.as_dict() for f in report.files], output, SYNC_COLUMNS)
         fetched = sum(1 for f in report.files if f.status == "fetched")
@@ -132,8 +105,5 @@ def sync_command(
 
 def register(root: typer.Typer) -> None:
     """Mount ``tether node ...`` and ``tether artifacts ...`` on the root command."""
-    from tether.cli import nodelife
-
-    nodelife.attach(app)
     root.add_typer(app, name="node")
     root.add_typer(artifacts_app, name="artifacts")

@@ -15,7 +15,16 @@ from typing import Any
 import typer
 
 from tether.agent.runner import enrol_identity
-from tether.cli.node import CaOpt, CertOpt, KeyOpt, https, load_keyring
+from tether.cli.nodeopts import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    CaOpt,
+    CertOpt,
+    KeyOpt,
+    fail,
+    https,
+    load_keyring,
+)
 from tether.cli.output import Format, OutputOption, console, errors, field, render
 from tether.errors import Invalid
 from tether.node import render as files
@@ -36,8 +45,6 @@ from tether.node.nodeconfig import NodeConfig, NodeConfigError, load_node_config
 from tether.node.phases import ActionReport, PhaseEvent, UnknownPhase
 from tether.node.tracker import host_path
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 EXIT_INVALID = 7
 
 PHASE_COLUMNS = [
@@ -61,11 +68,6 @@ SimulateOpt = typer.Option(
 )
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
-
-
 def _config(location: str) -> NodeConfig:
     try:
         return load_node_config(location)
@@ -81,7 +83,7 @@ def _force(force: bool, reason: str | None) -> Force | None:
     try:
         return Force(reason or "")
     except Invalid as exc:
-        raise _fail(exc.message, EXIT_USAGE) from None
+        raise fail(exc.message, EXIT_USAGE) from None
 
 
 def _skips(skip: str) -> list[str]:
@@ -93,8 +95,8 @@ def _host(root: Path, simulate: Path | None, stack: ExitStack) -> HostOps:
     if simulate is None:
         return SystemdHost()
     from tether.kube.client import KubeClient
-    from tether.kube.kubesim import KubeletFleet
-    from tether.node.simulated import SimulatedKubeletHost
+    from tether.sim.kubelet_host import SimulatedKubeletHost
+    from tether.sim.kubesim import KubeletFleet
 
     client = stack.enter_context(KubeClient(simulate))
     fleet = stack.enter_context(KubeletFleet(client))
@@ -116,7 +118,7 @@ def _run(action: Any, output: Format) -> None:
     try:
         report: ActionReport = action(on_event)
     except UnknownPhase as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None
     if output is not Format.TABLE:
         render(report.as_dict(), output)
     elif report.resumed_after:
@@ -161,7 +163,7 @@ def _installed(root: Path, kubeconfig: Path | None, name: str | None) -> tuple[s
     try:
         node = installed_node(root)
     except NotInitialised as exc:
-        raise _fail(str(exc), EXIT_FAILED) from exc
+        raise fail(str(exc), EXIT_FAILED) from exc
     view = KubeNodeView(
         node.endpoint, node.ca_pem, kubeconfig or host_path(root, files.KUBELET_KUBECONFIG)
     )

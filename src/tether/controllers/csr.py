@@ -24,13 +24,13 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from lightkube.resources.certificates_v1 import CertificateSigningRequest
 
 from tether.controllers.watch import ListWatchLoop, WatchController
 from tether.domain.models import EventType, ObjectKind
 from tether.domain.nodeidentity import CSRDecision, CSRFacts, HostIdentity, Verdict, decide_csr
 from tether.kube.client import KubeClient, WatchEvent
 from tether.kube.errors import KubeError
+from tether.kube.resources import CertificateSigningRequest
 from tether.services import events
 from tether.services.nodeidentity import host_identities
 from tether.store.db import Database

@@ -19,13 +19,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from lightkube.resources.core_v1 import Node
-
 from tether.controllers.watch import ListWatchLoop, WatchController, WatchingClient
 from tether.domain.nodehealth import HealthPlan, NodeSnapshot
 from tether.errors import PlaneError
 from tether.kube.client import KubeClient, WatchEvent
 from tether.kube.facts import node_snapshot
+from tether.kube.resources import Node
 from tether.services.health import reconcile_cluster_health
 from tether.services.hybrid import set_hybrid
 from tether.services.resources import get_cluster

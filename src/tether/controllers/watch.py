@@ -24,10 +24,9 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
-from lightkube.core.resource import Resource
-
 from tether.kube.client import ObjectList, Watch, WatchEvent
 from tether.kube.errors import Gone, KubeError
+from tether.kube.resources import Resource
 
 __all__ = ["ListWatchLoop", "WatchController", "WatchingClient"]
 

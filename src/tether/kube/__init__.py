@@ -4,6 +4,8 @@
   Kubernetes API server (a thin layer over lightkube).
 - :mod:`tether.kube.errors`: the error tree every Kubernetes failure is mapped onto, with
   ``retryable`` separating retry-later failures from permanent ones.
-- :mod:`tether.kube.envtest`: ``LocalControlPlane``, a real etcd + kube-apiserver on
-  loopback for tests (binaries built by ``scripts/build-kube.sh``).
+- :mod:`tether.kube.resources`: the Kubernetes object types the rest of Tether uses
+  (lightkube's models, re-exported: lightkube is imported nowhere outside this package).
+
+The local control plane for tests lives in :mod:`tether.sim.envtest`.
 """

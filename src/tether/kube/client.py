@@ -52,7 +52,14 @@ from lightkube.resources.certificates_v1 import (
 from lightkube.resources.core_v1 import Pod, ServiceAccountToken
 from lightkube.types import PatchType as _LkPatchType
 
-from tether.kube.errors import Conflict, KubeError, NotFound, from_exception, from_status
+from tether.kube.errors import (
+    ConfigError,
+    Conflict,
+    KubeError,
+    NotFound,
+    from_exception,
+    from_status,
+)
 
 __all__ = [
     "ALL_NAMESPACES",
@@ -326,8 +333,33 @@ def _status_error(response: httpx2.Response) -> KubeError:
     return from_status(response.status_code, response.reason_phrase or response.text[:200])
 
 
+def _load_config(
+    kubeconfig: str | os.PathLike[str] | Mapping[str, Any], context: str | None
+) -> SingleConfig:
+    """Read a kubeconfig (a file or its parsed mapping); any flaw is a :class:`ConfigError`.
+
+    lightkube raises YAML, key, type and its own config errors for a bad kubeconfig; one
+    permanent error type lets a caller (the controller manager) isolate that cluster.
+    """
+    where = "kubeconfig" if isinstance(kubeconfig, Mapping) else f"kubeconfig {kubeconfig}"
+    try:
+        config = (
+            KubeConfig.from_dict(dict(kubeconfig))
+            if isinstance(kubeconfig, Mapping)
+            else KubeConfig.from_file(os.fspath(kubeconfig))
+        )
+        single: SingleConfig | None = config.get(context_name=context)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {where}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # yaml.YAMLError, KeyError, TypeError, lightkube.ConfigError
+        raise ConfigError(f"{where} is not usable: {type(exc).__name__}: {exc}") from exc
+    if single is None:  # pragma: no cover - get() raises ConfigError instead
+        raise ConfigError(f"{where} has no usable context")
+    return single
+
+
 class KubeClient:
-    """A Kubernetes API client built from a kubeconfig (path or lightkube ``KubeConfig``).
+    """A Kubernetes API client built from a kubeconfig (a path or the parsed mapping).
 
     *context* picks a kubeconfig context (default: current-context); *namespace*
     overrides the context's default namespace. *timeout* (seconds) bounds connect,
@@ -339,21 +371,14 @@ class KubeClient:
 
     def __init__(
         self,
-        kubeconfig: str | os.PathLike[str] | KubeConfig,
+        kubeconfig: str | os.PathLike[str] | Mapping[str, Any],
         *,
         context: str | None = None,
         namespace: str | None = None,
         field_manager: str = DEFAULT_FIELD_MANAGER,
         timeout: float = 10.0,
     ) -> None:
-        config = (
-            kubeconfig
-            if isinstance(kubeconfig, KubeConfig)
-            else KubeConfig.from_file(os.fspath(kubeconfig))
-        )
-        single: SingleConfig | None = config.get(context_name=context)
-        if single is None:  # pragma: no cover - get() raises ConfigError instead
-            raise KubeError("kubeconfig has no usable context")
+        single = _load_config(kubeconfig, context)
         self._config = single
         self.field_manager = field_manager
         self.timeout = timeout

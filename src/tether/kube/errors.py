@@ -4,6 +4,7 @@ Every failure that leaves :class:`tether.kube.client.KubeClient` is one of these
 callers never see lightkube's or httpx2's exception types::
 
     KubeError                       any Kubernetes API failure (also: other 4xx)
+    ├── ConfigError                 the kubeconfig is missing, unreadable or malformed
     ├── NotFound                    404: the object (or its namespace) does not exist
     ├── Conflict                    409: AlreadyExists, or a stale resourceVersion
     ├── Gone                        410: a watch's resourceVersion is too old: relist
@@ -32,6 +33,7 @@ import httpx2
 from lightkube import ApiError
 
 __all__ = [
+    "ConfigError",
     "Conflict",
     "Forbidden",
     "Gone",
@@ -97,6 +99,12 @@ class KubeError(Exception):
             f"{type(self).__name__}({self.message!r}, status_code={self.status_code!r}, "
             f"reason={self.reason!r})"
         )
+
+
+class ConfigError(KubeError):
+    """The kubeconfig cannot be used (missing, not YAML, no such context, bad fields).
+
+    Permanent: the same kubeconfig fails the same way until someone replaces it."""
 
 
 class NotFound(KubeError):

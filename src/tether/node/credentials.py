@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tether.agent.client import HttpPlaneAPI, Refused, Unavailable
 from tether.node.nodeconfig import NodeConfig
 from tether.node.phases import PhaseError
+from tether.planeclient import HttpPlaneAPI, Refused, Unavailable
 
 __all__ = ["Enroller", "token_source"]
 

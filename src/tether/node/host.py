@@ -6,7 +6,7 @@ systemd cannot run on the machines the tests run on, so tests use
 :class:`RecordingHost`, which records every call (in memory and, optionally, as JSON
 lines in a file so a killed process's calls survive it) and keeps the unit states a real
 systemd would have; the testbed and demo subclass it to start a simulated kubelet (see
-:mod:`tether.node.simulated`).
+:mod:`tether.sim.kubelet_host`).
 """
 
 from __future__ import annotations

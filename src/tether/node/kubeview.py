@@ -20,13 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from lightkube.config.kubeconfig import KubeConfig
-from lightkube.resources.core_v1 import Node, Pod
-
 from tether.domain.drain import PodFacts
 from tether.kube.client import ALL_NAMESPACES, KubeClient
 from tether.kube.errors import KubeError, NotFound
 from tether.kube.facts import node_snapshot, pod_facts
+from tether.kube.resources import Node, Pod
 
 __all__ = ["KubeNodeView", "NodeState", "NodeView", "NodeViewError"]
 
@@ -57,24 +55,22 @@ class KubeNodeView:
         self.kubeconfig = kubeconfig
 
     def _anonymous(self) -> KubeClient:
-        config = KubeConfig.from_dict(
-            {
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {
-                            "server": self.endpoint,
-                            "certificate-authority-data": base64.b64encode(
-                                self.ca_pem.encode()
-                            ).decode(),
-                        },
-                    }
-                ],
-                "users": [{"name": "anonymous", "user": {}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "anonymous"}}],
-                "current-context": "c",
-            }
-        )
+        config = {
+            "clusters": [
+                {
+                    "name": "c",
+                    "cluster": {
+                        "server": self.endpoint,
+                        "certificate-authority-data": base64.b64encode(
+                            self.ca_pem.encode()
+                        ).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": "anonymous", "user": {}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "anonymous"}}],
+            "current-context": "c",
+        }
         return KubeClient(config)
 
     def _client(self) -> KubeClient:
@@ -85,7 +81,7 @@ class KubeNodeView:
             )
         try:
             return KubeClient(self.kubeconfig)
-        except Exception as exc:  # lightkube raises several types for a bad kubeconfig
+        except KubeError as exc:  # a ConfigError for a bad kubeconfig
             raise NodeViewError(f"cannot use the kubeconfig {self.kubeconfig}: {exc}") from exc
 
     def control_plane_version(self) -> str:

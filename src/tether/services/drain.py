@@ -28,8 +28,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lightkube.resources.core_v1 import Node, Pod
-
 from tether.domain.drain import (
     DrainOptions,
     plan_drain,
@@ -40,6 +38,7 @@ from tether.errors import Conflict
 from tether.kube.client import ALL_NAMESPACES, KubeClient
 from tether.kube.errors import NotFound, TooManyRequests
 from tether.kube.facts import pod_facts
+from tether.kube.resources import Node, Pod
 
 __all__ = [
     "DrainBlocked",

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from lightkube.resources.apps_v1 import DaemonSet
-from lightkube.resources.core_v1 import Node
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -30,6 +28,7 @@ from tether.domain.kubeapi import HybridReport
 from tether.domain.models import EventType, ObjectKind
 from tether.kube.client import KubeClient
 from tether.kube.errors import Conflict, KubeError, NotFound
+from tether.kube.resources import DaemonSet, Node
 from tether.services import events
 from tether.services import resources as svc
 from tether.services.kubeconn import from_kube_error

@@ -18,13 +18,14 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from lightkube import KubeConfig
+from sqlalchemy.orm import Session
 
 from tether.errors import Conflict, Invalid, PlaneError
 from tether.files import write_atomic
@@ -36,6 +37,9 @@ from tether.kube.errors import (
     Unauthorized,
     Unavailable,
 )
+from tether.store.db import Database
+from tether.store.repo import get_named
+from tether.store.schema import HostRow, PoolRow
 
 __all__ = [
     "ClusterError",
@@ -135,6 +139,37 @@ def open_cluster(data_dir: Path, name: str, *, timeout: float = 10.0) -> KubeCli
     return KubeClient(path, timeout=timeout)
 
 
+@contextmanager
+def cluster_client(data_dir: Path, name: str) -> Iterator[KubeClient]:
+    """:func:`open_cluster` whose Kubernetes failures surface as the plane's errors."""
+    with open_cluster(data_dir, name) as client:
+        try:
+            yield client
+        except KubeError as exc:
+            raise from_kube_error(exc, f"talking to cluster {name}") from exc
+
+
+def host_cluster(session: Session, host: str) -> str:
+    """The cluster a host is a node of: its pool's cluster (refused for a free host)."""
+    row = get_named(session, HostRow, "host", host)
+    if row.pool is None:
+        raise Invalid(
+            f"host {host!r} is not in a pool, so it is no node of any cluster",
+            field="spec.pool",
+            rule="assigned",
+        )
+    return get_named(session, PoolRow, "pool", row.pool).cluster
+
+
+@contextmanager
+def node_client(db: Database, data_dir: Path, host: str) -> Iterator[KubeClient]:
+    """A client for the cluster the host is a node of (its pool's cluster)."""
+    with db.session() as s:
+        cluster = host_cluster(s, host)
+    with cluster_client(data_dir, cluster) as client:
+        yield client
+
+
 # Checking kubeconfigs that arrive over the API --------------------------------------------
 
 
@@ -163,7 +198,7 @@ class ResolvedKubeconfig:
         }
 
     def client(self, *, timeout: float = 10.0) -> KubeClient:
-        return KubeClient(KubeConfig.from_dict(self.as_dict()), timeout=timeout)
+        return KubeClient(self.as_dict(), timeout=timeout)
 
 
 def _invalid(message: str) -> Invalid:

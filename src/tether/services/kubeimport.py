@@ -30,16 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
-from lightkube.resources.core_v1 import Namespace, Node, ServiceAccount
-from lightkube.resources.networking_v1 import ServiceCIDR
-from lightkube.resources.rbac_authorization_v1 import (
-    ClusterRole,
-    ClusterRoleBinding,
-    Role,
-    RoleBinding,
-)
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -63,6 +53,20 @@ from tether.domain.nodeidentity import (
 from tether.errors import Invalid
 from tether.kube.client import KubeClient
 from tether.kube.errors import Forbidden, KubeError, NotFound
+from tether.kube.resources import (
+    ClusterRole,
+    ClusterRoleBinding,
+    Namespace,
+    Node,
+    ObjectMeta,
+    PolicyRule,
+    Role,
+    RoleBinding,
+    RoleRef,
+    ServiceAccount,
+    ServiceCIDR,
+    Subject,
+)
 from tether.services import events
 from tether.services import resources as svc
 from tether.services.kubeconn import (

@@ -16,8 +16,6 @@ import string
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Secret
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -33,6 +31,7 @@ from tether.domain.nodeidentity import (
 from tether.errors import Invalid
 from tether.kube.client import KubeClient
 from tether.kube.errors import KubeError
+from tether.kube.resources import ObjectMeta, Secret
 from tether.services import events
 from tether.services import resources as svc
 from tether.services.kubeconn import from_kube_error

@@ -21,17 +21,17 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tether.agent.identity import Identity
-from tether.api.agent_server import ServerThread
 from tether.domain import resources as r
 from tether.domain.agent import ActivationCreate, IssuedActivation
 from tether.domain.kubeapi import ImportRequest
 from tether.domain.resources import Role, TokenCreate
 from tether.domain.states import HostState
-from tether.kube.envtest import LocalControlPlane
 from tether.pki.authority import private_key_pem
+from tether.server import ServerThread
 from tether.services import activations, kubeimport, tokens
 from tether.services import resources as svc
 from tether.settings import Settings
+from tether.sim.envtest import LocalControlPlane
 from tether.store.db import Database
 
 
@@ -104,7 +104,7 @@ class Plane:
         if simulate_kubelet is None:
             argv = ["-m", "tether.agent", "--log-level", "DEBUG", "run", "--config", str(config)]
         else:
-            argv = ["-m", "tether.node.simagent", "--log-level", "DEBUG", "--config",
+            argv = ["-m", "tether.sim.agent", "--log-level", "DEBUG", "--config",
                     str(config), "--kubeconfig", str(simulate_kubelet)]  # fmt: skip
         proc = subprocess.Popen(
             [sys.executable, *argv], stdout=log.open("ab"), stderr=subprocess.STDOUT

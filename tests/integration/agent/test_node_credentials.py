@@ -27,12 +27,12 @@ from tether.domain import resources as r
 from tether.domain.nodeidentity import BOOTSTRAP_GROUP, host_bootstrap_group
 from tether.domain.states import HostEvent
 from tether.kube.client import KubeClient
-from tether.kube.envtest import LocalControlPlane
 from tether.node.credentials import token_source
 from tether.node.nodeconfig import parse_node_config
 from tether.node.phases import PhaseError
 from tether.services import resources as svc
 from tether.services.nodeidentity import HOST_LABEL
+from tether.sim.envtest import LocalControlPlane
 
 from .conftest import (
     Plane,

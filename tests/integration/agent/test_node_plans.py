@@ -4,7 +4,7 @@ of a plan resumes to the same end state.
 
 Real: the plane (SQLite and PostgreSQL), its mutual-TLS agent server serving the artifact
 mirror, the agent process, the kube-apiserver. SIMULATED: the kubelet and systemd
-(``python -m tether.node.simagent``).
+(``python -m tether.sim.agent``).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import yaml
 from lightkube.resources.core_v1 import Node
 
 from tether.kube.client import KubeClient
-from tether.kube.envtest import LocalControlPlane
 from tether.node import render
 from tether.node.mirror import sync
 from tether.node.tracker import host_path, load
+from tether.sim.envtest import LocalControlPlane
 
 from .conftest import (
     Plane,

@@ -18,8 +18,9 @@ from schemathesis.checks import not_a_server_error
 
 from tether.api.app import create_app
 from tether.domain.resources import Role, TokenCreate
-from tether.services import demo, tokens
+from tether.services import tokens
 from tether.settings import Settings
+from tether.sim import demo
 
 
 def _build() -> tuple[Any, dict[str, str]]:

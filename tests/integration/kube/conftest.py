@@ -27,12 +27,12 @@ from tether.domain.kubeapi import ImportRequest, ImportResult
 from tether.domain.models import ObjectKind
 from tether.domain.states import HostEvent
 from tether.kube.client import KubeClient
-from tether.kube.envtest import LocalControlPlane
 from tether.services import events as events_svc
 from tether.services import kubeimport, tokens
 from tether.services import resources as svc
 from tether.services.kubeconn import open_cluster
 from tether.settings import Settings
+from tether.sim.envtest import LocalControlPlane
 from tether.store.db import Database, migrate
 from tether.store.schema import HostRow
 

@@ -27,7 +27,6 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 from tether.domain.drain import DrainOptions
 from tether.kube.client import KubeClient
 from tether.kube.errors import NotFound
-from tether.kube.kubesim import KubeletFleet, SimulatedNode
 from tether.services.drain import (
     DrainBlocked,
     DrainProgress,
@@ -35,6 +34,7 @@ from tether.services.drain import (
     drain_node,
     uncordon,
 )
+from tether.sim.kubesim import KubeletFleet, SimulatedNode
 
 pytestmark = pytest.mark.integration
 

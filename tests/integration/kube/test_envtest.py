@@ -13,7 +13,8 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node
 
 from tether.kube.client import KubeClient
-from tether.kube.envtest import (
+from tether.kube.errors import Forbidden
+from tether.sim.envtest import (
     ETCD_VERSION,
     KUBE_VERSION,
     BinariesNotFoundError,
@@ -21,7 +22,6 @@ from tether.kube.envtest import (
     default_bin_dir,
     find_binaries,
 )
-from tether.kube.errors import Forbidden
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,10 @@ from tether.domain.hybrid import (
     SITE_LABEL,
 )
 from tether.kube.client import KubeClient
-from tether.kube.envtest import LocalControlPlane
 from tether.kube.errors import Forbidden
-from tether.kube.kubesim import KubeletFleet, SimulatedNode
 from tether.services.hybrid import set_hybrid
+from tether.sim.envtest import LocalControlPlane
+from tether.sim.kubesim import KubeletFleet, SimulatedNode
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBi
 
 from tether.domain.resources import Role
 from tether.kube.client import KubeClient
-from tether.kube.envtest import LocalControlPlane
 from tether.kube.errors import Forbidden
 from tether.services.kubeconn import kubeconfig_path
+from tether.sim.envtest import LocalControlPlane
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from lightkube.resources.core_v1 import Namespace, Node, Pod
 
 from tether.domain.resources import Role
 from tether.kube.client import KubeClient
-from tether.kube.kubesim import KubeletFleet, SimulatedNode
+from tether.sim.kubesim import KubeletFleet, SimulatedNode
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""KubeClient and the error tree against a real kube-apiserver (tether.kube.envtest)."""
+"""KubeClient and the error tree against a real kube-apiserver (tether.sim.envtest)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, Pod
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
 from tether.kube.client import KubeClient, Watch
-from tether.kube.envtest import KUBE_VERSION, LocalControlPlane
 from tether.kube.errors import (
     Conflict,
     Forbidden,
@@ -30,6 +29,7 @@ from tether.kube.errors import (
     Unauthorized,
     Unavailable,
 )
+from tether.sim.envtest import KUBE_VERSION, LocalControlPlane
 
 pytestmark = pytest.mark.integration
 

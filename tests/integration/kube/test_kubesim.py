@@ -11,7 +11,7 @@ from lightkube.resources.core_v1 import Node
 
 from tether.kube.client import KubeClient
 from tether.kube.errors import NotFound
-from tether.kube.kubesim import LEASE_NAMESPACE, KubeletFleet, SimulatedNode
+from tether.sim.kubesim import LEASE_NAMESPACE, KubeletFleet, SimulatedNode
 
 pytestmark = pytest.mark.integration
 

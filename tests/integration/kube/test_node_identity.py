@@ -24,9 +24,9 @@ from lightkube.resources.core_v1 import Node, Secret
 from tether.controllers.csr import CSRApprover
 from tether.domain.nodeidentity import KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER
 from tether.kube.client import KubeClient
-from tether.kube.envtest import LocalControlPlane
 from tether.kube.errors import Forbidden
 from tether.services.nodeidentity import mint_bootstrap_token
+from tether.sim.envtest import LocalControlPlane
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ import yaml
 from lightkube.resources.core_v1 import Node, Pod
 
 from tether.kube.client import KubeClient
-from tether.kube.envtest import LocalControlPlane
 from tether.node import render
 from tether.node.tracker import host_path, load
 from tether.services.nodeidentity import mint_bootstrap_token
+from tether.sim.envtest import LocalControlPlane
 
 Namer = Callable[[str], str]
 

@@ -10,8 +10,8 @@ import pytest
 from tether.controllers.nodes import NodeHealthController
 from tether.domain.states import HostState, PoolState
 from tether.kube.client import KubeClient
-from tether.kube.kubesim import KubeletFleet, SimulatedNode
 from tether.services import resources as svc
+from tether.sim.kubesim import KubeletFleet, SimulatedNode
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 from tether.agent import inventory, tags
-from tether.agent.client import Refused, Unavailable
 from tether.agent.config import AgentConfig
 from tether.agent.identity import Identity, choose_names
 from tether.agent.lock import AlreadyRunning, SingleInstance
@@ -31,6 +30,7 @@ from tether.domain.agent import (
     parse_duration,
 )
 from tether.domain.states import HostEvent, HostState
+from tether.planeclient import Refused, Unavailable
 from tether.services import seed
 
 

@@ -4,7 +4,7 @@ kubelet started in place of the real one.
 No kubelet and no systemd run here. When a node action restarts ``kubelet``,
 :class:`SimulatedKubeletHost` reads the files the action generated (the kubelet unit's
 ``--hostname-override``, ``--node-ip`` and ``--node-labels``, the KubeletConfiguration's
-``providerID``) and registers that Node through a :class:`~tether.kube.kubesim.KubeletFleet`,
+``providerID``) and registers that Node through a :class:`~tether.sim.kubesim.KubeletFleet`,
 as a real kubelet would after its TLS bootstrap. It then writes the kubelet's kubeconfig
 (a copy of the kubeconfig it was given, standing in for the credentials a real kubelet
 obtains), so the node tool's readers find it where they look. Stopping ``kubelet`` stops
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from tether.kube.kubesim import KubeletFleet, SimulatedNode
 from tether.node import render
 from tether.node.host import RecordingHost
 from tether.node.tracker import host_path, load
+from tether.sim.kubesim import KubeletFleet, SimulatedNode
 
 __all__ = ["SimulatedKubeletHost"]
 

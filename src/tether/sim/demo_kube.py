@@ -9,7 +9,7 @@ When kube-apiserver and etcd are built (``scripts/build-kube.sh``, which the fir
    artifacts directory. The artifacts are **SIMULATED**: small shell scripts standing in
    for containerd, the kubelet and the rest, signed with a demo key made on the first run
    (``<data dir>/demo-artifacts/``);
-3. runs its agents as :mod:`tether.node.simagent` (real agents whose kubelet is
+3. runs its agents as :mod:`tether.sim.agent` (real agents whose kubelet is
    **simulated**), each under its own root prefix;
 4. sends every host in a demo pool a ``join`` plan, so the hosts install, join and turn
    into Ready Nodes, phase by phase, visible in the dashboard's event stream.
@@ -29,17 +29,17 @@ from sqlalchemy import select
 from tether.domain.kubeapi import ImportRequest
 from tether.domain.states import HostState
 from tether.files import write_atomic
-from tether.kube.envtest import (
-    BinariesNotFoundError,
-    ControlPlaneError,
-    LocalControlPlane,
-    find_binaries,
-)
 from tether.node.artifacts import ArtifactName, Keyring, generate_signing_key
 from tether.node.mirror import SourceFile, publish, sync
 from tether.services import desired, kubeimport
 from tether.services import resources as svc
 from tether.settings import Settings
+from tether.sim.envtest import (
+    BinariesNotFoundError,
+    ControlPlaneError,
+    LocalControlPlane,
+    find_binaries,
+)
 from tether.store.db import Database
 from tether.store.schema import HostRow
 

@@ -42,13 +42,9 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self, cast
 
-from lightkube.models.coordination_v1 import LeaseSpec
-from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
-from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import Node, Pod
-
 from tether.kube.client import ALL_NAMESPACES, KubeClient
 from tether.kube.errors import Conflict, Gone, KubeError, NotFound
+from tether.kube.resources import Lease, LeaseSpec, Node, ObjectMeta, OwnerReference, Pod
 
 __all__ = [
     "LEASE_NAMESPACE",

@@ -1,5 +1,9 @@
 """Serving: the people's API (plain HTTP) and the agent API (mutual TLS) in one process.
 
+The composition root of the plane: it builds both apps, gives the agent app its
+background controllers (the heartbeat reconciler), and runs them under uvicorn. It sits
+above :mod:`tether.api` and :mod:`tether.controllers`, which never import each other.
+
 uvicorn (0.54) terminates TLS but does not put the client certificate into the ASGI
 scope. :class:`PeerCertProtocol` subclasses its h11 protocol: when a connection is made
 it reads the peer certificate from the transport's ``ssl_object`` once, and every
@@ -38,6 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tether.api.agent import CLIENT_CERT_DER, AgentPlane, create_agent_app
+from tether.controllers.heartbeats import HeartbeatReconciler
 from tether.services.trust import PlaneTrust, ServerFiles
 from tether.settings import Settings
 from tether.store.db import Database, migrate
@@ -83,6 +88,19 @@ class PeerCertProtocol(H11Protocol):
             tls["client_cert_chain"] = [ssl.DER_cert_to_PEM_cert(der)]
             tls[CLIENT_CERT_DER] = der
         self.app = _WithTLS(self.config.loaded_app, tls)
+
+
+async def heartbeat_reconciler(plane: AgentPlane, stop: asyncio.Event) -> None:
+    """Silent hosts become Unreachable; state follows reported health (a background job)."""
+    cfg = plane.settings.agent
+    reconciler = HeartbeatReconciler(
+        plane.db,
+        heartbeat_seconds=cfg.heartbeat_seconds,
+        missed_heartbeats=cfg.missed_heartbeats,
+        table=plane.table,
+        clock=plane.clock,
+    )
+    await reconciler.run(cfg.reconcile_seconds, stop)
 
 
 def server_ssl_context(trust: PlaneTrust, files: ServerFiles) -> ssl.SSLContext:
@@ -176,7 +194,9 @@ async def serve(
         files = plane.trust.server_files()
         ctx = server_ssl_context(plane.trust, files)
         refresher = TLSRefresher(plane.trust, ctx, files)
-        agent_app = create_agent_app(settings, db, plane=plane, run_migrations=False)
+        agent_app = create_agent_app(
+            settings, db, plane=plane, run_migrations=False, background=[heartbeat_reconciler]
+        )
         servers["agent"] = uvicorn.Server(
             agent_config(agent_app, settings, ctx, log_level=log_level)
         )

@@ -1,7 +1,7 @@
 """SIMULATED host agent for the demo and tests: the real agent, with node plans run
-against a :class:`~tether.node.simulated.SimulatedKubeletHost` instead of systemd.
+against a :class:`~tether.sim.kubelet_host.SimulatedKubeletHost` instead of systemd.
 
-``python -m tether.node.simagent --config agent.yaml --kubeconfig admin.kubeconfig``
+``python -m tether.sim.agent --config agent.yaml --kubeconfig admin.kubeconfig``
 runs exactly what ``tether-agent run`` runs (enrolment, heartbeats, the desired-state
 channel, node plans), except that starting ``kubelet`` registers a simulated kubelet's
 Node through ``--kubeconfig``. Nothing here is used on a real host.
@@ -16,10 +16,10 @@ from pathlib import Path
 from tether.agent.config import AgentConfig
 from tether.agent.main import run, setup_logging
 from tether.kube.client import KubeClient
-from tether.kube.kubesim import KubeletFleet
 from tether.node.host import HostOps
-from tether.node.simulated import SimulatedKubeletHost
 from tether.node.tracker import host_path
+from tether.sim.kubelet_host import SimulatedKubeletHost
+from tether.sim.kubesim import KubeletFleet
 
 
 def main(argv: list[str] | None = None) -> int:
