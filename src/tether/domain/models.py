@@ -138,20 +138,76 @@ class VPNServer(Model):
 
 
 class UpdateStrategyType(StrEnum):
-    EXPAND_FIRST = "ExpandFirst"  # a new host joins before an old one leaves
-    CONTRACT_FIRST = "ContractFirst"  # an old node leaves before its replacement joins
+    EXPAND_FIRST = "ExpandFirst"  # a spare host joins before an old node leaves (surge 1)
+    CONTRACT_FIRST = "ContractFirst"  # an old node is repaved in place first (unavailable 1)
     ROLLING = "Rolling"  # bounded by maxSurge / maxUnavailable
 
 
+#: A count of nodes (``2``) or a share of the pool (``"25%"``), as Kubernetes writes it.
+IntOrPercent = int | Annotated[str, StringConstraints(pattern=r"^(100|[1-9]?[0-9])%$")]
+
+
+def _is_zero(value: IntOrPercent | None) -> bool:
+    return value in (0, "0%")
+
+
 class UpdateStrategy(Model):
+    """How a rollout moves through a pool's nodes (see docs/pools.md).
+
+    ``ExpandFirst`` is ``Rolling`` with maxSurge 1 and maxUnavailable 0 (a spare Ready
+    host of the site joins with the new version before an old node leaves);
+    ``ContractFirst`` is maxSurge 0 and maxUnavailable 1 (each node is drained and
+    updated in place). ``Rolling`` takes both bounds as counts or percentages of the pool.
+    """
+
     type: UpdateStrategyType = UpdateStrategyType.EXPAND_FIRST
-    max_surge: int = Field(default=1, ge=0, le=1000)
-    max_unavailable: int = Field(default=0, ge=0, le=1000)
-    min_ready_seconds: int = Field(default=60, ge=0, le=86400)
+    max_surge: IntOrPercent | None = Field(
+        default=None,
+        description="Extra nodes a rollout may add (Rolling; ExpandFirst: 1). Count or '25%'.",
+    )
+    max_unavailable: IntOrPercent | None = Field(
+        default=None,
+        description="Nodes that may be unavailable at once (Rolling; ContractFirst: 1).",
+    )
+    min_ready_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=86400,
+        description="How long an updated node must stay Ready before the rollout moves on.",
+    )
+    max_failed_nodes: int = Field(
+        default=1,
+        ge=1,
+        le=10000,
+        description="The rollout stops, and the pool is Degraded, after this many node failures.",
+    )
+    drain_timeout_seconds: int = Field(default=600, ge=1, le=86400)
+    node_timeout_seconds: int = Field(
+        default=900,
+        ge=1,
+        le=86400,
+        description="Longest a node may take to apply its plan and turn Ready.",
+    )
+
+    @field_validator("max_surge", "max_unavailable", mode="before")
+    @classmethod
+    def _count_or_percent(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("must be a count (2) or a percentage ('25%'), not a boolean")
+        if isinstance(value, int) and not 0 <= value <= 10000:
+            raise ValueError("must be between 0 and 10000")
+        return value
 
     @model_validator(mode="after")
     def _progress_possible(self) -> UpdateStrategy:
-        if self.max_surge == 0 and self.max_unavailable == 0:
+        kind = self.type
+        if kind is UpdateStrategyType.EXPAND_FIRST and not _is_zero(self.max_unavailable or 0):
+            raise ValueError("ExpandFirst takes no node down before its replacement: use Rolling")
+        if kind is UpdateStrategyType.CONTRACT_FIRST and not _is_zero(self.max_surge or 0):
+            raise ValueError("ContractFirst adds no nodes: use Rolling for maxSurge")
+        if kind is UpdateStrategyType.ROLLING and (
+            _is_zero(self.max_surge or 0) and _is_zero(self.max_unavailable or 0)
+        ):
             raise ValueError("maxSurge and maxUnavailable cannot both be 0: nothing could move")
         return self
 
@@ -159,6 +215,22 @@ class UpdateStrategy(Model):
 class ProfileRef(Model):
     name: Name
     version: SemVer
+
+
+class TaintEffect(StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Taint(Model):
+    key: LabelKey
+    value: LabelValue = ""
+    effect: TaintEffect = TaintEffect.NO_SCHEDULE
+
+
+#: A value a pool gives a profile variable (checked against the variable's type).
+VariableValue = str | int | float | bool
 
 
 class PoolSpec(Model):
@@ -181,6 +253,36 @@ class PoolSpec(Model):
     )
     profile: ProfileRef | None = None
     update_strategy: UpdateStrategy = Field(default_factory=UpdateStrategy)
+    variables: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")],
+        VariableValue,
+    ] = Field(
+        default_factory=dict,
+        max_length=100,
+        description="Values of the profile's variables for this pool's nodes.",
+    )
+    node_labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=64, description="Labels every node of the pool carries."
+    )
+    node_taints: list[Taint] = Field(
+        default_factory=list, max_length=32, description="Taints every node of the pool carries."
+    )
+    host_selector: dict[LabelKey, LabelValue] | None = Field(
+        default=None,
+        description=(
+            "Pick Ready hosts of the site whose tags (or inventory fields, as "
+            "'inventory.arch') match all of these; with size, the pool fills itself."
+        ),
+    )
+    size: int | None = Field(
+        default=None, ge=0, le=10000, description="How many hosts the selector keeps in the pool."
+    )
+
+    @model_validator(mode="after")
+    def _selector_with_size(self) -> PoolSpec:
+        if (self.host_selector is None) != (self.size is None):
+            raise ValueError("hostSelector and size go together")
+        return self
 
 
 class PoolStatus(Model):
@@ -194,6 +296,13 @@ class HostSpec(Model):
     site: Name
     pool: Name | None = None
     tags: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=64)
+    node_ip: IP | None = Field(
+        default=None,
+        description="The node's IP; default: the host's first address inside the pool's node CIDR.",
+    )
+    vpn_server_ip: IP | None = Field(
+        default=None, description="This host's own VPN server address, when not the pool's."
+    )
 
 
 class HostStatus(Model):
@@ -205,28 +314,73 @@ class HostStatus(Model):
 
 class VariableType(StrEnum):
     STRING = "string"
-    INTEGER = "integer"
+    NUMBER = "number"
     BOOLEAN = "boolean"
-    CIDR = "cidr"
+    IPV4 = "ipv4"
+    IPV4CIDR = "ipv4cidr"
+    VERSION = "version"
 
 
 class ProfileVariable(Model):
+    """A value a profile leaves to each pool; written ``{{ name }}`` in the profile's layers.
+
+    A ``sensitive`` variable's value is never shown: the API, the CLI, events and logs
+    print ``******`` in its place (the host's agent receives the real value).
+    """
+
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
     type: VariableType = VariableType.STRING
     required: bool = False
-    default: str | int | bool | None = None
+    default: str | int | float | bool | None = None
+    regex: Annotated[str, StringConstraints(max_length=512)] | None = Field(
+        default=None, description="The value (as text) must match this regular expression."
+    )
+    sensitive: bool = False
     description: Description = ""
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is not a regular expression: {exc}") from None
+        return value
+
+
+class OSFile(Model):
+    path: Annotated[str, StringConstraints(pattern=r"^/[^\x00\s]{0,1023}$")]
+    content: Annotated[str, StringConstraints(max_length=65536, strip_whitespace=False)]
+    mode: int = Field(default=0o644, ge=0, le=0o7777)
 
 
 class OSLayer(Model):
+    """The OS of the pool's nodes: the image hosts are built from, and settings on top.
+
+    Changing ``image`` or ``cloudInit`` repaves a node (they take effect on a fresh
+    install); ``kernelModules`` need a reboot; ``sysctls`` and ``files`` apply in place.
+    """
+
     image: Annotated[str, StringConstraints(min_length=1, max_length=512)]
     cloud_init: dict[str, Any] = Field(default_factory=dict)
+    sysctls: dict[
+        Annotated[str, StringConstraints(pattern=r"^[a-z0-9_][a-z0-9_./-]{0,252}$")],
+        Annotated[str, StringConstraints(max_length=256)],
+    ] = Field(default_factory=dict, max_length=256)
+    kernel_modules: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,64}$")]] = Field(
+        default_factory=list, max_length=64
+    )
+    files: list[OSFile] = Field(default_factory=list, max_length=64)
 
 
 class KubernetesLayer(Model):
     version: KubeVersion
     kubelet_config: dict[str, Any] = Field(default_factory=dict)
     kubelet_extra_args: dict[str, str] = Field(default_factory=dict)
+    containerd_config: Annotated[
+        str, StringConstraints(max_length=65536, strip_whitespace=False)
+    ] = Field(default="", description="A containerd TOML drop-in for the nodes.")
 
 
 class NetworkLayer(Model):
@@ -276,6 +430,7 @@ class ObjectKind(StrEnum):
     POOL = "Pool"
     HOST = "Host"
     PROFILE = "Profile"
+    ROLLOUT = "Rollout"
 
 
 class EventSpec(Model):

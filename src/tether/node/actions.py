@@ -401,12 +401,16 @@ def _write(env: NodeEnv, files: Sequence[render.RenderedFile]) -> list[str]:
     return [f.path for f in files if write_managed(env.root, tracker, f)]
 
 
-def _system_settings(env: NodeEnv) -> PhaseResult:
-    files = [render.sysctl_conf(), render.modules_conf()]
+def _system_settings(config: NodeConfig, env: NodeEnv) -> PhaseResult:
+    files = [
+        render.sysctl_conf(config.spec.os.sysctls),
+        render.modules_conf(config),
+        *render.os_files(config),
+    ]
     changed = _write(env, files)
 
     def apply() -> None:
-        env.host.load_modules(list(render.MODULES))
+        env.host.load_modules(render.modules(config))
         env.host.apply_sysctl()
 
     if _apply_once(env.root, "sysctl", [f.path for f in files], apply):
@@ -517,7 +521,11 @@ def init(
             "check node IP, version skew, swap and ports",
             lambda: _validate(config, env),
         ),
-        _phase("system-settings", "kernel modules and sysctl", lambda: _system_settings(env)),
+        _phase(
+            "system-settings",
+            "kernel modules, sysctl and the NodeConfig's files",
+            lambda: _system_settings(config, env),
+        ),
         _phase(
             "containerd-config",
             "containerd config and NodeConfig drop-in",
@@ -703,4 +711,41 @@ def uninstall(
         fingerprint=_fingerprint(name),
         skip=skip,
         on_event=on_event,
+    )
+
+
+# reboot ------------------------------------------------------------------------------------
+
+#: Which reboot request was started on which boot (see :func:`reboot`).
+REBOOT_MARKER = "/var/lib/tether/node/reboot-request.json"
+
+
+def _reboot(env: NodeEnv, request: str) -> PhaseResult:
+    marker = host_path(env.root, REBOOT_MARKER)
+    current = env.host.boot_id()
+    try:
+        seen = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        seen = {}
+    if seen.get("request") == request and seen.get("boot") != current:
+        return PhaseResult(message=f"rebooted for {request}")
+    if seen.get("request") != request:
+        write_atomic(marker, json.dumps({"request": request, "boot": current}) + "\n", 0o600)
+    env.host.reboot()
+    if env.host.boot_id() != current:
+        return PhaseResult(changed=["rebooted"], message=f"rebooted for {request}")
+    raise PhaseError("reboot in progress: the host goes down now and the plan completes after it")
+
+
+def reboot(
+    request: str, env: NodeEnv, *, on_event: Callable[[PhaseEvent], None] = lambda _: None
+) -> ActionReport:
+    """Reboot the host once for ``request`` (a plan's step id).
+
+    Run again after the host came back (the agent reruns its plan), it finds the marker
+    written before the reboot and a new boot id, and reports done; it never reboots twice
+    for one request."""
+    phases = [_phase("reboot", "reboot the host once", lambda: _reboot(env, request))]
+    return run_phases(
+        "reboot", phases, root=env.root, fingerprint=_fingerprint(request), on_event=on_event
     )

@@ -34,6 +34,8 @@ class HostOps(Protocol):
     def is_active(self, unit: str) -> bool: ...
     def apply_sysctl(self) -> None: ...
     def load_modules(self, modules: list[str]) -> None: ...
+    def boot_id(self) -> str: ...
+    def reboot(self) -> None: ...
 
 
 class SystemdHost:
@@ -74,6 +76,15 @@ class SystemdHost:
         for module in modules:
             self._run("modprobe", module)
 
+    def boot_id(self) -> str:
+        try:
+            return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError as exc:
+            raise HostOpsError(f"cannot read the boot id: {exc}") from exc
+
+    def reboot(self) -> None:
+        self._run("systemctl", "reboot")
+
 
 class RecordingHost:
     """A test double that records every call and tracks unit states like systemd.
@@ -89,6 +100,7 @@ class RecordingHost:
         self.calls: list[tuple[str, str]] = []
         self.enabled: set[str] = set()
         self.active: set[str] = set()
+        self.boots = 0
         if log is not None and log.exists():
             for line in log.read_text().splitlines():
                 op, arg = json.loads(line)
@@ -103,6 +115,9 @@ class RecordingHost:
             self.active.add(arg)
         elif op == "stop":
             self.active.discard(arg)
+        elif op == "reboot":  # services that are enabled come back, the others do not
+            self.boots += 1
+            self.active = set(self.enabled)
 
     def _record(self, op: str, arg: str = "") -> None:
         self.calls.append((op, arg))
@@ -135,3 +150,10 @@ class RecordingHost:
     def load_modules(self, modules: list[str]) -> None:
         for module in modules:
             self._record("modprobe", module)
+
+    def boot_id(self) -> str:
+        """A recorded host boots anew at each recorded reboot."""
+        return f"boot-{self.boots}"
+
+    def reboot(self) -> None:
+        self._record("reboot")

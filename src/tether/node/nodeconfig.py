@@ -21,6 +21,10 @@
       kubelet:
         config: {maxPods: 110}           # merged over Tether's KubeletConfiguration
         flags: ["--v=2"]                 # extra command-line flags
+      os:                                # settings on top of Tether's own
+        sysctls: {vm.max_map_count: "262144"}
+        kernelModules: [ip_vs]
+        files: [{path: /etc/motd, content: "edge node\n", mode: 0644}]
       containerd:
         config: |                        # a TOML drop-in, imported by config.toml
           [plugins."io.containerd.cri.v1.images".registry]
@@ -43,11 +47,17 @@ import ipaddress
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tether.domain.agent import NodeName
 from tether.domain.base import Model
@@ -78,6 +88,27 @@ RESERVED_KUBELET_FLAGS: Final = (
     "--hostname-override",
     "--node-labels",
     "--provider-id",
+)
+
+
+#: Kernel settings Kubernetes networking needs; a NodeConfig may not change them.
+RESERVED_SYSCTLS: Final = (
+    "net.bridge.bridge-nf-call-ip6tables",
+    "net.bridge.bridge-nf-call-iptables",
+    "net.ipv4.ip_forward",
+)
+SYSCTL_FILE: Final = "/etc/sysctl.d/99-tether-kubernetes.conf"
+MODULES_FILE: Final = "/etc/modules-load.d/tether-kubernetes.conf"
+#: Where Tether writes the node's configuration: a NodeConfig's files may not go there.
+RESERVED_PATHS: Final = (
+    "/etc/kubernetes",
+    "/etc/containerd",
+    "/var/lib/kubelet",
+    "/var/lib/tether",
+    "/etc/systemd/system/kubelet.service",
+    "/etc/systemd/system/containerd.service",
+    SYSCTL_FILE,
+    MODULES_FILE,
 )
 
 
@@ -201,6 +232,40 @@ class ContainerdSpec(Model):
         return value
 
 
+class OSFileSpec(Model):
+    path: str = Field(pattern=r"^/[^\x00\s]{0,1023}$")
+    content: Annotated[str, StringConstraints(max_length=65536, strip_whitespace=False)]
+    mode: int = Field(default=0o644, ge=0, le=0o7777)
+
+
+class OSSpec(Model):
+    """OS settings on top of Tether's own: applied by the ``system-settings`` phase."""
+
+    sysctls: dict[str, str] = Field(default_factory=dict, max_length=256)
+    kernel_modules: list[str] = Field(default_factory=list, max_length=64)
+    files: list[OSFileSpec] = Field(default_factory=list, max_length=64)
+
+    @field_validator("sysctls")
+    @classmethod
+    def _sysctls(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, setting in value.items():
+            if not _SYSCTL_KEY.match(key) or any(c in setting for c in "\n\r\x00"):
+                raise ValueError(f"{key}={setting!r} is not one sysctl setting")
+        return value
+
+    @field_validator("kernel_modules")
+    @classmethod
+    def _modules(cls, value: list[str]) -> list[str]:
+        bad = [m for m in value if not _MODULE.match(m)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not kernel module names")
+        return value
+
+
+_SYSCTL_KEY = re.compile(r"^[a-z0-9_][a-z0-9_./-]{0,252}$")
+_MODULE = re.compile(r"^[a-z0-9_-]{1,64}$")
+
+
 class BootstrapTokenCredential(Model):
     """A bootstrap token minted by the plane (``tether host bootstrap-token``), in a file."""
 
@@ -251,6 +316,7 @@ class NodeConfigSpec(Model):
     node: NodeSpec
     kubelet: KubeletSpec = Field(default_factory=KubeletSpec)
     containerd: ContainerdSpec = Field(default_factory=ContainerdSpec)
+    os: OSSpec = Field(default_factory=OSSpec)
     credentials: Credentials
 
 
@@ -328,6 +394,16 @@ def check_node_config(config: NodeConfig) -> list[Problem]:
     for key in (HYBRID_LABEL, EKS_HYBRID_LABEL):
         if key in spec.node.labels:
             problems.append(Problem(field=f"spec.node.labels.{key}", message="is set by Tether"))
+    for key in sorted(set(spec.os.sysctls) & set(RESERVED_SYSCTLS)):
+        problems.append(Problem(field=f"spec.os.sysctls.{key}", message="is set by Tether"))
+    for i, file in enumerate(spec.os.files):
+        if any(file.path == p or file.path.startswith(p.rstrip("/") + "/") for p in RESERVED_PATHS):
+            problems.append(
+                Problem(
+                    field=f"spec.os.files.{i}.path",
+                    message=f"{file.path} is managed by Tether (under {', '.join(RESERVED_PATHS)})",
+                )
+            )
     return problems
 
 

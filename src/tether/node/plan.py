@@ -5,9 +5,10 @@
     {"node": {"action": "join", "version": "1.34.2", "nodeConfig": {...NodeConfig...}}}
 
 ``action`` is ``install`` (artifacts of ``version``), ``init`` (join with
-``nodeConfig``), ``join`` (install, then init), ``upgrade`` (to ``version``) or
-``uninstall``. ``skip``, ``forceReason`` and ``allowContainerdMajor`` mean what the CLI
-flags mean. A NodeConfig without ``credentials`` gets the agent's own identity (x509),
+``nodeConfig``), ``join`` (install, then init), ``upgrade`` (to ``version``),
+``reboot`` (once per ``step``) or ``uninstall``. ``step`` names the plane's rollout step
+that sent the plan: a new step makes a new document even when the action repeats.
+``skip``, ``forceReason`` and ``allowContainerdMajor`` mean what the CLI flags mean. A NodeConfig without ``credentials`` gets the agent's own identity (x509),
 so a plan never carries a secret.
 
 The agent runs a plan with :func:`execute`, the same code ``tether node`` runs; every
@@ -34,6 +35,7 @@ from tether.node.actions import (
     NotInitialised,
     init,
     installed_node,
+    reboot,
     uninstall,
     upgrade,
 )
@@ -48,7 +50,7 @@ from tether.node.tracker import host_path
 
 __all__ = ["NodePlan", "PlanContext", "execute", "parse_plan"]
 
-Action = Literal["install", "init", "join", "upgrade", "uninstall"]
+Action = Literal["install", "init", "join", "upgrade", "uninstall", "reboot"]
 
 
 class NodePlan(Model):
@@ -58,6 +60,7 @@ class NodePlan(Model):
     skip: list[str] = Field(default_factory=list)
     force_reason: str | None = None
     allow_containerd_major: bool = False
+    step: str | None = Field(default=None, max_length=256)
 
     @model_validator(mode="after")
     def _needs(self) -> NodePlan:
@@ -179,6 +182,8 @@ def _run(
         return reports
     node = installed_node(ctx.root)
     env = _env(ctx, node.endpoint, node.ca_pem)
+    if plan.action == "reboot":
+        return [reboot(plan.step or "reboot", env, on_event=on_event)]
     if plan.action == "upgrade":
         assert plan.version is not None
         return [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -16,6 +17,9 @@ import yaml
 from tether.node.nodeconfig import (
     EKS_HYBRID_LABEL,
     HYBRID_LABEL,
+    MODULES_FILE,
+    RESERVED_SYSCTLS,
+    SYSCTL_FILE,
     NodeConfig,
     cluster_dns,
     provider_id,
@@ -41,13 +45,13 @@ __all__ = [
     "containerd_unit",
     "kubelet_config",
     "kubelet_unit",
+    "modules",
     "modules_conf",
     "node_labels",
+    "os_files",
     "sysctl_conf",
 ]
 
-SYSCTL_FILE: Final = "/etc/sysctl.d/99-tether-kubernetes.conf"
-MODULES_FILE: Final = "/etc/modules-load.d/tether-kubernetes.conf"
 CONTAINERD_CONFIG: Final = "/etc/containerd/config.toml"
 CONTAINERD_DROPIN: Final = "/etc/containerd/config.d/10-tether-nodeconfig.toml"
 CONTAINERD_UNIT: Final = "/etc/systemd/system/containerd.service"
@@ -63,11 +67,7 @@ CONTAINERD_SOCKET: Final = "unix:///run/containerd/containerd.sock"
 #: The pause image containerd pins (must match what the kubelet version expects).
 SANDBOX_IMAGE: Final = "registry.k8s.io/pause:3.10"
 MODULES: Final = ["overlay", "br_netfilter"]
-SYSCTLS: Final = {
-    "net.bridge.bridge-nf-call-ip6tables": "1",
-    "net.bridge.bridge-nf-call-iptables": "1",
-    "net.ipv4.ip_forward": "1",
-}
+SYSCTLS: Final = dict.fromkeys(RESERVED_SYSCTLS, "1")
 _HEADER: Final = "# Written by tether node init; changes are overwritten on the next run.\n"
 
 
@@ -80,13 +80,27 @@ class RenderedFile:
     mode: int = 0o644
 
 
-def sysctl_conf() -> RenderedFile:
-    body = "".join(f"{key} = {value}\n" for key, value in sorted(SYSCTLS.items()))
+def sysctl_conf(extra: Mapping[str, str] | None = None) -> RenderedFile:
+    """Tether's sysctls, then the NodeConfig's (``spec.os.sysctls``)."""
+    settings = {**(extra or {}), **SYSCTLS}
+    body = "".join(f"{key} = {value}\n" for key, value in sorted(settings.items()))
     return RenderedFile(SYSCTL_FILE, (_HEADER + body).encode())
 
 
-def modules_conf() -> RenderedFile:
-    return RenderedFile(MODULES_FILE, (_HEADER + "".join(f"{m}\n" for m in MODULES)).encode())
+def modules(config: NodeConfig | None = None) -> list[str]:
+    """The kernel modules a node loads: Tether's, then the NodeConfig's."""
+    extra = config.spec.os.kernel_modules if config is not None else []
+    return [*MODULES, *(m for m in extra if m not in MODULES)]
+
+
+def modules_conf(config: NodeConfig | None = None) -> RenderedFile:
+    body = "".join(f"{m}\n" for m in modules(config))
+    return RenderedFile(MODULES_FILE, (_HEADER + body).encode())
+
+
+def os_files(config: NodeConfig) -> list[RenderedFile]:
+    """The NodeConfig's own files (``spec.os.files``), exactly as given."""
+    return [RenderedFile(f.path, f.content.encode(), f.mode) for f in config.spec.os.files]
 
 
 def containerd_config(containerd_major: int) -> RenderedFile:

@@ -63,15 +63,23 @@ class SimulatedKubeletHost(RecordingHost):
             self._run_kubelet()
 
     def _run_kubelet(self) -> None:
-        node = self._node()
-        if node.name in self.fleet.names:
-            self.fleet.start_node(node.name)
-        else:
-            self.fleet.register([node])
+        # (Re-)register like a starting kubelet: the Node gets the labels, address and
+        # kubelet version of the files the node tool wrote now (after an upgrade, the new one).
+        self.fleet.register([self._node()])
         target = host_path(self.root, render.KUBELET_KUBECONFIG)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.kubeconfig, target)
         target.chmod(0o600)
+
+    def reboot(self) -> None:
+        """The host goes down (its Node turns Unknown) and comes back with what is enabled."""
+        if host_path(self.root, render.KUBELET_UNIT).is_file():
+            name = self._node().name
+            if name in self.fleet.names:
+                self.fleet.stop_node(name, mark_unknown=True)
+        super().reboot()
+        if "kubelet" in self.active:
+            self._run_kubelet()
 
     def stop(self, unit: str) -> None:
         super().stop(unit)

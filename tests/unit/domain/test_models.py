@@ -64,9 +64,29 @@ def test_hybrid_needs_remote_networks() -> None:
         ClusterSpec.model_validate(_cluster(hybridEnabled=True))
 
 
-def test_update_strategy_must_be_able_to_progress() -> None:
-    with pytest.raises(ValidationError, match="cannot both be 0"):
-        UpdateStrategy(max_surge=0, max_unavailable=0)
+@pytest.mark.parametrize(
+    ("strategy", "message"),
+    [
+        ({"type": "Rolling", "maxSurge": 0, "maxUnavailable": 0}, "cannot both be 0"),
+        ({"type": "Rolling", "maxSurge": "0%", "maxUnavailable": 0}, "cannot both be 0"),
+        ({"type": "ExpandFirst", "maxUnavailable": 1}, "use Rolling"),
+        ({"type": "ContractFirst", "maxSurge": 1}, "use Rolling"),
+        ({"type": "Rolling", "maxSurge": "150%"}, "maxSurge"),
+        ({"type": "Rolling", "maxSurge": True}, "not a boolean"),
+    ],
+)
+def test_update_strategy_must_be_able_to_progress(
+    strategy: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        UpdateStrategy.model_validate(strategy)
+
+
+def test_update_strategy_takes_counts_and_percentages() -> None:
+    strategy = UpdateStrategy.model_validate(
+        {"type": "Rolling", "maxSurge": "25%", "maxUnavailable": 2}
+    )
+    assert (strategy.max_surge, strategy.max_unavailable) == ("25%", 2)
 
 
 def test_profile_variables_are_unique() -> None:

@@ -35,7 +35,7 @@ def _ctx(tmp_path: Path, keyring: Any = None) -> PlanContext:
 @pytest.mark.parametrize(
     ("plan", "message"),
     [
-        ({"action": "reboot"}, "node.action: Input should be"),
+        ({"action": "shutdown"}, "node.action: Input should be"),
         ({"action": "install"}, "action install needs a version"),
         ({"action": "join", "version": "1.34.2"}, "action join needs a nodeConfig"),
         ({"action": "uninstall", "colour": "red"}, "node.colour: Extra inputs"),
@@ -82,3 +82,19 @@ def test_install_without_a_keyring_says_how_to_fix_it(tmp_path: Path) -> None:
     plan = parse_plan({"action": "install", "version": "1.34.2"})
     result = execute(plan, _ctx(tmp_path), lambda _: None)
     assert result["ok"] is False and "set node.keyring in its config" in result["message"]
+
+
+def test_reboot_runs_once_per_request_and_is_done_after_the_boot(tmp_path: Path) -> None:
+    """A reboot plan reboots the host once; run again on the new boot it reports done, and
+    a second request reboots again."""
+    from tether.node.actions import NodeEnv, reboot
+    from tether.node.host import RecordingHost
+
+    host = RecordingHost()
+    env = NodeEnv(root=tmp_path, host=host, view=None)  # type: ignore[arg-type]
+    first = reboot("r1/1/3", env)
+    assert first.ok and host.calls.count(("reboot", "")) == 1
+    again = reboot("r1/1/3", env)  # the agent runs the plan again after the boot
+    assert again.ok and host.calls.count(("reboot", "")) == 1
+    reboot("r2/1/3", env)
+    assert host.calls.count(("reboot", "")) == 2

@@ -1,0 +1,512 @@
+"""One member of a pool and the operation that changes it: steps, recorded before acted on.
+
+Pure: no I/O. A member is a host of the pool, ``Joining``, ``Active`` or ``Leaving``.
+Whatever changes a member is an :class:`Operation`: a list of :class:`Step` s and the
+index of the current one, with the target it moves to. Operations are recorded before
+any step is taken (intent first), advance (:func:`advance`) only when the step's effect
+is observed, and are never restarted: after a crash the controller continues at the
+recorded step, so a node is never drained twice for one step.
+
+* join: send the join plan, wait until it is applied, wait until the Node is Ready;
+* leave: cordon, drain, send the uninstall plan, wait, delete the Node, clear the plan,
+  release the host (Ready again); a host whose agent is unreachable skips the uninstall;
+* update: the steps of its action (:func:`update_steps`): ``inPlace`` sends the new plan
+  and patches labels and taints; ``restart`` sends it and waits for Ready; ``upgrade``,
+  ``reboot`` and ``repave`` cordon and drain first and uncordon last.
+
+Kubernetes steps (cordon, drain, delete the Node, patch it, uncordon) are performed by
+the controller before it plans; the plan sees their outcome as :class:`StepResult`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from tether.domain.agent import document_hash
+from tether.domain.models import EventType, ObjectKind
+from tether.domain.nodeplan import NodeTarget, PlanAction, plan_document
+from tether.domain.profiles import Action, diff, strongest
+from tether.domain.states import HostState
+
+__all__ = [
+    "EXTERNAL_STEPS",
+    "EventNote",
+    "Member",
+    "MemberPhase",
+    "NodeObs",
+    "Observed",
+    "OpKind",
+    "Operation",
+    "Step",
+    "StepOutcome",
+    "StepResult",
+    "advance",
+    "member_action",
+    "start_join",
+    "start_leave",
+    "start_update",
+    "update_steps",
+]
+
+
+class MemberPhase(StrEnum):
+    JOINING = "Joining"
+    ACTIVE = "Active"
+    LEAVING = "Leaving"
+
+
+class Step(StrEnum):
+    CORDON = "Cordon"
+    DRAIN = "Drain"
+    SEND_UNINSTALL = "SendUninstall"
+    SEND_UPGRADE = "SendUpgrade"
+    SEND_JOIN = "SendJoin"
+    SEND_REBOOT = "SendReboot"
+    WAIT_APPLIED = "WaitApplied"
+    DELETE_NODE = "DeleteNode"
+    WAIT_READY = "WaitReady"
+    PATCH_NODE = "PatchNode"
+    UNCORDON = "Uncordon"
+    CLEAR_PLAN = "ClearPlan"
+    RELEASE = "Release"
+
+
+#: Steps the controller performs against Kubernetes (the plan only records them).
+EXTERNAL_STEPS = frozenset(
+    {Step.CORDON, Step.DRAIN, Step.DELETE_NODE, Step.PATCH_NODE, Step.UNCORDON}
+)
+_SENDS: Mapping[Step, PlanAction] = {
+    Step.SEND_UNINSTALL: "uninstall",
+    Step.SEND_UPGRADE: "upgrade",
+    Step.SEND_JOIN: "join",
+    Step.SEND_REBOOT: "reboot",
+}
+#: Steps during which the member does not serve workloads (it counts as unavailable).
+_DOWN_STEPS = frozenset(set(Step) - {Step.PATCH_NODE})
+
+
+class OpKind(StrEnum):
+    JOIN = "join"
+    LEAVE = "leave"
+    UPDATE = "update"
+
+
+JOIN_STEPS = (Step.SEND_JOIN, Step.WAIT_APPLIED, Step.WAIT_READY)
+LEAVE_STEPS = (
+    Step.CORDON,
+    Step.DRAIN,
+    Step.SEND_UNINSTALL,
+    Step.WAIT_APPLIED,
+    Step.DELETE_NODE,
+    Step.CLEAR_PLAN,
+    Step.RELEASE,
+)
+#: Leaving a host whose agent is gone: nothing can be uninstalled on it.
+LEAVE_LOST_STEPS = (Step.CORDON, Step.DELETE_NODE, Step.CLEAR_PLAN, Step.RELEASE)
+
+
+def update_steps(action: Action, *, version_changes: bool, meta_changes: bool) -> tuple[Step, ...]:
+    """The steps that take a member from what it runs to its target (module doc)."""
+    if action is Action.NONE:
+        return ()
+    patch = (Step.PATCH_NODE,) if meta_changes else ()
+    if action is Action.IN_PLACE:
+        return (Step.SEND_JOIN, Step.WAIT_APPLIED, *patch)
+    if action is Action.RESTART:
+        return (Step.SEND_JOIN, Step.WAIT_APPLIED, Step.WAIT_READY, *patch)
+    if action is Action.REPAVE:
+        return (
+            Step.CORDON,
+            Step.DRAIN,
+            Step.SEND_UNINSTALL,
+            Step.WAIT_APPLIED,
+            Step.DELETE_NODE,
+            Step.SEND_JOIN,
+            Step.WAIT_APPLIED,
+            Step.WAIT_READY,
+        )
+    upgrade = (Step.SEND_UPGRADE, Step.WAIT_APPLIED) if version_changes else ()
+    reboot = (Step.SEND_REBOOT, Step.WAIT_APPLIED) if action is Action.REBOOT else ()
+    return (
+        Step.CORDON,
+        Step.DRAIN,
+        *upgrade,
+        Step.SEND_JOIN,
+        Step.WAIT_APPLIED,
+        *reboot,
+        Step.WAIT_READY,
+        *patch,
+        Step.UNCORDON,
+    )
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What is being done to a member (module doc), stored with the member.
+
+    ``target`` is what the operation moves the member to, fixed when it starts: the plans
+    it sends and the spec recorded when it completes come from it, so a pool edited
+    half-way cannot mix two targets in one operation."""
+
+    kind: OpKind
+    action: Action
+    steps: tuple[Step, ...]
+    index: int
+    started_at: datetime
+    step_started_at: datetime
+    target: NodeTarget | None = None
+    rollout: str | None = None
+    sent_hash: str | None = None
+    attempt: int = 1
+    failed: str | None = None
+    message: str = ""
+
+    @property
+    def step(self) -> Step | None:
+        return self.steps[self.index] if self.index < len(self.steps) else None
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.steps)
+
+    @property
+    def key(self) -> str:
+        """Names this operation's current step in plans and events."""
+        return f"{self.rollout or self.kind.value}/{self.attempt}/{self.index}"
+
+    @property
+    def target_hash(self) -> str | None:
+        return self.target.hash if self.target is not None else None
+
+    @property
+    def takes_node_down(self) -> bool:
+        """Whether the member stops serving while this runs (it counts as unavailable)."""
+        if self.kind is not OpKind.UPDATE:
+            return True
+        return self.action.rank >= Action.RESTART.rank
+
+    def advanced(self, now: datetime, **changes: Any) -> Operation:
+        return replace(self, index=self.index + 1, step_started_at=now, message="", **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        target = self.target
+        return {
+            "kind": self.kind.value,
+            "action": self.action.value,
+            "steps": [s.value for s in self.steps],
+            "index": self.index,
+            "startedAt": self.started_at.isoformat(),
+            "stepStartedAt": self.step_started_at.isoformat(),
+            "target": None
+            if target is None
+            else {"version": target.profile_version, "spec": dict(target.spec)},
+            "rollout": self.rollout,
+            "sentHash": self.sent_hash,
+            "attempt": self.attempt,
+            "failed": self.failed,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_json(cls, host: str, data: Mapping[str, Any]) -> Operation:
+        target = data.get("target")
+        return cls(
+            kind=OpKind(data["kind"]),
+            action=Action(data["action"]),
+            steps=tuple(Step(s) for s in data["steps"]),
+            index=int(data["index"]),
+            started_at=datetime.fromisoformat(data["startedAt"]),
+            step_started_at=datetime.fromisoformat(data["stepStartedAt"]),
+            target=None
+            if target is None
+            else NodeTarget(host=host, profile_version=target["version"], spec=target["spec"]),
+            rollout=data.get("rollout"),
+            sent_hash=data.get("sentHash"),
+            attempt=int(data.get("attempt", 1)),
+            failed=data.get("failed"),
+            message=str(data.get("message", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Member:
+    """A host of the pool, as stored (``spec`` is the target it last completed)."""
+
+    host: str
+    phase: MemberPhase
+    op: Operation | None = None
+    spec: Mapping[str, Any] | None = None
+    spec_hash: str | None = None
+    version: str | None = None
+    leave_requested: bool = False
+    surge: bool = False
+    resource_version: int = 0
+
+    @property
+    def staying(self) -> bool:
+        return self.phase is not MemberPhase.LEAVING and not self.leave_requested
+
+
+@dataclass(frozen=True)
+class NodeObs:
+    ready: bool | None
+    ready_since: datetime | None = None
+    unschedulable: bool = False
+    kubelet_version: str = ""
+
+
+class StepOutcome(StrEnum):
+    DONE = "Done"
+    PENDING = "Pending"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What the controller's Kubernetes step for a member did this pass."""
+
+    step: Step
+    outcome: StepOutcome
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the plane sees of a member right now."""
+
+    host_state: HostState
+    healthy: bool = True  # the agent's last heartbeat said so
+    doc_hash: str | None = None
+    applied_hash: str | None = None
+    applied_ok: bool | None = None
+    applied_retryable: bool = True
+    applied_message: str = ""
+    node: NodeObs | None = None
+    external: StepResult | None = None
+    target: NodeTarget | None = None
+    target_problem: str | None = None
+
+
+@dataclass(frozen=True)
+class EventNote:
+    kind: ObjectKind
+    name: str
+    reason: str
+    message: str
+    type: EventType = EventType.NORMAL
+
+
+# One member's operation ------------------------------------------------------------------
+
+
+def _meta_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    old_node = (old or {}).get("node", {})
+    return any(old_node.get(k) != new["node"].get(k) for k in ("labels", "taints"))
+
+
+def _version_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    before = (old or {}).get("kubernetes", {}).get("version")
+    return bool(before != new["kubernetes"]["version"])
+
+
+#: Memo of :func:`member_action` by (member spec hash, target hash): a pool's members share
+#: a few specs, and the planner asks for every member on every pass.
+_ACTIONS: dict[tuple[str, str], Action] = {}
+
+
+def member_action(member: Member, target: NodeTarget) -> Action:
+    """What moving ``member`` to ``target`` needs (``none`` when it runs it already)."""
+    if member.spec_hash == target.hash:
+        return Action.NONE
+    if member.spec is None or member.spec_hash is None:
+        return Action.REPAVE
+    key = (member.spec_hash, target.hash)
+    action = _ACTIONS.get(key)
+    if action is None:
+        if len(_ACTIONS) > 4096:
+            _ACTIONS.clear()
+        action = _ACTIONS[key] = strongest(diff(member.spec, target.spec))
+    return action
+
+
+def _op(
+    kind: OpKind,
+    action: Action,
+    steps: tuple[Step, ...],
+    now: datetime,
+    *,
+    target: NodeTarget | None = None,
+    rollout: str | None = None,
+) -> Operation:
+    return Operation(
+        kind=kind,
+        action=action,
+        steps=steps,
+        index=0,
+        started_at=now,
+        step_started_at=now,
+        target=target,
+        rollout=rollout,
+    )
+
+
+def start_join(target: NodeTarget | None, now: datetime, rollout: str | None = None) -> Operation:
+    return _op(OpKind.JOIN, Action.REPAVE, JOIN_STEPS, now, target=target, rollout=rollout)
+
+
+def start_update(
+    member: Member, target: NodeTarget, now: datetime, rollout: str | None
+) -> Operation:
+    action = member_action(member, target)
+    steps = update_steps(
+        action,
+        version_changes=_version_changes(member.spec, target.spec),
+        meta_changes=_meta_changes(member.spec, target.spec),
+    )
+    return _op(OpKind.UPDATE, action, steps, now, target=target, rollout=rollout)
+
+
+def start_leave(obs: Observed, now: datetime, rollout: str | None = None) -> Operation:
+    lost = obs.host_state is HostState.UNREACHABLE
+    steps = LEAVE_LOST_STEPS if lost else LEAVE_STEPS
+    return _op(OpKind.LEAVE, Action.NONE, steps, now, rollout=rollout)
+
+
+def _ready_for(node: NodeObs | None, target: NodeTarget | None) -> bool:
+    """The Node is Ready, schedulable or not, and runs the target's kubelet."""
+    if node is None or node.ready is not True:
+        return False
+    if target is None:
+        return True
+    want = "v" + target.kubernetes_version.lstrip("v")
+    return node.kubelet_version == want or node.kubelet_version.startswith(want + ".")
+
+
+#: Events recorded when a Kubernetes step is done (exactly once: with the step's record).
+_DONE_EVENTS: Mapping[Step, tuple[str, str]] = {
+    Step.CORDON: ("Cordoned", "node cordoned"),
+    Step.DRAIN: ("Drained", "node drained"),
+    Step.DELETE_NODE: ("NodeDeleted", "Node deleted"),
+    Step.PATCH_NODE: ("NodeMetadataUpdated", "labels and taints updated on the Node"),
+    Step.UNCORDON: ("Uncordoned", "node schedulable again"),
+}
+
+
+@dataclass
+class Advance:
+    """The outcome of moving one member's operation along."""
+
+    member: Member | None  # None: the member is gone (released)
+    document: dict[str, Any] | None = None
+    set_document: bool = False
+    release: bool = False
+    events: list[EventNote] = field(default_factory=list)
+    failed: str | None = None  # the operation failed now (message)
+    requeue: float | None = None
+
+
+def _document(action: PlanAction, op: Operation) -> dict[str, Any]:
+    if op.target is None:  # uninstall and reboot need no target
+        return {"node": {"action": action, "step": op.key}}
+    return plan_document(action, op.target, step=op.key)
+
+
+def _expired(op: Operation, now: datetime, seconds: float) -> bool:
+    return now - op.step_started_at >= timedelta(seconds=seconds)
+
+
+def _left(op: Operation, now: datetime, seconds: float) -> float:
+    return max(0.0, (op.step_started_at + timedelta(seconds=seconds) - now).total_seconds())
+
+
+def advance(
+    member: Member, obs: Observed, now: datetime, *, node_timeout: float, drain_timeout: float
+) -> Advance:
+    """Move ``member``'s operation as far as what is observed allows (module doc)."""
+    op = member.op
+    out = Advance(member=member)
+    if op is None or op.failed is not None:
+        return out
+    host = member.host
+    while not op.done:
+        step = op.step
+        assert step is not None
+        if step in _SENDS:
+            if op.target is None and step in (Step.SEND_JOIN, Step.SEND_UPGRADE):
+                op = replace(op, message=f"waiting for a valid target: {obs.target_problem}")
+                break
+            doc = _document(_SENDS[step], op)
+            out.document, out.set_document = doc, True
+            note = f"{_SENDS[step]} plan sent ({op.key})"
+            op = op.advanced(now, sent_hash=document_hash(doc))
+            out.events.append(EventNote(ObjectKind.HOST, host, "PlanSent", note))
+            continue
+        if step is Step.WAIT_APPLIED:
+            if obs.doc_hash == op.sent_hash and obs.applied_hash == op.sent_hash:
+                if obs.applied_ok:
+                    op = op.advanced(now)
+                    continue
+                if not obs.applied_retryable:
+                    out.failed = f"the plan failed: {obs.applied_message}"
+                    break
+                op = replace(
+                    op, message=f"the plan failed, the agent retries: {obs.applied_message}"
+                )
+            elif obs.doc_hash != op.sent_hash:
+                op = replace(op, message="the host's desired state was changed by someone else")
+            if _expired(op, now, node_timeout):
+                out.failed = op.message or "the plan was not applied in time"
+                break
+            out.requeue = _left(op, now, node_timeout)
+            break
+        if step is Step.WAIT_READY:
+            if _ready_for(obs.node, op.target) and obs.healthy:
+                op = op.advanced(now)
+                out.events.append(EventNote(ObjectKind.HOST, host, "NodeReady", "node is Ready"))
+                continue
+            if _expired(op, now, node_timeout):
+                out.failed = "the Node did not turn Ready (with the target's kubelet) in time"
+                break
+            out.requeue = _left(op, now, node_timeout)
+            break
+        if step is Step.CLEAR_PLAN:
+            out.document, out.set_document = None, True
+            op = op.advanced(now)
+            continue
+        if step is Step.RELEASE:
+            out.release, out.member = True, None
+            out.events.append(
+                EventNote(ObjectKind.HOST, host, "Left", "host left the pool; it is Ready again")
+            )
+            return out
+        # A Kubernetes step: the controller performed it before this plan.
+        result = obs.external if obs.external is not None and obs.external.step is step else None
+        if result is not None and result.outcome is StepOutcome.DONE:
+            reason, note = _DONE_EVENTS[step]
+            out.events.append(EventNote(ObjectKind.HOST, host, reason, result.message or note))
+            op = op.advanced(now)
+            if op.step is Step.DRAIN:
+                out.events.append(
+                    EventNote(ObjectKind.HOST, host, "DrainStarted", f"draining ({op.key})")
+                )
+            continue
+        if result is not None and result.outcome is StepOutcome.FAILED:
+            out.failed = f"{step.value} failed: {result.message}"
+            break
+        if result is not None:
+            op = replace(op, message=result.message)
+        limit = drain_timeout if step is Step.DRAIN else node_timeout
+        if _expired(op, now, limit):
+            out.failed = f"{step.value} did not finish in time {op.message}".strip()
+            break
+        out.requeue = 0.0 if result is None else 1.0
+        break
+    if out.failed is not None:
+        op = replace(op, failed=out.failed)
+    assert out.member is not None
+    out.member = replace(out.member, op=op)
+    return out

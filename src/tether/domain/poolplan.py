@@ -1,0 +1,724 @@
+"""The pool reconciler's pure core: from what is stored and observed to one plan to write.
+
+Shaped like Cluster API's MachineDeployment controller: the controller fetches a
+:class:`PoolInput` (the pool, its members and what was observed of each: applied plan
+results, the Node, the outcome of the Kubernetes step it just performed), and
+:func:`plan_pool` computes everything that must change, in memory: member records and
+their operations (:mod:`tether.domain.memberops`), desired-state documents, hosts to
+assign and release, the rollout (:mod:`tether.domain.rollout`), the pool's status (each
+condition from its own pure function, with reason and message, and the state from the
+conditions) and the events. The controller writes that plan in one transaction, then
+performs the Kubernetes steps its members now stand at, and plans again.
+
+In order, a plan: starts the leaves people asked for (release, pool delete) and the joins
+of newly assigned hosts; moves every operation as far as observations allow; keeps a
+pool with ``hostSelector`` at its ``size``; creates, moves or completes the rollout; and
+derives conditions and state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from tether.domain.memberops import (
+    EXTERNAL_STEPS,
+    EventNote,
+    Member,
+    MemberPhase,
+    Observed,
+    Operation,
+    OpKind,
+    advance,
+    member_action,
+    start_join,
+    start_leave,
+    start_update,
+)
+from tether.domain.models import EventType, ObjectKind, PoolSpec
+from tether.domain.nodeplan import NodeTarget
+from tether.domain.profiles import Action, diff
+from tether.domain.rollout import (
+    ACTIVE_STATES,
+    Bounds,
+    Candidate,
+    RolloutOrigin,
+    RolloutRecord,
+    RolloutState,
+    bounds,
+    plan_moves,
+)
+from tether.domain.states import HostState, PoolState
+
+__all__ = ["Condition", "PoolInput", "PoolPlan", "Spare", "plan_pool"]
+
+
+@dataclass(frozen=True)
+class Spare:
+    """A Ready host of the pool's site, in no pool, that the pool may take."""
+
+    host: str
+    target: NodeTarget | None
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class PoolInput:
+    name: str
+    spec: PoolSpec
+    state: PoolState
+    deleting: bool
+    members: Sequence[tuple[Member, Observed]]
+    now: datetime
+    target_key: str | None = None  # None: the pool's target cannot be computed
+    problems: Sequence[str] = ()  # why not (cluster not imported, profile missing, ...)
+    rollout: RolloutRecord | None = None  # the pool's newest rollout
+    spares: Sequence[Spare] = ()
+    latest_version: str | None = None  # newest version of the pool's profile
+    new_rollout_name: str = ""  # the name a rollout made now gets
+
+
+@dataclass
+class PoolPlan:
+    members: dict[str, Member | None] = field(default_factory=dict)
+    documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    assign: list[str] = field(default_factory=list)
+    release: list[str] = field(default_factory=list)
+    rollout: RolloutRecord | None = None  # a changed or new rollout
+    rollout_is_new: bool = False
+    superseded: RolloutRecord | None = None
+    state: PoolState = PoolState.PENDING
+    conditions: list[Condition] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    events: list[EventNote] = field(default_factory=list)
+    delete_pool: bool = False
+    requeue: float | None = None  # seconds until the next reconcile; 0: at once
+
+    def wake_in(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
+
+    @property
+    def writes(self) -> bool:
+        return bool(
+            self.members
+            or self.documents
+            or self.assign
+            or self.release
+            or self.rollout
+            or self.delete_pool
+        )
+
+
+# The whole pool --------------------------------------------------------------------------
+
+
+@dataclass
+class _Work:
+    """The plan being built, and the members as they stand after each change."""
+
+    inp: PoolInput
+    plan: PoolPlan
+    members: dict[str, Member]
+    obs: dict[str, Observed]
+
+    def put(self, member: Member) -> None:
+        self.members[member.host] = member
+        self.plan.members[member.host] = member
+
+    def note(self, note: EventNote) -> None:
+        self.plan.events.append(note)
+
+
+def _node_ready(obs: Observed) -> bool:
+    return obs.node is not None and obs.node.ready is True
+
+
+def _available(member: Member, obs: Observed, now: datetime, min_ready: int) -> bool:
+    if member.phase is not MemberPhase.ACTIVE or not member.staying:
+        return False
+    op = member.op
+    if op is not None and (op.failed is not None or op.takes_node_down):
+        return False
+    node = obs.node
+    if node is None or node.ready is not True or node.unschedulable:
+        return False
+    if obs.host_state in (HostState.UNHEALTHY, HostState.UNREACHABLE):
+        return False
+    since = node.ready_since
+    return since is None or now - since >= timedelta(seconds=min_ready)
+
+
+def _leave(work: _Work, member: Member, why: str, rollout: str | None = None) -> None:
+    op = start_leave(work.obs[member.host], work.inp.now, rollout)
+    work.put(replace(member, phase=MemberPhase.LEAVING, op=op, surge=False))
+    work.note(EventNote(ObjectKind.HOST, member.host, "Leaving", why))
+
+
+def _start_requested(work: _Work) -> None:
+    """Leaves asked for (release, pool delete) and joins of newly assigned hosts."""
+    now = work.inp.now
+    for member in list(work.members.values()):
+        leaving = member.op is not None and member.op.kind is OpKind.LEAVE
+        if (work.inp.deleting or member.leave_requested) and not leaving:
+            why = "the pool is being deleted" if work.inp.deleting else "removal requested"
+            _leave(work, member, why)
+        elif member.phase is MemberPhase.JOINING and member.op is None:
+            target = work.obs[member.host].target
+            work.put(replace(member, op=start_join(target, now)))
+            work.note(EventNote(ObjectKind.HOST, member.host, "Joining", "joining the pool"))
+
+
+def _finish(member: Member, op: Operation) -> Member:
+    """The member once ``op`` completed: it runs the op's target."""
+    target = op.target
+    return replace(
+        member,
+        phase=MemberPhase.ACTIVE,
+        op=None,
+        spec=dict(target.spec) if target else member.spec,
+        spec_hash=target.hash if target else member.spec_hash,
+        version=target.profile_version if target else member.version,
+    )
+
+
+def _advance_all(work: _Work, failures: dict[str, str]) -> None:
+    strategy = work.inp.spec.update_strategy
+    now = work.inp.now
+    for host, member in sorted(work.members.items()):
+        if member.op is None:
+            continue
+        moved = advance(
+            member,
+            work.obs[host],
+            now,
+            node_timeout=strategy.node_timeout_seconds,
+            drain_timeout=strategy.drain_timeout_seconds,
+        )
+        work.plan.events.extend(moved.events)
+        if moved.set_document:
+            work.plan.documents[host] = moved.document
+        if moved.requeue is not None:
+            work.plan.wake_in(moved.requeue)
+        if moved.release:
+            del work.members[host]
+            work.plan.members[host] = None
+            work.plan.release.append(host)
+            continue
+        assert moved.member is not None
+        after = moved.member
+        op = after.op
+        if moved.failed is not None and op is not None:
+            kind = {OpKind.JOIN: "JoinFailed", OpKind.LEAVE: "LeaveFailed"}.get(
+                op.kind, "NodeUpdateFailed"
+            )
+            work.note(EventNote(ObjectKind.HOST, host, kind, moved.failed, EventType.WARNING))
+            if op.rollout is not None:
+                failures[host] = moved.failed
+        elif op is not None and op.done:
+            verb = "Joined" if op.kind is OpKind.JOIN else "Updated"
+            version = op.target.profile_version if op.target else ""
+            work.note(EventNote(ObjectKind.HOST, host, verb, f"runs profile version {version}"))
+            after = _finish(after, op)
+        if after != member:
+            work.put(after)
+
+
+def _fill_by_selector(work: _Work, taken: set[str]) -> None:
+    spec = work.inp.spec
+    if spec.size is None or work.inp.deleting:
+        return
+    staying = [m for m in work.members.values() if m.staying and not m.surge]
+    if len(staying) < spec.size:
+        for spare in work.inp.spares:
+            if len(staying) >= spec.size:
+                break
+            if spare.host in taken:
+                continue
+            taken.add(spare.host)
+            joined = Member(
+                host=spare.host,
+                phase=MemberPhase.JOINING,
+                op=start_join(spare.target, work.inp.now),
+            )
+            work.obs.setdefault(spare.host, Observed(HostState.READY, target=spare.target))
+            work.put(joined)
+            work.plan.assign.append(spare.host)
+            staying.append(joined)
+            work.note(
+                EventNote(ObjectKind.HOST, spare.host, "Joining", "picked by the pool's selector")
+            )
+    elif len(staying) > spec.size:
+        # The least useful first: not serving, then still joining, then by name.
+        def rank(m: Member) -> tuple[bool, bool, str]:
+            return (_node_ready(work.obs[m.host]), m.phase is MemberPhase.ACTIVE, m.host)
+
+        for member in sorted(staying, key=rank)[: len(staying) - spec.size]:
+            _leave(work, member, f"the pool's size is {spec.size}")
+
+
+def _candidates(work: _Work, bound: Bounds) -> list[Candidate]:
+    out = []
+    for host, member in work.members.items():
+        obs = work.obs[host]
+        target = obs.target
+        op = member.op
+        if target is None:
+            continue
+        up_to_date = member.spec_hash == target.hash or (
+            op is not None and op.target_hash == target.hash
+        )
+        action = Action.NONE if up_to_date else member_action(member, target)
+        out.append(
+            Candidate(
+                host=host,
+                up_to_date=up_to_date or member.phase is MemberPhase.JOINING,
+                available=_available(member, obs, work.inp.now, bound.min_ready_seconds),
+                busy=op is not None,
+                surge=member.surge,
+                leaving=not member.staying,
+                action=action,
+            )
+        )
+    return out
+
+
+def _out_of_date(work: _Work) -> list[Member]:
+    return [
+        m
+        for m in work.members.values()
+        if m.staying
+        and m.phase is MemberPhase.ACTIVE
+        and work.obs[m.host].target is not None
+        and m.spec_hash != work.obs[m.host].target.hash  # type: ignore[union-attr]
+        and (m.op is None or m.op.target_hash != work.obs[m.host].target.hash)  # type: ignore[union-attr]
+    ]
+
+
+def _new_rollout(work: _Work, stale: list[Member]) -> RolloutRecord:
+    """A rollout for a pool spec change: without disruption it starts at once."""
+    inp = work.inp
+    actions = {m.host: member_action(m, work.obs[m.host].target) for m in stale}  # type: ignore[arg-type]
+    action = max(actions.values(), key=lambda a: a.rank)
+    first = stale[0]
+    changes = tuple(
+        c.as_dict()
+        for c in diff(first.spec or {}, work.obs[first.host].target.spec)  # type: ignore[union-attr]
+    )
+    gentle = action.rank <= Action.IN_PLACE.rank
+    record = RolloutRecord(
+        name=inp.new_rollout_name,
+        pool=inp.name,
+        state=RolloutState.PENDING_APPROVAL,
+        origin=RolloutOrigin.POOL_SPEC,
+        target_key=inp.target_key or "",
+        action=action,
+        from_version=first.version,
+        to_version=inp.spec.profile.version if inp.spec.profile else None,
+        changes=changes,
+        nodes={h: a.value for h, a in sorted(actions.items())},
+        created_by="tether",
+        created_at=inp.now,
+    )
+    if gentle:
+        record = replace(record, approved_by="tether (no disruption)").with_state(
+            RolloutState.PROGRESSING, inp.now, "applies in place, no node is drained"
+        )
+    return record
+
+
+def _progress_rollout(
+    work: _Work, rollout: RolloutRecord, failures: dict[str, str]
+) -> RolloutRecord:
+    inp, now = work.inp, work.inp.now
+    strategy = inp.spec.update_strategy
+    size = sum(1 for m in work.members.values() if m.staying and not m.surge)
+    bound = bounds(strategy, size)
+    if failures:
+        rollout = replace(rollout, failures={**rollout.failures, **failures})
+    if (
+        rollout.state is RolloutState.PROGRESSING
+        and len(rollout.failures) >= bound.max_failed_nodes
+    ):
+        names = ", ".join(sorted(rollout.failures))
+        rollout = rollout.with_state(
+            RolloutState.FAILED, now, f"{len(rollout.failures)} node(s) failed: {names}"
+        )
+        work.note(
+            EventNote(
+                ObjectKind.ROLLOUT,
+                rollout.name,
+                "RolloutFailed",
+                rollout.message,
+                EventType.WARNING,
+            )
+        )
+    candidates = _candidates(work, bound)
+    spares = [s for s in inp.spares if s.host not in work.members and s.target is not None]
+    moves = plan_moves(
+        candidates,
+        bound,
+        spares=len(spares),
+        allow_disruption=rollout.state is RolloutState.PROGRESSING,
+    )
+    for host in moves.update:
+        member = work.members[host]
+        op = start_update(member, work.obs[host].target, now, rollout.name)  # type: ignore[arg-type]
+        work.put(replace(member, op=op))
+        work.note(
+            EventNote(
+                ObjectKind.HOST,
+                host,
+                "NodeUpdateStarted",
+                f"{op.action.value} for rollout {rollout.name}",
+            )
+        )
+    for spare in spares[: moves.join_spares]:
+        joined = Member(
+            host=spare.host,
+            phase=MemberPhase.JOINING,
+            op=start_join(spare.target, now, rollout.name),
+            surge=True,
+        )
+        work.obs[spare.host] = Observed(HostState.READY, target=spare.target)
+        work.put(joined)
+        work.plan.assign.append(spare.host)
+        work.note(
+            EventNote(
+                ObjectKind.HOST, spare.host, "Joining", f"surge host for rollout {rollout.name}"
+            )
+        )
+    for old, partner in moves.leave:
+        _leave(
+            work, work.members[old], f"replaced by {partner} (rollout {rollout.name})", rollout.name
+        )
+        work.put(replace(work.members[partner], surge=False))
+    if moves.update or moves.join_spares or moves.leave:
+        work.plan.wake_in(0)
+    # Done when every member runs the target, serves, and no surge member is unpaired.
+    candidates = _candidates(work, bound)
+    staying = [c for c in candidates if not c.leaving]
+    updated = sum(1 for c in staying if c.up_to_date and not c.busy)
+    done = (
+        rollout.state is RolloutState.PROGRESSING
+        and len(staying) == sum(1 for m in work.members.values() if m.staying)
+        and all(c.up_to_date and not c.busy and not c.surge for c in staying)
+        and not any(not m.staying for m in work.members.values())
+    )
+    busy = {
+        h: m.op.step.value if m.op.step else "done"
+        for h, m in sorted(work.members.items())
+        if m.op is not None and m.op.rollout == rollout.name
+    }
+    progress = {
+        "updated": updated,
+        "total": len(staying),
+        "busy": busy,
+        "waiting": moves.waiting,
+        "bounds": {"maxSurge": bound.max_surge, "maxUnavailable": bound.max_unavailable},
+    }
+    if progress != rollout.progress:
+        rollout = replace(rollout, progress=progress)
+    # A node that turns available later (minReadySeconds) may let the rollout move on.
+    timers = False
+    for host in work.members:
+        node = work.obs[host].node
+        if node is not None and node.ready and node.ready_since is not None:
+            left = node.ready_since + timedelta(seconds=bound.min_ready_seconds) - now
+            if left > timedelta(0):
+                timers = True
+                work.plan.wake_in(left.total_seconds())
+    moving = any(m.op is not None and m.op.failed is None for m in work.members.values())
+    if done:
+        rollout = rollout.with_state(
+            RolloutState.COMPLETED, now, f"{updated} node(s) run the target"
+        )
+        work.note(EventNote(ObjectKind.ROLLOUT, rollout.name, "RolloutCompleted", rollout.message))
+    elif (
+        rollout.state is RolloutState.PROGRESSING
+        and rollout.failures
+        and not (moving or timers or moves.update or moves.join_spares or moves.leave)
+    ):
+        names = ", ".join(sorted(rollout.failures))
+        rollout = rollout.with_state(
+            RolloutState.FAILED, now, f"stopped: node(s) failed ({names}) and nothing else can move"
+        )
+        work.note(
+            EventNote(
+                ObjectKind.ROLLOUT,
+                rollout.name,
+                "RolloutFailed",
+                rollout.message,
+                EventType.WARNING,
+            )
+        )
+    return rollout
+
+
+def _rollouts(work: _Work, failures: dict[str, str]) -> None:
+    inp = work.inp
+    if inp.target_key is None or inp.deleting:
+        return
+    current = inp.rollout
+    if current is not None and current.target_key != inp.target_key:
+        stale = _out_of_date(work)
+        if not stale:
+            return
+        if current.state in ACTIVE_STATES:
+            work.plan.superseded = current.with_state(
+                RolloutState.SUPERSEDED, inp.now, "the pool's target changed"
+            )
+            work.note(
+                EventNote(
+                    ObjectKind.ROLLOUT,
+                    current.name,
+                    "RolloutSuperseded",
+                    "the pool's target changed",
+                )
+            )
+        current = None
+    if current is None:
+        stale = _out_of_date(work)
+        if not stale:
+            return
+        created = _new_rollout(work, stale)
+        work.plan.rollout, work.plan.rollout_is_new = created, True
+        work.note(
+            EventNote(
+                ObjectKind.ROLLOUT,
+                created.name,
+                "RolloutCreated",
+                f"{created.action.value} for {len(stale)} node(s): the pool's spec changed"
+                + ("" if created.state is RolloutState.PROGRESSING else "; approve it to start"),
+            )
+        )
+        current = created
+    if current.state in (RolloutState.PROGRESSING, RolloutState.PAUSED, RolloutState.FAILED):
+        moved = _progress_rollout(work, current, failures)
+        if moved != inp.rollout or work.plan.rollout_is_new:
+            work.plan.rollout = moved
+
+
+# Conditions: each from its own pure function ---------------------------------------------
+
+
+def _names(hosts: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(hosts[:limit])
+    return shown + (f" and {len(hosts) - limit} more" if len(hosts) > limit else "")
+
+
+def target_condition(inp: PoolInput, work_obs: Mapping[str, Observed]) -> Condition:
+    problems = list(inp.problems)
+    problems += [
+        f"{h}: {o.target_problem}" for h, o in sorted(work_obs.items()) if o.target_problem
+    ]
+    if problems:
+        return Condition("TargetValid", "False", "InvalidTarget", "; ".join(problems)[:1000])
+    return Condition("TargetValid", "True", "Valid")
+
+
+def ready_condition(members: Mapping[str, Member], obs: Mapping[str, Observed]) -> Condition:
+    staying = sorted(h for h, m in members.items() if m.staying)
+    if not staying:
+        return Condition("Ready", "False", "NoHosts", "the pool has no hosts")
+    joining = [h for h in staying if members[h].phase is MemberPhase.JOINING]
+    not_ready = [
+        h for h in staying if members[h].phase is MemberPhase.ACTIVE and not _node_ready(obs[h])
+    ]
+    if not_ready:
+        return Condition(
+            "Ready",
+            "False",
+            "NodesNotReady",
+            f"{len(not_ready)}/{len(staying)} nodes not Ready: {_names(not_ready)}",
+        )
+    if joining:
+        return Condition("Ready", "False", "Joining", f"joining: {_names(joining)}")
+    return Condition("Ready", "True", "AllNodesReady", f"all {len(staying)} nodes Ready")
+
+
+def plans_condition(members: Mapping[str, Member], obs: Mapping[str, Observed]) -> Condition:
+    failed = [
+        f"{h}: {(m.op.failed if m.op and m.op.failed else obs[h].applied_message)[:200]}"
+        for h, m in sorted(members.items())
+        if (m.op is not None and m.op.failed) or obs[h].applied_ok is False
+    ]
+    if failed:
+        return Condition("PlansApplied", "False", "PlanFailed", "; ".join(failed[:5]))
+    return Condition("PlansApplied", "True", "Applied")
+
+
+def up_to_date_condition(inp: PoolInput, rollout: RolloutRecord | None, stale: int) -> Condition:
+    current = inp.spec.profile.version if inp.spec.profile else None
+    if rollout is not None and rollout.state is RolloutState.PENDING_APPROVAL:
+        return Condition(
+            "UpToDate",
+            "False",
+            "RolloutPendingApproval",
+            f"rollout {rollout.name} ({rollout.action.value}) waits for approval",
+        )
+    if rollout is not None and rollout.state in (RolloutState.PROGRESSING, RolloutState.PAUSED):
+        return Condition("UpToDate", "False", "RollingOut", f"rollout {rollout.name}")
+    if rollout is not None and rollout.state is RolloutState.FAILED:
+        return Condition("UpToDate", "False", "RolloutFailed", rollout.message)
+    if stale:
+        reason = (
+            "RolloutAborted" if rollout and rollout.state is RolloutState.ABORTED else "OutOfDate"
+        )
+        return Condition("UpToDate", "False", reason, f"{stale} node(s) run an older target")
+    if current and inp.latest_version and inp.latest_version != current:
+        return Condition(
+            "UpToDate",
+            "True",
+            "UpdateAvailable",
+            f"profile version {inp.latest_version} is available (the pool runs {current}); "
+            f"tether pool rollout {inp.name} --to {inp.latest_version}",
+        )
+    return Condition("UpToDate", "True", "UpToDate")
+
+
+def rolling_condition(rollout: RolloutRecord | None) -> Condition:
+    if rollout is None or rollout.state not in (RolloutState.PROGRESSING, RolloutState.PAUSED):
+        return Condition("RollingOut", "False", "Idle")
+    progress = rollout.progress
+    busy = progress.get("busy") or {}
+    doing = ", ".join(f"{h}: {s}" for h, s in list(busy.items())[:5])
+    message = f"{progress.get('updated', 0)}/{progress.get('total', 0)} updated" + (
+        f"; {doing}" if doing else ""
+    )
+    if rollout.state is RolloutState.PAUSED:
+        return Condition("RollingOut", "True", "Paused", message)
+    waiting = progress.get("waiting") or ""
+    if waiting and not busy:
+        hint = {
+            "WaitingForSpareHost": "no spare Ready host in the site: add one, or use ContractFirst",
+            "WaitingForAvailability": "waiting until enough nodes are available",
+        }.get(waiting, waiting)
+        return Condition("RollingOut", "True", waiting, f"{message}; {hint}")
+    return Condition("RollingOut", "True", "RollingOut", message)
+
+
+def sized_condition(inp: PoolInput, members: Mapping[str, Member]) -> Condition | None:
+    if inp.spec.size is None:
+        return None
+    staying = sum(1 for m in members.values() if m.staying and not m.surge)
+    if staying < inp.spec.size:
+        return Condition(
+            "Sized",
+            "False",
+            "NotEnoughHosts",
+            f"size {inp.spec.size}, {staying} hosts: no more Ready hosts of site "
+            f"{inp.spec.site} match the selector",
+        )
+    return Condition("Sized", "True", "Sized", f"{staying} hosts")
+
+
+def pool_state(
+    *,
+    deleting: bool,
+    members: Mapping[str, Member],
+    conditions: Mapping[str, Condition],
+    rollout: RolloutRecord | None,
+) -> PoolState:
+    """The pool's state, from its conditions (one place decides it)."""
+    if deleting:
+        return PoolState.DELETING
+    if rollout is not None and rollout.state in (RolloutState.PROGRESSING, RolloutState.PAUSED):
+        return PoolState.REPAVING
+    if not members:
+        return PoolState.PENDING
+    bad = [
+        conditions["TargetValid"].status == "False",
+        conditions["PlansApplied"].status == "False",
+        conditions["Ready"].reason == "NodesNotReady",
+        rollout is not None and rollout.state is RolloutState.FAILED,
+    ]
+    if any(bad):
+        return PoolState.DEGRADED
+    if conditions["Ready"].status == "False":
+        return PoolState.PROVISIONING
+    return PoolState.READY
+
+
+def plan_pool(inp: PoolInput) -> PoolPlan:
+    """Everything to change for the pool, in memory (module doc); write it in one go."""
+    work = _Work(
+        inp=inp,
+        plan=PoolPlan(),
+        members={m.host: m for m, _ in inp.members},
+        obs={m.host: o for m, o in inp.members},
+    )
+    failures: dict[str, str] = {}
+    _start_requested(work)
+    _advance_all(work, failures)
+    taken = set(work.members)
+    if inp.rollout is None or inp.rollout.state not in ACTIVE_STATES or inp.spec.size is not None:
+        _fill_by_selector(work, taken)
+    _rollouts(work, failures)
+    for member in work.members.values():
+        if member.op is not None and member.op.step in EXTERNAL_STEPS and member.op.failed is None:
+            work.plan.wake_in(0)
+    rollout = work.plan.rollout or inp.rollout
+    stale = len(_out_of_date(work))
+    conditions = [
+        target_condition(inp, work.obs),
+        ready_condition(work.members, work.obs),
+        plans_condition(work.members, work.obs),
+        up_to_date_condition(inp, rollout, stale),
+        rolling_condition(rollout),
+    ]
+    sized = sized_condition(inp, work.members)
+    if sized is not None:
+        conditions.append(sized)
+    if inp.deleting:
+        conditions.append(
+            Condition("Deleting", "True", "Deleting", f"{len(work.members)} host(s) still leaving")
+        )
+    by_type = {c.type: c for c in conditions}
+    state = pool_state(
+        deleting=inp.deleting, members=work.members, conditions=by_type, rollout=rollout
+    )
+    plan = work.plan
+    plan.conditions, plan.state = conditions, state
+    plan.counts = {
+        "hosts": len(work.members),
+        "active": sum(1 for m in work.members.values() if m.phase is MemberPhase.ACTIVE),
+        "joining": sum(1 for m in work.members.values() if m.phase is MemberPhase.JOINING),
+        "leaving": sum(1 for m in work.members.values() if not m.staying),
+        "ready": sum(1 for h in work.members if _node_ready(work.obs[h])),
+        "outOfDate": stale,
+    }
+    if state is not inp.state:
+        warn = state in (PoolState.DEGRADED, PoolState.DELETING)
+        why = next((c for c in conditions if c.status == "False" and c.type != "RollingOut"), None)
+        plan.events.append(
+            EventNote(
+                ObjectKind.POOL,
+                inp.name,
+                "StateChanged",
+                f"{inp.state.value} -> {state.value}"
+                + (f" ({why.reason}: {why.message})" if why and warn else ""),
+                EventType.WARNING if warn else EventType.NORMAL,
+            )
+        )
+    plan.delete_pool = inp.deleting and not work.members
+    if plan.writes:
+        plan.wake_in(0)
+    return plan
