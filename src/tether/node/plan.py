@@ -8,8 +8,9 @@
 ``nodeConfig``), ``join`` (install, then init), ``upgrade`` (to ``version``),
 ``reboot`` (once per ``step``) or ``uninstall``. ``step`` names the plane's rollout step
 that sent the plan: a new step makes a new document even when the action repeats.
-``skip``, ``forceReason`` and ``allowContainerdMajor`` mean what the CLI flags mean. A NodeConfig without ``credentials`` gets the agent's own identity (x509),
-so a plan never carries a secret.
+``skip``, ``forceReason`` and ``allowContainerdMajor`` mean what the CLI flags mean. A
+NodeConfig without ``credentials`` gets the agent's own identity (x509), so a plan never
+carries a secret.
 
 The agent runs a plan with :func:`execute`, the same code ``tether node`` runs; every
 phase becomes a host event. Run again after a kill, a plan converges on the same end
