@@ -43,6 +43,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tether.api.agent import CLIENT_CERT_DER, AgentPlane, create_agent_app
 from tether.controllers.heartbeats import HeartbeatReconciler
+from tether.controllers.manager import ControllerManager
 from tether.services.trust import PlaneTrust, ServerFiles
 from tether.settings import Settings
 from tether.store.db import Database, migrate
@@ -172,10 +173,13 @@ async def serve(
     started: Callable[[dict[str, int]], None] | None = None,
     stop: asyncio.Event | None = None,
     sockets: dict[str, socket.socket] | None = None,
+    controllers: bool = False,
 ) -> None:
     """Run the people's API and (if ``TETHER_AGENT_PORT`` is not 0) the agent server.
 
-    ``started`` receives the bound ports once both listen (tests bind port 0).
+    ``started`` receives the bound ports once both listen (tests bind port 0). With
+    ``controllers``, the controller manager (pools, and each imported cluster's nodes and
+    CSRs) runs beside them, told of agents' reports and telling agents of new plans.
     """
     from tether.api.app import create_app
 
@@ -200,10 +204,24 @@ async def serve(
         servers["agent"] = uvicorn.Server(
             agent_config(agent_app, settings, ctx, log_level=log_level)
         )
+    manager: ControllerManager | None = None
+    if controllers:
+        manager = ControllerManager(
+            db,
+            settings.paths.data_dir,
+            rescan_seconds=settings.controllers.rescan_seconds,
+            resync_seconds=settings.controllers.node_resync_seconds,
+            pool_resync_seconds=settings.controllers.pool_resync_seconds,
+            on_desired=plane.notify_desired if plane is not None else None,
+        )
+        if plane is not None:
+            plane.on_applied = manager.pools.poke_hosts
     if people:
         people_app = create_app(settings, db)
         if plane is not None:
             people_app.state.agent_plane = plane
+        if manager is not None:
+            people_app.state.on_pools_changed = manager.pools.poke
         servers["api"] = uvicorn.Server(
             uvicorn.Config(
                 people_app,
@@ -213,6 +231,8 @@ async def serve(
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
             )
         )
+    if manager is not None:
+        manager.start()
     socks = sockets or {}
     tasks = {
         name: asyncio.create_task(
@@ -262,21 +282,27 @@ async def serve(
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        if manager is not None:
+            await asyncio.to_thread(manager.stop)
         db.dispose()
 
 
-def run(settings: Settings, *, log_level: str = "info") -> None:
-    """Blocking entry point for ``tether serve``: both servers until Ctrl-C."""
+def run(settings: Settings, *, log_level: str = "info", controllers: bool = True) -> None:
+    """Blocking entry point for ``tether serve``: both servers and the controllers until
+    Ctrl-C."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings, log_level=log_level))
+        asyncio.run(serve(settings, log_level=log_level, controllers=controllers))
 
 
 class ServerThread:
     """Both servers in a background thread (tests, the demo, the benchmark)."""
 
-    def __init__(self, settings: Settings, *, log_level: str = "warning") -> None:
+    def __init__(
+        self, settings: Settings, *, log_level: str = "warning", controllers: bool = False
+    ) -> None:
         self.settings = settings
         self.log_level = log_level
+        self.controllers = controllers
         self.ports: dict[str, int] = {}
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -293,7 +319,13 @@ class ServerThread:
                 self.ports = ports
                 self._ready.set()
 
-            await serve(self.settings, log_level=self.log_level, started=started, stop=self._stop)
+            await serve(
+                self.settings,
+                log_level=self.log_level,
+                started=started,
+                stop=self._stop,
+                controllers=self.controllers,
+            )
 
         try:
             asyncio.run(main())

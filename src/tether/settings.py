@@ -205,6 +205,38 @@ class AgentServerSettings(BaseSettings):
     )
 
 
+class ControllerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TETHER_CONTROLLERS_", extra="ignore")
+
+    rescan_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How often the controller manager looks for newly imported or deleted clusters. "
+            "30 s: an import is rare, and a scan opens no connection when nothing changed."
+        ),
+    )
+    node_resync_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description=(
+            "How long a Node watch runs before a full reconcile of a cluster's hosts. 30 s "
+            "catches changes made on the plane's side without a watch of its own."
+        ),
+    )
+    pool_resync_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description=(
+            "How often every pool is reconciled even when nothing told the reconciler to: "
+            "5 s bounds how long a change made by another plane replica takes to act."
+        ),
+    )
+
+
 class Settings(BaseSettings):
     """All of Tether's settings, grouped."""
 
@@ -216,6 +248,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     pki: PKISettings = Field(default_factory=PKISettings)
     agent: AgentServerSettings = Field(default_factory=AgentServerSettings)
+    controllers: ControllerSettings = Field(default_factory=ControllerSettings)
 
     @property
     def database_url(self) -> str:

@@ -31,6 +31,7 @@ from tether.agent.lock import SingleInstance
 from tether.agent.timing import Backoff, jittered, renewal_time
 from tether.domain.agent import Inventory
 from tether.errors import Invalid
+from tether.node.actions import HostFacts
 from tether.node.artifacts import Keyring, ManifestError
 from tether.node.host import HostOps, SystemdHost
 from tether.node.install import https_client
@@ -76,6 +77,7 @@ class Agent:
         collect_inventory: Callable[[], Inventory] = inventory.collect,
         stop: threading.Event | None = None,
         node_host: Callable[[AgentConfig], HostOps] | None = None,
+        node_facts: Callable[[AgentConfig], HostFacts] | None = None,
     ) -> None:
         self.config = config
         self.identity = Identity(config.state_dir)
@@ -87,6 +89,8 @@ class Agent:
         self.collect_inventory = collect_inventory
         #: The service manager node plans use (systemd; the demo passes a simulated one).
         self.node_host: Callable[[AgentConfig], HostOps] = node_host or (lambda _: SystemdHost())
+        #: What node validation reads of the host (the real one unless a simulation says).
+        self.node_facts = node_facts
         cap = config.max_backoff_seconds
         self.beat_backoff = Backoff(base=1.0, cap=cap, rng=self.rng)
         self.renew_backoff = Backoff(base=5.0, cap=cap, rng=self.rng)
@@ -321,6 +325,7 @@ class Agent:
                 client=client,
                 keyring=keyring,
                 ready_timeout=node.ready_timeout,
+                facts=self.node_facts(self.config) if self.node_facts else None,
             )
             return execute(plan, ctx, report)
 

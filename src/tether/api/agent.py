@@ -79,10 +79,12 @@ class AgentPlane:
     watcher: desired.DesiredWatcher
     clock: Callable[[], datetime]
     loop: asyncio.AbstractEventLoop | None = None
+    #: Told when a host reported what it applied (the server wires the pool reconciler).
+    on_applied: Callable[[list[str]], None] | None = None
 
-    def notify_desired(self, name: str, digest: str) -> None:
-        """Wake the agent of ``name`` now (callable from any thread)."""
-        if self.loop is not None:
+    def notify_desired(self, name: str, digest: str | None) -> None:
+        """Wake the agent of ``name`` now (callable from any thread); None: cleared."""
+        if self.loop is not None and digest is not None:
             self.loop.call_soon_threadsafe(self.watcher.changed, name, digest)
 
     @classmethod
@@ -283,7 +285,10 @@ async def applied(name: NamePath, body: AppliedReport, request: Request) -> Desi
         with plane.db.session() as session:
             return desired.report_applied(session, name, body, now=plane.clock())
 
-    return await run_in_threadpool(run)
+    status = await run_in_threadpool(run)
+    if plane.on_applied is not None:
+        plane.on_applied([name])
+    return status
 
 
 @router.post("/hosts/{name}/events", status_code=status.HTTP_201_CREATED)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Generic, TypeVar
 
-from fastapi import APIRouter, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from tether.api.deps import DB, Admin, Config, Operator, Pages, Viewer
 from tether.domain import resources as r
 from tether.domain.base import Model
 from tether.domain.models import EventType, Name, ObjectKind, SemVer
+from tether.domain.rollout import RolloutState
 from tether.domain.states import HostEvent, HostState, PoolState
-from tether.services import audit, enrolment, events, tokens
+from tether.services import audit, enrolment, events, profiles, rollouts, tokens
 from tether.services import resources as svc
 from tether.store.schema import utcnow
 
@@ -153,10 +155,106 @@ def update_pool(name: NamePath, body: r.PoolUpdate, db: DB, _: Operator) -> r.Po
         return svc.update_pool(s, name, body)
 
 
-@router.delete("/pools/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["pools"])
-def delete_pool(name: NamePath, db: DB, _: Operator, resource_version: RV = None) -> None:
+@router.delete(
+    "/pools/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["pools"],
+    responses={202: {"model": r.Pool, "description": "Deleting: hosts are removed first."}},
+)
+def delete_pool(
+    name: NamePath, request: Request, db: DB, _: Operator, resource_version: RV = None
+) -> Response:
+    """Delete a pool; one with hosts turns Deleting (202) and goes once they have left."""
     with db.session() as s:
-        svc.delete_pool(s, name, resource_version)
+        left = svc.delete_pool(s, name, resource_version)
+    if left is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    _pools_changed(request, [name])
+    return JSONResponse(left.model_dump(mode="json", by_alias=True), status_code=202)
+
+
+class PoolHost(Model):
+    host: Name
+
+
+@router.post("/pools/{name}/hosts", status_code=status.HTTP_201_CREATED, tags=["pools"])
+def add_pool_host(name: NamePath, body: PoolHost, request: Request, db: DB, _: Operator) -> r.Host:
+    """Add a Ready host of the pool's site; the pool reconciler joins it."""
+    with db.session() as s:
+        host = svc.add_to_pool(s, name, body.host)
+    _pools_changed(request, [name])
+    return _noted(request, host)
+
+
+@router.delete("/pools/{name}/hosts/{host}", status_code=202, tags=["pools"])
+def remove_pool_host(
+    name: NamePath, host: Annotated[Name, Path()], request: Request, db: DB, _: Operator
+) -> r.Host:
+    """Take a host out: cordon, drain, uninstall, delete its Node; then it is Ready again."""
+    with db.session() as s:
+        view = svc.remove_from_pool(s, name, host)
+    _pools_changed(request, [name])
+    return view
+
+
+# Rollouts
+
+
+@router.post("/pools/{name}/rollouts", status_code=status.HTTP_201_CREATED, tags=["rollouts"])
+def create_rollout(
+    name: NamePath, body: r.RolloutCreate, request: Request, db: DB, who: Operator
+) -> r.Rollout:
+    """Make a rollout of the pool to a profile version; it waits for approval."""
+    with db.session() as s:
+        made = rollouts.create(s, name, body.to, actor=who.name, now=utcnow())
+    _pools_changed(request, [name])
+    return made
+
+
+@router.get("/rollouts", tags=["rollouts"])
+def list_rollouts(
+    db: DB,
+    _: Viewer,
+    p: Pages,
+    pool: Annotated[Name | None, Query()] = None,
+    state: Annotated[RolloutState | None, Query()] = None,
+) -> List[r.Rollout]:
+    with db.session() as s:
+        items, token = rollouts.list_rollouts(
+            s, pool=pool, state=state, limit=p.limit, continue_token=p.continue_token
+        )
+    return List(items=items, continue_=token)
+
+
+RolloutName = Annotated[str, Path(max_length=96, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+
+
+@router.get("/rollouts/{name}", tags=["rollouts"])
+def get_rollout(name: RolloutName, db: DB, _: Viewer) -> r.Rollout:
+    with db.session() as s:
+        return rollouts.get(s, name)
+
+
+@router.post("/rollouts/{name}/{verb}", tags=["rollouts"])
+def act_on_rollout(
+    name: RolloutName, verb: r.RolloutVerb, request: Request, db: DB, who: Operator
+) -> r.Rollout:
+    """approve, pause, resume, abort, or rollback (to the version it started from)."""
+    now = utcnow()
+    with db.session() as s:
+        if verb is r.RolloutVerb.ROLLBACK:
+            done = rollouts.rollback(s, name, actor=who.name, now=now)
+        else:
+            done = rollouts.act(s, name, verb.value, actor=who.name, now=now)
+    _pools_changed(request, [done.pool])
+    return done
+
+
+def _pools_changed(request: Request, names: list[str]) -> None:
+    """Tell the pool reconciler (when this process runs it) to look at these pools now."""
+    notify = getattr(request.app.state, "on_pools_changed", None)
+    if notify is not None:
+        notify(names)
 
 
 # Hosts
@@ -208,6 +306,8 @@ def update_host(
 ) -> r.Host:
     with db.session() as s:
         host = svc.update_host(s, name, body)
+    if host.status.member is not None:
+        _pools_changed(request, [host.status.member.pool])
     return _noted(request, host)
 
 
@@ -262,6 +362,19 @@ def get_profile(name: NamePath, version: Annotated[SemVer, Path()], db: DB, _: V
         return svc.get_profile(s, name, version)
 
 
+@router.get("/profiles/{name}/diff", tags=["profiles"])
+def diff_profile(
+    name: NamePath,
+    db: DB,
+    _: Viewer,
+    from_: Annotated[SemVer, Query(alias="from")],
+    to: Annotated[SemVer, Query()],
+) -> r.ProfileDiff:
+    """Every field that changes between two versions, and the action each needs on a node."""
+    with db.session() as s:
+        return profiles.diff_versions(s, name, from_, to)
+
+
 @router.delete(
     "/profiles/{name}/{version}", status_code=status.HTTP_204_NO_CONTENT, tags=["profiles"]
 )
@@ -281,10 +394,19 @@ def list_events(
     kind: Annotated[ObjectKind | None, Query()] = None,
     name: Annotated[str | None, Query(max_length=253)] = None,
     type: Annotated[EventType | None, Query()] = None,
+    pool: Annotated[
+        Name | None, Query(description="A pool's events and those of its hosts and rollouts.")
+    ] = None,
 ) -> List[r.Event]:
     with db.session() as s:
         items, token = events.list_events(
-            s, kind=kind, name=name, type=type, limit=p.limit, continue_token=p.continue_token
+            s,
+            kind=kind,
+            name=name,
+            type=type,
+            pool=pool,
+            limit=p.limit,
+            continue_token=p.continue_token,
         )
     return List(items=items, continue_=token)
 

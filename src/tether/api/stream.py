@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from tether.api.deps import DB, Config, Viewer
-from tether.domain.models import ObjectKind
+from tether.domain.models import Name, ObjectKind
 from tether.services import events
 from tether.store.db import Database
 from tether.store.schema import utcnow
@@ -36,7 +36,7 @@ OVERLAP = timedelta(seconds=2)
 
 
 def _batch(
-    db: Database, since: datetime, kind: ObjectKind | None, name: str | None
+    db: Database, since: datetime, kind: ObjectKind | None, name: str | None, pool: str | None
 ) -> list[tuple[str, datetime, str]]:
     with db.session() as session:
         return [
@@ -45,7 +45,7 @@ def _batch(
                 row.last_time,
                 events.to_event(row).model_dump_json(by_alias=True),
             )
-            for row in events.changed_since(session, since, kind=kind, name=name)
+            for row in events.changed_since(session, since, kind=kind, name=name, pool=pool)
         ]
 
 
@@ -56,6 +56,7 @@ async def _frames(
     since: datetime,
     kind: ObjectKind | None,
     name: str | None,
+    pool: str | None,
     poll: float,
     timeout: float | None,
 ) -> AsyncIterator[str]:
@@ -65,7 +66,9 @@ async def _frames(
     yield ": stream open\n\n"
     while not await request.is_disconnected():
         polled_at = utcnow()
-        for event_id, seen_at, payload in await run_in_threadpool(_batch, db, cursor, kind, name):
+        for event_id, seen_at, payload in await run_in_threadpool(
+            _batch, db, cursor, kind, name, pool
+        ):
             if event_id not in sent:
                 sent[event_id] = seen_at
                 last_write = time.monotonic()
@@ -93,6 +96,9 @@ async def stream_events(
     _: Viewer,
     kind: Annotated[ObjectKind | None, Query()] = None,
     name: Annotated[str | None, Query(max_length=253)] = None,
+    pool: Annotated[
+        Name | None, Query(description="A pool's events and those of its hosts and rollouts.")
+    ] = None,
     since: Annotated[
         datetime | None, Query(description="Also send events seen since then (default: now).")
     ] = None,
@@ -110,6 +116,7 @@ async def stream_events(
         since=start,
         kind=kind,
         name=name,
+        pool=pool,
         poll=settings.api.sse_poll_seconds,
         timeout=timeout_seconds,
     )

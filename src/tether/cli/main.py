@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import typer
 
-from tether.cli import bootstrap, config, net, node, nodelife
+from tether.cli import bootstrap, config, net, node, nodelife, pools
 from tether.cli import kube as kube_cli
 from tether.cli.client import EXIT_CODES, Client, CLIError
 from tether.cli.output import Format, OutputOption, errors, field, render
@@ -41,7 +41,7 @@ def _sub(kind: Kind, help: str) -> typer.Typer:
 
 cluster_app = _sub(CLUSTER, "Clusters whose control plane runs in the cloud.")
 site_app = _sub(SITE, "Sites: private networks with their own VPN server.")
-_sub(POOL, "Hybrid node pools: one site's hosts serving one cluster.")
+pool_app = _sub(POOL, "Hybrid node pools: one site's hosts serving one cluster.")
 host_app = _sub(HOST, "Edge hosts.")
 profile_app = typer.Typer(help="Cluster profiles (versions are immutable).", no_args_is_help=True)
 event_app = typer.Typer(help="Events of every object.", no_args_is_help=True)
@@ -58,6 +58,7 @@ nodelife.attach(node.app)
 node.register(app)
 kube_cli.register(app, cluster_app, host_app)
 bootstrap.register(app, site_app=site_app, host_app=host_app)
+pools.register(app, pool_app, profile_app)
 
 PROFILE_COLUMNS = [
     ("NAME", field("name")),
@@ -104,19 +105,9 @@ DataOpt = typer.Option(None, "--data-dir", help="Data directory (TETHER_DATA_DIR
 
 def _run(settings: Settings) -> None:
     """Serve the people's API and the mTLS agent server, with the controllers beside them."""
-    from tether.controllers.manager import ControllerManager
     from tether.server import run
-    from tether.store.db import Database, migrate
 
-    db = Database.connect(settings.database_url, busy_timeout_ms=settings.database.busy_timeout_ms)
-    migrate(db.engine)  # before the controllers' first scan
-    controllers = ControllerManager(db, settings.paths.data_dir)
-    controllers.start()
-    try:
-        run(settings)
-    finally:
-        controllers.stop()
-        db.dispose()
+    run(settings, controllers=True)
 
 
 @app.command()
@@ -389,27 +380,34 @@ def host_reset(name: str, output: Format = OutputOption) -> None:
 
 @event_app.command("list")
 def event_list(
-    kind: str | None = typer.Option(None, help="Cluster, Site, Pool, Host or Profile."),
+    kind: str | None = typer.Option(None, help="Cluster, Site, Pool, Host, Profile, Rollout."),
     name: str | None = typer.Option(None, help="Object name."),
     type: str | None = typer.Option(None, help="Normal or Warning."),
+    pool: str | None = typer.Option(None, help="A pool's events and its hosts' and rollouts'."),
     limit: int | None = typer.Option(200, help="At most this many events."),
     output: Format = OutputOption,
 ) -> None:
     items = Client.from_config().list_all(
-        "/api/v1/events", {"kind": kind, "name": name, "type": type}, limit
+        "/api/v1/events", {"kind": kind, "name": name, "type": type, "pool": pool}, limit
     )
     render(items, output, EVENT_COLUMNS)
 
 
 @event_app.command("watch")
 def event_watch(
-    kind: str | None = typer.Option(None, help="Cluster, Site, Pool, Host or Profile."),
+    kind: str | None = typer.Option(None, help="Cluster, Site, Pool, Host, Profile, Rollout."),
     name: str | None = typer.Option(None, help="Object name."),
+    pool: str | None = typer.Option(None, help="A pool's events and its hosts' and rollouts'."),
     timeout: float | None = typer.Option(None, help="Stop after this many seconds."),
 ) -> None:
     """Stream events as they happen (server-sent events), one JSON object per line."""
     client = Client.from_config()
-    params: dict[str, Any] = {"kind": kind, "name": name, "timeoutSeconds": timeout}
+    params: dict[str, Any] = {
+        "kind": kind,
+        "name": name,
+        "pool": pool,
+        "timeoutSeconds": timeout,
+    }
     params = {k: v for k, v in params.items() if v is not None}
     try:
         with client.http.stream(

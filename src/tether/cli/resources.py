@@ -44,7 +44,8 @@ def spec_from(file: Path | None, sets: list[str]) -> dict[str, Any]:
         loaded = read_yaml(file)
         if not isinstance(loaded, dict):
             raise CLIError(f"{file} must hold a mapping (the object's spec)", 2)
-        spec = loaded.get("spec", loaded) if set(loaded) <= {"name", "spec"} else loaded
+        # An object as `get -o yaml` prints it (name, spec, status, ...) or a bare spec.
+        spec = loaded["spec"] if isinstance(loaded.get("spec"), dict) else loaded
     for item in sets:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -120,8 +121,14 @@ def add_verbs(app: typer.Typer, kind: Kind) -> None:
     ) -> None:
         """Delete an object."""
         params = {"resourceVersion": resource_version} if resource_version else {}
-        Client.from_config().request("DELETE", f"{kind.path}/{name}", params=params)
-        typer.echo(f"{kind.name} {name} deleted")
+        left = Client.from_config().request("DELETE", f"{kind.path}/{name}", params=params)
+        if left is None:
+            typer.echo(f"{kind.name} {name} deleted")
+        else:
+            typer.echo(
+                f"{kind.name} {name} is {left['status']['state']}: its hosts are drained and "
+                "removed first, then it goes (tether event watch --pool NAME follows it)"
+            )
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +139,25 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def _member(host: dict[str, Any]) -> str:
+    member = host.get("status", {}).get("member")
+    if not member:
+        return ""
+    step = member.get("step")
+    doing = f" {member['operation']}:{step}" if step else ""
+    failed = " FAILED" if member.get("failed") else ""
+    return f"{member['phase']}{doing}{failed}"
+
+
+def _plan(host: dict[str, Any]) -> str:
+    plan = host.get("status", {}).get("plan")
+    if not plan:
+        return ""
+    if plan["state"] == "Failed":
+        return f"Failed: {plan.get('message', '')}"
+    return str(plan["state"])
 
 
 META: list[Column] = [("NAME", col("name")), ("VERSION", col("resourceVersion"))]
@@ -166,11 +192,12 @@ POOL = Kind(
         ("CLUSTER", col("spec.cluster")),
         ("SITE", col("spec.site")),
         ("STATE", col("status.state")),
+        ("HOSTS", col("status.counts.hosts")),
+        ("READY", col("status.counts.ready")),
         ("NODE CIDR", col("spec.nodeCIDR")),
-        ("POD CIDR", col("spec.podCIDR")),
-        ("ROUTING", col("spec.routing")),
         ("PROFILE", col("spec.profile.version")),
         ("UPDATE", col("status.updateAvailable")),
+        ("ROLLOUT", col("status.rollout")),
     ],
     ["cluster", "site", "state"],
 )
@@ -184,6 +211,8 @@ HOST = Kind(
         ("POOL", col("spec.pool")),
         ("STATE", col("status.state")),
         ("HEALTH", col("status.health")),
+        ("MEMBER", _member),
+        ("PLAN", _plan),
         ("LAST HEARTBEAT", col("status.lastHeartbeat")),
     ],
     ["site", "pool", "state"],

@@ -1,10 +1,12 @@
-"""Runs the nodes controller and the CSR approver for every imported cluster.
+"""Runs the pool reconciler, and the nodes controller and CSR approver of every imported cluster.
 
 A cluster is *imported* when the plane holds its kubeconfig
 (``<data dir>/clusters/<name>/kubeconfig``) and the Cluster exists in the store. The
 manager looks every ``rescan_seconds`` and starts controllers for newly imported
-clusters and stops those of deleted ones. Start it next to the API (the app's lifespan)
-or on its own (``tether controllers run``).
+clusters and stops those of deleted ones. The pool reconciler
+(:class:`~tether.controllers.pools.PoolController`) acts on a cluster through the
+manager's client of that cluster, and is poked when a cluster's Nodes change. The plane's
+server (:mod:`tether.server`) starts the manager next to the APIs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from sqlalchemy import select
 
 from tether.controllers.csr import CSRApprover
 from tether.controllers.nodes import NodeHealthController
+from tether.controllers.pools import DesiredNotify, PoolController
 from tether.kube.client import KubeClient
+from tether.services.clusterops import ClusterOps, KubeClusterOps
 from tether.services.kubeconn import imported_clusters, open_cluster
 from tether.store.db import Database
 from tether.store.schema import ClusterRow
@@ -49,6 +53,8 @@ class ControllerManager:
         rescan_seconds: float = 30.0,
         resync_seconds: int = 30,
         deny_foreign_csrs: bool = False,
+        pool_resync_seconds: float = 5.0,
+        on_desired: DesiredNotify | None = None,
     ) -> None:
         self.db = db
         self.data_dir = data_dir
@@ -56,6 +62,9 @@ class ControllerManager:
         self.resync_seconds = resync_seconds
         self.deny_foreign_csrs = deny_foreign_csrs
         self.clusters: dict[str, ClusterControllers] = {}
+        self.pools = PoolController(
+            db, self._ops, resync_seconds=pool_resync_seconds, on_desired=on_desired
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -76,7 +85,12 @@ class ControllerManager:
             group = ClusterControllers(
                 client=client,
                 nodes=NodeHealthController(
-                    self.db, name, client, resync_seconds=self.resync_seconds, hybrid_client=client
+                    self.db,
+                    name,
+                    client,
+                    resync_seconds=self.resync_seconds,
+                    hybrid_client=client,
+                    on_pools=self.pools.poke,
                 ),
                 csr=CSRApprover(
                     self.db,
@@ -90,6 +104,10 @@ class ControllerManager:
             group.csr.start()
             self.clusters[name] = group
 
+    def _ops(self, cluster: str) -> ClusterOps | None:
+        group = self.clusters.get(cluster)
+        return KubeClusterOps(group.client) if group is not None else None
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -102,8 +120,10 @@ class ControllerManager:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="controllers", daemon=True)
         self._thread.start()
+        self.pools.start()
 
     def stop(self) -> None:
+        self.pools.stop()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)

@@ -1,12 +1,14 @@
-"""The nodes controller: Node readiness in a cluster -> host and pool health in the plane.
+"""The nodes controller: Node readiness in a cluster -> host health and Node status in the plane.
 
 It watches the cluster's Nodes with a resumable list-then-watch
 (:class:`~tether.controllers.watch.ListWatchLoop`), keeps each Node's readiness, and
 whenever a Node's readiness changes (or on the periodic resync, which also catches
 hosts assigned on the plane's side) asks
 :func:`tether.services.health.reconcile_cluster_health` to bring hosts (by node name =
-host name) and pools in line: ``ChecksFailed``/``ChecksPassed`` for hosts,
-``NodeNotReady``/``AllNodesReady`` for pools, each change an event.
+host name) in line (``ChecksFailed``/``ChecksPassed``, each change an event) and
+:func:`tether.services.health.record_nodes` to keep ``node_status``, which the pool
+reconciler reads; the pools whose Nodes changed are handed to ``on_pools`` so their
+reconcile starts at once.
 
 Level-triggered: the plan is recomputed from the full picture every time, so a restart,
 a relist or a duplicate event changes nothing that is already right.
@@ -25,7 +27,7 @@ from tether.errors import PlaneError
 from tether.kube.client import KubeClient, WatchEvent
 from tether.kube.facts import node_snapshot
 from tether.kube.resources import Node
-from tether.services.health import reconcile_cluster_health
+from tether.services.health import reconcile_cluster_health, record_nodes
 from tether.services.hybrid import set_hybrid
 from tether.services.resources import get_cluster
 from tether.store.db import Database
@@ -47,9 +49,11 @@ class NodeHealthController(WatchController[Node]):
         resync_seconds: int = 30,
         sleep: Callable[[float], Any] | None = None,
         hybrid_client: KubeClient | None = None,
+        on_pools: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.db = db
         self.cluster = cluster
+        self.on_pools = on_pools
         #: When given, hybrid mode is kept on the cluster's nodes as they change.
         self.hybrid_client = hybrid_client
         self._nodes: dict[str, NodeSnapshot] = {}
@@ -101,6 +105,9 @@ class NodeHealthController(WatchController[Node]):
             nodes = dict(self._nodes)
         with self.db.session() as session:
             plan = reconcile_cluster_health(session, self.cluster, nodes)
+            pools = record_nodes(session, self.cluster, nodes)
+        if pools and self.on_pools is not None:
+            self.on_pools(pools)
         if self.hybrid_client is not None:
             self._keep_hybrid(self.hybrid_client)
         if not plan.empty:
@@ -112,14 +119,6 @@ class NodeHealthController(WatchController[Node]):
                     host.old_state,
                     host.new_state,
                     host.message,
-                )
-            for pool in plan.pools:
-                log.info(
-                    "pool %s: %s -> %s (%s)",
-                    pool.pool,
-                    pool.old_state,
-                    pool.new_state,
-                    pool.message,
                 )
         return plan
 

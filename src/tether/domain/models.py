@@ -285,9 +285,45 @@ class PoolSpec(Model):
         return self
 
 
+class Condition(Model):
+    """One aspect of an object's health, Kubernetes style: a type, True/False and why."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+
+
+class Change(Model):
+    """One changed field between two versions, and the action it needs on a node."""
+
+    field: str
+    old: Any = None
+    new: Any = None
+    action: str
+    why: str = ""
+
+
+class UpdateInfo(Model):
+    """A newer profile version than the pool's, and what rolling it out would do."""
+
+    version: str
+    action: str
+    changes: list[Change] = Field(default_factory=list)
+
+
 class PoolStatus(Model):
     state: PoolState = PoolState.PENDING
-    update_available: str | None = None
+    update_available: str | None = Field(
+        default=None, description="The newest profile version, when newer than the pool's."
+    )
+    update: UpdateInfo | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    counts: dict[str, int] = Field(default_factory=dict)
+    rollout: str | None = Field(default=None, description="The pool's newest rollout.")
+    observed_at: datetime | None = Field(
+        default=None, description="When the pool reconciler last looked at the pool."
+    )
 
 
 class HostSpec(Model):
@@ -305,11 +341,34 @@ class HostSpec(Model):
     )
 
 
+class MemberStatus(Model):
+    """The host's place in its pool, as the pool reconciler keeps it."""
+
+    pool: str
+    phase: str
+    version: str | None = Field(default=None, description="The profile version it runs.")
+    operation: str | None = Field(default=None, description="join, leave or update.")
+    step: str | None = None
+    failed: str | None = None
+    leaving: bool = False
+
+
+class PlanStatus(Model):
+    """The host's last desired-state document and what its agent made of it."""
+
+    state: Literal["Pending", "Applied", "Failed"]
+    hash: str
+    message: str = ""
+    applied_at: datetime | None = None
+
+
 class HostStatus(Model):
     state: HostState = HostState.REGISTERED
     health: Literal["Unknown", "Healthy", "Unhealthy"] = "Unknown"
     last_heartbeat: datetime | None = None
     inventory: dict[str, Any] = Field(default_factory=dict)
+    member: MemberStatus | None = None
+    plan: PlanStatus | None = None
 
 
 class VariableType(StrEnum):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
 from tether.domain.base import Model
 from tether.domain.models import (
+    Change,
     ClusterSpec,
     EventType,
     HostSpec,
@@ -19,6 +20,7 @@ from tether.domain.models import (
     PoolSpec,
     PoolStatus,
     ProfileSpec,
+    SemVer,
     SiteSpec,
 )
 
@@ -63,6 +65,7 @@ class Event(Model):
     count: int
     first_time: datetime
     last_time: datetime
+    pool: str | None = None
 
 
 class NamedCreate(Model):
@@ -150,3 +153,58 @@ class AuditRecord(Model):
     target: str
     status_code: int
     result: str
+
+
+class Rollout(Model):
+    """A rollout of a pool to a profile version (or to its changed spec)."""
+
+    name: str
+    pool: str
+    state: str
+    origin: str
+    from_version: str | None = None
+    to_version: str | None = None
+    action: str
+    changes: list[Change] = Field(default_factory=list)
+    nodes: dict[str, str] = Field(
+        default_factory=dict, description="Each member and the action it needs."
+    )
+    progress: dict[str, Any] = Field(default_factory=dict)
+    failures: dict[str, str] = Field(default_factory=dict)
+    message: str = ""
+    rollback_of: str | None = None
+    created_by: str = ""
+    approved_by: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    resource_version: int
+
+
+class RolloutCreate(Model):
+    to: SemVer = Field(description="The profile version to roll the pool to.")
+
+
+class RolloutVerb(StrEnum):
+    APPROVE = "approve"
+    PAUSE = "pause"
+    RESUME = "resume"
+    ABORT = "abort"
+    ROLLBACK = "rollback"
+
+
+class ProfileDiff(Model):
+    name: str
+    from_version: str
+    to_version: str
+    action: str = Field(description="The strongest action: what a rollout would do.")
+    changes: list[Change]
+
+
+class MemberView(Model):
+    """A pool member as the pool reconciler sees it."""
+
+    host: str
+    phase: str
+    version: str | None = None
+    operation: dict[str, Any] | None = None

@@ -1,8 +1,10 @@
-"""Host and pool life cycles as explicit state machines.
+"""The host life cycle as an explicit state machine, and the states of a pool.
 
-Each machine is a table ``(state, event) -> next state``. A pair missing from the
+The host machine is a table ``(state, event) -> next state``. A pair missing from the
 table is an illegal transition and raises :class:`IllegalTransition`; nothing is ever
-silently ignored. Tables are data, so tests can walk every pair exhaustively.
+silently ignored. Tables are data, so tests can walk every pair exhaustively. A pool's
+state is derived from its conditions by the pool reconciler
+(:func:`tether.domain.poolplan.pool_state`), not driven by events.
 """
 
 from __future__ import annotations
@@ -36,22 +38,12 @@ class HostEvent(StrEnum):
 class PoolState(StrEnum):
     """Where a hybrid node pool is in its life."""
 
-    PENDING = "Pending"  # created, no hosts assigned yet
-    PROVISIONING = "Provisioning"  # hosts assigned, nodes joining
-    READY = "Ready"  # every node Ready
-    DEGRADED = "Degraded"  # at least one node not Ready
-    REPAVING = "Repaving"  # an approved repave is rolling through the nodes
-    DELETING = "Deleting"  # being torn down; terminal for new work
-
-
-class PoolEvent(StrEnum):
-    HOSTS_ASSIGNED = "HostsAssigned"
-    ALL_NODES_READY = "AllNodesReady"
-    NODE_NOT_READY = "NodeNotReady"
-    REPAVE_APPROVED = "RepaveApproved"
-    REPAVE_COMPLETED = "RepaveCompleted"
-    REPAVE_FAILED = "RepaveFailed"
-    DELETE = "Delete"
+    PENDING = "Pending"  # no hosts
+    PROVISIONING = "Provisioning"  # hosts joining
+    READY = "Ready"  # every node Ready and every plan applied
+    DEGRADED = "Degraded"  # a node not Ready, a plan failed, or a rollout failed
+    REPAVING = "Repaving"  # an approved rollout is moving through the nodes
+    DELETING = "Deleting"  # every host is drained and removed, then the pool
 
 
 _H, _HE = HostState, HostEvent
@@ -95,34 +87,3 @@ def next_host_state(state: HostState, event: HostEvent, *, assigned: bool) -> Ho
         return HOST_TRANSITIONS[(state, event)]
     except KeyError:
         raise IllegalTransition("host", state, event) from None
-
-
-_P, _PE = PoolState, PoolEvent
-POOL_TRANSITIONS: dict[tuple[PoolState, PoolEvent], PoolState] = {
-    (_P.PENDING, _PE.HOSTS_ASSIGNED): _P.PROVISIONING,
-    (_P.PROVISIONING, _PE.HOSTS_ASSIGNED): _P.PROVISIONING,
-    (_P.PROVISIONING, _PE.ALL_NODES_READY): _P.READY,
-    (_P.PROVISIONING, _PE.NODE_NOT_READY): _P.DEGRADED,
-    (_P.READY, _PE.HOSTS_ASSIGNED): _P.PROVISIONING,
-    (_P.READY, _PE.ALL_NODES_READY): _P.READY,
-    (_P.READY, _PE.NODE_NOT_READY): _P.DEGRADED,
-    (_P.READY, _PE.REPAVE_APPROVED): _P.REPAVING,
-    (_P.DEGRADED, _PE.HOSTS_ASSIGNED): _P.DEGRADED,
-    (_P.DEGRADED, _PE.ALL_NODES_READY): _P.READY,
-    (_P.DEGRADED, _PE.NODE_NOT_READY): _P.DEGRADED,
-    (_P.DEGRADED, _PE.REPAVE_APPROVED): _P.REPAVING,
-    (_P.REPAVING, _PE.NODE_NOT_READY): _P.REPAVING,
-    (_P.REPAVING, _PE.ALL_NODES_READY): _P.REPAVING,
-    (_P.REPAVING, _PE.REPAVE_COMPLETED): _P.READY,
-    (_P.REPAVING, _PE.REPAVE_FAILED): _P.DEGRADED,
-}
-for _pool_state in (_P.PENDING, _P.PROVISIONING, _P.READY, _P.DEGRADED, _P.REPAVING):
-    POOL_TRANSITIONS[(_pool_state, _PE.DELETE)] = _P.DELETING
-
-
-def next_pool_state(state: PoolState, event: PoolEvent) -> PoolState:
-    """Return the pool's state after ``event``; raise :class:`IllegalTransition` if refused."""
-    try:
-        return POOL_TRANSITIONS[(state, event)]
-    except KeyError:
-        raise IllegalTransition("pool", state, event) from None

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from lightkube.resources.core_v1 import Node, Pod
-
 from tether.domain.drain import MIRROR_ANNOTATION, PodFacts
 from tether.domain.nodehealth import NodeSnapshot, node_ready
+from tether.kube.resources import Node, Pod
 
 __all__ = ["node_snapshot", "pod_facts"]
 
@@ -37,4 +36,11 @@ def node_snapshot(node: Node) -> NodeSnapshot | None:
     ready = next((c for c in conditions if c.type == "Ready"), None)
     if ready is None:
         return None
-    return NodeSnapshot(ready=node_ready([(ready.type, ready.status)]), reason=ready.reason or "")
+    info = node.status.nodeInfo if node.status is not None else None
+    return NodeSnapshot(
+        ready=node_ready([(ready.type, ready.status)]),
+        reason=ready.reason or "",
+        ready_since=ready.lastTransitionTime,
+        unschedulable=bool(node.spec is not None and node.spec.unschedulable),
+        kubelet_version=info.kubeletVersion if info is not None else "",
+    )

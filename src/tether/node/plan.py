@@ -32,6 +32,7 @@ from tether.errors import Invalid
 from tether.node import render
 from tether.node.actions import (
     Force,
+    HostFacts,
     NodeEnv,
     NotInitialised,
     init,
@@ -98,6 +99,7 @@ class PlanContext:
     client: httpx.Client
     keyring: Keyring | None
     ready_timeout: float = 300.0
+    facts: HostFacts | None = None  # None: the real host's
 
 
 def _node_config(plan: NodePlan, ctx: PlanContext) -> dict[str, Any]:
@@ -155,7 +157,10 @@ def _install_report(version: str, ctx: PlanContext) -> ActionReport:
 
 def _env(ctx: PlanContext, endpoint: str, ca_pem: str) -> NodeEnv:
     view = KubeNodeView(endpoint, ca_pem, host_path(ctx.root, render.KUBELET_KUBECONFIG))
-    return NodeEnv(root=ctx.root, host=ctx.host, view=view, ready_timeout=ctx.ready_timeout)
+    env = NodeEnv(root=ctx.root, host=ctx.host, view=view, ready_timeout=ctx.ready_timeout)
+    if ctx.facts is not None:
+        env.facts = ctx.facts
+    return env
 
 
 def _run(

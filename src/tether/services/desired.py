@@ -22,12 +22,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tether.domain.agent import AppliedReport, DesiredDocument, DesiredStatus, document_hash
-from tether.domain.models import EventType, ObjectKind
+from tether.domain.models import EventType, ObjectKind, PoolSpec
+from tether.domain.profiles import redact, sensitive_values
 from tether.errors import Conflict, NotFound
 from tether.services import events
+from tether.services.profiles import load_profile
 from tether.store.db import Database
 from tether.store.repo import get_named
-from tether.store.schema import DesiredStateRow, HostRow, utcnow
+from tether.store.schema import DesiredStateRow, HostRow, PoolRow, utcnow
 
 
 def to_status(row: DesiredStateRow) -> DesiredStatus:
@@ -65,11 +67,27 @@ def set_desired(
 
 
 def get_status(session: Session, name: str) -> DesiredStatus:
+    """The host's desired state as people see it: values of the sensitive variables of
+    its pool's profile are shown as ``******`` (the agent alone gets them)."""
     row = session.get(DesiredStateRow, name)
-    if row is None:
+    host = session.scalars(select(HostRow).where(HostRow.name == name)).first()
+    if row is None or host is None:
         get_named(session, HostRow, "host", name)
         raise NotFound("desired state of host", name)
-    return to_status(row)
+    status = to_status(row)
+    secrets = _pool_secrets(session, host.pool) if host.pool else []
+    if secrets:
+        status = status.model_copy(update={"document": redact(row.document, secrets)})
+    return status
+
+
+def _pool_secrets(session: Session, pool: str) -> list[str]:
+    row = session.scalars(select(PoolRow).where(PoolRow.name == pool)).first()
+    if row is None or not row.spec.get("profile"):
+        return []
+    spec = PoolSpec.model_validate(row.spec)
+    profile = load_profile(session, spec.profile) if spec.profile else None
+    return sensitive_values(profile.variables, spec.variables) if profile else []
 
 
 def get_document(session: Session, name: str) -> DesiredDocument | None:

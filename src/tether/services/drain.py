@@ -43,9 +43,11 @@ from tether.kube.resources import Node, Pod
 __all__ = [
     "DrainBlocked",
     "DrainProgress",
+    "DrainStep",
     "DrainTimeout",
     "cordon",
     "drain_node",
+    "drain_step",
     "pod_facts",
     "set_unschedulable",
     "uncordon",
@@ -221,3 +223,59 @@ def drain_node(
     return DrainReport(
         node=node, evicted=evicted, skipped=skipped, eviction_retries=retries, seconds=seconds
     )
+
+
+@dataclass(frozen=True)
+class DrainStep:
+    """One non-blocking pass of a drain (for a reconciler that comes back later)."""
+
+    done: bool
+    blocked: list[str]
+    evicted: list[str]
+    remaining: list[str]
+
+    @property
+    def message(self) -> str:
+        if self.blocked:
+            return "blocked: " + "; ".join(self.blocked)
+        if self.remaining:
+            return f"{len(self.remaining)} pod(s) still to go: " + ", ".join(self.remaining[:5])
+        return f"drained ({len(self.evicted)} evicted this pass)"
+
+
+def drain_step(client: KubeClient, node: str, options: DrainOptions | None = None) -> DrainStep:
+    """Cordon *node*, evict every pod an eviction is due for, and say what is left.
+
+    Idempotent and non-blocking: a pod a disruption budget protects (429) or one still
+    terminating is "remaining", and the caller runs the step again later. A pod that
+    blocks the drain (emptyDir without ``delete_emptydir_data``, unmanaged without
+    ``force``) stops it with nothing evicted. A Node that does not exist is drained."""
+    options = options or DrainOptions()
+    try:
+        cordon(client, node)
+    except NotFound:
+        return DrainStep(done=True, blocked=[], evicted=[], remaining=[])
+    listed = client.list(Pod, namespace=ALL_NAMESPACES, fields={"spec.nodeName": node})
+    plan = plan_drain([pod_facts(p) for p in listed], options)
+    if not plan.ok:
+        return DrainStep(
+            done=False,
+            blocked=[f"{d.pod.key}: {d.reason}" for d in plan.blocked],
+            evicted=[],
+            remaining=[],
+        )
+    evicted: list[str] = []
+    remaining: list[str] = [d.pod.key for d in plan.wait] if options.wait_for_delete else []
+    for decision in plan.evict:
+        namespace, name = decision.pod.key.split("/", 1)
+        try:
+            client.evict(name, namespace, grace_period=options.grace_period_seconds)
+        except NotFound:
+            continue
+        except TooManyRequests:
+            remaining.append(decision.pod.key)
+            continue
+        evicted.append(decision.pod.key)
+        if options.wait_for_delete:
+            remaining.append(decision.pod.key)
+    return DrainStep(done=not remaining, blocked=[], evicted=evicted, remaining=sorted(remaining))

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from tether.domain.models import EventSpec, EventType, ObjectKind
 from tether.domain.resources import Event
 from tether.store.repo import page
-from tether.store.schema import EventRow, utcnow
+from tether.store.schema import EventRow, HostRow, RolloutRow, utcnow
 
 #: An identical event within this window bumps the count of the earlier one.
 DEDUP_WINDOW = timedelta(minutes=10)
@@ -26,10 +26,16 @@ def record(
     type: EventType = EventType.NORMAL,
     *,
     now: datetime | None = None,
+    pool: str | None = None,
 ) -> EventRow:
-    """Record an event in the caller's transaction, so it lands only if the change lands."""
+    """Record an event in the caller's transaction, so it lands only if the change lands.
+
+    ``pool`` files it under a pool's stream too; a pool's own events and those of a host
+    in a pool are filed there without being told."""
     spec = EventSpec(object_kind=kind, object_name=name, type=type, reason=reason, message=message)
     now = now or utcnow()
+    if pool is None:
+        pool = _pool_of(session, kind, name)
     same = session.scalars(
         select(EventRow)
         .where(
@@ -56,9 +62,20 @@ def record(
         count=1,
         first_time=now,
         last_time=now,
+        pool=pool,
     )
     session.add(row)
     return row
+
+
+def _pool_of(session: Session, kind: ObjectKind, name: str) -> str | None:
+    if kind is ObjectKind.POOL:
+        return name
+    if kind is ObjectKind.HOST:
+        return session.scalars(select(HostRow.pool).where(HostRow.name == name)).first()
+    if kind is ObjectKind.ROLLOUT:
+        return session.scalars(select(RolloutRow.pool).where(RolloutRow.name == name)).first()
+    return None
 
 
 def to_event(row: EventRow) -> Event:
@@ -71,10 +88,13 @@ def list_events(
     kind: ObjectKind | None = None,
     name: str | None = None,
     type: EventType | None = None,
+    pool: str | None = None,
     limit: int,
     continue_token: str | None,
 ) -> tuple[list[Event], str | None]:
     query = select(EventRow)
+    if pool is not None:
+        query = query.where(EventRow.pool == pool)
     if kind is not None:
         query = query.where(EventRow.object_kind == kind.value)
     if name is not None:
@@ -91,9 +111,12 @@ def changed_since(
     *,
     kind: ObjectKind | None = None,
     name: str | None = None,
+    pool: str | None = None,
 ) -> Sequence[EventRow]:
     """Events created or repeated at or after ``since``, oldest first (for streaming)."""
     query = select(EventRow).where(EventRow.last_time >= since)
+    if pool is not None:
+        query = query.where(EventRow.pool == pool)
     if kind is not None:
         query = query.where(EventRow.object_kind == kind.value)
     if name is not None:

@@ -109,9 +109,12 @@ def manifests() -> list[Any]:
         ClusterRole(
             metadata=_meta(CLUSTER_ROLE),
             rules=[
-                # Node health (watch), hybrid labels and cordon (patch).
+                # Node health (watch); labels, cordons, taints (patch); a node leaving its
+                # pool is deleted.
                 PolicyRule(
-                    apiGroups=[""], resources=["nodes"], verbs=["get", "list", "watch", "patch"]
+                    apiGroups=[""],
+                    resources=["nodes"],
+                    verbs=["get", "list", "watch", "patch", "delete"],
                 ),
                 # Drain: find the pods on a node, evict them, wait for them to go.
                 PolicyRule(apiGroups=[""], resources=["pods"], verbs=["get", "list", "watch"]),

@@ -10,25 +10,34 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from tether.domain import models as m
 from tether.domain import resources as r
 from tether.domain.base import Model
 from tether.domain.models import ObjectKind, semver_key
+from tether.domain.profiles import REDACTED
 from tether.domain.states import (
     HostEvent,
     HostState,
-    PoolEvent,
     PoolState,
     next_host_state,
-    next_pool_state,
 )
 from tether.errors import Conflict, Invalid
-from tether.services import events, network
+from tether.services import events, network, profiles
 from tether.store.repo import delete_checked, get_by, get_named, insert, page, update_checked
-from tether.store.schema import ClusterRow, HostRow, PoolRow, ProfileRow, SiteRow
+from tether.store.schema import (
+    ClusterRow,
+    DesiredStateRow,
+    HostRow,
+    PoolMemberRow,
+    PoolRow,
+    ProfileRow,
+    RolloutRow,
+    SiteRow,
+    utcnow,
+)
 
 
 def _dump(model: Model) -> dict[str, Any]:
@@ -168,6 +177,7 @@ def to_profile(row: ProfileRow) -> r.Profile:
 def create_profile(session: Session, body: r.ProfileCreate) -> r.Profile:
     """Publish a new profile version. Versions are immutable: there is no update."""
     key = f"{body.name}@{body.spec.version}"
+    profiles.check_profile(body.spec)
     row = insert(
         session,
         ProfileRow(name=body.name, version=body.spec.version, spec=_dump(body.spec)),
@@ -175,7 +185,7 @@ def create_profile(session: Session, body: r.ProfileCreate) -> r.Profile:
         key,
     )
     events.record(session, ObjectKind.PROFILE, body.name, "Published", f"version {key} published")
-    latest = latest_profile_versions(session, [body.name]).get(body.name)
+    latest = profiles.latest_versions(session, [body.name]).get(body.name)
     if latest == body.spec.version:
         for pool in session.scalars(select(PoolRow).order_by(PoolRow.id)):
             ref = pool.spec.get("profile") or {}
@@ -240,36 +250,92 @@ def _pools_using(session: Session, name: str, version: str) -> list[PoolRow]:
     ]
 
 
-def latest_profile_versions(session: Session, names: Sequence[str]) -> dict[str, str]:
-    """The highest semantic version of each named profile."""
-    rows = session.execute(
-        select(ProfileRow.name, ProfileRow.version).where(ProfileRow.name.in_(set(names)))
-    ).all()
-    latest: dict[str, str] = {}
-    for name, version in rows:
-        if name not in latest or semver_key(version) > semver_key(latest[name]):
-            latest[name] = version
-    return latest
-
-
 # Pools --------------------------------------------------------------------------------
+
+
+def _update_info(
+    session: Session,
+    spec: m.PoolSpec,
+    newest: str | None,
+    diffs: dict[tuple[str, str], m.UpdateInfo],
+) -> m.UpdateInfo | None:
+    if spec.profile is None or newest is None:
+        return None
+    if semver_key(newest) <= semver_key(spec.profile.version):
+        return None
+    key = (spec.profile.name, f"{spec.profile.version}->{newest}")
+    if key not in diffs:
+        found = profiles.diff_versions(session, spec.profile.name, spec.profile.version, newest)
+        diffs[key] = m.UpdateInfo(version=newest, action=found.action, changes=found.changes)
+    return diffs[key]
 
 
 def _pool_views(session: Session, rows: Sequence[PoolRow]) -> list[r.Pool]:
     names = [p.spec["profile"]["name"] for p in rows if p.spec.get("profile")]
-    latest = latest_profile_versions(session, names) if names else {}
+    latest = profiles.latest_versions(session, names)
+    newest_rollouts = (
+        dict(
+            session.execute(
+                select(RolloutRow.pool, func.max(RolloutRow.name))
+                .where(RolloutRow.pool.in_([p.name for p in rows]))
+                .group_by(RolloutRow.pool)
+            ).all()
+        )
+        if rows
+        else {}
+    )
+    diffs: dict[tuple[str, str], m.UpdateInfo] = {}
     views = []
     for row in rows:
         spec = m.PoolSpec.model_validate(row.spec)
         newest = latest.get(spec.profile.name) if spec.profile else None
-        available = (
-            newest
-            if spec.profile and newest and semver_key(newest) > semver_key(spec.profile.version)
-            else None
+        update = _update_info(session, spec, newest, diffs)
+        stored = row.status or {}
+        status = m.PoolStatus(
+            state=PoolState(row.state),
+            update_available=update.version if update else None,
+            update=update,
+            conditions=[m.Condition.model_validate(c) for c in stored.get("conditions", [])],
+            counts=stored.get("counts", {}),
+            rollout=newest_rollouts.get(row.name),
+            observed_at=stored.get("observedAt"),
         )
-        status = m.PoolStatus(state=PoolState(row.state), update_available=available)
-        views.append(r.Pool(**_meta(row), spec=spec, status=status))
+        views.append(r.Pool(**_meta(row), spec=_shown(session, spec), status=status))
     return views
+
+
+def _shown(session: Session, spec: m.PoolSpec) -> m.PoolSpec:
+    """The spec as people see it: sensitive variables' values are ``******``."""
+    if spec.profile is None or not spec.variables:
+        return spec
+    profile = profiles.load_profile(session, spec.profile)
+    hidden = {v.name for v in profile.variables if v.sensitive} if profile else set()
+    if not hidden & set(spec.variables):
+        return spec
+    shown = {k: (REDACTED if k in hidden else v) for k, v in spec.variables.items()}
+    return spec.model_copy(update={"variables": shown})
+
+
+def _keep_secrets(session: Session, row: PoolRow | None, spec: m.PoolSpec) -> m.PoolSpec:
+    """An update that sends ``******`` back for a sensitive value keeps the stored value
+    (so ``get -o yaml`` then ``update -f`` round-trips without printing secrets)."""
+    if row is None:
+        return spec
+    stored = row.spec.get("variables") or {}
+    kept = {k: (stored.get(k, v) if v == REDACTED else v) for k, v in spec.variables.items()}
+    return spec.model_copy(update={"variables": kept})
+
+
+def _check_pool_profile(session: Session, name: str, spec: m.PoolSpec) -> None:
+    if spec.profile is None:
+        return
+    profile = profiles.load_profile(session, spec.profile)
+    cluster = session.scalars(select(ClusterRow).where(ClusterRow.name == spec.cluster)).first()
+    if profile is None or cluster is None:
+        return  # _check_pool_refs names what is missing
+    profiles.check_pool(
+        spec.cluster, m.ClusterSpec.model_validate(cluster.spec), name, spec, profile
+    )
 
 
 def _check_pool_refs(session: Session, spec: m.PoolSpec) -> None:
@@ -295,6 +361,7 @@ def _check_pool_refs(session: Session, spec: m.PoolSpec) -> None:
 
 def create_pool(session: Session, body: r.PoolCreate) -> r.Pool:
     _check_pool_refs(session, body.spec)
+    _check_pool_profile(session, body.name, body.spec)
     network.check_pool_change(session, body.name, body.spec)
     row = PoolRow(
         name=body.name,
@@ -334,6 +401,9 @@ def list_pools(
 
 def update_pool(session: Session, name: str, body: r.PoolUpdate) -> r.Pool:
     row = get_named(session, PoolRow, "pool", name)
+    body = body.model_copy(update={"spec": _keep_secrets(session, row, body.spec)})
+    if PoolState(row.state) is PoolState.DELETING:
+        raise Conflict(f"pool {name!r} is being deleted", field="name", rule="deleting")
     for field in ("cluster", "site"):
         if getattr(body.spec, field) != getattr(row, field):
             raise Invalid(
@@ -342,54 +412,141 @@ def update_pool(session: Session, name: str, body: r.PoolUpdate) -> r.Pool:
                 rule="immutable",
             )
     _check_pool_refs(session, body.spec)
+    _check_pool_profile(session, name, body.spec)
+    before = m.PoolSpec.model_validate(row.spec).profile
+    if before is not None and body.spec.profile != before and _members(session, name):
+        raise Invalid(
+            "a pool with hosts changes profile version through a rollout: tether pool rollout "
+            f"{name} --to VERSION",
+            field="spec.profile",
+            rule="rollout",
+        )
     network.check_pool_change(session, name, body.spec)
     row = update_checked(session, row, "pool", body.resource_version, {"spec": _dump(body.spec)})
     events.record(session, ObjectKind.POOL, name, "Updated", "pool spec updated")
     return _pool_views(session, [row])[0]
 
 
-def transition_pool(
-    session: Session, name: str, event: PoolEvent, resource_version: int | None = None
-) -> r.Pool:
-    """Apply a life-cycle event to a pool; a change of state is recorded as an event."""
+def _members(session: Session, pool: str) -> list[str]:
+    return list(
+        session.scalars(select(HostRow.name).where(HostRow.pool == pool).order_by(HostRow.name))
+    )
+
+
+def delete_pool(session: Session, name: str, resource_version: int | None) -> r.Pool | None:
+    """Delete a pool. With hosts, it turns ``Deleting``: the pool reconciler drains and
+    removes every host first, then the pool; the view says so (None: deleted now)."""
     row = get_named(session, PoolRow, "pool", name)
-    old = PoolState(row.state)
-    new = next_pool_state(old, event)
-    if new != old:
-        row = update_checked(session, row, "pool", resource_version, {"state": new.value})
-        warning = new in (PoolState.DEGRADED, PoolState.DELETING)
-        events.record(
-            session,
-            ObjectKind.POOL,
-            name,
-            "StateChanged",
-            f"{old.value} -> {new.value} ({event.value})",
-            m.EventType.WARNING if warning else m.EventType.NORMAL,
+    if resource_version is not None and row.resource_version != resource_version:
+        raise Conflict(
+            f"pool {name!r} was changed by someone else (you sent resourceVersion "
+            f"{resource_version}): read it again and retry",
+            field="resourceVersion",
+            rule="current",
         )
-    return _pool_views(session, [row])[0]
-
-
-def delete_pool(session: Session, name: str, resource_version: int | None) -> None:
-    row = get_named(session, PoolRow, "pool", name)
-    _refuse_if_used(session, HostRow, HostRow.pool == name, "pool", name)
+    if _members(session, name):
+        if PoolState(row.state) is not PoolState.DELETING:
+            session.execute(
+                update(PoolRow)
+                .where(PoolRow.id == row.id)
+                .values(state=PoolState.DELETING.value, resource_version=row.resource_version + 1)
+                .execution_options(synchronize_session=False)
+            )
+            events.record(
+                session,
+                ObjectKind.POOL,
+                name,
+                "Deleting",
+                "deletion requested: every host is drained and removed first",
+                m.EventType.WARNING,
+            )
+        session.refresh(row)
+        return _pool_views(session, [row])[0]
+    session.execute(delete(RolloutRow).where(RolloutRow.pool == name))
     delete_checked(session, row, "pool", resource_version)
     events.record(session, ObjectKind.POOL, name, "Deleted", "pool deleted")
+    return None
 
 
 # Hosts --------------------------------------------------------------------------------
 
 
 def to_host(row: HostRow) -> r.Host:
-    return r.Host(
-        **_meta(row),
-        id=row.host_id,
-        spec=m.HostSpec.model_validate(row.spec),
-        status=m.HostStatus(
-            state=HostState(row.state),
-            health=row.health,
-            last_heartbeat=row.last_heartbeat,
-            inventory=row.inventory,
-        ),
+    return host_views(None, [row])[0]
+
+
+def host_views(session: Session | None, rows: Sequence[HostRow]) -> list[r.Host]:
+    """Hosts as shown: state, health, and what the pool reconciler and the agent say of
+    their membership and last plan (a host whose last plan failed is not Healthy)."""
+    names = [h.name for h in rows]
+    members: dict[str, PoolMemberRow] = {}
+    plans: dict[str, DesiredStateRow] = {}
+    if session is not None and names:
+        members = {
+            row.host_name: row
+            for row in session.scalars(
+                select(PoolMemberRow).where(PoolMemberRow.host_name.in_(names))
+            )
+        }
+        plans = {
+            row.host_name: row
+            for row in session.scalars(
+                select(DesiredStateRow).where(DesiredStateRow.host_name.in_(names))
+            )
+        }
+    views = []
+    for row in rows:
+        plan = _plan_view(plans.get(row.name))
+        health = row.health
+        if plan is not None and plan.state == "Failed" and health == "Healthy":
+            health = "Unhealthy"
+        views.append(
+            r.Host(
+                **_meta(row),
+                id=row.host_id,
+                spec=m.HostSpec.model_validate(row.spec),
+                status=m.HostStatus(
+                    state=HostState(row.state),
+                    health=health,
+                    last_heartbeat=row.last_heartbeat,
+                    inventory=row.inventory,
+                    member=_member_view(members.get(row.name)),
+                    plan=plan,
+                ),
+            )
+        )
+    return views
+
+
+def _member_view(row: PoolMemberRow | None) -> m.MemberStatus | None:
+    if row is None:
+        return None
+    op = row.op or {}
+    steps = op.get("steps") or []
+    index = op.get("index", 0)
+    return m.MemberStatus(
+        pool=row.pool,
+        phase=row.phase,
+        version=row.version,
+        operation=op.get("kind"),
+        step=steps[index] if index < len(steps) else None,
+        failed=op.get("failed"),
+        leaving=row.leave_requested,
+    )
+
+
+def _plan_view(row: DesiredStateRow | None) -> m.PlanStatus | None:
+    if row is None:
+        return None
+    if row.applied_hash != row.hash:
+        return m.PlanStatus(state="Pending", hash=row.hash)
+    result = row.applied_result or {}
+    ok = bool(result.get("ok", True))
+    return m.PlanStatus(
+        state="Applied" if ok else "Failed",
+        hash=row.hash,
+        message=str(result.get("message", ""))[:500],
+        applied_at=row.applied_at,
     )
 
 
@@ -436,7 +593,7 @@ def create_host(session: Session, body: r.HostCreate) -> r.Host:
 
 
 def get_host(session: Session, name: str) -> r.Host:
-    return to_host(get_named(session, HostRow, "host", name))
+    return host_views(session, [get_named(session, HostRow, "host", name)])[0]
 
 
 def list_hosts(
@@ -456,18 +613,17 @@ def list_hosts(
     if state is not None:
         query = query.where(HostRow.state == state.value)
     rows, token = page(session, query, HostRow.id, limit=limit, continue_token=continue_token)
-    return [to_host(x) for x in rows], token
+    return host_views(session, rows), token
 
 
 def update_host(session: Session, name: str, body: r.HostUpdate) -> r.Host:
-    """Change a host's tags or pool. Assigning and releasing go through the state machine."""
+    """Change a host's tags or pool: joining a pool and leaving it are
+    :func:`add_to_pool` and :func:`remove_from_pool` (the pool reconciler does the work)."""
     row = get_named(session, HostRow, "host", name)
     spec = body.spec
     if spec.site != row.site:
         raise Invalid("a host's site cannot change", field="spec.site", rule="immutable")
     _check_host_refs(session, spec)
-    state = HostState(row.state)
-    changes: dict[str, Any] = {"spec": _dump(spec), "pool": spec.pool}
     if spec.pool != row.pool:
         if row.pool is not None and spec.pool is not None:
             raise Invalid(
@@ -475,24 +631,95 @@ def update_host(session: Session, name: str, body: r.HostUpdate) -> r.Host:
                 field="spec.pool",
                 rule="release_first",
             )
-        event = HostEvent.ASSIGN if spec.pool is not None else HostEvent.RELEASE
-        new_state = next_host_state(state, event, assigned=row.pool is not None)
-        changes["state"] = new_state.value
+        if row.resource_version != body.resource_version:
+            raise Conflict(
+                f"host {name!r} was changed by someone else (you sent resourceVersion "
+                f"{body.resource_version}): read it again and retry",
+                field="resourceVersion",
+                rule="current",
+            )
+        if spec.pool is not None:
+            return add_to_pool(session, spec.pool, name, tags=spec.tags)
+        return remove_from_pool(session, row.pool or "", name)
+    changes: dict[str, Any] = {"spec": _dump(spec.model_copy(update={"pool": row.pool}))}
     row = update_checked(session, row, "host", body.resource_version, changes)
-    if spec.pool is not None and "state" in changes:
-        transition_pool(session, spec.pool, PoolEvent.HOSTS_ASSIGNED)
-    if "state" in changes:
-        target = spec.pool or "no pool"
-        events.record(
-            session,
-            ObjectKind.HOST,
-            name,
-            "Assigned" if spec.pool else "Released",
-            f"host now in {target}; state {state.value} -> {changes['state']}",
+    events.record(session, ObjectKind.HOST, name, "Updated", "host spec updated")
+    return get_host(session, name)
+
+
+def add_to_pool(
+    session: Session, pool: str, name: str, *, tags: dict[str, str] | None = None
+) -> r.Host:
+    """Assign a Ready host of the pool's site to the pool; the reconciler joins it."""
+    row = get_named(session, HostRow, "host", name)
+    pool_row = get_named(session, PoolRow, "pool", pool)
+    if pool_row.site != row.site:
+        raise Invalid(
+            f"pool {pool!r} belongs to site {pool_row.site!r}, the host to {row.site!r}",
+            field="spec.pool",
+            rule="same_site",
         )
-    else:
-        events.record(session, ObjectKind.HOST, name, "Updated", "host spec updated")
-    return to_host(row)
+    if PoolState(pool_row.state) is PoolState.DELETING:
+        raise Conflict(f"pool {pool!r} is being deleted", field="spec.pool", rule="deleting")
+    if row.pool is not None or session.get(PoolMemberRow, name) is not None:
+        raise Conflict(
+            f"host {name!r} is in pool {row.pool!r} (or still leaving one)",
+            field="spec.pool",
+            rule="release_first",
+        )
+    old = HostState(row.state)
+    new = next_host_state(old, HostEvent.ASSIGN, assigned=False)
+    spec = {**row.spec, "pool": pool, **({"tags": tags} if tags is not None else {})}
+    update_checked(session, row, "host", None, {"pool": pool, "state": new.value, "spec": spec})
+    session.add(
+        PoolMemberRow(
+            host_name=name,
+            pool=pool,
+            phase="Joining",
+            leave_requested=False,
+            surge=False,
+            resource_version=1,
+            updated_at=utcnow(),
+        )
+    )
+    events.record(
+        session,
+        ObjectKind.HOST,
+        name,
+        "Assigned",
+        f"host now in {pool}; state {old.value} -> {new.value}; joining",
+        pool=pool,
+    )
+    return get_host(session, name)
+
+
+def remove_from_pool(session: Session, pool: str, name: str) -> r.Host:
+    """Ask the reconciler to take a host out of its pool: cordon, drain, uninstall, delete
+    the Node, clear the plan; then the host is Ready again."""
+    row = get_named(session, HostRow, "host", name)
+    if row.pool != pool:
+        raise Invalid(f"host {name!r} is not in pool {pool!r}", field="spec.pool", rule="member")
+    member = session.get(PoolMemberRow, name)
+    if member is None:  # assigned before pools ran themselves: make the record
+        member = PoolMemberRow(
+            host_name=name,
+            pool=pool,
+            phase="Active",
+            leave_requested=False,
+            surge=False,
+            resource_version=1,
+            updated_at=utcnow(),
+        )
+        session.add(member)
+    if not member.leave_requested:
+        member.leave_requested = True
+        member.resource_version += 1
+        member.updated_at = utcnow()
+        events.record(
+            session, ObjectKind.HOST, name, "LeaveRequested", f"leaving pool {pool}", pool=pool
+        )
+    session.flush()
+    return get_host(session, name)
 
 
 def transition_host(

@@ -18,7 +18,7 @@ from tether.agent.main import run, setup_logging
 from tether.kube.client import KubeClient
 from tether.node.host import HostOps
 from tether.node.tracker import host_path
-from tether.sim.kubelet_host import SimulatedKubeletHost
+from tether.sim.kubelet_host import SimulatedFacts, SimulatedKubeletHost
 from tether.sim.kubesim import KubeletFleet
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             log.parent.mkdir(parents=True, exist_ok=True)
             return SimulatedKubeletHost(cfg.node.root, fleet, args.kubeconfig, log)
 
-        return run(args.config, node_host=host)
+        return run(args.config, node_host=host, node_facts=lambda _: SimulatedFacts())
 
 
 if __name__ == "__main__":

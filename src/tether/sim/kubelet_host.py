@@ -13,6 +13,7 @@ the simulated kubelet's lease renewals.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 from pathlib import Path
@@ -24,7 +25,7 @@ from tether.node.host import RecordingHost
 from tether.node.tracker import host_path, load
 from tether.sim.kubesim import KubeletFleet, SimulatedNode
 
-__all__ = ["SimulatedKubeletHost"]
+__all__ = ["SimulatedFacts", "SimulatedKubeletHost"]
 
 _FLAG = re.compile(r"--(hostname-override|node-ip|node-labels)=(\S*)")
 
@@ -87,3 +88,18 @@ class SimulatedKubeletHost(RecordingHost):
             name = self._node().name
             if name in self.fleet.names:
                 self.fleet.stop_node(name)
+
+
+class SimulatedFacts:
+    """What node validation sees of a SIMULATED host: its node IP is on it, no swap, and the
+    kubelet's ports are free (a simulated kubelet listens on none), whatever the machine
+    running the simulation has."""
+
+    def active_swaps(self) -> list[str]:
+        return []
+
+    def has_address(self, ip: ipaddress.IPv4Address) -> bool:
+        return True
+
+    def port_in_use(self, port: int) -> bool:
+        return False

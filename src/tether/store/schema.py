@@ -94,6 +94,10 @@ class PoolRow(ResourceMixin, Base):
     cluster: Mapped[str] = mapped_column(String(63), ForeignKey("clusters.name"), index=True)
     site: Mapped[str] = mapped_column(String(63), ForeignKey("sites.name"), index=True)
     state: Mapped[str] = mapped_column(String(32), index=True)
+    #: What the pool reconciler observed: conditions and counts. Written by the
+    #: reconciler without bumping ``resource_version`` (a person's update never
+    #: conflicts with the reconciler's bookkeeping).
+    status: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True, default=dict)
 
 
 class HostRow(ResourceMixin, Base):
@@ -127,6 +131,7 @@ class EventRow(Base):
     __table_args__ = (
         Index(None, "object_kind", "object_name"),
         Index(None, "last_time"),
+        Index(None, "pool", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -138,6 +143,10 @@ class EventRow(Base):
     count: Mapped[int] = mapped_column(Integer, default=1)
     first_time: Mapped[datetime] = mapped_column(UTCDateTime)
     last_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The pool the object belonged to when it happened (its hosts, Nodes and rollouts
+    #: too), so a pool's stream shows everything about it. No foreign key: events outlive
+    #: their pool.
+    pool: Mapped[str | None] = mapped_column(String(63), nullable=True)
 
 
 class TokenRow(Base):
@@ -247,3 +256,66 @@ class DesiredStateRow(Base):
     applied_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     applied_result: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)
     applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PoolMemberRow(Base):
+    """A host of a pool and the operation the pool reconciler is running on it.
+
+    ``op`` is the operation as recorded before any of its steps is taken (see
+    :mod:`tether.domain.memberops`); ``spec`` is the node target the member last
+    completed. Guarded by ``resource_version`` like every resource.
+    """
+
+    __tablename__ = "pool_members"
+
+    host_name: Mapped[str] = mapped_column(
+        String(253), ForeignKey("hosts.name", ondelete="CASCADE"), primary_key=True
+    )
+    pool: Mapped[str] = mapped_column(String(63), ForeignKey("pools.name"), index=True)
+    phase: Mapped[str] = mapped_column(String(16))
+    op: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)
+    spec_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    leave_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    surge: Mapped[bool] = mapped_column(Boolean, default=False)
+    resource_version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RolloutRow(Base):
+    """A rollout of a pool (see :mod:`tether.domain.rollout`): ``spec`` holds what it was
+    made for, ``status`` its progress."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (UniqueConstraint("name"), Index(None, "pool", "id"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(96))
+    pool: Mapped[str] = mapped_column(String(63), ForeignKey("pools.name"))
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    status: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
+    resource_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class NodeStatusRow(Base):
+    """What the nodes controller last saw of a host's Node (one row per host).
+
+    The pool reconciler reads Node readiness from here, so it needs no watch of its
+    own and several plane replicas see the same thing."""
+
+    __tablename__ = "node_status"
+
+    host_name: Mapped[str] = mapped_column(
+        String(253), ForeignKey("hosts.name", ondelete="CASCADE"), primary_key=True
+    )
+    cluster: Mapped[str] = mapped_column(String(63), index=True)
+    ready: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    reason: Mapped[str] = mapped_column(String(128), default="")
+    ready_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    unschedulable: Mapped[bool] = mapped_column(Boolean, default=False)
+    kubelet_version: Mapped[str] = mapped_column(String(64), default="")
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -168,7 +168,13 @@ class Plane:
 
 
 @pytest.fixture
-def plane(settings: Settings, tmp_path: Path) -> Iterator[Plane]:
+def plane(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Plane]:
+    """The plane; a test marked ``controllers`` gets the controller manager beside it (the
+    pool reconciler, and each imported cluster's nodes and CSR controllers), quick."""
+    controllers = request.node.get_closest_marker("controllers") is not None
+    settings.controllers.rescan_seconds = 0.5
+    settings.controllers.node_resync_seconds = 5
+    settings.controllers.pool_resync_seconds = 1.0
     settings.api.port = free_port()
     settings.agent.port = free_port()
     settings.agent.heartbeat_seconds = 0.5
@@ -183,7 +189,7 @@ def plane(settings: Settings, tmp_path: Path) -> Iterator[Plane]:
     root.addHandler(capture)
     old_level = root.level
     root.setLevel(logging.DEBUG)
-    server = ServerThread(settings, log_level="debug").start()
+    server = ServerThread(settings, log_level="debug", controllers=controllers).start()
     db = Database.connect(settings.database_url)
     with db.session() as s:
         svc.create_site(s, r.SiteCreate(name="dc1"))

@@ -8,6 +8,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from tether.controllers.pools import PoolController
 from tether.domain import resources as r
 from tether.domain.models import ObjectKind
 from tether.domain.states import HostEvent, HostState, PoolState
@@ -148,15 +149,25 @@ def test_host_assignment_follows_the_state_machine(db: Database) -> None:
             r.HostUpdate.model_validate({**assign, "resourceVersion": host.resource_version}),
         )
     assert host.status.state is HostState.IN_USE
+    assert host.status.member is not None and host.status.member.phase == "Joining"
     with db.session() as s:
-        assert svc.get_pool(s, "dc1").status.state is PoolState.PROVISIONING
+        assert svc.get_pool(s, "dc1").status.state is PoolState.PENDING  # not reconciled yet
+    # The pool reconciler (no cluster to act on) takes it from here; the pool names no
+    # profile, so the host cannot get a plan and the pool says why.
+    PoolController(db, lambda _: None).reconcile("dc1")
+    with db.session() as s:
+        pool = svc.get_pool(s, "dc1")
+    assert pool.status.state is PoolState.DEGRADED
+    target = next(c for c in pool.status.conditions if c.type == "TargetValid")
+    assert (target.status, target.reason) == ("False", "InvalidTarget")
+    assert "names no profile" in target.message
     with pytest.raises(Conflict), db.session() as s:
         svc.delete_host(s, "h1", None)  # in a pool: unpair refused
     with db.session() as s:
         names = [
             e.reason for e in events.list_events(s, name="h1", limit=10, continue_token=None)[0]
         ]
-    assert names == ["Registered", "StateChanged", "Assigned"]
+    assert names == ["Registered", "StateChanged", "Assigned", "Joining"]
 
 
 def test_repeated_events_are_counted(db: Database) -> None:

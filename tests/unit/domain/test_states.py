@@ -1,4 +1,4 @@
-"""The host and pool state machines, walked exhaustively and by random sequences."""
+"""The host state machine, walked exhaustively and by random sequences."""
 
 from __future__ import annotations
 
@@ -11,39 +11,10 @@ from hypothesis import strategies as st
 from tether.domain.errors import IllegalTransition
 from tether.domain.states import (
     HOST_TRANSITIONS,
-    POOL_TRANSITIONS,
     HostEvent,
     HostState,
-    PoolEvent,
-    PoolState,
     next_host_state,
-    next_pool_state,
 )
-
-
-@pytest.mark.parametrize(("state", "event"), list(itertools.product(PoolState, PoolEvent)))
-def test_every_pool_pair_is_allowed_by_the_table_or_refused(
-    state: PoolState, event: PoolEvent
-) -> None:
-    if (state, event) in POOL_TRANSITIONS:
-        assert next_pool_state(state, event) == POOL_TRANSITIONS[(state, event)]
-    else:
-        with pytest.raises(IllegalTransition) as info:
-            next_pool_state(state, event)
-        assert info.value.rule == "state_machine"
-        assert state in info.value.message and event in info.value.message
-
-
-def test_deleting_pool_takes_no_more_events() -> None:
-    for event in PoolEvent:
-        with pytest.raises(IllegalTransition):
-            next_pool_state(PoolState.DELETING, event)
-
-
-def test_repave_needs_a_settled_pool() -> None:
-    for state in (PoolState.PENDING, PoolState.PROVISIONING, PoolState.REPAVING):
-        with pytest.raises(IllegalTransition):
-            next_pool_state(state, PoolEvent.REPAVE_APPROVED)
 
 
 def test_unpaired_host_is_terminal() -> None:

@@ -1,0 +1,195 @@
+"""The pool reconciler: every pool converges on its spec, its members and its rollout.
+
+One reconcile of one pool, shaped like Cluster API's MachineDeployment controller:
+
+1. **act**: take the Kubernetes step each member's recorded operation stands at
+   (cordon, drain, delete the Node, patch it, uncordon), idempotently
+   (:func:`tether.services.clusterops.perform`);
+2. **fetch** the pool, its members and what is observed of them, with those outcomes
+   (:func:`tether.services.pools.load`);
+3. **plan** in memory with pure functions (:func:`tether.domain.poolplan.plan_pool`);
+4. **write once**: the plan in one transaction, every row guarded by the version it was
+   read with (:func:`tether.services.pools.write`). A conflict throws the plan away and
+   the pool is reconciled again at once.
+
+Level-triggered and crash-safe: all progress lives in the store; a step is recorded
+before it is taken and advanced only when its effect is seen; a restart continues at
+the recorded steps. Pools are reconciled when something tells the controller (a
+person's change, an agent's report, a Node's change: :meth:`PoolController.poke`),
+when a plan asks to be looked at again (a drain in progress, a timer), and every
+``resync_seconds`` in any case (changes made by another plane replica).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from sqlalchemy import select
+
+from tether.domain.agent import document_hash
+from tether.domain.memberops import StepResult
+from tether.domain.poolplan import PoolPlan, plan_pool
+from tether.errors import Conflict, NotFound
+from tether.services import pools
+from tether.services.clusterops import ClusterOps, perform
+from tether.store.db import Database
+from tether.store.schema import PoolRow, utcnow
+
+__all__ = ["PoolController"]
+
+log = logging.getLogger(__name__)
+
+#: Finds the :class:`ClusterOps` of a cluster (None: not imported or unusable).
+OpsFinder = Callable[[str], ClusterOps | None]
+#: Told of every desired-state document a plan wrote (host, hash or None when cleared).
+DesiredNotify = Callable[[str, str | None], None]
+
+
+class PoolController:
+    """Reconciles every pool (module doc); :meth:`start` runs it in a thread."""
+
+    def __init__(
+        self,
+        db: Database,
+        ops_for: OpsFinder,
+        *,
+        resync_seconds: float = 5.0,
+        clock: Callable[[], datetime] = utcnow,
+        on_desired: DesiredNotify | None = None,
+    ) -> None:
+        self.db = db
+        self.ops_for = ops_for
+        self.resync_seconds = resync_seconds
+        self.clock = clock
+        self.on_desired = on_desired
+        self._due: list[tuple[float, str]] = []  # (monotonic time, pool) heap
+        self._next: dict[str, float] = {}
+        self._hosts: dict[str, str] = {}  # host -> pool, as last reconciled
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: Reconciles done and conflicts met (for logs and benchmarks).
+        self.reconciles = 0
+        self.conflicts = 0
+
+    # -- scheduling ------------------------------------------------------------------
+
+    def poke(self, names: Iterable[str], delay: float = 0.0) -> None:
+        """Reconcile these pools after ``delay`` seconds (sooner if already due)."""
+        at = time.monotonic() + delay
+        with self._cond:
+            for name in names:
+                if self._next.get(name, float("inf")) > at:
+                    self._next[name] = at
+                    heapq.heappush(self._due, (at, name))
+            self._cond.notify()
+
+    def poke_hosts(self, hosts: Iterable[str]) -> None:
+        """Reconcile the pools of these hosts (an agent reported, a Node changed)."""
+        self.poke({self._hosts[h] for h in hosts if h in self._hosts})
+
+    def _resync(self) -> None:
+        with self.db.session() as session:
+            names = list(session.scalars(select(PoolRow.name)))
+        self.poke(names)
+
+    def _take(self, timeout: float) -> str | None:
+        with self._cond:
+            deadline = time.monotonic() + timeout
+            while not self._stop.is_set():
+                now = time.monotonic()
+                while self._due and self._next.get(self._due[0][1]) != self._due[0][0]:
+                    heapq.heappop(self._due)  # superseded by an earlier poke
+                if self._due and self._due[0][0] <= now:
+                    _, name = heapq.heappop(self._due)
+                    del self._next[name]
+                    return name
+                wait = deadline - now
+                if self._due:
+                    wait = min(wait, self._due[0][0] - now)
+                if wait <= 0:
+                    return None
+                self._cond.wait(wait)
+            return None
+
+    # -- one pool --------------------------------------------------------------------
+
+    def reconcile(self, name: str) -> PoolPlan | None:
+        """Act, fetch, plan and write pool ``name`` once; None if it no longer exists."""
+        now = self.clock()
+        try:
+            outcomes = self._act(name)
+            with self.db.session() as session:
+                loaded = pools.load(session, name, now, outcomes)
+                plan = plan_pool(loaded.input)
+                pools.write(session, loaded, plan)
+        except NotFound:
+            return None
+        except Conflict as exc:
+            self.conflicts += 1
+            log.debug("pool %s: %s", name, exc.message)
+            self.poke([name])
+            return None
+        self.reconciles += 1
+        for member, _ in loaded.input.members:
+            self._hosts[member.host] = name
+        if self.on_desired is not None:
+            for host, doc in plan.documents.items():
+                self.on_desired(host, None if doc is None else document_hash(doc))
+        if plan.requeue is not None and not plan.delete_pool:
+            self.poke([name], plan.requeue)
+        for note in plan.events:
+            log.info("pool %s: %s %s: %s", name, note.name, note.reason, note.message)
+        return plan
+
+    def _act(self, name: str) -> dict[str, StepResult]:
+        with self.db.session() as session:
+            cluster, members, timeout = pools.members_at_steps(session, name)
+        if not members:
+            return {}
+        ops = self.ops_for(cluster)
+        outcomes = {}
+        for member in members:
+            result = perform(ops, member, timeout)
+            if result is not None:
+                outcomes[member.host] = result
+        return outcomes
+
+    # -- the thread ------------------------------------------------------------------
+
+    def run(self) -> None:
+        next_resync = 0.0
+        while not self._stop.is_set():
+            if time.monotonic() >= next_resync:
+                next_resync = time.monotonic() + self.resync_seconds
+                try:
+                    self._resync()
+                except Exception:
+                    log.exception("pool reconciler: listing pools failed")
+            name = self._take(max(0.0, next_resync - time.monotonic()))
+            if name is None:
+                continue
+            try:
+                self.reconcile(name)
+            except Exception:
+                log.exception("pool %s: reconcile failed; retrying", name)
+                self.poke([name], min(self.resync_seconds, 5.0))
+
+    def start(self) -> PoolController:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="pools", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None

@@ -1,0 +1,396 @@
+"""The pool reconciler's store side: read one pool into a :class:`PoolInput`, write a plan.
+
+:func:`load` reads everything :func:`tether.domain.poolplan.plan_pool` needs in one
+transaction: the pool, its cluster and profile version, its members with their hosts,
+desired-state documents, applied results and observed Nodes, the spare hosts of its site,
+and its newest rollout. :func:`write` applies a plan in the caller's transaction, every
+row guarded by the ``resource_version`` it was read with: if anything changed meanwhile
+(a person approved a rollout, released a host, edited the pool) the write raises
+:class:`~tether.errors.Conflict`, nothing of the plan lands, and the controller plans
+again from the new state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from tether.domain.memberops import (
+    EXTERNAL_STEPS,
+    Member,
+    MemberPhase,
+    NodeObs,
+    Observed,
+    Operation,
+    StepResult,
+)
+from tether.domain.models import ClusterSpec, HostSpec, ObjectKind, PoolSpec, ProfileSpec
+from tether.domain.nodeplan import NodeTarget, TargetError, node_target
+from tether.domain.poolplan import PoolInput, PoolPlan, Spare
+from tether.domain.profiles import sensitive_values
+from tether.domain.states import HostEvent, HostState, PoolState, next_host_state
+from tether.errors import Conflict
+from tether.services import desired, events
+from tether.services.profiles import latest_versions, load_profile, target_key
+from tether.services.rollouts import record_of, row_values
+from tether.store.repo import get_named
+from tether.store.schema import (
+    ClusterRow,
+    DesiredStateRow,
+    HostRow,
+    NodeStatusRow,
+    PoolMemberRow,
+    PoolRow,
+    RolloutRow,
+    utcnow,
+)
+
+__all__ = ["Loaded", "load", "matches", "members_at_steps", "write"]
+
+
+@dataclass
+class Loaded:
+    """One pool as read: the planner's input and the versions the write is guarded by."""
+
+    input: PoolInput
+    cluster: str
+    pool_version: int
+    member_versions: dict[str, int] = field(default_factory=dict)
+    rollout_version: int | None = None
+    secrets: list[str] = field(default_factory=list)
+
+
+def matches(selector: Mapping[str, str], tags: Mapping[str, str], inventory: Any) -> bool:
+    """Whether a host's tags (or ``inventory.<path>`` fields) match every selector entry."""
+    for key, wanted in selector.items():
+        if key.startswith("inventory."):
+            value: Any = inventory
+            for part in key.removeprefix("inventory.").split("."):
+                value = value.get(part) if isinstance(value, Mapping) else None
+            if str(value) != wanted:
+                return False
+        elif tags.get(key) != wanted:
+            return False
+    return True
+
+
+def _member(row: PoolMemberRow) -> Member:
+    return Member(
+        host=row.host_name,
+        phase=MemberPhase(row.phase),
+        op=Operation.from_json(row.host_name, row.op) if row.op else None,
+        spec=row.spec,
+        spec_hash=row.spec_hash,
+        version=row.version,
+        leave_requested=row.leave_requested,
+        surge=row.surge,
+        resource_version=row.resource_version,
+    )
+
+
+def _node(row: NodeStatusRow | None) -> NodeObs | None:
+    if row is None:
+        return None
+    return NodeObs(
+        ready=row.ready,
+        ready_since=row.ready_since,
+        unschedulable=row.unschedulable,
+        kubelet_version=row.kubelet_version,
+    )
+
+
+def _target(
+    ctx: tuple[str, ClusterSpec, str, PoolSpec, ProfileSpec] | None, host: HostRow
+) -> tuple[NodeTarget | None, str | None]:
+    if ctx is None:
+        return None, None
+    cluster_name, cluster, pool_name, pool, profile = ctx
+    try:
+        target = node_target(
+            cluster_name=cluster_name,
+            cluster=cluster,
+            pool_name=pool_name,
+            pool=pool,
+            host_name=host.name,
+            host=HostSpec.model_validate(host.spec),
+            inventory=host.inventory or {},
+            profile=profile,
+        )
+    except TargetError as exc:
+        return None, str(exc)
+    return target, None
+
+
+def _observed(
+    host: HostRow,
+    doc: DesiredStateRow | None,
+    node: NodeStatusRow | None,
+    external: StepResult | None,
+    target: tuple[NodeTarget | None, str | None],
+) -> Observed:
+    result = (doc.applied_result or {}) if doc is not None else {}
+    return Observed(
+        host_state=HostState(host.state),
+        healthy=host.health != "Unhealthy",
+        doc_hash=doc.hash if doc is not None else None,
+        applied_hash=doc.applied_hash if doc is not None else None,
+        applied_ok=bool(result.get("ok", True)) if doc and doc.applied_hash else None,
+        applied_retryable=bool(result.get("retryable", True)),
+        applied_message=str(result.get("message", ""))[:500],
+        node=_node(node),
+        external=external,
+        target=target[0],
+        target_problem=target[1],
+    )
+
+
+def load(
+    session: Session,
+    name: str,
+    now: datetime,
+    external: Mapping[str, StepResult] | None = None,
+) -> Loaded:
+    """Read pool ``name`` for planning (module doc)."""
+    external = external or {}
+    row = get_named(session, PoolRow, "pool", name)
+    spec = PoolSpec.model_validate(row.spec)
+    problems: list[str] = []
+    cluster_row = session.scalars(select(ClusterRow).where(ClusterRow.name == spec.cluster)).one()
+    cluster = ClusterSpec.model_validate(cluster_row.spec)
+    profile = load_profile(session, spec.profile) if spec.profile else None
+    if spec.profile is None:
+        problems.append("the pool names no profile (spec.profile)")
+    elif profile is None:
+        problems.append(f"profile {spec.profile.name}@{spec.profile.version} does not exist")
+    ctx = (spec.cluster, cluster, name, spec, profile) if profile is not None else None
+
+    rows = {
+        m.host_name: m
+        for m in session.scalars(select(PoolMemberRow).where(PoolMemberRow.pool == name))
+    }
+    hosts = {h.name: h for h in session.scalars(select(HostRow).where(HostRow.pool == name))}
+    names = sorted(set(rows) | set(hosts))
+    docs = _by_host(session, DesiredStateRow, names)
+    nodes = _by_host(session, NodeStatusRow, names)
+    members: list[tuple[Member, Observed]] = []
+    versions: dict[str, int] = {}
+    for host_name in names:
+        host = (
+            hosts.get(host_name)
+            or session.scalars(select(HostRow).where(HostRow.name == host_name)).first()
+        )
+        if host is None:
+            continue
+        member_row = rows.get(host_name)
+        # A host assigned without a member record (assigned before pools ran themselves)
+        # joins like any newly assigned host; a join plan is idempotent on a joined node.
+        member = _member(member_row) if member_row else Member(host_name, MemberPhase.JOINING)
+        versions[host_name] = member_row.resource_version if member_row else 0
+        target = _target(ctx, host)
+        observed = _observed(
+            host, docs.get(host_name), nodes.get(host_name), external.get(host_name), target
+        )
+        members.append((member, observed))
+
+    spares: list[Spare] = []
+    if profile is not None and PoolState(row.state) is not PoolState.DELETING:
+        for host in _free_hosts(session, spec):
+            spares.append(Spare(host.name, _target(ctx, host)[0]))
+
+    rollout_row = session.scalars(
+        select(RolloutRow).where(RolloutRow.pool == name).order_by(RolloutRow.id.desc()).limit(1)
+    ).first()
+    count = session.scalar(select(func.count()).where(RolloutRow.pool == name)) or 0
+    latest = latest_versions(session, [spec.profile.name]) if spec.profile else {}
+    key = target_key(spec.cluster, cluster, spec, profile) if profile is not None else None
+    inp = PoolInput(
+        name=name,
+        spec=spec,
+        state=PoolState(row.state),
+        deleting=PoolState(row.state) is PoolState.DELETING,
+        members=members,
+        now=now,
+        target_key=key,
+        problems=problems,
+        rollout=record_of(rollout_row) if rollout_row else None,
+        spares=spares,
+        latest_version=latest.get(spec.profile.name) if spec.profile else None,
+        new_rollout_name=f"{name}-{count + 1}",
+    )
+    secrets = sensitive_values(profile.variables, spec.variables) if profile else []
+    return Loaded(
+        input=inp,
+        cluster=spec.cluster,
+        pool_version=row.resource_version,
+        member_versions=versions,
+        rollout_version=rollout_row.resource_version if rollout_row else None,
+        secrets=secrets,
+    )
+
+
+def members_at_steps(session: Session, name: str) -> tuple[str, list[Member], float]:
+    """The pool's cluster, its members whose operation stands at a Kubernetes step, and
+    the drain timeout (what the controller acts on before planning)."""
+    row = get_named(session, PoolRow, "pool", name)
+    spec = PoolSpec.model_validate(row.spec)
+    members = [
+        _member(m)
+        for m in session.scalars(select(PoolMemberRow).where(PoolMemberRow.pool == name))
+        if m.op is not None
+    ]
+    busy = [m for m in members if m.op is not None and m.op.step in EXTERNAL_STEPS]
+    return spec.cluster, busy, float(spec.update_strategy.drain_timeout_seconds)
+
+
+def _by_host(session: Session, row_cls: Any, names: Sequence[str]) -> dict[str, Any]:
+    if not names:
+        return {}
+    return {
+        r.host_name: r for r in session.scalars(select(row_cls).where(row_cls.host_name.in_(names)))
+    }
+
+
+def _free_hosts(session: Session, spec: PoolSpec) -> list[HostRow]:
+    """Ready hosts of the pool's site in no pool that the selector (if any) matches."""
+    taken = select(PoolMemberRow.host_name)
+    query = (
+        select(HostRow)
+        .where(
+            HostRow.site == spec.site,
+            HostRow.pool.is_(None),
+            HostRow.state == HostState.READY.value,
+            HostRow.name.not_in(taken),
+        )
+        .order_by(HostRow.name)
+        .limit(1000)
+    )
+    hosts = list(session.scalars(query))
+    if spec.host_selector is None:
+        return hosts
+    return [h for h in hosts if matches(spec.host_selector, h.spec.get("tags") or {}, h.inventory)]
+
+
+# Writing a plan ---------------------------------------------------------------------------
+
+
+def _conflict(what: str) -> Conflict:
+    return Conflict(
+        f"{what} changed while the pool was being planned; planning again",
+        field="resourceVersion",
+        rule="current",
+    )
+
+
+def _write_member(session: Session, pool: str, member: Member, seen: int) -> None:
+    values = {
+        "pool": pool,
+        "phase": member.phase.value,
+        "op": member.op.to_json() if member.op else None,
+        "spec": dict(member.spec) if member.spec is not None else None,
+        "spec_hash": member.spec_hash,
+        "version": member.version,
+        "leave_requested": member.leave_requested,
+        "surge": member.surge,
+        "updated_at": utcnow(),
+    }
+    if seen == 0:
+        exists = session.get(PoolMemberRow, member.host)
+        if exists is not None:
+            raise _conflict(f"member {member.host}")
+        session.add(PoolMemberRow(host_name=member.host, resource_version=1, **values))
+        session.flush()
+        return
+    done = session.execute(
+        update(PoolMemberRow)
+        .where(PoolMemberRow.host_name == member.host, PoolMemberRow.resource_version == seen)
+        .values(resource_version=seen + 1, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        raise _conflict(f"member {member.host}")
+
+
+def _move_host(session: Session, name: str, pool: str | None, event: HostEvent) -> None:
+    host = get_named(session, HostRow, "host", name)
+    old = HostState(host.state)
+    new = next_host_state(old, event, assigned=host.pool is not None)
+    spec = {**host.spec, "pool": pool}
+    session.execute(
+        update(HostRow)
+        .where(HostRow.name == name)
+        .values(
+            pool=pool, state=new.value, spec=spec, resource_version=HostRow.resource_version + 1
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def write(session: Session, loaded: Loaded, plan: PoolPlan) -> None:
+    """Apply ``plan`` in the caller's transaction (guarded: module doc)."""
+    inp = loaded.input
+    pool = inp.name
+    now = inp.now
+    done = session.execute(
+        update(PoolRow)
+        .where(PoolRow.name == pool, PoolRow.resource_version == loaded.pool_version)
+        .values(
+            state=plan.state.value,
+            status={
+                "conditions": [c.to_json() for c in plan.conditions],
+                "counts": plan.counts,
+                "observedAt": now.isoformat(),
+            },
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        raise _conflict(f"pool {pool}")
+    for host in plan.assign:
+        _move_host(session, host, pool, HostEvent.ASSIGN)
+    for host, member in plan.members.items():
+        if member is None:
+            session.execute(delete(PoolMemberRow).where(PoolMemberRow.host_name == host))
+        else:
+            _write_member(session, pool, member, loaded.member_versions.get(host, 0))
+    for host, document in plan.documents.items():
+        if document is None:
+            session.execute(delete(DesiredStateRow).where(DesiredStateRow.host_name == host))
+        else:
+            desired.set_desired(session, host, document, now=now)
+    for host in plan.release:
+        _move_host(session, host, None, HostEvent.RELEASE)
+    for record in (plan.superseded, plan.rollout):
+        if record is None:
+            continue
+        if plan.rollout_is_new and record is plan.rollout:
+            session.add(RolloutRow(**row_values(record), resource_version=1, created_at=now))
+        else:
+            seen = record.resource_version
+            changed = session.execute(
+                update(RolloutRow)
+                .where(RolloutRow.name == record.name, RolloutRow.resource_version == seen)
+                .values(resource_version=seen + 1, updated_at=now, **row_values(record))
+                .execution_options(synchronize_session=False)
+            )
+            if changed.rowcount != 1:  # type: ignore[attr-defined]
+                raise _conflict(f"rollout {record.name}")
+    for note in plan.events:
+        events.record(
+            session,
+            note.kind,
+            note.name,
+            note.reason,
+            note.message,
+            note.type,
+            now=now,
+            pool=pool,
+        )
+    if plan.delete_pool:
+        session.execute(delete(RolloutRow).where(RolloutRow.pool == pool))
+        session.execute(delete(PoolRow).where(PoolRow.name == pool))
+        events.record(session, ObjectKind.POOL, pool, "Deleted", "pool deleted", now=now, pool=pool)

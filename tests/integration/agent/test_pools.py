@@ -1,0 +1,211 @@
+"""Pools that run themselves, end to end: hosts join and leave through the pool
+reconciler, a new profile version rolls out only once approved, a pool is deleted.
+
+Real: the plane with its controllers (SQLite and PostgreSQL), the agent processes over
+mutual TLS, the plane's artifact mirror, the kube-apiserver (Nodes, cordons, drains,
+Node deletion). SIMULATED: each host's kubelet and systemd (``python -m tether.sim.agent``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.kube.client import KubeClient
+from tether.kube.resources import Node
+from tether.node.mirror import sync
+from tether.sim.envtest import LocalControlPlane
+
+from .conftest import Plane, import_cluster, ready, unique
+
+pytestmark = [pytest.mark.integration, pytest.mark.controllers]
+
+LAYERS: dict[str, Any] = {
+    "os": {"image": "debian-12", "sysctls": {"vm.max_map_count": "262144"}},
+    "kubernetes": {"version": "1.34.2", "kubeletConfig": {"maxPods": "{{ pods }}"}},
+}
+VARIABLES = [{"name": "pods", "type": "number", "default": 110}]
+
+
+class Fleet:
+    """A cluster, a pool and hosts run by simulated-kubelet agents."""
+
+    def __init__(
+        self, plane: Plane, cp: LocalControlPlane, tmp_path: Path, make_source: Callable[..., Any]
+    ) -> None:
+        self.plane, self.cp, self.tmp = plane, cp, tmp_path
+        source, keyring = make_source()
+        for version in ("1.34.2", "1.35.1"):
+            sync(version, source=str(source), to=plane.settings.artifacts_dir, keyring=keyring,
+                 arch="amd64")  # fmt: skip
+        self.cluster = import_cluster(plane, cp)
+        self.profile = unique("std")
+        self.pool = f"{self.cluster}-pool"
+        self.publish("1.0.0", LAYERS)
+        self.call(
+            "POST",
+            "/api/v1/pools",
+            201,
+            json={
+                "name": self.pool,
+                "spec": {
+                    "cluster": self.cluster,
+                    "site": "dc1",
+                    "nodeCIDR": "10.80.1.0/24",
+                    "podCIDR": "10.85.0.0/18",
+                    "vpnServer": {"publicIP": "203.0.113.5", "insideIP": "10.80.1.1"},
+                    "profile": {"name": self.profile, "version": "1.0.0"},
+                    "nodeLabels": {"tier": "edge"},
+                    "updateStrategy": {"type": "ContractFirst", "minReadySeconds": 0},
+                },
+            },
+        )
+        self.hosts: list[str] = []
+
+    def call(self, method: str, path: str, status: int, **kwargs: Any) -> Any:
+        response = self.plane.api.request(method, path, **kwargs)
+        assert response.status_code == status, response.text
+        return response.json() if response.content else None
+
+    def publish(self, version: str, layers: dict[str, Any]) -> None:
+        spec = {"version": version, "layers": layers, "variables": VARIABLES}
+        self.call("POST", "/api/v1/profiles", 201, json={"name": self.profile, "spec": spec})
+
+    def add_agent(self, ip: str) -> str:
+        host = unique("edge")
+        config = self.plane.agent_config(
+            host,
+            self.plane.activation(),
+            desired={"enabled": True},
+            node={
+                "root": str(self.tmp / f"{host}-root"),
+                "keyring": str(self.tmp / "keyring.yaml"),
+                "readyTimeout": 60,
+                "retrySeconds": 1,
+            },
+        )
+        self.plane.start_agent(config, simulate_kubelet=self.cp.kubeconfig)
+        ready(self.plane, host)
+        view = self.call("GET", f"/api/v1/hosts/{host}", 200)
+        spec = {**view["spec"], "nodeIP": ip}
+        self.call(
+            "PUT",
+            f"/api/v1/hosts/{host}",
+            200,
+            json={"resourceVersion": view["resourceVersion"], "spec": spec},
+        )
+        self.hosts.append(host)
+        return host
+
+    def pool_view(self) -> dict[str, Any]:
+        view: dict[str, Any] = self.call("GET", f"/api/v1/pools/{self.pool}", 200)
+        return view
+
+    def wait_state(self, state: str, timeout: float = 120) -> None:
+        self.plane.wait_for(
+            lambda: self.pool_view()["status"]["state"] == state,
+            timeout,
+            f"pool {state}: {self.pool_view()['status']}",
+        )
+
+    def reasons(self, **params: str) -> list[tuple[str, str]]:
+        items = self.plane.api.get(
+            "/api/v1/events", params={"pool": self.pool, "limit": 1000, **params}
+        ).json()["items"]
+        return [(e["objectName"], e["reason"]) for e in items]
+
+
+@pytest.fixture
+def fleet(
+    plane: Plane,
+    kube_cluster: LocalControlPlane,
+    tmp_path: Path,
+    make_source: Callable[..., Any],
+) -> Fleet:
+    return Fleet(plane, kube_cluster, tmp_path, make_source)
+
+
+def test_hosts_join_roll_out_after_approval_and_leave(fleet: Fleet, kube: KubeClient) -> None:
+    a, b = fleet.add_agent("10.80.1.11"), fleet.add_agent("10.80.1.12")
+    for host in (a, b):
+        fleet.call("POST", f"/api/v1/pools/{fleet.pool}/hosts", 201, json={"host": host})
+    fleet.wait_state("Ready")
+    for host in (a, b):
+        node = kube.get(Node, host)
+        assert node.metadata is not None and node.metadata.labels is not None
+        assert node.metadata.labels["tether.io/pool"] == fleet.pool
+        assert node.metadata.labels["tier"] == "edge"
+        assert node.status is not None and node.status.nodeInfo is not None
+        assert node.status.nodeInfo.kubeletVersion == "v1.34.2"
+    listed = {
+        h["name"]: h
+        for h in fleet.call("GET", "/api/v1/hosts", 200, params={"pool": fleet.pool})["items"]
+    }
+    assert {listed[h]["status"]["member"]["phase"] for h in (a, b)} == {"Active"}
+    assert {listed[h]["status"]["plan"]["state"] for h in (a, b)} == {"Applied"}
+
+    # A newer version is only available; nothing moves until it is approved.
+    upgraded = {**LAYERS, "kubernetes": {**LAYERS["kubernetes"], "version": "1.35.1"}}
+    fleet.publish("1.1.0", upgraded)
+    status = fleet.pool_view()["status"]
+    assert status["updateAvailable"] == "1.1.0"
+    assert status["update"]["action"] == "upgrade"
+    rollout = fleet.call("POST", f"/api/v1/pools/{fleet.pool}/rollouts", 201, json={"to": "1.1.0"})
+    assert rollout["state"] == "PendingApproval"
+    assert rollout["nodes"] == {a: "upgrade", b: "upgrade"}
+    before = {h: fleet.call("GET", f"/api/v1/hosts/{h}/desired", 200)["hash"] for h in (a, b)}
+    for _ in range(2):  # two reconciles pass, and change nothing on the nodes
+        seen = fleet.pool_view()["status"]["observedAt"]
+        fleet.plane.wait_for(
+            lambda last=seen: fleet.pool_view()["status"]["observedAt"] != last, 30
+        )
+    after = {h: fleet.call("GET", f"/api/v1/hosts/{h}/desired", 200)["hash"] for h in (a, b)}
+    assert before == after
+    assert fleet.pool_view()["status"]["state"] == "Ready"
+
+    fleet.call("POST", f"/api/v1/rollouts/{rollout['name']}/approve", 200)
+    fleet.plane.wait_for(
+        lambda: (
+            fleet.call("GET", f"/api/v1/rollouts/{rollout['name']}", 200)["state"] == "Completed"
+        ),
+        240,
+        "rollout completed",
+    )
+    fleet.wait_state("Ready")
+    for host in (a, b):
+        node = kube.get(Node, host)
+        assert node.status is not None and node.status.nodeInfo is not None
+        assert node.status.nodeInfo.kubeletVersion == "v1.35.1"
+        assert not (node.spec and node.spec.unschedulable)
+    events = fleet.reasons()
+    for host in (a, b):  # each node drained exactly once, cordoned and uncordoned
+        assert events.count((host, "DrainStarted")) == 1
+        assert (host, "Uncordoned") in events
+    assert (rollout["name"], "RolloutCompleted") in events
+
+    # Leaving: cordon, drain, uninstall, Node deleted, host Ready again.
+    fleet.call("DELETE", f"/api/v1/pools/{fleet.pool}/hosts/{a}", 202)
+    fleet.plane.wait_for(
+        lambda: (
+            fleet.call("GET", f"/api/v1/hosts/{a}", 200)["status"]["state"] == "Ready"
+            and fleet.call("GET", f"/api/v1/hosts/{a}", 200)["spec"].get("pool") is None
+        ),
+        120,
+        f"{a} released",
+    )
+    assert all((n.metadata.name if n.metadata else "") != a for n in kube.list(Node))
+    assert (a, "Left") in fleet.reasons()
+
+    # Deleting the pool removes its last host first, then the pool.
+    response = fleet.plane.api.delete(f"/api/v1/pools/{fleet.pool}")
+    assert response.status_code == 202, response.text
+    assert response.json()["status"]["state"] == "Deleting"
+    fleet.plane.wait_for(
+        lambda: fleet.plane.api.get(f"/api/v1/pools/{fleet.pool}").status_code == 404,
+        120,
+        "pool deleted",
+    )
+    assert fleet.call("GET", f"/api/v1/hosts/{b}", 200)["status"]["state"] == "Ready"
