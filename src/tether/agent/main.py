@@ -17,6 +17,7 @@ from tether.agent.config import AgentConfig, ConfigError, load
 from tether.agent.identity import Identity
 from tether.agent.lock import AlreadyRunning
 from tether.agent.runner import Agent
+from tether.domain.agent import Inventory
 from tether.node.actions import HostFacts
 from tether.node.host import HostOps
 
@@ -38,10 +39,12 @@ def run(
     config_path: Path,
     node_host: Callable[[AgentConfig], HostOps] | None = None,
     node_facts: Callable[[AgentConfig], HostFacts] | None = None,
+    collect_inventory: Callable[[], Inventory] = inventory.collect,
 ) -> int:
     """Run the agent until SIGTERM/SIGINT; returns the exit code. ``node_host`` replaces
-    systemd for node plans and ``node_facts`` the host's facts for node validation (the
-    SIMULATED agent of :mod:`tether.sim.agent`)."""
+    systemd for node plans, ``node_facts`` the host's facts for node validation and
+    ``collect_inventory`` the inventory it reports (the SIMULATED agent of
+    :mod:`tether.sim.agent`)."""
     try:
         config = load(config_path)
     except ConfigError as exc:
@@ -57,7 +60,13 @@ def run(
         signal.signal(signal.SIGINT, handle)
     logging.getLogger("tether.agent").info("tether agent %s starting", AGENT_VERSION)
     try:
-        return Agent(config, stop=stop, node_host=node_host, node_facts=node_facts).run()
+        return Agent(
+            config,
+            stop=stop,
+            node_host=node_host,
+            node_facts=node_facts,
+            collect_inventory=collect_inventory,
+        ).run()
     except AlreadyRunning as exc:
         logging.getLogger("tether.agent").error("%s", exc)
         return 3

@@ -356,12 +356,6 @@ def list_profiles(
     return List(items=items, continue_=token)
 
 
-@router.get("/profiles/{name}/{version}", tags=["profiles"])
-def get_profile(name: NamePath, version: Annotated[SemVer, Path()], db: DB, _: Viewer) -> r.Profile:
-    with db.session() as s:
-        return svc.get_profile(s, name, version)
-
-
 @router.get("/profiles/{name}/diff", tags=["profiles"])
 def diff_profile(
     name: NamePath,
@@ -373,6 +367,12 @@ def diff_profile(
     """Every field that changes between two versions, and the action each needs on a node."""
     with db.session() as s:
         return profiles.diff_versions(s, name, from_, to)
+
+
+@router.get("/profiles/{name}/{version}", tags=["profiles"])
+def get_profile(name: NamePath, version: Annotated[SemVer, Path()], db: DB, _: Viewer) -> r.Profile:
+    with db.session() as s:
+        return svc.get_profile(s, name, version)
 
 
 @router.delete(

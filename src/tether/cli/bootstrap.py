@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -360,6 +361,7 @@ def demo_agents(
     heartbeat_seconds: float = 5.0,
     simulate_kubelet: Path | None = None,
     keyring: Path | None = None,
+    addresses: Callable[[int], list[str]] = lambda _: [],
 ) -> list[subprocess.Popen[bytes]]:
     """Start ``count`` real agents (``tether agent run`` processes) enrolling at ``site``.
 
@@ -369,7 +371,8 @@ def demo_agents(
 
     With ``simulate_kubelet`` (a kubeconfig) they run as the SIMULATED agent
     (:mod:`tether.sim.agent`): node plans act under ``<agent dir>/root`` and start a
-    simulated kubelet; ``keyring`` verifies the plane's artifact manifest.
+    simulated kubelet; ``keyring`` verifies the plane's artifact manifest; ``addresses(n)``
+    are the SIMULATED interface addresses agent ``n`` reports (its node IP).
     """
     from tether.domain.agent import ActivationCreate
     from tether.services import activations
@@ -407,7 +410,8 @@ def demo_agents(
         argv = ["-m", "tether.agent", "run", "--config"]
         if simulate_kubelet is not None:
             cfg["node"] = {"root": str(base / name / "root"), "keyring": str(keyring)}
-            argv = ["-m", "tether.sim.agent", "--kubeconfig", str(simulate_kubelet), "--config"]
+            argv = ["-m", "tether.sim.agent", "--kubeconfig", str(simulate_kubelet)]
+            argv += [f"--address={a}" for a in addresses(n)] + ["--config"]
         path = base / f"{name}.yaml"
         write_atomic(path, yaml.safe_dump(cfg), 0o600)
         log = (base / f"{name}.log").open("ab")

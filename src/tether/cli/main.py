@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ from tether.files import write_atomic
 from tether.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from tether.sim.envtest import LocalControlPlane
+    pass
 
 app = typer.Typer(
     name="tether",
@@ -166,8 +165,9 @@ def demo(
             kube_db.dispose()
         keyring = demo_kube.publish_artifacts(settings)
         typer.echo(
-            f"Kubernetes: local control plane {cp.url} imported as cluster demo; pool hosts "
-            f"get join plans for {demo_kube.VERSION} (SIMULATED kubelets and artifacts)"
+            f"Kubernetes: local control plane {cp.url} imported as cluster demo "
+            f"(kubeconfig: {cp.kubeconfig}); each pool picks its hosts and joins them "
+            "(SIMULATED kubelets and artifacts)"
         )
     else:
         typer.echo(
@@ -183,13 +183,18 @@ def demo(
             site=site,
             simulate_kubelet=cp.kubeconfig if cp is not None else None,
             keyring=keyring,
+            addresses=partial(_demo_addresses, site),
         )
     ]
     typer.echo(
         f"Agents:    {len(agents)} local agents enrolling over mTLS on port {settings.agent.port}"
         f" (state and logs: {settings.paths.data_dir / 'demo-agents'})"
     )
-    threading.Thread(target=_fill_demo_pools, args=(settings, cp), daemon=True).start()
+    typer.echo(
+        "Try:       tether pool status dc1-pool; then roll out the profile's next version:\n"
+        "           tether pool rollout dc1-pool --to 1.1.0 && tether rollout approve "
+        "dc1-pool-1 && tether rollout watch dc1-pool-1"
+    )
     typer.echo("Ctrl-C stops the plane and the agents; data stays for the next run.")
     try:
         _run(settings)
@@ -202,27 +207,10 @@ def demo(
             cp.stop()
 
 
-def _fill_demo_pools(
-    settings: Settings, cp: LocalControlPlane | None = None, attempts: int = 120
-) -> None:
-    """Put the demo agents' hosts into their pools as they turn Ready (about a second),
-    then, with a control plane, send each pool host its join plan."""
+def _demo_addresses(site: str, n: int) -> list[str]:
     from tether.sim import demo as demo_objects
-    from tether.sim import demo_kube
-    from tether.store.db import Database
 
-    db = Database.connect(settings.database_url)
-    try:
-        for _ in range(attempts):
-            with db.session() as session:
-                filled = demo_objects.assign_ready_hosts(session)
-            if filled:
-                if cp is not None:
-                    demo_kube.send_join_plans(db, cp)
-                return
-            time.sleep(1)
-    finally:
-        db.dispose()
+    return [demo_objects.node_address(site, n)]
 
 
 @app.command()

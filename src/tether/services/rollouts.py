@@ -383,8 +383,8 @@ def act(session: Session, name: str, verb: str, *, actor: str, now: datetime) ->
     if verb == "resume" and record.state is RolloutState.FAILED:
         _retry_failed(session, record, now)
         record = replace(record, failures={})
-    saved = _save(session, record.with_state(new_state, now, f"{verb} by {actor}"), now)
     past = {"approve": "approved", "pause": "paused", "resume": "resumed", "abort": "aborted"}
+    saved = _save(session, record.with_state(new_state, now, f"{past[verb]} by {actor}"), now)
     _note(session, saved, f"Rollout{past[verb].capitalize()}", f"{past[verb]} by {actor}")
     return to_view(saved)
 

@@ -13,8 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from tether.agent import inventory
 from tether.agent.config import AgentConfig
 from tether.agent.main import run, setup_logging
+from tether.domain.agent import NIC, Inventory
 from tether.kube.client import KubeClient
 from tether.node.host import HostOps
 from tether.node.tracker import host_path
@@ -27,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--address",
+        action="append",
+        default=[],
+        help="A SIMULATED interface address (10.80.1.11/24) the host reports in its inventory.",
+    )
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     with KubeClient(args.kubeconfig) as client, KubeletFleet(client) as fleet:
@@ -36,7 +44,17 @@ def main(argv: list[str] | None = None) -> int:
             log.parent.mkdir(parents=True, exist_ok=True)
             return SimulatedKubeletHost(cfg.node.root, fleet, args.kubeconfig, log)
 
-        return run(args.config, node_host=host, node_facts=lambda _: SimulatedFacts())
+        def collect() -> Inventory:
+            found = inventory.collect()
+            extra = [NIC(name=f"sim{i}", addresses=[a]) for i, a in enumerate(args.address)]
+            return found.model_copy(update={"nics": [*found.nics, *extra]})
+
+        return run(
+            args.config,
+            node_host=host,
+            node_facts=lambda _: SimulatedFacts(),
+            collect_inventory=collect,
+        )
 
 
 if __name__ == "__main__":

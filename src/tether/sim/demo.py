@@ -1,25 +1,28 @@
 """Demo objects: one cluster, two sites with a pool each, a profile with two versions.
 
 The hosts are real: ``tether demo`` starts agent processes that enrol at each site, and
-:func:`assign_ready_hosts` puts the first Ready ones into their site's pool. Loading is
-idempotent: objects that exist are left alone, so a second ``make demo`` reuses the
-data it made the first time.
+each pool fills itself: its ``hostSelector`` picks :data:`POOL_SIZE` Ready hosts of its
+site (the pool reconciler's work, no demo code). The site keeps one spare host, so the
+pools' ``ExpandFirst`` rollouts can bring a new node in before an old one leaves.
+Version 1.1.0 of the profile upgrades Kubernetes: roll it out with ``tether pool rollout
+dc1-pool --to 1.1.0`` and approve it. Loading is idempotent: objects that exist are left
+alone, so a second ``make demo`` reuses the data it made the first time.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tether.domain import resources as r
-from tether.domain.states import HostState
 from tether.services import resources as svc
 from tether.store.schema import ClusterRow
 
 CLUSTER: dict[str, Any] = {
-    "kubernetesVersion": "1.34",
+    "kubernetesVersion": "1.37",
     "apiEndpoint": "https://demo.cluster.example:443",
     "vpcCIDR": "10.226.0.0/16",
     "serviceCIDR": "172.20.0.0/16",
@@ -28,12 +31,26 @@ CLUSTER: dict[str, Any] = {
     "hybridEnabled": True,
 }
 
-PROFILE_LAYERS: dict[str, Any] = {
-    "os": {"image": "ubuntu-24.04-server", "cloudInit": {"timezone": "UTC"}},
-    "kubernetes": {"version": "1.34", "kubeletConfig": {"maxPods": 110}},
-    "network": {"cni": "cilium"},
-    "addons": [{"name": "node-exporter", "version": "1.8.2"}],
-}
+#: Kubernetes of the profile's two versions (the demo's artifact mirror has both).
+VERSIONS = {"1.0.0": "1.34.2", "1.1.0": "1.35.1"}
+
+
+def profile_layers(kubernetes: str) -> dict[str, Any]:
+    return {
+        "os": {
+            "image": "debian-12-tether",
+            "cloudInit": {"timezone": "UTC"},
+            "sysctls": {"vm.max_map_count": "262144"},
+        },
+        "kubernetes": {"version": kubernetes, "kubeletConfig": {"maxPods": "{{ max_pods }}"}},
+        "network": {"cni": "cilium"},
+        "addons": [{"name": "node-exporter", "version": "1.8.2"}],
+    }
+
+
+VARIABLES = [
+    {"name": "max_pods", "type": "number", "default": 110, "description": "Pods per node."}
+]
 
 SITES = {
     "dc1": {
@@ -59,8 +76,15 @@ def load(session: Session) -> bool:
     if session.scalars(select(ClusterRow.id).where(ClusterRow.name == "demo")).first():
         return False
     svc.create_cluster(session, r.ClusterCreate.model_validate({"name": "demo", "spec": CLUSTER}))
-    for version, description in (("1.0.0", "first release"), ("1.1.0", "kubelet tuning")):
-        spec = {"version": version, "description": description, "layers": PROFILE_LAYERS}
+    for (version, kubernetes), description in zip(
+        VERSIONS.items(), ("first release", "Kubernetes 1.35"), strict=True
+    ):
+        spec = {
+            "version": version,
+            "description": description,
+            "layers": profile_layers(kubernetes),
+            "variables": VARIABLES,
+        }
         svc.create_profile(
             session, r.ProfileCreate.model_validate({"name": "standard", "spec": spec})
         )
@@ -89,6 +113,10 @@ def load(session: Session) -> bool:
                             "asn": net["asn"],
                         },
                         "profile": {"name": "standard", "version": "1.0.0"},
+                        "hostSelector": {"demo": "true"},
+                        "size": POOL_SIZE,
+                        "nodeLabels": {"topology.kubernetes.io/zone": site},
+                        "updateStrategy": {"type": "ExpandFirst", "minReadySeconds": 5},
                     },
                 }
             ),
@@ -96,27 +124,7 @@ def load(session: Session) -> bool:
     return True
 
 
-def assign_ready_hosts(session: Session) -> bool:
-    """Fill each demo pool with Ready hosts of its site, up to :data:`POOL_SIZE`.
-
-    Returns True when every demo pool is full (nothing left to do).
-    """
-    full = True
-    for site in SITES:
-        pool = f"{site}-pool"
-        members, _ = svc.list_hosts(
-            session, site=site, pool=pool, state=None, limit=POOL_SIZE, continue_token=None
-        )
-        missing = POOL_SIZE - len(members)
-        if missing <= 0:
-            continue
-        ready, _ = svc.list_hosts(
-            session, site=site, pool=None, state=HostState.READY, limit=50, continue_token=None
-        )
-        free = [h for h in ready if h.spec.pool is None][:missing]
-        for host in free:
-            spec = {**host.spec.model_dump(by_alias=True), "pool": pool}
-            update = {"resourceVersion": host.resource_version, "spec": spec}
-            svc.update_host(session, host.name, r.HostUpdate.model_validate(update))
-        full = full and len(free) == missing
-    return full
+def node_address(site: str, n: int) -> str:
+    """The SIMULATED address of the ``n``-th demo agent of ``site`` (in its node CIDR)."""
+    network = ipaddress.IPv4Network(SITES[site]["nodeCIDR"])
+    return f"{network.network_address + 10 + n}/{network.prefixlen}"

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 from tether.controllers.nodes import NodeHealthController
-from tether.domain.states import HostState, PoolState
+from tether.domain.states import HostState
 from tether.kube.client import KubeClient
 from tether.services import resources as svc
 from tether.sim.kubesim import KubeletFleet, SimulatedNode
+from tether.store.schema import NodeStatusRow
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +20,7 @@ Namer = Callable[[str], str]
 Waiter = Callable[..., None]
 
 
-def test_node_readiness_drives_host_and_pool_health(
+def test_node_readiness_drives_host_health_and_node_status(
     plane: Any, kube: KubeClient, unique_name: Namer, wait_for: Waiter
 ) -> None:
     cluster = unique_name("watch")
@@ -33,9 +34,11 @@ def test_node_readiness_drives_host_and_pool_health(
             h = svc.get_host(s, name)
         return h.status.state, h.status.health
 
-    def pool_state() -> PoolState:
+    def node_status(name: str) -> tuple[bool | None, str] | None:
+        """What the controller recorded of the host's Node (the pool reconciler reads it)."""
         with plane.db.session() as s:
-            return svc.get_pool(s, pool).status.state
+            row = s.get(NodeStatusRow, name)
+            return None if row is None else (row.ready, row.kubelet_version)
 
     fleet = KubeletFleet(kube, lease_interval=1.0)
     fleet.register([SimulatedNode(h, cluster=cluster) for h in hosts[:2]])  # one not joined yet
@@ -43,20 +46,21 @@ def test_node_readiness_drives_host_and_pool_health(
         controller = NodeHealthController(plane.db, cluster, tether, resync_seconds=1)
         controller.start()
         try:
-            # Two of three nodes Ready: the pool provisions, waiting for the third.
-            wait_for(lambda: pool_state() is PoolState.PROVISIONING)
+            # Two of three nodes Ready; the third has not joined, so nothing is recorded.
             wait_for(lambda: host_state(hosts[0]) == (HostState.IN_USE, "Healthy"))
+            wait_for(lambda: node_status(hosts[0]) == (True, "v1.37.2"))
+            assert node_status(hosts[2]) is None
             fleet.register([SimulatedNode(hosts[2], cluster=cluster)])
-            wait_for(lambda: pool_state() is PoolState.READY)
+            wait_for(lambda: node_status(hosts[2]) == (True, "v1.37.2"))
 
             fleet.set_ready(hosts[1], False, reason="KubeletNotReady")
             wait_for(lambda: host_state(hosts[1]) == (HostState.UNHEALTHY, "Unhealthy"))
-            wait_for(lambda: pool_state() is PoolState.DEGRADED)
+            wait_for(lambda: node_status(hosts[1]) == (False, "v1.37.2"))
             assert host_state(hosts[0]) == (HostState.IN_USE, "Healthy")
 
             fleet.set_ready(hosts[1], True)
             wait_for(lambda: host_state(hosts[1]) == (HostState.IN_USE, "Healthy"))
-            wait_for(lambda: pool_state() is PoolState.READY)
+            wait_for(lambda: node_status(hosts[1]) == (True, "v1.37.2"))
         finally:
             controller.stop()
 
@@ -66,13 +70,6 @@ def test_node_readiness_drives_host_and_pool_health(
         warning = next(e for e in plane.events("Host", hosts[1]) if e.reason == "NodeNotReady")
         assert warning.message.startswith("InUse -> Unhealthy (ChecksFailed)")
         assert "KubeletNotReady" in warning.message
-        pool_events = [(e.type, e.reason, e.message) for e in plane.events("Pool", pool)]
-        assert pool_events[1:] == [
-            ("Normal", "StateChanged", "Pending -> Provisioning (HostsAssigned)"),  # assignment
-            ("Normal", "StateChanged", "Provisioning -> Ready (AllNodesReady)"),
-            ("Warning", "StateChanged", "Ready -> Degraded (NodeNotReady)"),
-            ("Normal", "StateChanged", "Degraded -> Ready (AllNodesReady)"),
-        ]
 
         # Level-triggered: a restarted controller recomputes from the list and changes nothing.
         before = plane.events()
@@ -90,7 +87,7 @@ def test_node_readiness_drives_host_and_pool_health(
         third = NodeHealthController(plane.db, cluster, tether, resync_seconds=1)
         third.start()
         try:
-            wait_for(lambda: pool_state() is PoolState.DEGRADED)
+            wait_for(lambda: node_status(hosts[0]) == (False, "v1.37.2"))
         finally:
             third.stop()
         assert host_state(hosts[0]) == (HostState.UNHEALTHY, "Unhealthy")
@@ -115,7 +112,8 @@ def test_manager_runs_controllers_for_imported_clusters(
 
         def ready() -> bool:
             with plane.db.session() as s:
-                return svc.get_pool(s, pool).status.state is PoolState.READY
+                row = s.get(NodeStatusRow, host)
+                return row is not None and row.ready is True
 
         wait_for(ready)
     finally:
