@@ -11,7 +11,9 @@ Rules, for a host with an agent (hosts made by hand and never heard from are lef
 
 * no heartbeat for ``missed_heartbeats`` times ``heartbeat_seconds`` (or none since enrolment
   that long ago), while Registered, Ready, In-Use or Unhealthy → ``HeartbeatMissed``
-  (Unreachable);
+  (Unreachable) — but only once this plane has itself listened that long: after a restart
+  the store's last heartbeats are old because nobody received them, not because the hosts
+  went quiet, so the whole fleet must not turn Unreachable at once;
 * heard from recently but its state disagrees with its reported health (a heartbeat's
   own transition was lost in a crash, or another process changed the state) →
   ``ChecksPassed`` / ``ChecksFailed``.
@@ -24,7 +26,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select
 from starlette.concurrency import run_in_threadpool
@@ -65,6 +67,8 @@ class HeartbeatReconciler:
         self.missed = missed_heartbeats
         self.table = table
         self.clock = clock
+        #: When this reconciler (and the plane receiving heartbeats) started.
+        self.started = clock()
 
     def _candidates(self, now: datetime) -> list[tuple[str, str, int, str, datetime | None]]:
         cutoff = silence_cutoff(now, self.heartbeat_seconds, self.missed)
@@ -110,10 +114,13 @@ class HeartbeatReconciler:
         now = now or self.clock()
         cutoff = silence_cutoff(now, self.heartbeat_seconds, self.missed)
         done: list[Transition] = []
+        listening = now - self.started >= timedelta(seconds=self.heartbeat_seconds * self.missed)
         for name, state_text, version, health, last in self._candidates(now):
             state = HostState(state_text)
             event: HostEvent | None
             if last is None or last < cutoff:
+                if not listening:
+                    continue  # the plane was not there to hear them: wait a full window
                 pending = self.table.pending_since(name) if self.table else None
                 if pending is not None and pending >= cutoff:
                     continue  # heard from; the flush has not landed yet

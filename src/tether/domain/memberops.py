@@ -9,7 +9,8 @@ recorded step, so a node is never drained twice for one step.
 
 * join: send the join plan, wait until it is applied, wait until the Node is Ready;
 * leave: cordon, drain, send the uninstall plan, wait, delete the Node, clear the plan,
-  release the host (Ready again); a host whose agent is unreachable skips the uninstall;
+  release the host (Ready again); a host still unreachable when the wait for its uninstall
+  times out is gone, so the uninstall is skipped;
 * update: the steps of its action (:func:`update_steps`): ``inPlace`` sends the new plan
   and patches labels and taints; ``restart`` sends it and waits for Ready; ``upgrade``,
   ``reboot`` and ``repave`` cordon and drain first and uncordon last.
@@ -105,8 +106,6 @@ LEAVE_STEPS = (
     Step.CLEAR_PLAN,
     Step.RELEASE,
 )
-#: Leaving a host whose agent is gone: nothing can be uninstalled on it.
-LEAVE_LOST_STEPS = (Step.CORDON, Step.DELETE_NODE, Step.CLEAR_PLAN, Step.RELEASE)
 
 
 def update_steps(action: Action, *, version_changes: bool, meta_changes: bool) -> tuple[Step, ...]:
@@ -370,10 +369,8 @@ def start_update(
     return _op(OpKind.UPDATE, action, steps, now, target=target, rollout=rollout)
 
 
-def start_leave(obs: Observed, now: datetime, rollout: str | None = None) -> Operation:
-    lost = obs.host_state is HostState.UNREACHABLE
-    steps = LEAVE_LOST_STEPS if lost else LEAVE_STEPS
-    return _op(OpKind.LEAVE, Action.NONE, steps, now, rollout=rollout)
+def start_leave(now: datetime, rollout: str | None = None) -> Operation:
+    return _op(OpKind.LEAVE, Action.NONE, LEAVE_STEPS, now, rollout=rollout)
 
 
 def _ready_for(node: NodeObs | None, target: NodeTarget | None) -> bool:
@@ -459,14 +456,23 @@ def advance(
             elif obs.doc_hash != op.sent_hash:
                 op = replace(op, message="the host's desired state was changed by someone else")
             if _expired(op, now, node_timeout):
+                if op.kind is OpKind.LEAVE and obs.host_state is HostState.UNREACHABLE:
+                    # The host is gone: nothing on it can be uninstalled; the Node goes.
+                    why = "the host is unreachable: its uninstall is skipped"
+                    out.events.append(
+                        EventNote(ObjectKind.HOST, host, "UninstallSkipped", why, EventType.WARNING)
+                    )
+                    op = op.advanced(now)
+                    continue
                 out.failed = op.message or "the plan was not applied in time"
                 break
             out.requeue = _left(op, now, node_timeout)
             break
         if step is Step.WAIT_READY:
             if _ready_for(obs.node, op.target) and obs.healthy:
+                ready = EventNote(ObjectKind.HOST, host, "NodeReady", f"node is Ready ({op.key})")
                 op = op.advanced(now)
-                out.events.append(EventNote(ObjectKind.HOST, host, "NodeReady", "node is Ready"))
+                out.events.append(ready)
                 continue
             if _expired(op, now, node_timeout):
                 out.failed = "the Node did not turn Ready (with the target's kubelet) in time"
@@ -487,7 +493,8 @@ def advance(
         result = obs.external if obs.external is not None and obs.external.step is step else None
         if result is not None and result.outcome is StepOutcome.DONE:
             reason, note = _DONE_EVENTS[step]
-            out.events.append(EventNote(ObjectKind.HOST, host, reason, result.message or note))
+            message = f"{result.message or note} ({op.key})"
+            out.events.append(EventNote(ObjectKind.HOST, host, reason, message))
             op = op.advanced(now)
             if op.step is Step.DRAIN:
                 out.events.append(

@@ -152,6 +152,8 @@ def _node_ready(obs: Observed) -> bool:
 
 
 def _available(member: Member, obs: Observed, now: datetime, min_ready: int) -> bool:
+    """Whether the member serves workloads now: judged by its Node, which is what serves
+    them (a host the plane cannot reach, say while the plane restarts, may serve fine)."""
     if member.phase is not MemberPhase.ACTIVE or not member.staying:
         return False
     op = member.op
@@ -160,14 +162,12 @@ def _available(member: Member, obs: Observed, now: datetime, min_ready: int) -> 
     node = obs.node
     if node is None or node.ready is not True or node.unschedulable:
         return False
-    if obs.host_state in (HostState.UNHEALTHY, HostState.UNREACHABLE):
-        return False
     since = node.ready_since
     return since is None or now - since >= timedelta(seconds=min_ready)
 
 
 def _leave(work: _Work, member: Member, why: str, rollout: str | None = None) -> None:
-    op = start_leave(work.obs[member.host], work.inp.now, rollout)
+    op = start_leave(work.inp.now, rollout)
     work.put(replace(member, phase=MemberPhase.LEAVING, op=op, surge=False))
     work.note(EventNote(ObjectKind.HOST, member.host, "Leaving", why))
 

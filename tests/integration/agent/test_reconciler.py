@@ -115,3 +115,21 @@ def test_agent_version_survives_later_beats_and_a_failed_flush(
     monkeypatch.setattr(db, "session", real)
     assert table.flush() == 1  # the retry still knows the failing check changed
     assert stored() == ("1.4.0", {"disk": "97% full"})
+
+
+def test_a_restarted_plane_waits_a_full_window_before_calling_hosts_silent(db: Database) -> None:
+    """The store's last heartbeats are old after a restart because nobody listened: the
+    fleet must not turn Unreachable before the plane has listened for a whole window."""
+    _host(db, "d")
+    with db.session() as s:
+        s.execute(
+            update(HostRow)
+            .where(HostRow.name == "d")
+            .values(last_heartbeat=T0 - timedelta(minutes=5), health="Healthy")
+        )
+        svc.transition_host(s, "d", HostEvent.CHECKS_PASSED)
+    rec = HeartbeatReconciler(db, heartbeat_seconds=10, missed_heartbeats=3, clock=lambda: T0)
+    assert rec.reconcile_once(T0 + timedelta(seconds=5)) == []
+    assert rec.reconcile_once(T0 + timedelta(seconds=29)) == []
+    moved = rec.reconcile_once(T0 + timedelta(seconds=30))
+    assert [(t.host, t.state) for t in moved] == [("d", HostState.UNREACHABLE)]

@@ -216,7 +216,7 @@ class World:
                 and node is not None
                 and node.ready
                 and not node.unschedulable
-                and not self.agents[host].lost
+                and not self.agents[host].lost  # a lost host's Node stops serving
                 and self.now - node.ready_since >= min_ready
             )
             down_now = m.op is not None and (m.op.failed is not None or m.op.takes_node_down)
