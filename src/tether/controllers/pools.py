@@ -147,18 +147,13 @@ class PoolController:
             log.info("pool %s: %s %s: %s", name, note.name, note.reason, note.message)
         return plan
 
-    def _act(self, name: str) -> dict[str, StepResult]:
+    def _act(self, name: str) -> dict[str, tuple[StepResult, ...]]:
         with self.db.session() as session:
             cluster, members, timeout = pools.members_at_steps(session, name)
         if not members:
             return {}
         ops = self.ops_for(cluster)
-        outcomes = {}
-        for member in members:
-            result = perform(ops, member, timeout)
-            if result is not None:
-                outcomes[member.host] = result
-        return outcomes
+        return {m.host: perform(ops, m, timeout) for m in members}
 
     # -- the thread ------------------------------------------------------------------
 

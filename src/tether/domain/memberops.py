@@ -285,7 +285,8 @@ class Observed:
     applied_retryable: bool = True
     applied_message: str = ""
     node: NodeObs | None = None
-    external: StepResult | None = None
+    #: The Kubernetes steps the controller just took, in order (consecutive ones at once).
+    external: tuple[StepResult, ...] = ()
     target: NodeTarget | None = None
     target_problem: str | None = None
 
@@ -490,7 +491,7 @@ def advance(
             )
             return out
         # A Kubernetes step: the controller performed it before this plan.
-        result = obs.external if obs.external is not None and obs.external.step is step else None
+        result = next((r for r in obs.external if r.step is step), None)
         if result is not None and result.outcome is StepOutcome.DONE:
             reason, note = _DONE_EVENTS[step]
             message = f"{result.message or note} ({op.key})"

@@ -93,6 +93,7 @@ class PoolInput:
     spares: Sequence[Spare] = ()
     latest_version: str | None = None  # newest version of the pool's profile
     new_rollout_name: str = ""  # the name a rollout made now gets
+    secrets: Sequence[str] = ()  # values of sensitive variables: never shown in a rollout
 
 
 @dataclass
@@ -114,17 +115,6 @@ class PoolPlan:
     def wake_in(self, seconds: float) -> None:
         seconds = max(0.0, seconds)
         self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
-
-    @property
-    def writes(self) -> bool:
-        return bool(
-            self.members
-            or self.documents
-            or self.assign
-            or self.release
-            or self.rollout
-            or self.delete_pool
-        )
 
 
 # The whole pool --------------------------------------------------------------------------
@@ -719,6 +709,4 @@ def plan_pool(inp: PoolInput) -> PoolPlan:
             )
         )
     plan.delete_pool = inp.deleting and not work.members
-    if plan.writes:
-        plan.wake_in(0)
     return plan

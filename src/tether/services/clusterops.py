@@ -10,10 +10,11 @@ with the outcome (:class:`~tether.domain.memberops.StepResult`): ``Done``, ``Pen
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from tether.domain.drain import DrainOptions
-from tether.domain.memberops import Member, Step, StepOutcome, StepResult
+from tether.domain.memberops import EXTERNAL_STEPS, Member, Step, StepOutcome, StepResult
 from tether.kube.client import KubeClient
 from tether.kube.errors import KubeError, NotFound
 from tether.kube.resources import Node
@@ -127,14 +128,28 @@ def _node_meta(
     return labels, list(new.get("taints", [])), managed
 
 
-def perform(ops: ClusterOps | None, member: Member, timeout_seconds: float) -> StepResult | None:
-    """Take the Kubernetes step ``member``'s operation stands at (None if it is not at one)."""
+def perform(
+    ops: ClusterOps | None, member: Member, timeout_seconds: float
+) -> tuple[StepResult, ...]:
+    """Take the Kubernetes step ``member``'s operation stands at, and the ones right after
+    it while each is done (cordon then drain), so the plan moves past them in one go."""
+    results: list[StepResult] = []
+    while (result := _perform_one(ops, member, timeout_seconds)) is not None:
+        results.append(result)
+        op = member.op
+        if result.outcome is not StepOutcome.DONE or op is None:
+            break
+        member = replace(member, op=replace(op, index=op.index + 1))
+    return tuple(results)
+
+
+def _perform_one(
+    ops: ClusterOps | None, member: Member, timeout_seconds: float
+) -> StepResult | None:
     op = member.op
-    if op is None or op.failed is not None or op.step is None:
+    if op is None or op.failed is not None or op.step not in EXTERNAL_STEPS:
         return None
     step = op.step
-    if step not in (Step.CORDON, Step.DRAIN, Step.DELETE_NODE, Step.PATCH_NODE, Step.UNCORDON):
-        return None
     if ops is None:
         return StepResult(step, StepOutcome.PENDING, "the pool's cluster is not imported")
     node = member.host

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,6 +65,45 @@ def set_desired(
     )
     session.flush()
     return to_status(row)
+
+
+def set_many(
+    session: Session, documents: Mapping[str, dict[str, Any] | None], *, now: datetime
+) -> list[tuple[ObjectKind, str, str, str, EventType]]:
+    """Store (or clear, for None) many hosts' documents at once; return the events to
+    record (the pool reconciler records them with the rest of its plan)."""
+    rows = {
+        r.host_name: r
+        for r in session.scalars(
+            select(DesiredStateRow).where(DesiredStateRow.host_name.in_(list(documents)))
+        )
+    }
+    notes: list[tuple[ObjectKind, str, str, str, EventType]] = []
+    for name, document in documents.items():
+        row = rows.get(name)
+        if document is None:
+            if row is not None:
+                session.delete(row)
+            continue
+        digest = document_hash(document)
+        if row is None:
+            session.add(
+                DesiredStateRow(host_name=name, document=document, hash=digest, updated_at=now)
+            )
+        elif row.hash != digest:
+            row.document, row.hash, row.updated_at = document, digest, now
+        else:
+            continue
+        notes.append(
+            (
+                ObjectKind.HOST,
+                name,
+                "DesiredStateChanged",
+                f"desired state {digest[:12]}",
+                EventType.NORMAL,
+            )
+        )
+    return notes
 
 
 def get_status(session: Session, name: str) -> DesiredStatus:

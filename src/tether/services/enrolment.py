@@ -108,6 +108,7 @@ def register(
     else:
         again.host_id = req.host_id
         again.inventory = inventory
+        again.resource_version += 1  # the inventory (a node's IP, say) may have changed
         again.spec = {**again.spec, "tags": req.tags} if req.tags else again.spec
         again.last_heartbeat = None
         again.health = "Unknown"

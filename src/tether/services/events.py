@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from tether.domain.models import EventSpec, EventType, ObjectKind
@@ -66,6 +66,61 @@ def record(
     )
     session.add(row)
     return row
+
+
+def record_many(
+    session: Session,
+    notes: Sequence[tuple[ObjectKind, str, str, str, EventType]],
+    *,
+    now: datetime,
+    pool: str | None,
+) -> None:
+    """Record many events of one pool at once, as :func:`record` would one by one: one
+    query finds the recent repeats of all of them, new ones are inserted in one statement."""
+    if not notes:
+        return
+    specs = [
+        EventSpec(object_kind=kind, object_name=name, type=type, reason=reason, message=message)
+        for kind, name, reason, message, type in notes
+    ]
+    recent = session.scalars(
+        select(EventRow)
+        .where(
+            EventRow.object_name.in_({s.object_name for s in specs}),
+            EventRow.reason.in_({s.reason for s in specs}),
+            EventRow.last_time >= now - DEDUP_WINDOW,
+        )
+        .order_by(EventRow.id)
+    ).all()
+    seen = {(r.object_kind, r.object_name, r.type, r.reason, r.message): r for r in recent}
+    new: dict[tuple[str, str, str, str, str], dict[str, object]] = {}
+    for spec in specs:
+        key = (
+            spec.object_kind.value,
+            spec.object_name,
+            spec.type.value,
+            spec.reason,
+            spec.message,
+        )
+        if key in seen:
+            seen[key].count += 1
+            seen[key].last_time = now
+        elif key in new:
+            new[key]["count"] = int(str(new[key]["count"])) + 1
+        else:
+            new[key] = {
+                "object_kind": key[0],
+                "object_name": key[1],
+                "type": key[2],
+                "reason": key[3],
+                "message": key[4],
+                "count": 1,
+                "first_time": now,
+                "last_time": now,
+                "pool": pool,
+            }
+    if new:
+        session.execute(insert(EventRow), list(new.values()))
 
 
 def _pool_of(session: Session, kind: ObjectKind, name: str) -> str | None:

@@ -12,7 +12,7 @@ again from the new state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -104,33 +104,82 @@ def _node(row: NodeStatusRow | None) -> NodeObs | None:
     )
 
 
+#: Node targets by (pool target key, host, host resourceVersion): a host's target changes
+#: only with the pool's inputs or with the host (its spec, or its inventory on re-enrolment,
+#: both of which bump its version), and computing it is most of a reconcile's CPU.
+_TARGETS: dict[tuple[str, str, int], tuple[NodeTarget | None, str | None]] = {}
+
+
 def _target(
-    ctx: tuple[str, ClusterSpec, str, PoolSpec, ProfileSpec] | None, host: HostRow
+    ctx: tuple[str, ClusterSpec, str, PoolSpec, ProfileSpec] | None,
+    key: str | None,
+    host: _HostView,
+    inventory: Callable[[str], Mapping[str, Any]],
 ) -> tuple[NodeTarget | None, str | None]:
-    if ctx is None:
+    if ctx is None or key is None:
         return None, None
+    cache = (key, host.name, host.resource_version)
+    found = _TARGETS.get(cache)
+    if found is not None:
+        return found
     cluster_name, cluster, pool_name, pool, profile = ctx
     try:
-        target = node_target(
-            cluster_name=cluster_name,
-            cluster=cluster,
-            pool_name=pool_name,
-            pool=pool,
-            host_name=host.name,
-            host=HostSpec.model_validate(host.spec),
-            inventory=host.inventory or {},
-            profile=profile,
+        result: tuple[NodeTarget | None, str | None] = (
+            node_target(
+                cluster_name=cluster_name,
+                cluster=cluster,
+                pool_name=pool_name,
+                pool=pool,
+                host_name=host.name,
+                host=HostSpec.model_validate(host.spec),
+                inventory=inventory(host.name),
+                profile=profile,
+            ),
+            None,
         )
     except TargetError as exc:
-        return None, str(exc)
-    return target, None
+        result = (None, str(exc))
+    if len(_TARGETS) > 100_000:
+        _TARGETS.clear()
+    _TARGETS[cache] = result
+    return result
+
+
+@dataclass(frozen=True)
+class _HostView:
+    """The columns of a host the planner reads (its inventory only when needed)."""
+
+    name: str
+    state: str
+    health: str
+    spec: dict[str, Any]
+    resource_version: int
+
+
+def _hosts(session: Session, *where: Any) -> list[_HostView]:
+    rows = session.execute(
+        select(HostRow.name, HostRow.state, HostRow.health, HostRow.spec, HostRow.resource_version)
+        .where(*where)
+        .order_by(HostRow.name)
+    ).all()
+    return [_HostView(*row) for row in rows]
+
+
+def _inventories(session: Session) -> Callable[[str], Mapping[str, Any]]:
+    """Reads one host's inventory when a target must be computed (a cache miss)."""
+
+    def read(name: str) -> Mapping[str, Any]:
+        found = session.scalars(select(HostRow.inventory).where(HostRow.name == name)).first()
+        return found or {}
+
+    return read
 
 
 def _observed(
-    host: HostRow,
-    doc: DesiredStateRow | None,
+    host: _HostView,
+    doc: Any,
     node: NodeStatusRow | None,
-    external: StepResult | None,
+    external: tuple[StepResult, ...],
     target: tuple[NodeTarget | None, str | None],
 ) -> Observed:
     result = (doc.applied_result or {}) if doc is not None else {}
@@ -153,7 +202,7 @@ def load(
     session: Session,
     name: str,
     now: datetime,
-    external: Mapping[str, StepResult] | None = None,
+    external: Mapping[str, tuple[StepResult, ...]] | None = None,
 ) -> Loaded:
     """Read pool ``name`` for planning (module doc)."""
     external = external or {}
@@ -169,45 +218,45 @@ def load(
         problems.append(f"profile {spec.profile.name}@{spec.profile.version} does not exist")
     ctx = (spec.cluster, cluster, name, spec, profile) if profile is not None else None
 
+    key = target_key(spec.cluster, cluster, spec, profile) if profile is not None else None
     rows = {
         m.host_name: m
         for m in session.scalars(select(PoolMemberRow).where(PoolMemberRow.pool == name))
     }
-    hosts = {h.name: h for h in session.scalars(select(HostRow).where(HostRow.pool == name))}
-    names = sorted(set(rows) | set(hosts))
-    docs = _by_host(session, DesiredStateRow, names)
+    hosts = {h.name: h for h in _hosts(session, HostRow.pool == name)}
+    missing = sorted(set(rows) - set(hosts))  # leaving hosts already released elsewhere
+    if missing:
+        hosts.update((h.name, h) for h in _hosts(session, HostRow.name.in_(missing)))
+    names = sorted(hosts)
+    docs = _docs(session, names)
     nodes = _by_host(session, NodeStatusRow, names)
+    inventory = _inventories(session)
     members: list[tuple[Member, Observed]] = []
     versions: dict[str, int] = {}
     for host_name in names:
-        host = (
-            hosts.get(host_name)
-            or session.scalars(select(HostRow).where(HostRow.name == host_name)).first()
-        )
-        if host is None:
-            continue
+        host = hosts[host_name]
         member_row = rows.get(host_name)
         # A host assigned without a member record (assigned before pools ran themselves)
         # joins like any newly assigned host; a join plan is idempotent on a joined node.
         member = _member(member_row) if member_row else Member(host_name, MemberPhase.JOINING)
         versions[host_name] = member_row.resource_version if member_row else 0
-        target = _target(ctx, host)
+        target = _target(ctx, key, host, inventory)
         observed = _observed(
-            host, docs.get(host_name), nodes.get(host_name), external.get(host_name), target
+            host, docs.get(host_name), nodes.get(host_name), external.get(host_name, ()), target
         )
         members.append((member, observed))
 
     spares: list[Spare] = []
     if profile is not None and PoolState(row.state) is not PoolState.DELETING:
         for host in _free_hosts(session, spec):
-            spares.append(Spare(host.name, _target(ctx, host)[0]))
+            spares.append(Spare(host.name, _target(ctx, key, host, inventory)[0]))
 
     rollout_row = session.scalars(
         select(RolloutRow).where(RolloutRow.pool == name).order_by(RolloutRow.id.desc()).limit(1)
     ).first()
     count = session.scalar(select(func.count()).where(RolloutRow.pool == name)) or 0
     latest = latest_versions(session, [spec.profile.name]) if spec.profile else {}
-    key = target_key(spec.cluster, cluster, spec, profile) if profile is not None else None
+    secrets = sensitive_values(profile.variables, spec.variables) if profile else []
     inp = PoolInput(
         name=name,
         spec=spec,
@@ -221,8 +270,8 @@ def load(
         spares=spares,
         latest_version=latest.get(spec.profile.name) if spec.profile else None,
         new_rollout_name=f"{name}-{count + 1}",
+        secrets=secrets,
     )
-    secrets = sensitive_values(profile.variables, spec.variables) if profile else []
     return Loaded(
         input=inp,
         cluster=spec.cluster,
@@ -238,12 +287,15 @@ def members_at_steps(session: Session, name: str) -> tuple[str, list[Member], fl
     the drain timeout (what the controller acts on before planning)."""
     row = get_named(session, PoolRow, "pool", name)
     spec = PoolSpec.model_validate(row.spec)
-    members = [
+    busy = [
         _member(m)
-        for m in session.scalars(select(PoolMemberRow).where(PoolMemberRow.pool == name))
-        if m.op is not None
+        for m in session.scalars(
+            select(PoolMemberRow).where(
+                PoolMemberRow.pool == name,
+                PoolMemberRow.step.in_([s.value for s in EXTERNAL_STEPS]),
+            )
+        )
     ]
-    busy = [m for m in members if m.op is not None and m.op.step in EXTERNAL_STEPS]
     return spec.cluster, busy, float(spec.update_strategy.drain_timeout_seconds)
 
 
@@ -255,24 +307,37 @@ def _by_host(session: Session, row_cls: Any, names: Sequence[str]) -> dict[str, 
     }
 
 
-def _free_hosts(session: Session, spec: PoolSpec) -> list[HostRow]:
+def _docs(session: Session, names: Sequence[str]) -> dict[str, Any]:
+    """The members' desired-state hashes and applied results (not the documents)."""
+    if not names:
+        return {}
+    rows = session.execute(
+        select(
+            DesiredStateRow.host_name,
+            DesiredStateRow.hash,
+            DesiredStateRow.applied_hash,
+            DesiredStateRow.applied_result,
+        ).where(DesiredStateRow.host_name.in_(names))
+    ).all()
+    return {row.host_name: row for row in rows}
+
+
+def _free_hosts(session: Session, spec: PoolSpec) -> list[_HostView]:
     """Ready hosts of the pool's site in no pool that the selector (if any) matches."""
     taken = select(PoolMemberRow.host_name)
-    query = (
-        select(HostRow)
-        .where(
-            HostRow.site == spec.site,
-            HostRow.pool.is_(None),
-            HostRow.state == HostState.READY.value,
-            HostRow.name.not_in(taken),
-        )
-        .order_by(HostRow.name)
-        .limit(1000)
-    )
-    hosts = list(session.scalars(query))
+    hosts = _hosts(
+        session,
+        HostRow.site == spec.site,
+        HostRow.pool.is_(None),
+        HostRow.state == HostState.READY.value,
+        HostRow.name.not_in(taken),
+    )[:1000]
     if spec.host_selector is None:
         return hosts
-    return [h for h in hosts if matches(spec.host_selector, h.spec.get("tags") or {}, h.inventory)]
+    inventory = _inventories(session)
+    return [
+        h for h in hosts if matches(spec.host_selector, h.spec.get("tags") or {}, inventory(h.name))
+    ]
 
 
 # Writing a plan ---------------------------------------------------------------------------
@@ -286,11 +351,16 @@ def _conflict(what: str) -> Conflict:
     )
 
 
-def _write_member(session: Session, pool: str, member: Member, seen: int) -> None:
-    values = {
+def _write_member(
+    session: Session, pool: str, member: Member, seen: int, before: Member | None
+) -> None:
+    values: dict[str, Any] = {
         "pool": pool,
         "phase": member.phase.value,
         "op": member.op.to_json() if member.op else None,
+        "step": member.op.step.value
+        if member.op and member.op.step and not member.op.failed
+        else None,
         "spec": dict(member.spec) if member.spec is not None else None,
         "spec_hash": member.spec_hash,
         "version": member.version,
@@ -298,6 +368,8 @@ def _write_member(session: Session, pool: str, member: Member, seen: int) -> Non
         "surge": member.surge,
         "updated_at": utcnow(),
     }
+    if before is not None and before.spec is member.spec:
+        del values["spec"]  # unchanged: a node target is large, skip writing it again
     if seen == 0:
         exists = session.get(PoolMemberRow, member.host)
         if exists is not None:
@@ -333,6 +405,7 @@ def _move_host(session: Session, name: str, pool: str | None, event: HostEvent) 
 def write(session: Session, loaded: Loaded, plan: PoolPlan) -> None:
     """Apply ``plan`` in the caller's transaction (guarded: module doc)."""
     inp = loaded.input
+    before = {m.host: m for m, _ in inp.members}
     pool = inp.name
     now = inp.now
     done = session.execute(
@@ -356,12 +429,10 @@ def write(session: Session, loaded: Loaded, plan: PoolPlan) -> None:
         if member is None:
             session.execute(delete(PoolMemberRow).where(PoolMemberRow.host_name == host))
         else:
-            _write_member(session, pool, member, loaded.member_versions.get(host, 0))
-    for host, document in plan.documents.items():
-        if document is None:
-            session.execute(delete(DesiredStateRow).where(DesiredStateRow.host_name == host))
-        else:
-            desired.set_desired(session, host, document, now=now)
+            _write_member(
+                session, pool, member, loaded.member_versions.get(host, 0), before.get(host)
+            )
+    notes = desired.set_many(session, plan.documents, now=now)
     for host in plan.release:
         _move_host(session, host, None, HostEvent.RELEASE)
     for record in (plan.superseded, plan.rollout):
@@ -379,17 +450,8 @@ def write(session: Session, loaded: Loaded, plan: PoolPlan) -> None:
             )
             if changed.rowcount != 1:  # type: ignore[attr-defined]
                 raise _conflict(f"rollout {record.name}")
-    for note in plan.events:
-        events.record(
-            session,
-            note.kind,
-            note.name,
-            note.reason,
-            note.message,
-            note.type,
-            now=now,
-            pool=pool,
-        )
+    notes += [(n.kind, n.name, n.reason, n.message, n.type) for n in plan.events]
+    events.record_many(session, notes, now=now, pool=pool)
     if plan.delete_pool:
         session.execute(delete(RolloutRow).where(RolloutRow.pool == pool))
         session.execute(delete(PoolRow).where(PoolRow.name == pool))

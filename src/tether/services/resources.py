@@ -171,7 +171,13 @@ def delete_site(session: Session, name: str, resource_version: int | None) -> No
 
 
 def to_profile(row: ProfileRow) -> r.Profile:
-    return r.Profile(**_meta(row), spec=m.ProfileSpec.model_validate(row.spec))
+    """A profile version as shown: a sensitive variable's default is ``******``."""
+    spec = m.ProfileSpec.model_validate(row.spec)
+    hidden = [
+        v.model_copy(update={"default": REDACTED}) if v.sensitive and v.default is not None else v
+        for v in spec.variables
+    ]
+    return r.Profile(**_meta(row), spec=spec.model_copy(update={"variables": hidden}))
 
 
 def create_profile(session: Session, body: r.ProfileCreate) -> r.Profile:

@@ -363,6 +363,7 @@ def _retry_failed(session: Session, record: RolloutRecord, now: datetime) -> Non
             op, index=index, failed=None, message="", step_started_at=now, attempt=op.attempt + 1
         )
         row.op = retried.to_json()
+        row.step = retried.step.value if retried.step else None
         row.resource_version += 1
 
 

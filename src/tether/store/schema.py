@@ -267,13 +267,17 @@ class PoolMemberRow(Base):
     """
 
     __tablename__ = "pool_members"
+    __table_args__ = (Index(None, "pool", "step"),)
 
     host_name: Mapped[str] = mapped_column(
         String(253), ForeignKey("hosts.name", ondelete="CASCADE"), primary_key=True
     )
-    pool: Mapped[str] = mapped_column(String(63), ForeignKey("pools.name"), index=True)
+    pool: Mapped[str] = mapped_column(String(63), ForeignKey("pools.name"))
     phase: Mapped[str] = mapped_column(String(16))
     op: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)
+    #: The step the operation stands at (None: no operation, or a failed one), so the
+    #: controller finds the members it must act on without reading every operation.
+    step: Mapped[str | None] = mapped_column(String(32), nullable=True)
     spec: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True)
     spec_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     version: Mapped[str | None] = mapped_column(String(64), nullable=True)

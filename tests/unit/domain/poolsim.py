@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -126,7 +126,7 @@ class World:
             self._targets[host] = NodeTarget(host, self.target_version, self.target_spec)
         return self._targets[host]
 
-    def observed(self, host: str, external: StepResult | None) -> Observed:
+    def observed(self, host: str, external: tuple[StepResult, ...]) -> Observed:
         agent = self.agents[host]
         node = self.nodes.get(host)
         doc = self.docs.get(host)
@@ -150,8 +150,17 @@ class World:
             target=self.target(host),
         )
 
-    def _external(self, member: Member) -> StepResult | None:
-        """The controller's Kubernetes step for a member (performed before planning)."""
+    def _external(self, member: Member) -> tuple[StepResult, ...]:
+        """The controller's Kubernetes steps for a member (performed before planning)."""
+        results: list[StepResult] = []
+        while (result := self._external_one(member)) is not None:
+            results.append(result)
+            if result.outcome is not StepOutcome.DONE or member.op is None:
+                break
+            member = replace(member, op=replace(member.op, index=member.op.index + 1))
+        return tuple(results)
+
+    def _external_one(self, member: Member) -> StepResult | None:
         op = member.op
         if op is None or op.failed is not None or op.step is None:
             return None

@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("pool", sa.String(length=63), nullable=False),
         sa.Column("phase", sa.String(length=16), nullable=False),
         sa.Column("op", _JSON, nullable=True),
+        sa.Column("step", sa.String(length=32), nullable=True),
         sa.Column("spec", _JSON, nullable=True),
         sa.Column("spec_hash", sa.String(length=64), nullable=True),
         sa.Column("version", sa.String(length=64), nullable=True),
@@ -57,7 +58,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("host_name", name=op.f("pk_pool_members")),
     )
     with op.batch_alter_table("pool_members", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_pool_members_pool"), ["pool"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_pool_members_pool_step"), ["pool", "step"], unique=False
+        )
 
     op.create_table(
         "rollouts",

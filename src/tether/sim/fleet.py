@@ -1,0 +1,145 @@
+"""A SIMULATED cluster and fleet of agents for the pool reconciler, in one process.
+
+For benchmarks and scale tests of rollouts (``bench/repave.py``): the real pool
+reconciler and the real store run; the cluster's Kubernetes steps and the hosts' agents
+are simulated here. :class:`SimulatedFleet` is the reconciler's
+:class:`~tether.services.clusterops.ClusterOps` (a cordon or uncordon shows in the host's
+Node status at once, as the nodes controller would record it; drains finish at once) and
+its desired-state listener: every plan a host is sent is applied ``plan_seconds(action)``
+later, when the agent's report and the new Node status (the plan's kubelet version,
+Ready) are written and the reconciler is told.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+
+from sqlalchemy import delete, update
+
+from tether.domain.agent import AppliedReport
+from tether.domain.memberops import Step, StepOutcome, StepResult
+from tether.services import desired
+from tether.store.db import Database
+from tether.store.schema import DesiredStateRow, NodeStatusRow, utcnow
+
+__all__ = ["SimulatedFleet"]
+
+
+class SimulatedFleet:
+    """SIMULATED Kubernetes steps and agents (module doc)."""
+
+    def __init__(
+        self,
+        db: Database,
+        plan_seconds: Callable[[str], float],
+        on_applied: Callable[[Sequence[str]], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.plan_seconds = plan_seconds
+        self.on_applied = on_applied
+        self._due: list[tuple[float, str, str]] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="simulated-fleet", daemon=True)
+        self.applied = 0
+
+    # -- ClusterOps ------------------------------------------------------------------
+
+    def _schedulable(self, node: str, cordoned: bool, step: Step) -> StepResult:
+        with self.db.session() as session:
+            session.execute(
+                update(NodeStatusRow)
+                .where(NodeStatusRow.host_name == node)
+                .values(unschedulable=cordoned, observed_at=utcnow())
+            )
+        return StepResult(step, StepOutcome.DONE)
+
+    def cordon(self, node: str) -> StepResult:
+        return self._schedulable(node, True, Step.CORDON)
+
+    def uncordon(self, node: str) -> StepResult:
+        return self._schedulable(node, False, Step.UNCORDON)
+
+    def drain(self, node: str, timeout_seconds: float) -> StepResult:
+        return StepResult(Step.DRAIN, StepOutcome.DONE, "no pods (simulated)")
+
+    def delete_node(self, node: str) -> StepResult:
+        with self.db.session() as session:
+            session.execute(delete(NodeStatusRow).where(NodeStatusRow.host_name == node))
+        return StepResult(Step.DELETE_NODE, StepOutcome.DONE)
+
+    def patch_node(
+        self,
+        node: str,
+        labels: Mapping[str, str | None],
+        taints: Sequence[Mapping[str, str]],
+        managed: Sequence[str],
+    ) -> StepResult:
+        return StepResult(Step.PATCH_NODE, StepOutcome.DONE)
+
+    # -- agents ----------------------------------------------------------------------
+
+    def sent(self, host: str, digest: str | None) -> None:
+        """A plan was written for ``host`` (the reconciler's ``on_desired``)."""
+        if digest is None:
+            return
+        with self.db.session() as session:
+            row = session.get(DesiredStateRow, host)
+            action = str(row.document.get("node", {}).get("action")) if row else ""
+        with self._cond:
+            heapq.heappush(self._due, (time.monotonic() + self.plan_seconds(action), host, digest))
+            self._cond.notify()
+
+    def _apply(self, batch: list[tuple[str, str]]) -> list[str]:
+        done = []
+        with self.db.session() as session:
+            for host, digest in batch:
+                row = session.get(DesiredStateRow, host)
+                if row is None or row.hash != digest:
+                    continue  # superseded by a newer plan
+                plan = row.document.get("node", {})
+                desired.report_applied(
+                    session, host, AppliedReport(hash=digest, result={"ok": True})
+                )
+                values: dict[str, object] = {"observed_at": utcnow()}
+                if plan.get("action") in ("join", "upgrade"):
+                    values["kubelet_version"] = "v" + str(plan["version"])
+                    values["ready"] = True
+                if plan.get("action") == "reboot":
+                    values["ready_since"] = utcnow() - timedelta(microseconds=1)
+                session.execute(
+                    update(NodeStatusRow).where(NodeStatusRow.host_name == host).values(**values)
+                )
+                done.append(host)
+        self.applied += len(done)
+        return done
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                now = time.monotonic()
+                if not self._due or self._due[0][0] > now:
+                    wait = self._due[0][0] - now if self._due else 0.5
+                    self._cond.wait(min(wait, 0.5))
+                    continue
+                batch = []
+                while self._due and self._due[0][0] <= now:
+                    _, host, digest = heapq.heappop(self._due)
+                    batch.append((host, digest))
+            done = self._apply(batch)
+            if done and self.on_applied is not None:
+                self.on_applied(done)
+
+    def start(self) -> SimulatedFleet:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(10)
