@@ -23,7 +23,6 @@ import os
 import platform
 import sys
 import tempfile
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -193,9 +192,8 @@ def run_one(database_url: str, n: int, step: float) -> dict[str, Any]:
     controller.start()
     with db.session() as s:
         made = rollouts.create(s, "pool", "2.0.0", actor="bench", now=utcnow())
-    threading.Event().wait(0.5)  # let the controller thread start and report its id
-    assert controller._thread is not None and controller._thread.native_id is not None
-    tid = controller._thread.native_id
+    tid = controller.thread_id
+    assert tid is not None
     cpu0, t0 = _thread_cpu(tid), time.monotonic()
     with db.session() as s:
         rollouts.act(s, made.name, "approve", actor="bench", now=utcnow())

@@ -181,6 +181,11 @@ class PoolController:
         self._thread.start()
         return self
 
+    @property
+    def thread_id(self) -> int | None:
+        """The OS id of the running thread (benchmarks read its CPU time)."""
+        return self._thread.native_id if self._thread is not None else None
+
     def stop(self) -> None:
         self._stop.set()
         with self._cond:
