@@ -279,8 +279,9 @@ def register(app: typer.Typer, cluster_app: typer.Typer, host_app: typer.Typer) 
             False, help="Also deny kubelet CSRs of nodes that are not Tether hosts."
         ),
     ) -> None:
-        """Run the nodes controller and CSR approver for every imported cluster (direct
-        database access, like 'tether admin bootstrap'); Ctrl-C stops."""
+        """Run the pool reconciler, and the nodes controller and CSR approver of every
+        imported cluster (direct database access, like 'tether admin bootstrap'); Ctrl-C
+        stops. 'tether serve' runs them too; several copies share the work safely."""
         import logging
         import signal
         import threading
@@ -296,7 +297,12 @@ def register(app: typer.Typer, cluster_app: typer.Typer, host_app: typer.Typer) 
         db = Database.connect(settings.database_url)
         migrate(db.engine)
         manager = ControllerManager(
-            db, settings.paths.data_dir, deny_foreign_csrs=deny_foreign_csrs
+            db,
+            settings.paths.data_dir,
+            deny_foreign_csrs=deny_foreign_csrs,
+            rescan_seconds=settings.controllers.rescan_seconds,
+            resync_seconds=settings.controllers.node_resync_seconds,
+            pool_resync_seconds=settings.controllers.pool_resync_seconds,
         )
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())
