@@ -24,7 +24,7 @@ def start_server(tmp_path: Path) -> Iterator[ServerStarter]:
     """``start_server(argv, env)``: run a plane process and wait until it answers.
 
     It listens on ``env["TETHER_API_PORT"]``; returns its URL once ``/healthz`` says 200
-    (within 30 s, or the test fails with the process's output, kept in
+    (within 90 s, or the test fails with the process's output, kept in
     ``<tmp_path>/<argv[-1]>.log``). Every process started is terminated at teardown.
     """
     started: list[tuple[subprocess.Popen[bytes], IO[str]]] = []
@@ -35,7 +35,7 @@ def start_server(tmp_path: Path) -> Iterator[ServerStarter]:
         proc = subprocess.Popen(list(argv), env=env, stdout=log, stderr=subprocess.STDOUT)
         started.append((proc, log))
         url = f"http://127.0.0.1:{env['TETHER_API_PORT']}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while True:
             try:
                 if httpx.get(f"{url}/healthz").status_code == 200:
