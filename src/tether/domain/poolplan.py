@@ -347,19 +347,7 @@ def _progress_rollout(
         rollout.state is RolloutState.PROGRESSING
         and len(rollout.failures) >= bound.max_failed_nodes
     ):
-        names = ", ".join(sorted(rollout.failures))
-        rollout = rollout.with_state(
-            RolloutState.FAILED, now, f"{len(rollout.failures)} node(s) failed: {names}"
-        )
-        work.note(
-            EventNote(
-                ObjectKind.ROLLOUT,
-                rollout.name,
-                "RolloutFailed",
-                rollout.message,
-                EventType.WARNING,
-            )
-        )
+        rollout = _fail(work, rollout, f"{len(rollout.failures)} node(s) failed")
     candidates = _candidates(work, bound)
     spares = [s for s in inp.spares if s.host not in work.members and s.target is not None]
     moves = plan_moves(
@@ -446,20 +434,18 @@ def _progress_rollout(
         and rollout.failures
         and not (moving or timers or moves.update or moves.join_spares or moves.leave)
     ):
-        names = ", ".join(sorted(rollout.failures))
-        rollout = rollout.with_state(
-            RolloutState.FAILED, now, f"stopped: node(s) failed ({names}) and nothing else can move"
-        )
-        work.note(
-            EventNote(
-                ObjectKind.ROLLOUT,
-                rollout.name,
-                "RolloutFailed",
-                rollout.message,
-                EventType.WARNING,
-            )
-        )
+        rollout = _fail(work, rollout, "stopped: nothing else can move; node(s) failed")
     return rollout
+
+
+def _fail(work: _Work, rollout: RolloutRecord, why: str) -> RolloutRecord:
+    """The rollout stops as Failed, naming its failed nodes (an event says so)."""
+    message = f"{why}: {', '.join(sorted(rollout.failures))}"
+    failed = rollout.with_state(RolloutState.FAILED, work.inp.now, message)
+    work.note(
+        EventNote(ObjectKind.ROLLOUT, rollout.name, "RolloutFailed", message, EventType.WARNING)
+    )
+    return failed
 
 
 def _rollouts(work: _Work, failures: dict[str, str]) -> None:

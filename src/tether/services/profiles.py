@@ -92,6 +92,18 @@ def target_key(
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def profile_row(session: Session, name: str, version: str) -> ProfileRow:
+    """The row of one profile version; :class:`~tether.errors.NotFound` naming it."""
+    return get_by(
+        session,
+        ProfileRow,
+        "profile version",
+        f"{name}@{version}",
+        ProfileRow.name == name,
+        ProfileRow.version == version,
+    )
+
+
 def load_profile(session: Session, ref: ProfileRef) -> ProfileSpec | None:
     row = session.scalars(
         select(ProfileRow).where(ProfileRow.name == ref.name, ProfileRow.version == ref.version)
@@ -218,18 +230,9 @@ def _layers(spec: ProfileSpec) -> dict[str, Any]:
 def diff_versions(session: Session, name: str, old: str, new: str) -> ProfileDiff:
     """Every changed field of profile ``name`` from ``old`` to ``new`` and its action
     (sensitive variables' defaults shown as ``******``)."""
-    specs = []
-    for version in (old, new):
-        row = get_by(
-            session,
-            ProfileRow,
-            "profile version",
-            f"{name}@{version}",
-            ProfileRow.name == name,
-            ProfileRow.version == version,
-        )
-        specs.append(ProfileSpec.model_validate(row.spec))
-    before, after = specs
+    before, after = (
+        ProfileSpec.model_validate(profile_row(session, name, v).spec) for v in (old, new)
+    )
     changes = diff(_layers(before), _layers(after))
     secrets = [
         *sensitive_values(before.variables, {}),

@@ -26,7 +26,7 @@ from tether.domain.states import (
 )
 from tether.errors import Conflict, Invalid
 from tether.services import events, network, profiles
-from tether.store.repo import delete_checked, get_by, get_named, insert, page, update_checked
+from tether.store.repo import delete_checked, get_named, insert, page, update_checked
 from tether.store.schema import (
     ClusterRow,
     DesiredStateRow,
@@ -207,14 +207,7 @@ def create_profile(session: Session, body: r.ProfileCreate) -> r.Profile:
 
 
 def get_profile(session: Session, name: str, version: str) -> r.Profile:
-    row = get_by(
-        session,
-        ProfileRow,
-        "profile version",
-        f"{name}@{version}",
-        ProfileRow.name == name,
-        ProfileRow.version == version,
-    )
+    row = profiles.profile_row(session, name, version)
     return to_profile(row)
 
 
@@ -229,14 +222,7 @@ def list_profiles(
 
 
 def delete_profile(session: Session, name: str, version: str) -> None:
-    row = get_by(
-        session,
-        ProfileRow,
-        "profile version",
-        f"{name}@{version}",
-        ProfileRow.name == name,
-        ProfileRow.version == version,
-    )
+    row = profiles.profile_row(session, name, version)
     users = [p.name for p in _pools_using(session, name, version)]
     if users:
         raise Conflict(
@@ -677,17 +663,7 @@ def add_to_pool(
     new = next_host_state(old, HostEvent.ASSIGN, assigned=False)
     spec = {**row.spec, "pool": pool, **({"tags": tags} if tags is not None else {})}
     update_checked(session, row, "host", None, {"pool": pool, "state": new.value, "spec": spec})
-    session.add(
-        PoolMemberRow(
-            host_name=name,
-            pool=pool,
-            phase="Joining",
-            leave_requested=False,
-            surge=False,
-            resource_version=1,
-            updated_at=utcnow(),
-        )
-    )
+    session.add(PoolMemberRow(host_name=name, pool=pool, phase="Joining"))
     events.record(
         session,
         ObjectKind.HOST,
@@ -707,16 +683,9 @@ def remove_from_pool(session: Session, pool: str, name: str) -> r.Host:
         raise Invalid(f"host {name!r} is not in pool {pool!r}", field="spec.pool", rule="member")
     member = session.get(PoolMemberRow, name)
     if member is None:  # assigned before pools ran themselves: make the record
-        member = PoolMemberRow(
-            host_name=name,
-            pool=pool,
-            phase="Active",
-            leave_requested=False,
-            surge=False,
-            resource_version=1,
-            updated_at=utcnow(),
-        )
+        member = PoolMemberRow(host_name=name, pool=pool, phase="Active")
         session.add(member)
+        session.flush()  # the columns' defaults, before they are changed below
     if not member.leave_requested:
         member.leave_requested = True
         member.resource_version += 1
