@@ -23,7 +23,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -56,6 +56,7 @@ from tether.pki.errors import PKIError
 from tether.services import audit, desired, enrolment, events, kubeconn, nodeidentity
 from tether.services import resources as svc
 from tether.services.heartbeats import HeartbeatTable
+from tether.services.looplag import LoopLag
 from tether.services.trust import PlaneTrust
 from tether.settings import Settings
 from tether.store.db import Database, migrate
@@ -81,6 +82,8 @@ class AgentPlane:
     loop: asyncio.AbstractEventLoop | None = None
     #: Told when a host reported what it applied (the server wires the pool reconciler).
     on_applied: Callable[[list[str]], None] | None = None
+    #: How late the plane's event loop runs (exported as a metric, printed by the bench).
+    lag: LoopLag = field(default_factory=LoopLag)
 
     def notify_desired(self, name: str, digest: str | None) -> None:
         """Wake the agent of ``name`` now (callable from any thread); None: cleared."""
@@ -206,8 +209,8 @@ async def get_host(name: NamePath, request: Request) -> r.Host:
 async def heartbeat(name: NamePath, request: Request) -> Response:
     """A heartbeat: ``{"v": version, "f": {failing check: message}, "n": checks run}``.
 
-    Answered with an empty 204. Kept in memory and written in batches; a heartbeat whose
-    health changes the host's state applies that transition (with its event) first.
+    Answered with an empty 204 without touching the store: kept in memory and written in
+    batches, with the state change its health calls for, by the next flush.
     """
     own(request, name)
     plane = _plane(request)
@@ -218,9 +221,7 @@ async def heartbeat(name: NamePath, request: Request) -> Response:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first.get("loc", ())) or None
         raise Invalid(f"heartbeat: {first['msg']}", field=field, rule=first.get("type")) from None
-    event = plane.table.beat(name, beat, plane.clock())
-    if event is not None:
-        await run_in_threadpool(plane.table.apply, name, event)
+    plane.table.beat(name, beat, plane.clock())
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -441,9 +442,10 @@ def create_agent_app(
 ) -> FastAPI:
     """The agent API. Serve it with :mod:`tether.server` (mutual TLS).
 
-    ``background`` jobs run for the app's lifetime beside the heartbeat flush and the
-    desired-state refresh (the server passes the heartbeat reconciler, a controller the
-    API layer does not import); each gets the plane and an event set at shutdown."""
+    ``background`` jobs run for the app's lifetime beside the heartbeat flush, the
+    desired-state refresh and the loop-lag probe (the server passes the heartbeat
+    reconciler, a controller the API layer does not import); each gets the plane and an
+    event set at shutdown."""
     database = (
         db
         or (plane.db if plane else None)
@@ -481,6 +483,7 @@ def create_agent_app(
                 _every(cfg.revocation_refresh_seconds, stop, refresh_trust, "trust refresh")
             ),
             asyncio.create_task(_every(1.0, stop, refresh_desired, "desired-state refresh")),
+            asyncio.create_task(agent_plane.lag.run(stop)),
             *(asyncio.create_task(job(agent_plane, stop)) for job in background),
         ]
         try:

@@ -1,11 +1,13 @@
 """The heartbeat reconciler: silent hosts become Unreachable, state follows reported health.
 
 Level-triggered and crash-safe: every pass derives what to do from the store alone
-(``hosts.state``, ``hosts.health``, ``hosts.last_heartbeat``), applies each transition in
-its own transaction guarded by the host's ``resourceVersion``, and keeps no memory
+(``hosts.state``, ``hosts.health``, ``hosts.last_heartbeat``), applies its transitions in
+one transaction, each guarded by the host's ``resourceVersion``, and keeps no memory
 between passes. A crash or restart loses nothing; two planes running it at once cannot
-both apply the same transition (the loser gets a conflict and skips the host); a
-transition that fails is simply found again on the next pass.
+both apply the same transition (the loser's guard fails and it skips the host); a
+transition that is not applied is simply found again on the next pass. A pass costs the
+store a fixed number of statements however many hosts it moves
+(:func:`~tether.services.heartbeats.transition_hosts`).
 
 Rules, for a host with an agent (hosts made by hand and never heard from are left alone):
 
@@ -26,16 +28,14 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import and_, or_, select
 from starlette.concurrency import run_in_threadpool
 
 from tether.domain.agent import LIVE_STATES, health_event, silence_cutoff
 from tether.domain.states import HostEvent, HostState
-from tether.errors import Conflict, NotFound
-from tether.services import resources as svc
-from tether.services.heartbeats import HeartbeatTable
+from tether.services.heartbeats import HeartbeatTable, transition_hosts
 from tether.store.db import Database
 from tether.store.schema import HostAgentRow, HostRow, utcnow
 
@@ -93,6 +93,9 @@ class HeartbeatReconciler:
                 ),
             ),
         )
+        # Silence counts only once this plane has listened a whole window (filtered here, so
+        # hosts it must not judge yet do not use up the pass's BATCH).
+        listened = self.started <= cutoff
         with self.db.session() as session:
             rows = session.execute(
                 select(
@@ -103,7 +106,7 @@ class HeartbeatReconciler:
                     HostRow.last_heartbeat,
                 )
                 .join(HostAgentRow, HostAgentRow.host_name == HostRow.name)
-                .where(or_(silent, drifted))
+                .where(or_(silent, drifted) if listened else drifted)
                 .order_by(HostRow.id)
                 .limit(BATCH)
             ).all()
@@ -113,32 +116,31 @@ class HeartbeatReconciler:
         """One pass; returns the transitions it applied."""
         now = now or self.clock()
         cutoff = silence_cutoff(now, self.heartbeat_seconds, self.missed)
-        done: list[Transition] = []
-        listening = now - self.started >= timedelta(seconds=self.heartbeat_seconds * self.missed)
+        moves: dict[str, tuple[HostEvent, int | None]] = {}
         for name, state_text, version, health, last in self._candidates(now):
-            state = HostState(state_text)
             event: HostEvent | None
             if last is None or last < cutoff:
-                if not listening:
-                    continue  # the plane was not there to hear them: wait a full window
                 pending = self.table.pending_since(name) if self.table else None
                 if pending is not None and pending >= cutoff:
                     continue  # heard from; the flush has not landed yet
                 event = HostEvent.HEARTBEAT_MISSED
             else:
-                event = health_event(state, health == "Healthy")
+                event = health_event(HostState(state_text), health == "Healthy")
                 if event is None:
                     continue
-            try:
-                with self.db.session() as session:
-                    host = svc.transition_host(session, name, event, version)
-            except (Conflict, NotFound) as exc:
-                log.info("reconciler skipped %s (%s): %s", name, event.value, exc)
+            moves[name] = (event, version)
+        if not moves:
+            return []
+        with self.db.session() as session:
+            moved = transition_hosts(session, moves, now=now)
+        done = []
+        for name, (event, _) in moves.items():
+            if name not in moved:
+                log.info("reconciler skipped %s (%s): changed meanwhile", name, event.value)
                 continue
-            new_state = host.status.state
             if self.table is not None:
-                self.table.note_state(name, new_state)
-            done.append(Transition(name, event, new_state))
+                self.table.note_state(name, moved[name])
+            done.append(Transition(name, event, moved[name]))
         return done
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:

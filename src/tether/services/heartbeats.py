@@ -2,33 +2,39 @@
 
 A heartbeat does not touch the store. It updates an in-memory table (last seen, health,
 version, failing checks) and :meth:`HeartbeatTable.flush` writes everything that changed
-in one batch, once a second by default: the store sees one transaction per second
-however many hosts beat. Only what must be durable at once goes to the store at once:
-a heartbeat whose health changes the host's state (Registered → Ready, Ready →
-Unhealthy, Unreachable → Ready, ...) applies that transition in its own transaction,
-with its event, before the heartbeat is answered.
+in one transaction, once a second by default, in a number of statements that does not
+grow with the number of hosts: one batched update for the beats, one for changed agent
+versions and checks, and for the hosts whose health changes their state (Registered ->
+Ready, Ready -> Unhealthy, Unreachable -> Ready, ...) one guarded update per kind of
+transition plus their events (:func:`transition_hosts`). A fleet that comes back after
+an outage therefore costs the store a few statements per second, not a transaction per
+host in the request path.
 
-If the plane dies, at most one flush interval of "last seen" times is lost; the
-reconciler (:mod:`tether.controllers.heartbeats`) only marks hosts Unreachable after
-several missed intervals, so that loss cannot flip a live host.
+If the plane dies, at most one flush interval of heartbeats is lost; the reconciler
+(:mod:`tether.controllers.heartbeats`) only marks hosts Unreachable after several missed
+intervals, so that loss cannot flip a live host, and a lost transition is made again by
+the host's next heartbeat.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from tether.domain.agent import Heartbeat, health_event
-from tether.domain.states import HostEvent, HostState
-from tether.errors import Conflict, NotFound
-from tether.services import resources as svc
+from tether.domain.errors import IllegalTransition
+from tether.domain.models import EventType, ObjectKind
+from tether.domain.states import HostEvent, HostState, next_host_state
+from tether.errors import NotFound
+from tether.services import events
+from tether.services.resources import state_changed
 from tether.store.db import Database
 from tether.store.schema import HostAgentRow, HostRow, utcnow
 
@@ -107,45 +113,15 @@ class HeartbeatTable:
         if host is not None:
             host.state = state
 
-    def beat(self, name: str, heartbeat: Heartbeat, now: datetime) -> HostEvent | None:
-        """Record a heartbeat; return the life-cycle event it calls for, if any.
-
-        The caller applies a returned event with :meth:`apply` (a store transaction)
-        before answering; everything else waits for the next :meth:`flush`.
-        """
+    def beat(self, name: str, heartbeat: Heartbeat, now: datetime) -> None:
+        """Record a heartbeat; the next :meth:`flush` writes it and any state change."""
         host = self.known(name)
         if host is None:
             raise NotFound("host", name)
-        healthy = heartbeat.healthy
         # Agents send their version only on a connection's first heartbeat: keep it.
         version = heartbeat.v if heartbeat.v is not None else host.version
         with self._lock:
-            self._pending[name] = Beat(now, healthy, version, dict(heartbeat.f))
-        return health_event(host.state, healthy)
-
-    def apply(self, name: str, event: HostEvent) -> HostState | None:
-        """Apply a health transition now, in its own transaction; return the new state."""
-        try:
-            with self.db.session() as session:
-                host = svc.transition_host(session, name, event)
-                self._write_beat(session, name)
-        except (Conflict, NotFound) as exc:  # someone else moved it: re-read next time
-            log.info("heartbeat transition %s for %s not applied: %s", event.value, name, exc)
-            self._known.pop(name, None)
-            return None
-        self.note_state(name, host.status.state)
-        return host.status.state
-
-    def _write_beat(self, session: Session, name: str) -> None:
-        with self._lock:
-            beat = self._pending.get(name)
-        if beat is not None:
-            session.execute(
-                update(HostRow)
-                .where(HostRow.name == name)
-                .values(last_heartbeat=beat.at, health="Healthy" if beat.healthy else "Unhealthy")
-                .execution_options(synchronize_session=False)
-            )
+            self._pending[name] = Beat(now, heartbeat.healthy, version, dict(heartbeat.f))
 
     # --- writing ------------------------------------------------------------------------
 
@@ -155,7 +131,8 @@ class HeartbeatTable:
         return beat.at if beat else None
 
     def flush(self) -> int:
-        """Write every heartbeat received since the last flush in one transaction."""
+        """Write every heartbeat received since the last flush, and the state changes they
+        call for, in one transaction; return how many heartbeats were written."""
         with self._lock:
             batch, self._pending = self._pending, {}
         if not batch:
@@ -163,18 +140,20 @@ class HeartbeatTable:
         hosts = cast(Table, HostRow.__table__)
         agents = cast(Table, HostAgentRow.__table__)
         beats = [
-            {
-                "n": name,
-                "t": beat.at,
-                "h": "Healthy" if beat.healthy else "Unhealthy",
-            }
+            {"n": name, "t": beat.at, "h": "Healthy" if beat.healthy else "Unhealthy"}
             for name, beat in batch.items()
         ]
         changed = []
+        moves: dict[str, tuple[HostEvent, int | None]] = {}
         for name, beat in batch.items():
             host = self._known.get(name)
-            if host is not None and (host.version, host.failing) != (beat.version, beat.failing):
+            if host is None:
+                continue
+            if (host.version, host.failing) != (beat.version, beat.failing):
                 changed.append({"n": name, "v": beat.version, "f": beat.failing})
+            event = health_event(host.state, beat.healthy)
+            if event is not None:
+                moves[name] = (event, None)
         try:
             with self.db.session() as session:
                 conn = session.connection()
@@ -191,6 +170,7 @@ class HeartbeatTable:
                         .values(agent_version=bindparam("v"), failing_checks=bindparam("f")),
                         changed,
                     )
+                moved = transition_hosts(session, moves, now=self.clock())
         except Exception:
             # Put the batch back (newer beats win) so the next flush retries it.
             with self._lock:
@@ -202,5 +182,81 @@ class HeartbeatTable:
             host = self._known.get(name)
             if host is not None:
                 host.version, host.failing = beat.version, beat.failing
+        for name in moves:
+            if name in moved:
+                self.note_state(name, moved[name])
+            else:  # someone else moved it meanwhile: read it again on its next heartbeat
+                self._known.pop(name, None)
         self.flushed += len(beats)
         return len(beats)
+
+
+#: Hosts per ``IN (...)`` list (well below every driver's limit on parameters).
+CHUNK = 1000
+
+
+def transition_hosts(
+    session: Session,
+    moves: Mapping[str, tuple[HostEvent, int | None]],
+    *,
+    now: datetime,
+) -> dict[str, HostState]:
+    """Apply a life-cycle event to many hosts in the caller's transaction; return the new
+    state of each host that moved.
+
+    ``moves`` maps a host to its event and the ``resourceVersion`` it must still have
+    (``None``: the one read here). A host whose version changed meanwhile, that is gone,
+    or for which the event is not allowed is left alone (it is found again later). The
+    statements do not grow with the number of hosts: one read per thousand hosts, one
+    guarded update per kind of transition, and the events, one batch per pool
+    (:func:`events.record_many`).
+    """
+    names = sorted(moves)
+    groups: dict[tuple[HostState, HostState, HostEvent], list[tuple[str, int]]] = {}
+    pools: dict[str, str | None] = {}
+    for start in range(0, len(names), CHUNK):
+        rows = session.execute(
+            select(HostRow.name, HostRow.state, HostRow.pool, HostRow.resource_version).where(
+                HostRow.name.in_(names[start : start + CHUNK])
+            )
+        ).all()
+        for name, state, pool, version in rows:
+            event, expected = moves[name]
+            if expected is not None and expected != version:
+                continue
+            old = HostState(state)
+            try:
+                new = next_host_state(old, event, assigned=pool is not None)
+            except IllegalTransition:
+                continue
+            if new != old:
+                groups.setdefault((old, new, event), []).append((name, version))
+                pools[name] = pool
+    hosts = cast(Table, HostRow.__table__)
+    moved: dict[str, HostState] = {}
+    notes: dict[str | None, list[tuple[ObjectKind, str, str, str, EventType]]] = {}
+    for (old, new, event), members in groups.items():
+        type_, reason, message = state_changed(old, new, event)
+        for start in range(0, len(members), CHUNK):
+            done = session.execute(
+                update(hosts)
+                .where(
+                    tuple_(hosts.c.name, hosts.c.resource_version).in_(
+                        members[start : start + CHUNK]
+                    )
+                )
+                .values(
+                    state=new.value,
+                    resource_version=hosts.c.resource_version + 1,
+                    updated_at=now,
+                )
+                .returning(hosts.c.name)
+            ).scalars()
+            for name in done:
+                moved[name] = new
+                notes.setdefault(pools[name], []).append(
+                    (ObjectKind.HOST, name, reason, message, type_)
+                )
+    for pool, pool_notes in notes.items():
+        events.record_many(session, pool_notes, now=now, pool=pool)
+    return moved

@@ -706,16 +706,19 @@ def transition_host(
     new = next_host_state(old, event, assigned=row.pool is not None)
     row = update_checked(session, row, "host", resource_version, {"state": new.value})
     if new != old:
-        kind = m.EventType.WARNING if new in (HostState.UNHEALTHY, HostState.UNREACHABLE) else None
-        events.record(
-            session,
-            ObjectKind.HOST,
-            name,
-            "StateChanged",
-            f"{old.value} -> {new.value} ({event.value})",
-            kind or m.EventType.NORMAL,
-        )
+        type_, reason, message = state_changed(old, new, event)
+        events.record(session, ObjectKind.HOST, name, reason, message, type_)
     return to_host(row)
+
+
+def state_changed(old: HostState, new: HostState, event: HostEvent) -> tuple[m.EventType, str, str]:
+    """The event a host's state change records: ``(type, reason, message)``."""
+    sick = new in (HostState.UNHEALTHY, HostState.UNREACHABLE)
+    return (
+        m.EventType.WARNING if sick else m.EventType.NORMAL,
+        "StateChanged",
+        f"{old.value} -> {new.value} ({event.value})",
+    )
 
 
 def delete_host(session: Session, name: str, resource_version: int | None) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from tether.controllers.heartbeats import HeartbeatReconciler
 from tether.domain import resources as r
 from tether.domain.agent import Heartbeat
+from tether.domain.models import EventType, ObjectKind
 from tether.domain.states import HostEvent, HostState
+from tether.services import events
 from tether.services import resources as svc
 from tether.services.heartbeats import HeartbeatTable
 from tether.store.db import Database
@@ -38,13 +40,14 @@ def test_silent_hosts_become_unreachable_and_health_drift_is_repaired(db: Databa
             .values(enrolled_at=T0 + timedelta(days=1))
         )
     table = HeartbeatTable(db, clock=lambda: T0)
-    # a: a healthy heartbeat moves it to Ready at once
-    event = table.beat("a", Heartbeat(), T0)
-    assert event is HostEvent.CHECKS_PASSED
-    assert table.apply("a", event) is HostState.READY
-    # b: healthy heartbeat recorded, but its transition was lost (crash): only flushed
-    table.beat("b", Heartbeat(), T0)
-    assert table.flush() == 2
+    # a: a healthy heartbeat moves it to Ready with the next flush
+    table.beat("a", Heartbeat(), T0)
+    assert table.flush() == 1
+    # b: a healthy heartbeat was written, but its transition was lost (a crash)
+    with db.session() as s:
+        s.execute(
+            update(HostRow).where(HostRow.name == "b").values(last_heartbeat=T0, health="Healthy")
+        )
     rec = HeartbeatReconciler(db, heartbeat_seconds=10, missed_heartbeats=3, table=table)
     moved = rec.reconcile_once(T0 + timedelta(seconds=5))
     assert [(t.host, t.state) for t in moved] == [("b", HostState.READY)]
@@ -57,7 +60,7 @@ def test_silent_hosts_become_unreachable_and_health_drift_is_repaired(db: Databa
     ]
     # a heartbeat still in memory (not flushed yet) keeps a host from being marked silent
     table.beat("a", Heartbeat(), T0 + timedelta(seconds=40))
-    assert table.apply("a", HostEvent.CHECKS_PASSED) is HostState.READY
+    assert table.flush() == 1
     table.beat("a", Heartbeat(), T0 + timedelta(seconds=70))
     assert rec.reconcile_once(T0 + timedelta(seconds=75)) == []
     with db.session() as s:
@@ -133,3 +136,46 @@ def test_a_restarted_plane_waits_a_full_window_before_calling_hosts_silent(db: D
     assert rec.reconcile_once(T0 + timedelta(seconds=29)) == []
     moved = rec.reconcile_once(T0 + timedelta(seconds=30))
     assert [(t.host, t.state) for t in moved] == [("d", HostState.UNREACHABLE)]
+
+
+def _statements(db: Database) -> list[str]:
+    seen: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    return seen
+
+
+@pytest.mark.parametrize("silent", [4, 40])
+def test_a_pass_costs_the_same_statements_however_many_hosts_it_moves(
+    db: Database, silent: int
+) -> None:
+    """Store work per pass does not grow with the fleet: 4 or 40 silent hosts, the same
+    statements (the old pass ran a transaction of several statements per host)."""
+    names = [f"s{i:02d}" for i in range(silent)]
+    for name in names:
+        _host(db, name)
+    with db.session() as s:
+        s.execute(update(HostRow).values(last_heartbeat=T0, health="Healthy", state="Ready"))
+    rec = HeartbeatReconciler(db, heartbeat_seconds=10, missed_heartbeats=3)
+    seen = _statements(db)
+    moved = rec.reconcile_once(T0 + timedelta(minutes=5))
+    assert sorted(t.host for t in moved) == names
+    assert {t.state for t in moved} == {HostState.UNREACHABLE}
+    # candidates, hosts read, one update, events looked up, events inserted
+    assert len(seen) == 5, seen
+    with db.session() as s:
+        warnings = [
+            e
+            for name in names
+            for e in events.list_events(
+                s, kind=ObjectKind.HOST, name=name, limit=10, continue_token=None
+            )[0]
+            if e.reason == "StateChanged"
+        ]
+    assert sorted(e.object_name for e in warnings) == names
+    assert {(e.type, e.message) for e in warnings} == {
+        (EventType.WARNING, "Ready -> Unreachable (HeartbeatMissed)")
+    }

@@ -1,0 +1,194 @@
+"""Heartbeats at fleet scale, counted rather than timed: what a heartbeat, a flush and a
+TLS handshake cost the plane must not grow with the number of hosts."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from sqlalchemy import Engine, event, insert
+
+from tether.domain import resources as r
+from tether.domain.models import ObjectKind
+from tether.domain.states import HostState
+from tether.pki.authority import private_key_pem
+from tether.server import ServerThread
+from tether.services import events
+from tether.services import resources as svc
+from tether.services.trust import PlaneTrust
+from tether.settings import Settings
+from tether.store.db import Database, migrate
+from tether.store.schema import HostAgentRow, HostRow, utcnow
+
+from .conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+BODY = b'{"n":1}'
+
+
+def _request(name: str) -> bytes:
+    return (
+        f"POST /agent/v1/hosts/{name}/heartbeat HTTP/1.1\r\nHost: localhost\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
+    ).encode() + BODY
+
+
+@pytest.fixture
+def fleet_db(settings: Settings, tmp_path: Path) -> Iterator[Database]:
+    """The store, with only the plane's own background passes slowed down: a flush
+    happens when the plane stops, so the test sees every write of the heartbeat path."""
+    settings.paths.data_dir = tmp_path / "data"
+    settings.api.port = free_port()
+    settings.agent.port = free_port()
+    settings.agent.heartbeat_seconds = 10
+    settings.agent.flush_seconds = 3600
+    settings.agent.reconcile_seconds = 3600
+    settings.agent.revocation_refresh_seconds = 3600
+    db = Database.connect(settings.database_url)
+    migrate(db.engine)
+    with db.session() as s:
+        svc.create_site(s, r.SiteCreate(name="dc1"))
+    yield db
+    db.dispose()
+
+
+def _unreachable_hosts(db: Database, names: list[str]) -> None:
+    long_ago = utcnow() - timedelta(hours=1)
+    with db.session() as s:
+        s.execute(
+            insert(HostRow),
+            [
+                {"name": n, "host_id": n, "site": "dc1", "state": HostState.UNREACHABLE.value,
+                 "health": "Healthy", "inventory": {}, "spec": {"site": "dc1"},
+                 "resource_version": 1, "created_at": long_ago, "updated_at": long_ago,
+                 "last_heartbeat": long_ago}
+                for n in names
+            ],
+        )  # fmt: skip
+        s.execute(
+            insert(HostAgentRow),
+            [{"host_name": n, "failing_checks": {}, "enrolled_at": long_ago} for n in names],
+        )
+
+
+def _contexts(settings: Settings, names: list[str], tmp: Path) -> list[ssl.SSLContext]:
+    """A client TLS context per host, with a certificate from the plane's own CA."""
+    anchor = PlaneTrust(settings).anchor
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_path = tmp / "host.key"
+    key_path.write_bytes(private_key_pem(key))
+    out = []
+    for name in names:
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.PEM)
+        )
+        cert = tmp / f"{name}.crt"
+        cert.write_bytes(anchor.sign_host_csr(csr, name, now=utcnow()))
+        ctx = ssl.create_default_context(cafile=str(settings.pki_dir / "ca" / "active" / "ca.crt"))
+        ctx.load_cert_chain(cert, key_path)
+        out.append(ctx)
+    return out
+
+
+def _beat(port: int, ctx: ssl.SSLContext, name: str) -> tuple[int, ssl.SSLSession | None]:
+    """One heartbeat on its own connection: the status and the client's TLS session."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=30) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(_request(name))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += tls.recv(4096)
+        return int(head.split()[1]), tls.session
+
+
+class Writes:
+    """Counts INSERT/UPDATE/DELETE statements the plane's threads send to any engine."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self._test_thread = threading.get_ident()
+
+    def __call__(self, _conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if threading.get_ident() != self._test_thread and statement.lstrip().upper().startswith(
+            ("INSERT", "UPDATE", "DELETE")
+        ):
+            self.statements.append(statement)
+
+    def __enter__(self) -> Writes:
+        event.listen(Engine, "before_cursor_execute", self)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        event.remove(Engine, "before_cursor_execute", self)
+
+
+def _recover(settings: Settings, db: Database, tmp: Path, names: list[str]) -> list[str]:
+    """Hosts the plane knows as Unreachable each beat once; the store writes from the first
+    heartbeat until the plane has stopped (and flushed)."""
+    _unreachable_hosts(db, names)
+    contexts = _contexts(settings, names, tmp)
+    server = ServerThread(settings).start()
+    with Writes() as writes:
+        try:
+            statuses = [
+                _beat(server.ports["agent"], ctx, name)[0]
+                for name, ctx in zip(names, contexts, strict=True)
+            ]
+        finally:
+            server.stop()
+    assert statuses == [204] * len(names)
+    with db.session() as s:
+        assert {svc.get_host(s, n).status.state for n in names} == {HostState.READY}
+        changes = [
+            e.message
+            for n in names
+            for e in events.list_events(
+                s, kind=ObjectKind.HOST, name=n, limit=10, continue_token=None
+            )[0]
+        ]
+    assert changes == ["Unreachable -> Ready (ChecksPassed)"] * len(names)
+    return writes.statements
+
+
+def test_a_fleet_coming_back_costs_the_store_the_same_writes_at_any_size(
+    settings: Settings, fleet_db: Database, tmp_path: Path
+) -> None:
+    """5 or 50 Unreachable hosts beat again: the heartbeats write nothing themselves, and
+    the flush writes beats, state changes and their events in the same few statements.
+    (Each heartbeat used to apply its transition in its own transaction: three writes per
+    host, in the request path.)"""
+    few = _recover(settings, fleet_db, tmp_path, [f"few-{i}" for i in range(5)])
+    many = _recover(settings, fleet_db, tmp_path, [f"many-{i}" for i in range(50)])
+    assert len(many) == len(few), many
+    assert len(few) <= 3, few  # beats, states, events
+
+
+def test_the_agent_server_issues_no_session_tickets(
+    settings: Settings, fleet_db: Database, tmp_path: Path
+) -> None:
+    """Agents never resume TLS sessions, and with OpenSSL 3.0 each ticket re-encodes the
+    session with the client's certificate: the agent server sends none."""
+    _unreachable_hosts(fleet_db, ["t1"])
+    [ctx] = _contexts(settings, ["t1"], tmp_path)
+    server = ServerThread(settings).start()
+    try:
+        status, session = _beat(server.ports["agent"], ctx, "t1")
+    finally:
+        server.stop()
+    assert status == 204
+    assert session is not None and not session.has_ticket
