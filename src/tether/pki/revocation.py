@@ -104,9 +104,25 @@ class RevokedEntry:
 @dataclass
 class RevocationList:
     """In-memory revocation list; the caller persists :meth:`to_records` and restores it
-    with :meth:`from_records`."""
+    with :meth:`from_records`.
+
+    Entries are indexed by serial, so revoking and looking up cost the same with ten
+    revocations or ten thousand: the plane rebuilds this list from the store every few
+    seconds, and a scan per entry made that rebuild quadratic.
+    """
 
     entries: list[RevokedEntry] = field(default_factory=list)
+    _by_serial: dict[int, list[RevokedEntry]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        self._index()
+
+    def _index(self) -> None:
+        self._by_serial = {}
+        for entry in self.entries:
+            self._by_serial.setdefault(entry.serial, []).append(entry)
 
     def revoke(
         self,
@@ -121,10 +137,10 @@ class RevocationList:
         if serial <= 0:
             raise InvalidRevocation(f"serial must be a positive integer, got {serial}")
         flag = _reason(reason)
-        for existing in self.entries:
-            if existing.serial == serial and (
-                issuer_fingerprint is None
-                or existing.issuer_fingerprint in (None, issuer_fingerprint)
+        for existing in self._by_serial.get(serial, ()):
+            if issuer_fingerprint is None or existing.issuer_fingerprint in (
+                None,
+                issuer_fingerprint,
             ):
                 return existing
         entry = RevokedEntry(
@@ -135,10 +151,11 @@ class RevocationList:
             not_after=aware_utc(not_after, "not_after") if not_after else None,
         )
         self.entries.append(entry)
+        self._by_serial.setdefault(serial, []).append(entry)
         return entry
 
     def lookup(self, serial: int, issuer_fingerprint: str) -> RevokedEntry | None:
-        for entry in self.entries:
+        for entry in self._by_serial.get(serial, ()):
             if entry.applies_to(serial, issuer_fingerprint):
                 return entry
         return None
@@ -162,6 +179,7 @@ class RevocationList:
         ]
         dropped = len(self.entries) - len(kept)
         self.entries = kept
+        self._index()
         return dropped
 
     def to_records(self) -> list[dict[str, str | None]]:

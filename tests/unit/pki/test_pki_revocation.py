@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -134,3 +134,28 @@ def test_entry_for_another_issuer_does_not_apply(
     anchor.verify_client_cert(pem, now=now)
     crl = x509.load_pem_x509_crl(anchor.crl_pem(now=now))
     assert len(list(crl)) == 0
+
+
+class _CountedScans(list[RevokedEntry]):
+    """A list that counts how often it is walked through."""
+
+    scans = 0
+
+    def __iter__(self) -> Iterator[RevokedEntry]:
+        type(self).scans += 1
+        return super().__iter__()
+
+
+def test_revoking_and_looking_up_never_scan_the_list(now: datetime) -> None:
+    """The plane rebuilds the list from the store every few seconds: revoke and lookup
+    must not walk every entry, or the rebuild grows with the square of the revocations."""
+    revoked = RevocationList(entries=_CountedScans())
+    before = _CountedScans.scans
+    for serial in range(1, 2001):
+        revoked.revoke(serial, "keyCompromise", now, issuer_fingerprint="ca1")
+    assert revoked.revoke(7, "superseded", now, issuer_fingerprint="ca1").reason == "keyCompromise"
+    assert revoked.lookup(2000, "ca1") is not None
+    assert revoked.lookup(2000, "ca2") is None
+    assert revoked.lookup(2001, "ca1") is None
+    assert len(revoked.entries) == 2000
+    assert _CountedScans.scans == before
