@@ -9,7 +9,8 @@ interval, then measures over ``--duration`` seconds:
 - Lease renewal lag: how late each renewal completed against its schedule
   (p50/p99/max), and how many renewals landed versus how many were due.
 
-Prints a table and writes JSON (``--json``, default ``bench/results/kubesim.json``).
+Prints a table and writes JSON (``--json``, default ``bench/results/kubesim.json``), with
+the machine facts of :mod:`machine`.
 
     .venv/bin/python bench/kubesim.py --nodes 1000 --duration 60
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,24 +27,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from machine import facts, proc_cpu_seconds, proc_rss_mib
 from tether.kube.client import KubeClient
 from tether.sim.envtest import KUBE_VERSION, LocalControlPlane
 from tether.sim.kubesim import KubeletFleet, SimulatedNode
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (not its children), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def proc_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -75,11 +61,11 @@ class Result:
     lag_max_ms: float
     lag_mean_ms: float
     kube_version: str
-    cores: int
-    python: str
+    machine: dict[str, Any]
 
 
 def run(nodes: int, duration: float, interval: float, workers: int) -> Result:
+    machine = facts()
     with LocalControlPlane() as cp, KubeClient(cp.kubeconfig, timeout=30) as client:
         api_pid, etcd_pid = cp.apiserver_pid, cp.etcd_pid
         assert api_pid is not None
@@ -137,8 +123,7 @@ def run(nodes: int, duration: float, interval: float, workers: int) -> Result:
         lag_max_ms=round(max(lags_ms, default=float("nan")), 1),
         lag_mean_ms=round(statistics.fmean(lags_ms), 1) if lags_ms else float("nan"),
         kube_version=KUBE_VERSION,
-        cores=os.cpu_count() or 0,
-        python=platform.python_version(),
+        machine=machine,
     )
 
 
@@ -163,7 +148,9 @@ def table(result: Result) -> str:
         ("renewal lag max", f"{result.lag_max_ms:.1f} ms"),
         (
             "machine",
-            f"{result.cores} cores, Python {result.python}, kube-apiserver v{result.kube_version}",
+            f"{result.machine['cpus']} cores, Python {result.machine['python']}, "
+            f"kube-apiserver v{result.kube_version}, "
+            f"load {result.machine['loadAverageAtStart'][0]} at start",
         ),
     ]
     width = max(len(name) for name, _ in rows)

@@ -12,21 +12,21 @@ behind a separate main router. Phases, each the best of ``--repeat`` runs:
 
 ``check+plan`` = load + plan: what ``tether net plan`` and the API do before writing
 files. The target is 10,000 pools in at most 1 s for it on a 2-core machine.
-Results go to a table on stdout and to JSON (bench/results/netplan.json by default).
+Results go to a table on stdout and to JSON (bench/results/netplan.json by default), with
+the machine facts of :mod:`machine`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, TypeVar
 
+from machine import facts
 from tether.netplan import Severity, check, load_document, plan, psk_ids
 
 T = TypeVar("T")
@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
+    machine = facts()
     rows = [measure(n, args.repeat) for n in sizes]
     header = (
         f"{'pools':>7} {'nodes':>7} {'load':>8} {'check':>8} {'plan':>8} "
@@ -152,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "benchmark": "netplan",
-                "python": sys.version.split()[0],
-                "machine": platform.machine(),
+                "machine": machine,
                 "repeat": args.repeat,
                 "targetSeconds": TARGET_SECONDS,
                 "targetPools": TARGET_POOLS,
