@@ -61,12 +61,17 @@ def test_dashboard_shows_pools_hosts_and_live_pool_events(
         expect(page.locator("#event-filter")).to_have_text("pool dc1-pool")
         expect(page.locator("#hosts tbody tr")).to_have_count(2, timeout=30_000)
 
-        # A change to the pool arrives over the live stream without a reload.
+        # A change to the pool arrives over the live stream without a reload. The pool's
+        # status still changes while its hosts join: read, change and write again on 409.
         headers = {"Authorization": f"Bearer {token}"}
-        pool = httpx.get(f"{url}/api/v1/pools/dc1-pool", headers=headers).json()
-        spec = {**pool["spec"], "routing": "static"}
-        body = {"resourceVersion": pool["resourceVersion"], "spec": spec}
-        assert httpx.put(f"{url}/api/v1/pools/dc1-pool", json=body, headers=headers).is_success
+        for _ in range(5):
+            pool = httpx.get(f"{url}/api/v1/pools/dc1-pool", headers=headers).json()
+            spec = {**pool["spec"], "routing": "static"}
+            body = {"resourceVersion": pool["resourceVersion"], "spec": spec}
+            put = httpx.put(f"{url}/api/v1/pools/dc1-pool", json=body, headers=headers)
+            if put.status_code != 409:
+                break
+        assert put.is_success, put.text
         expect(page.locator("#events")).to_contain_text("pool spec updated", timeout=10_000)
         page.screenshot(path=str(tmp_path / "dashboard.png"))
         browser.close()
