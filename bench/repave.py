@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from machine import facts
 from tether.controllers.pools import PoolController
 from tether.domain import resources as r
 from tether.domain.agent import document_hash
@@ -226,15 +226,6 @@ def run_one(database_url: str, n: int, step: float) -> dict[str, Any]:
     }
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "loadavg": os.getloadavg(),
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", default="10,100,1000")
@@ -242,6 +233,7 @@ def main() -> int:
     parser.add_argument("--postgres-url", default=None)
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
+    machine = facts(postgres_url=args.postgres_url)
     results = []
     print(
         f"{'nodes':>6} {'k':>4} {'ideal s':>8} {'wall s':>8} {'overhead':>9} "
@@ -263,8 +255,7 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     backend = "postgres" if args.postgres_url else "sqlite"
     args.json.write_text(
-        json.dumps({"machine": machine(), "backend": backend, "results": results}, indent=2)
-        + "\n"
+        json.dumps({"machine": machine, "backend": backend, "results": results}, indent=2) + "\n"
     )
     return 0 if all(r["state"] == "Completed" for r in results) else 1
 
