@@ -26,9 +26,10 @@ Bytes per heartbeat are the HTTP request and response as sent; on the wire each 
 TLS 1.3 record (5-byte header, 1-byte type, 16-byte tag: +22 bytes each way).
 
 The window opens after ``--ramp`` seconds, once every agent has connected and had its
-first heartbeat answered (at most ``--connect-timeout`` later): a connection storm the
-plane cannot absorb in time shows as a long ``allConnectedSeconds``, many ``rampErrors``
-(handshakes that timed out) and ``rampServerCPU``, not as steady-state latency.
+first heartbeat answered (at the latest ``--connect-timeout`` seconds after the load
+starts): a connection storm the plane cannot absorb in time shows as a long
+``allConnectedSeconds``, many ``rampErrors`` (handshakes that timed out) and
+``rampServerCPU``, and, if it outlasts ``--connect-timeout``, in the window too.
 Everything runs on loopback and every step ends by itself.
 Each row of ``bench/results/fleet.json`` carries the machine facts (:mod:`machine`) and
 the load average before and after the step: the machine may be shared.
@@ -427,7 +428,8 @@ def main() -> None:
         "--connect-timeout",
         type=float,
         default=600.0,
-        help="after the ramp, wait this long at most for every agent to connect",
+        help="open the window at the latest this long after the load starts, even if not "
+        "every agent has connected yet",
     )
     parser.add_argument("--measure", type=float, default=30.0)
     parser.add_argument("--load-procs", type=int, default=2)
