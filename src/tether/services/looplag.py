@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import time
 from dataclasses import dataclass, field
 
 #: Upper bounds of the histogram's buckets, in seconds (one more bucket holds the rest).
@@ -25,16 +26,21 @@ class LagSnapshot:
     counts: tuple[int, ...]
     total: float
     max: float
+    #: How late the probe is right now if it has not woken yet: a loop blocked for longer
+    #: than a window completes no sample in it, and shows here instead.
+    stalled: float = 0.0
 
     @property
     def count(self) -> int:
         return sum(self.counts)
 
     def since(self, earlier: LagSnapshot) -> LagSnapshot:
-        """The samples taken after ``earlier`` (``max`` is the highest bucket they hit)."""
+        """The samples taken after ``earlier``: ``max`` is the highest bucket they hit, or
+        the stall still going on if that is longer."""
         counts = tuple(a - b for a, b in zip(self.counts, earlier.counts, strict=True))
         top = max((i for i, n in enumerate(counts) if n), default=-1)
-        return LagSnapshot(counts, self.total - earlier.total, _bound(top) if top >= 0 else 0.0)
+        highest = max(_bound(top) if top >= 0 else 0.0, self.stalled)
+        return LagSnapshot(counts, self.total - earlier.total, highest, self.stalled)
 
     def quantile(self, q: float) -> float:
         """Upper bound of the bucket holding the ``q`` quantile (0 without samples)."""
@@ -58,6 +64,8 @@ class LoopLag:
     counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     total: float = 0.0
     max: float = 0.0
+    #: When the probe should wake next (``time.monotonic()``; None while not running).
+    due: float | None = None
 
     def observe(self, lag: float) -> None:
         lag = max(0.0, lag)
@@ -66,11 +74,16 @@ class LoopLag:
         self.max = max(self.max, lag)
 
     def snapshot(self) -> LagSnapshot:
-        return LagSnapshot(tuple(self.counts), self.total, self.max)
+        """The histogram now (safe to call from another thread)."""
+        due = self.due
+        stalled = max(0.0, time.monotonic() - due) if due is not None else 0.0
+        return LagSnapshot(tuple(self.counts), self.total, self.max, stalled)
 
     async def run(self, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        while not stop.is_set():
-            asked = loop.time() + self.interval
-            await asyncio.sleep(self.interval)
-            self.observe(loop.time() - asked)
+        try:
+            while not stop.is_set():
+                self.due = time.monotonic() + self.interval
+                await asyncio.sleep(self.interval)
+                self.observe(time.monotonic() - self.due)
+        finally:
+            self.due = None
