@@ -44,6 +44,7 @@ import multiprocessing as mp
 import os
 import random
 import resource
+import shutil
 import socket
 import ssl
 import statistics
@@ -234,6 +235,7 @@ def load_process(
         )
 
     asyncio.run(main())
+    shutil.rmtree(workdir, ignore_errors=True)
     results.put(out)
 
 
@@ -381,6 +383,7 @@ def run_step(args: argparse.Namespace, hosts: int) -> dict[str, Any]:
     server.stop()
     if drop:
         drop()
+    shutil.rmtree(tmp, ignore_errors=True)
     lat = sorted(x for o in outs for x in o["lat"])
     connect = sorted(x for o in outs for x in o["connect"])
     errors = sum(o["errors"] for o in outs)
