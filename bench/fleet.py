@@ -281,6 +281,9 @@ def run_step(args: argparse.Namespace, hosts: int) -> dict[str, Any]:
     settings.agent.port = free_port()
     settings.agent.heartbeat_seconds = args.interval
     settings.agent.reconcile_seconds = 5
+    # Simulated agents open their connection up to one interval before the first beat;
+    # the plane closes a connection that sends no request head within this long.
+    settings.agent.header_timeout_seconds = args.interval * 2 + 10
     server = ServerThread(settings, log_level="error").start()
     ca_dir = str(settings.pki_dir / "ca")
     ctx = mp.get_context("spawn")
