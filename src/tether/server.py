@@ -185,7 +185,11 @@ class GuardedProtocol(asyncio.Protocol):
             transport = await self.loop.start_tls(
                 raw, self, ctx, server_side=True, ssl_handshake_timeout=guard.handshake_timeout
             )
-        except (OSError, ssl.SSLError, asyncio.CancelledError) as exc:
+        except asyncio.CancelledError:  # the plane is stopping
+            raw.close()
+            self._release()
+            raise
+        except OSError as exc:  # ssl.SSLError, timeouts and resets are all OSErrors
             raw.close()
             self._release()
             reason = _tls_reason(exc, guard.handshake_timeout)
@@ -198,13 +202,13 @@ class GuardedProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             self._release()
             return
-        ssl_object = transport.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        ssl_object: ssl.SSLObject = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True)
         self.tls = {
             "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
             CLIENT_CERT_DER: der or None,
-            "tls_version": ssl_object.version() if ssl_object is not None else None,
-            "cipher_suite": ((ssl_object.cipher() if ssl_object else None) or ("",))[0],
+            "tls_version": ssl_object.version(),
+            "cipher_suite": (ssl_object.cipher() or ("",))[0],
         }
         self._open(transport)
 

@@ -84,7 +84,7 @@ class Model(BaseModel):
             value = data.get(key)
             if isinstance(value, bool):
                 problems.append(
-                    _refusal(key, "bool_not_number", "a boolean is not a number", value)
+                    _refusal(key, "bool_not_number", "must be a number, not a boolean", value)
                 )
             elif isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
                 problems.append(
