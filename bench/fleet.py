@@ -339,6 +339,9 @@ def run_step(args: argparse.Namespace, hosts: int) -> dict[str, Any]:
     settings.agent.heartbeat_seconds = args.interval
     settings.agent.reconcile_seconds = 5
     PlaneTrust(settings)  # the trust anchor, so the hosts' certificates exist first
+    # Simulated agents open their connection up to one interval before the first beat;
+    # the plane closes a connection that sends no request head within this long.
+    settings.agent.header_timeout_seconds = args.interval * 2 + 10
     ca_dir = str(settings.pki_dir / "ca")
     ctx = mp.get_context("spawn")
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()

@@ -5,7 +5,10 @@
     ├── Conflict          409  already exists, stale resourceVersion, or still in use
     ├── Invalid           422  the request is well-formed but breaks a rule
     ├── Unauthenticated   401  no token, an unknown, revoked or expired token
-    └── Forbidden         403  the token's role does not allow the operation
+    ├── Forbidden         403  the token's role does not allow the operation
+    ├── RequestTimeout    408  the request did not arrive in time
+    ├── TooLarge          413  the request body is over its limit
+    └── TooManyRequests   429  a cap on open streams (or the like) is reached
 
 The tree is pure (no I/O) so every layer can raise from it: the domain raises
 ``Invalid`` and ``IllegalTransition`` (a ``Conflict``), the store raises ``NotFound`` and
@@ -68,3 +71,18 @@ class Unauthenticated(PlaneError):
 class Forbidden(PlaneError):
     status = 403
     code = "forbidden"
+
+
+class RequestTimeout(PlaneError):
+    status = 408
+    code = "timeout"
+
+
+class TooLarge(PlaneError):
+    status = 413
+    code = "too_large"
+
+
+class TooManyRequests(PlaneError):
+    status = 429
+    code = "too_many_requests"

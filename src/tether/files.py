@@ -11,10 +11,41 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["fsync_dir", "write_atomic"]
+__all__ = ["fsync_dir", "private_dir", "private_file", "write_atomic"]
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """Take away what ``mode`` does not grant, if we own ``path`` (a no-op otherwise)."""
+    info = path.stat()
+    if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & ~mode:
+        path.chmod(stat.S_IMODE(info.st_mode) & mode)
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (parents too) 0700 whatever the umask, and take group and other
+    access away from it if it exists: the plane's data directory holds its database,
+    keys and tokens."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _tighten(path, 0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty 0600 whatever the umask, or make an existing one 0600 (a
+    database file before the database opens it: SQLite gives its ``-wal`` and ``-shm``
+    files the database file's mode).
+
+    An existing file is never opened: closing any descriptor of a file drops every POSIX
+    lock this process holds on it, SQLite's included."""
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600))
+    _tighten(path, 0o600)
+    return path
 
 
 def fsync_dir(directory: Path) -> None:

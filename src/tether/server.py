@@ -4,12 +4,32 @@ The composition root of the plane: it builds both apps, gives the agent app its
 background controllers (the heartbeat reconciler), and runs them under uvicorn. It sits
 above :mod:`tether.api` and :mod:`tether.controllers`, which never import each other.
 
-uvicorn (0.54) terminates TLS but does not put the client certificate into the ASGI
-scope. :class:`PeerCertProtocol` subclasses its h11 protocol: when a connection is made
-it reads the peer certificate from the transport's ``ssl_object`` once, and every
-request on that connection gets it in ``scope["extensions"]["tls"]`` (the ASGI TLS
+uvicorn parses HTTP; every connection on both ports first goes through
+:class:`GuardedProtocol`, which
+
+* caps the open connections of each port (``TETHER_API_MAX_CONNECTIONS``,
+  ``TETHER_AGENT_MAX_CONNECTIONS``): past the cap the people's port answers 503 and
+  closes, the agent port closes before the TLS handshake;
+* on the agent port, runs the TLS handshake itself (asyncio's ``start_tls``) with a
+  deadline (``TETHER_AGENT_HANDSHAKE_TIMEOUT_SECONDS``; uvicorn leaves asyncio's 60 s)
+  and logs and audits every refused handshake (uvicorn's are silent);
+* closes a connection whose request head has not arrived within
+  ``TETHER_*_HEADER_TIMEOUT_SECONDS`` of the connection opening or of the head's first
+  byte. uvicorn's keep-alive timeout only covers idle time between requests: a client
+  that sends nothing, or drips a header byte now and then, was held forever.
+
+Body sizes and body timeouts are the apps' own (:mod:`tether.api.limits`).
+:class:`ConnectionScope`, the outermost ASGI layer of each app, finds the request's
+connection by its peer address and puts its TLS details in the scope (the ASGI TLS
 extension's ``client_cert_chain``, plus the DER form under
-:data:`~tether.api.agent.CLIENT_CERT_DER`).
+:data:`~tether.api.agent.CLIENT_CERT_DER`); it also tells the connection when a
+response is complete, so that its next byte starts a new head deadline.
+
+uvicorn is pinned to a tested range in ``pyproject.toml``: :class:`GuardedProtocol` wraps
+uvicorn's h11 protocol (``uvicorn.protocols.http.h11_impl.H11Protocol``, not public
+API), constructed with the keyword arguments uvicorn passes to the protocol class given
+as ``http=``. ``tests/unit/meta/test_uvicorn_seam.py`` fails when the installed uvicorn lacks
+either.
 
 The TLS layer (``CERT_OPTIONAL``, every CA of the trust anchor loaded) only filters out
 certificates no CA of ours signed; it ignores validity dates
@@ -22,10 +42,12 @@ A rotation or import made by another process (``tether pki rotate``) is picked u
 within ``TETHER_AGENT_REVOCATION_REFRESH_SECONDS``: new CAs are added to the live TLS
 context, and a re-issued server certificate is loaded for new connections.
 
-The plane runs on uvloop. Each agent keeps one TLS connection open, so what a connection
-costs is multiplied by the fleet: asyncio's own TLS transport zero-fills a 256 KiB read
-buffer per connection (about 300 KiB resident each, 3 GiB at 10,000 hosts, and its page
-faults on the loop), uvloop's about 45 KiB.
+Each agent keeps one TLS connection open, so what a connection costs is multiplied by the
+fleet: asyncio's TLS transport zero-fills a 256 KiB read buffer per connection (about
+300 KiB resident each, 3 GiB at 10,000 hosts). uvloop would cost about 45 KiB, but it
+delivers bytes to a protocol whose reading is paused in ``connection_made``, so the
+ClientHello would reach ``data_received`` before ``start_tls`` takes over; the plane keeps
+asyncio's loop for the guarded handshake below.
 """
 
 from __future__ import annotations
@@ -33,23 +55,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import uvicorn
-import uvloop
-from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tether.api.agent import CLIENT_CERT_DER, AgentPlane, create_agent_app
+from tether.api.auditing import (
+    TLS_ACTION,
+    TLS_STATUS,
+    AnonymousLimiter,
+    Auditor,
+    RedactSecrets,
+    access_log,
+)
 from tether.controllers.heartbeats import HeartbeatReconciler
 from tether.controllers.manager import ControllerManager
+from tether.files import private_dir
 from tether.services.trust import PlaneTrust, ServerFiles
 from tether.settings import Settings
 from tether.store.db import Database, migrate
@@ -59,42 +91,256 @@ log = logging.getLogger(__name__)
 #: OpenSSL's X509_V_FLAG_NO_CHECK_TIME: the application checks validity dates itself.
 X509_V_FLAG_NO_CHECK_TIME = 0x200000
 
+Peer = tuple[str, int]
 
-class _WithTLS:
-    """Adds the connection's TLS details to every request's scope."""
 
-    __slots__ = ("app", "tls")
+@dataclass
+class Guard:
+    """The limits of one port and the connections open on it."""
 
-    def __init__(self, app: ASGIApp, tls: dict[str, Any]) -> None:
+    name: str
+    max_connections: int
+    header_timeout: float
+    #: The agent port's TLS context and handshake deadline (None: plain HTTP).
+    tls: ssl.SSLContext | None = None
+    handshake_timeout: float = 10.0
+    #: Called with (client address, reason) for each refused TLS handshake.
+    on_tls_refusal: Callable[[str, str], None] | None = None
+    open: int = 0
+    by_peer: dict[Peer, GuardedProtocol] = field(default_factory=dict)
+    #: Warnings per kind and client address: a flood does not flood the log.
+    _log_limit: AnonymousLimiter = field(default_factory=lambda: AnonymousLimiter(5, 0.2))
+
+    def warn(self, what: str, client: str, message: str, *args: Any) -> None:
+        if self._log_limit.allow(f"{what}:{client}"):
+            log.warning(message, *args)
+        if len(self._log_limit.buckets) > 1024:
+            self._log_limit.drain()  # forget addresses that went quiet
+
+    def protocol(self) -> type[GuardedProtocol]:
+        """The protocol class to give uvicorn as ``http=`` for this port."""
+        return type(f"Guarded{self.name.title()}Protocol", (GuardedProtocol,), {"guard": self})
+
+
+#: A too-many-connections answer on the people's port, in the API's error shape.
+_BUSY = json.dumps(
+    {
+        "code": "unavailable",
+        "message": "the plane has as many connections open as it accepts; retry shortly",
+        "field": "connection",
+        "rule": "max_connections",
+    }
+).encode()
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\nretry-after: 1\r\ncontent-length: "
+    + str(len(_BUSY)).encode()
+    + b"\r\n\r\n"
+    + _BUSY
+)
+
+
+class GuardedProtocol(asyncio.Protocol):
+    """One connection: connection cap, TLS handshake, head deadline, then uvicorn's h11."""
+
+    guard: ClassVar[Guard]
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.inner = H11Protocol(**kwargs)
+        self.loop: asyncio.AbstractEventLoop = kwargs.get("_loop") or asyncio.get_event_loop()
+        self.transport: asyncio.BaseTransport | None = None
+        self.peer: Peer | None = None
+        self.client = "unknown"
+        self.tls: dict[str, Any] | None = None
+        self.counted = False
+        self.opened = False
+        self.early: list[bytes] = []
+        self.awaiting_head = True
+        self.tail = b""
+        self.timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        guard = self.guard
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple) and len(peername) >= 2:
+            self.peer = (str(peername[0]), int(peername[1]))
+            self.client = self.peer[0]
+        if guard.open >= guard.max_connections:
+            guard.warn(
+                "over_cap", self.client, "%s port at its cap of %d connections: refused %s",
+                guard.name, guard.max_connections, self.client,
+            )  # fmt: skip
+            if guard.tls is None:
+                cast(asyncio.WriteTransport, transport).write(BUSY_RESPONSE)
+            transport.close()
+            return
+        guard.open += 1
+        self.counted = True
+        if guard.tls is None:
+            self._open(transport)
+            return
+        raw = cast(asyncio.Transport, transport)
+        raw.pause_reading()  # nothing may reach us before start_tls takes over
+        self.handshake = self.loop.create_task(self._start_tls(raw, guard.tls))
+
+    async def _start_tls(self, raw: asyncio.Transport, ctx: ssl.SSLContext) -> None:
+        guard = self.guard
+        try:
+            transport = await self.loop.start_tls(
+                raw, self, ctx, server_side=True, ssl_handshake_timeout=guard.handshake_timeout
+            )
+        except asyncio.CancelledError:  # the plane is stopping
+            raw.close()
+            self._release()
+            raise
+        except OSError as exc:  # ssl.SSLError, timeouts and resets are all OSErrors
+            raw.close()
+            self._release()
+            reason = _tls_reason(exc, guard.handshake_timeout)
+            guard.warn(
+                "tls_refused", self.client, "TLS handshake from %s refused: %s", self.client, reason
+            )
+            if guard.on_tls_refusal is not None:
+                guard.on_tls_refusal(self.client, reason)
+            return
+        if transport is None or transport.is_closing():
+            self._release()
+            return
+        ssl_object: ssl.SSLObject = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True)
+        self.tls = {
+            "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+            CLIENT_CERT_DER: der or None,
+            "tls_version": ssl_object.version(),
+            "cipher_suite": (ssl_object.cipher() or ("",))[0],
+        }
+        self._open(transport)
+
+    def _open(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.opened = True
+        if self.peer is not None:
+            self.guard.by_peer[self.peer] = self
+        self.inner.connection_made(transport)  # type: ignore[arg-type]
+        self._arm()  # a new connection owes its first head
+        early, self.early = self.early, []
+        for data in early:
+            self.data_received(data)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.opened:
+            self.early.append(data)  # TLS records decrypted before start_tls returned
+            return
+        if self.awaiting_head:
+            seen = self.tail + data
+            if seen.find(b"\r\n\r\n") >= 0:
+                self.awaiting_head = False
+                self._disarm()
+            else:
+                self.tail = seen[-3:]
+                if self.timer is None:
+                    self._arm()
+        self.inner.data_received(data)
+
+    def eof_received(self) -> None:
+        if self.opened:
+            self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._release()
+        if self.opened:
+            self.opened = False
+            if self.peer is not None and self.guard.by_peer.get(self.peer) is self:
+                del self.guard.by_peer[self.peer]
+            self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.opened:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.opened:
+            self.inner.resume_writing()
+
+    # Deadlines ----------------------------------------------------------------------------
+
+    def response_done(self) -> None:
+        """The response went out: the next byte starts a new head, on a new deadline."""
+        self.awaiting_head = True
+        self.tail = b""
+
+    def _arm(self) -> None:
+        self._disarm()
+        self.timer = self.loop.call_later(self.guard.header_timeout, self._head_overdue)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _head_overdue(self) -> None:
+        self.timer = None
+        if self.awaiting_head and self.transport is not None and not self.transport.is_closing():
+            self.guard.warn(
+                "head_timeout", self.client,
+                "%s port: no request head from %s within %gs; connection closed",
+                self.guard.name, self.client, self.guard.header_timeout,
+            )  # fmt: skip
+            self.transport.close()
+
+    def _release(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.guard.open -= 1
+
+
+def _tls_reason(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc.__class__.__name__)
+    if isinstance(exc, ConnectionAbortedError) and "longer than" in str(exc):
+        return f"no handshake within {timeout:g}s"
+    return exc.__class__.__name__
+
+
+class ConnectionScope:
+    """ASGI: the request's connection's TLS details into the scope; the connection told
+    when its response is complete (the outermost layer of each app)."""
+
+    def __init__(self, app: ASGIApp, guard: Guard) -> None:
         self.app = app
-        self.tls = tls
+        self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        extensions = scope.get("extensions")
-        if extensions is None:
-            scope["extensions"] = {"tls": self.tls}
-        else:
-            extensions["tls"] = self.tls
-        await self.app(scope, receive, send)
+        client = scope.get("client") if scope["type"] == "http" else None
+        conn = self.guard.by_peer.get((str(client[0]), int(client[1]))) if client else None
+        if conn is None:
+            await self.app(scope, receive, send)
+            return
+        if conn.tls is not None:
+            extensions = scope.get("extensions")
+            if extensions is None:
+                scope["extensions"] = {"tls": conn.tls}
+            else:
+                extensions["tls"] = conn.tls
 
+        done = False
 
-class PeerCertProtocol(H11Protocol):
-    """uvicorn's h11 protocol, exposing the client certificate to the application."""
+        async def sent(message: Message) -> None:
+            nonlocal done
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                done = True
+                conn.response_done()
+            await send(message)
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.access_log = self.access_log and bool(self.config.access_log)
-        ssl_object = transport.get_extra_info("ssl_object")
-        der: bytes | None = None
-        tls: dict[str, Any] = {"client_cert_chain": [], CLIENT_CERT_DER: None}
-        if ssl_object is not None:
-            der = ssl_object.getpeercert(binary_form=True)
-            tls["tls_version"] = ssl_object.version()
-            tls["cipher_suite"] = (ssl_object.cipher() or ("",))[0]
-        if der:
-            tls["client_cert_chain"] = [ssl.DER_cert_to_PEM_cert(der)]
-            tls[CLIENT_CERT_DER] = der
-        self.app = _WithTLS(self.config.loaded_app, tls)
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            if not done:  # uvicorn answers a failed app itself, with Connection: close
+                conn.response_done()
 
 
 async def heartbeat_reconciler(plane: AgentPlane, stop: asyncio.Event) -> None:
@@ -156,24 +402,45 @@ class TLSRefresher:
 SHUTDOWN_GRACE_SECONDS = 5
 
 
-def agent_config(
-    app: FastAPI, settings: Settings, ctx: ssl.SSLContext, *, log_level: str = "info"
+def server_config(
+    app: ASGIApp, guard: Guard, host: str, port: int, keep_alive: float, log_level: str
 ) -> uvicorn.Config:
+    """uvicorn's settings for one port; the connection-level limits live in ``guard``."""
     return uvicorn.Config(
-        app,
-        host=settings.agent.host,
-        port=settings.agent.port,
-        http=PeerCertProtocol,
+        ConnectionScope(app, guard),
+        host=host,
+        port=port,
+        http=guard.protocol(),
         log_level=log_level,
-        access_log=False,  # one line per heartbeat would drown everything else
+        access_log=False,  # the people's app writes its own, without secrets
         server_header=False,
         date_header=False,
-        timeout_keep_alive=max(75, int(settings.agent.heartbeat_seconds * 3)),
+        timeout_keep_alive=max(1, round(keep_alive)),
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-        ssl_context_factory=lambda _config, _default: ctx,
-        ssl_certfile=None,
         backlog=4096,
     )
+
+
+def _tls_auditor(auditor: Auditor) -> Callable[[str, str], None]:
+    """``on_tls_refusal`` for the agent port: each refused handshake goes to the audit log
+    (rate-limited per address: no identity was proven)."""
+    pending: set[asyncio.Task[None]] = set()
+
+    def refused(client: str, reason: str) -> None:
+        task = asyncio.get_running_loop().create_task(
+            auditor.record(
+                "anonymous",
+                TLS_ACTION,
+                f"handshake: {reason}",
+                TLS_STATUS,
+                proven=False,
+                client=client,
+            )
+        )
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return refused
 
 
 async def serve(
@@ -195,17 +462,25 @@ async def serve(
     """
     from tether.api.app import create_app
 
-    settings.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.paths.data_dir)
     db = Database.connect(
         settings.database_url,
         echo=settings.database.echo,
         busy_timeout_ms=settings.database.busy_timeout_ms,
     )
     await asyncio.to_thread(migrate, db.engine)
+    access_log.setLevel(
+        logging.INFO if log_level in ("info", "debug", "trace") else logging.WARNING
+    )
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactSecrets) for f in uvicorn_access.filters):
+        uvicorn_access.addFilter(RedactSecrets())
     servers: dict[str, uvicorn.Server] = {}
+    guards: dict[str, Guard] = {}
     plane: AgentPlane | None = None
     refresher: TLSRefresher | None = None
     if settings.agent.port or (sockets and "agent" in sockets):
+        agent = settings.agent
         plane = AgentPlane.build(settings, db)
         files = plane.trust.server_files()
         ctx = server_ssl_context(plane.trust, files)
@@ -213,8 +488,17 @@ async def serve(
         agent_app = create_agent_app(
             settings, db, plane=plane, run_migrations=False, background=[heartbeat_reconciler]
         )
+        guards["agent"] = Guard(
+            "agent",
+            agent.max_connections,
+            agent.header_timeout_seconds,
+            tls=ctx,
+            handshake_timeout=agent.handshake_timeout_seconds,
+            on_tls_refusal=_tls_auditor(agent_app.state.auditor),
+        )
+        keep_alive = max(agent.keep_alive_seconds, agent.heartbeat_seconds * 3)
         servers["agent"] = uvicorn.Server(
-            agent_config(agent_app, settings, ctx, log_level=log_level)
+            server_config(agent_app, guards["agent"], agent.host, agent.port, keep_alive, log_level)
         )
     manager: ControllerManager | None = None
     if controllers:
@@ -229,18 +513,16 @@ async def serve(
         if plane is not None:
             plane.on_applied = manager.pools.poke_hosts
     if people:
+        api = settings.api
         people_app = create_app(settings, db)
         if plane is not None:
             people_app.state.agent_plane = plane
         if manager is not None:
             people_app.state.on_pools_changed = manager.pools.poke
+        guards["api"] = Guard("api", api.max_connections, api.header_timeout_seconds)
         servers["api"] = uvicorn.Server(
-            uvicorn.Config(
-                people_app,
-                host=settings.api.host,
-                port=settings.api.port,
-                log_level=log_level,
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            server_config(
+                people_app, guards["api"], api.host, api.port, api.keep_alive_seconds, log_level
             )
         )
     if manager is not None:
@@ -301,9 +583,16 @@ async def serve(
 
 def run(settings: Settings, *, log_level: str = "info", controllers: bool = True) -> None:
     """Blocking entry point for ``tether serve``: both servers and the controllers until
-    Ctrl-C."""
-    with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve(settings, log_level=log_level, controllers=controllers))
+    Ctrl-C, with the people's access log on stdout."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    access_log.addHandler(handler)
+    access_log.propagate = False
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(settings, log_level=log_level, controllers=controllers))
+    finally:
+        access_log.removeHandler(handler)
 
 
 class ServerThread:
@@ -341,7 +630,7 @@ class ServerThread:
             )
 
         try:
-            uvloop.run(main())
+            asyncio.run(main())
         except BaseException as exc:
             self._error = exc
         finally:

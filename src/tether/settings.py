@@ -85,6 +85,83 @@ class ApiSettings(BaseSettings):
             "in-process bus) lets several plane replicas share one database."
         ),
     )
+    max_body_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description=(
+            "Largest request body on the people's API, refused with 413 before it is read "
+            "(Content-Length) or as soon as it grows past this (chunked). 2 MiB holds a "
+            "network document with thousands of nodes; an unbounded body let one "
+            "unauthenticated request grow the plane by hundreds of MB."
+        ),
+    )
+    max_desired_state_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description=(
+            "Largest body of PUT /api/v1/hosts/{name}/desired. 256 KiB is many times a node "
+            "plan; every host's document is kept in the store and sent to its agent."
+        ),
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description=(
+            "A connection must deliver a request's headers within this long of opening, or "
+            "of the request's first byte; otherwise it is closed. 10 s is ages for a real "
+            "client and stops clients that drip headers or send nothing."
+        ),
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "A request body must arrive within this long of the request, or the request is "
+            "answered 408 and the connection closed. 30 s moves the largest body on a slow "
+            "link; a client that dribbles a body does not hold the request forever."
+        ),
+    )
+    keep_alive_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description=(
+            "An idle keep-alive connection is closed after this long. 5 s (uvicorn's "
+            "default): CLIs and browsers reconnect cheaply."
+        ),
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Open connections the people's port accepts at once; beyond it new ones are "
+            "answered 503 and closed. People and dashboards need far fewer; it bounds the "
+            "memory and file descriptors one client can take."
+        ),
+    )
+    max_streams: int = Field(
+        default=200,
+        ge=1,
+        le=100_000,
+        description=(
+            "Event streams open at once on this plane (all tokens); more are refused with "
+            "429. All streams share one store poll, so each costs memory, not queries."
+        ),
+    )
+    max_streams_per_token: int = Field(
+        default=8,
+        ge=1,
+        le=10_000,
+        description=(
+            "Event streams one token may hold open; more are refused with 429. 8 covers a "
+            "dashboard in a few tabs and a CLI watch; one token cannot take every stream."
+        ),
+    )
 
 
 class AuthSettings(BaseSettings):
@@ -95,6 +172,30 @@ class AuthSettings(BaseSettings):
         ge=1,
         le=3650,
         description="Lifetime of people's API tokens: 90 days forces rotation without toil.",
+    )
+
+
+class AuditSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TETHER_AUDIT_", extra="ignore")
+
+    anonymous_burst: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description=(
+            "Refusals of callers who proved no identity (no or a bad token or certificate, "
+            "failed TLS handshakes) written one by one per client address before the rate "
+            "limit applies. Past it, one summary row counts the rest: a flood from one "
+            "address cannot fill the audit log."
+        ),
+    )
+    anonymous_per_second: float = Field(
+        default=1.0,
+        gt=0,
+        le=10_000,
+        description=(
+            "How fast the allowance of anonymous refusal rows refills, per client address."
+        ),
     )
 
 
@@ -203,6 +304,80 @@ class AgentServerSettings(BaseSettings):
             "disk, so a revocation made by another process takes effect within seconds."
         ),
     )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description=(
+            "Largest request body on the agent port but registration, refused with 413 "
+            "before it is read. Heartbeats, events, renewals and apply reports are a few "
+            "KiB at most."
+        ),
+    )
+    max_register_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description=(
+            "Largest body of POST /agent/v1/register (no client certificate yet): a CSR, "
+            "tags and the inventory fit with room to spare."
+        ),
+    )
+    max_inventory_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description=(
+            "Largest inventory a host may register, as compact JSON (refused with 422, "
+            "field inventory). 64 KiB lists dozens of NICs and disks; the store keeps one "
+            "per host."
+        ),
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description=(
+            "Like TETHER_API_HEADER_TIMEOUT_SECONDS, on the agent port (after the TLS handshake)."
+        ),
+    )
+    handshake_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description=(
+            "A TLS handshake must finish within this long of the connection opening; "
+            "otherwise the connection is closed (and the refusal logged). 10 s is plenty "
+            "for an agent over a slow VPN; asyncio's default is 60 s."
+        ),
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Like TETHER_API_BODY_TIMEOUT_SECONDS, on the agent port.",
+    )
+    keep_alive_seconds: float = Field(
+        default=75.0,
+        gt=0,
+        le=3600,
+        description=(
+            "An idle agent connection is closed after this long, or three heartbeat "
+            "intervals if that is longer: an agent keeps one connection between beats "
+            "instead of a TLS handshake per heartbeat."
+        ),
+    )
+    max_connections: int = Field(
+        default=25_000,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Open connections the agent port accepts at once (TLS handshakes included); "
+            "beyond it new ones are closed at once. An agent holds up to two (heartbeats "
+            "beside its desired-state long poll): 25,000 serves 10,000+ agents with room; "
+            "raise the plane's open-file limit (ulimit -n) above it."
+        ),
+    )
 
 
 class ControllerSettings(BaseSettings):
@@ -246,6 +421,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     pki: PKISettings = Field(default_factory=PKISettings)
     agent: AgentServerSettings = Field(default_factory=AgentServerSettings)
     controllers: ControllerSettings = Field(default_factory=ControllerSettings)

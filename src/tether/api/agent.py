@@ -31,11 +31,12 @@ from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import tether
 from tether.api import errors
 from tether.api.artifacts import RESPONSES, ArtifactPath, artifact_response
+from tether.api.auditing import Audit, Auditor
+from tether.api.limits import BodyReader, LimitFor
 from tether.domain import resources as r
 from tether.domain.agent import (
     AgentEvent,
@@ -53,12 +54,12 @@ from tether.domain.states import HostState
 from tether.errors import Forbidden, Invalid, NotFound, PlaneError, Unauthenticated
 from tether.pki import HostIdentity
 from tether.pki.errors import PKIError
-from tether.services import audit, desired, enrolment, events, kubeconn, nodeidentity
+from tether.services import desired, enrolment, events, kubeconn, nodeidentity
 from tether.services import resources as svc
 from tether.services.heartbeats import HeartbeatTable
 from tether.services.looplag import LoopLag
 from tether.services.trust import PlaneTrust
-from tether.settings import Settings
+from tether.settings import AgentServerSettings, Settings
 from tether.store.db import Database, migrate
 from tether.store.schema import utcnow
 
@@ -67,6 +68,8 @@ log = logging.getLogger(__name__)
 PREFIX = "/agent/v1"
 #: Key of the client certificate (DER) in the ASGI TLS extension dict (see tether.server).
 CLIENT_CERT_DER = "tether.client_cert_der"
+#: How often refusals the audit's rate limit held back are written as one summary row.
+AUDIT_FLUSH_SECONDS = 5.0
 
 
 @dataclass
@@ -173,9 +176,18 @@ async def register(body: RegisterRequest, request: Request) -> Enrolment:
     """Enrol with an activation id + code and a CSR (no client certificate needed)."""
     if "authorization" in request.headers:
         identify(request)  # refuses the token with the same message as everywhere else
-    request.state.principal = Caller(f"activation:{body.activation_id}"[:128])
+    claimed = f"activation:{body.activation_id}"[:128]
+    request.state.claimed = claimed  # proven only once the activation is accepted
     plane = _plane(request)
     settings = plane.settings
+    size = len(body.inventory.model_dump_json(by_alias=True))
+    if size > settings.agent.max_inventory_bytes:
+        raise Invalid(
+            f"the inventory is {size} bytes as JSON; a host may register at most "
+            f"{settings.agent.max_inventory_bytes} (TETHER_AGENT_MAX_INVENTORY_BYTES)",
+            field="inventory",
+            rule="max_bytes",
+        )
 
     def run() -> Enrolment:
         with plane.db.session() as session:
@@ -188,6 +200,7 @@ async def register(body: RegisterRequest, request: Request) -> Enrolment:
             )
 
     result = await run_in_threadpool(run)
+    request.state.principal = Caller(claimed)
     plane.table.forget(body.name)
     log.info("host %s enrolled with activation %s", body.name, body.activation_id)
     return result
@@ -264,14 +277,21 @@ async def get_desired(
     )
     if plane.watcher.hashes.get(name) in (None, hash):
         await plane.watcher.wait(name, hash, wait)
+    identity = own(request, name)  # revoked or expired while the poll waited: 401
 
     def run() -> DesiredDocument | None:
         with plane.db.session() as session:
-            return desired.get_document(session, name)
+            doc = desired.get_document(session, name)
+            if doc is not None and doc.hash != hash:
+                # The document goes out: its host's certificate must be live in the store
+                # too (a revocation by another process reaches memory only on refresh).
+                enrolment.check_not_revoked(session, plane.trust, identity)
+            return doc
 
     doc = await run_in_threadpool(run)
     if doc is None or doc.hash == hash:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED)
+    await _enrolled(plane, name)
     return doc
 
 
@@ -335,6 +355,7 @@ async def list_events(
 ) -> list[r.Event]:
     own(request, name)
     plane = _plane(request)
+    await _enrolled(plane, name)
 
     def run() -> list[r.Event]:
         with plane.db.session() as session:
@@ -373,56 +394,25 @@ async def artifact(path: ArtifactPath, request: Request) -> FileResponse:
     return await artifact_response(plane.settings.artifacts_dir, path)
 
 
-class AuditRefusals:
-    """ASGI middleware: audit every refusal and every change but a successful heartbeat.
+def _routine(method: str, path: str) -> bool:
+    """Successes not audited: reads and heartbeats (everything else changes something)."""
+    return method in ("GET", "HEAD") or path.endswith("/heartbeat")
 
-    Pure ASGI (not ``BaseHTTPMiddleware``) so the heartbeat path pays almost nothing.
-    """
 
-    def __init__(self, app: ASGIApp, db: Database) -> None:
-        self.app = app
-        self.db = db
+def body_limit(agent: AgentServerSettings) -> LimitFor:
+    """The largest body each agent route takes: registration carries the inventory."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        method, path = scope["method"], scope["path"]
-        routine = path.endswith("/heartbeat") or method in ("GET", "HEAD")
-        written = False
+    def limit(method: str, path: str) -> int:
+        return agent.max_register_bytes if path == f"{PREFIX}/register" else agent.max_body_bytes
 
-        async def record(code: int) -> None:
-            nonlocal written
-            written = True
-            if code >= 400 or not routine:
-                principal = scope.get("state", {}).get("principal")
-                actor = principal.name if principal is not None else "anonymous"
-                with suppress(Exception):
-                    await run_in_threadpool(_audit, self.db, actor, method, path, code)
-
-        async def capture(message: Message) -> None:
-            # Audit before the response leaves: a client that reads it sees the record.
-            if message["type"] == "http.response.start" and not written:
-                await record(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, capture)
-        finally:
-            if not written:
-                await record(500)
+    return limit
 
 
 #: A job run for the agent app's lifetime: ``job(plane, stop)`` returns when ``stop`` is set.
 BackgroundJob = Callable[["AgentPlane", asyncio.Event], Coroutine[Any, Any, None]]
 
 
-def _audit(db: Database, actor: str, action: str, target: str, status_code: int) -> None:
-    with db.session() as session:
-        audit.write(session, actor=actor, action=action, target=target, status_code=status_code)
-
-
-async def _every(interval: float, stop: asyncio.Event, work: Callable[[], Any], what: str) -> None:
+async def every(interval: float, stop: asyncio.Event, work: Callable[[], Any], what: str) -> None:
     while not stop.is_set():
         try:
             await run_in_threadpool(work)
@@ -457,6 +447,7 @@ def create_agent_app(
     )
     agent_plane = plane or AgentPlane.build(settings, database)
     cfg = settings.agent
+    auditor = Auditor(database, settings.audit)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -477,13 +468,14 @@ def create_agent_app(
 
         tasks = [
             asyncio.create_task(
-                _every(cfg.flush_seconds, stop, agent_plane.table.flush, "heartbeat flush")
+                every(cfg.flush_seconds, stop, agent_plane.table.flush, "heartbeat flush")
             ),
             asyncio.create_task(
-                _every(cfg.revocation_refresh_seconds, stop, refresh_trust, "trust refresh")
+                every(cfg.revocation_refresh_seconds, stop, refresh_trust, "trust refresh")
             ),
-            asyncio.create_task(_every(1.0, stop, refresh_desired, "desired-state refresh")),
+            asyncio.create_task(every(1.0, stop, refresh_desired, "desired-state refresh")),
             asyncio.create_task(agent_plane.lag.run(stop)),
+            asyncio.create_task(every(AUDIT_FLUSH_SECONDS, stop, auditor.flush, "audit flush")),
             *(asyncio.create_task(job(agent_plane, stop)) for job in background),
         ]
         try:
@@ -492,6 +484,7 @@ def create_agent_app(
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             await run_in_threadpool(agent_plane.table.flush)
+            await run_in_threadpool(auditor.flush)
             if db is None and plane is None:
                 database.dispose()
 
@@ -527,7 +520,14 @@ def create_agent_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.add_middleware(AuditRefusals, db=database)
+    app.state.auditor = auditor
+    app.add_middleware(
+        BodyReader,
+        limit_for=body_limit(cfg),
+        timeout=cfg.body_timeout_seconds,
+        unchecked=lambda path: path.endswith("/heartbeat"),  # parsed by a strict model
+    )
+    app.add_middleware(Audit, auditor=auditor, routine=_routine)
     return app
 
 

@@ -1,24 +1,42 @@
-"""The app factory. Nothing is configured at import time: callers pass Settings in."""
+"""The app factory. Nothing is configured at import time: callers pass Settings in.
+
+Middleware, outermost first (all pure ASGI): the audit log, the access log, the
+declared-size check (413 before anything is read or authenticated), the token check
+(401 before the body is read), then the body reader (size while reading, body timeout,
+JSON syntax and depth), then FastAPI's routing.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import tether
 from tether import web
 from tether.api import agent, artifacts, enrolment, errors, kube_routes, network, routes, stream
-from tether.services import audit
-from tether.settings import Settings
+from tether.api.auditing import AccessLog, Audit, Auditor
+from tether.api.deps import Authenticate
+from tether.api.limits import BodyReader, DeclaredSize
+from tether.settings import ApiSettings, Settings
 from tether.store.db import Database, migrate
 
 log = logging.getLogger(__name__)
 
-MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+def body_limit(api: ApiSettings) -> Callable[[str, str], int]:
+    """The largest body each route of the people's API takes (``limit(method, path)``)."""
+
+    def limit(method: str, path: str) -> int:
+        if method == "PUT" and path.startswith("/api/v1/hosts/") and path.endswith("/desired"):
+            return api.max_desired_state_bytes
+        return api.max_body_bytes
+
+    return limit
 
 
 def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
@@ -28,13 +46,33 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         echo=settings.database.echo,
         busy_timeout_ms=settings.database.busy_timeout_ms,
     )
+    api = settings.api
+    hub = stream.EventHub(
+        database,
+        poll_seconds=api.sse_poll_seconds,
+        max_streams=api.max_streams,
+        max_per_token=api.max_streams_per_token,
+    )
+    auditor = Auditor(database, settings.audit)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(migrate, database.engine)
-        yield
-        if db is None:
-            database.dispose()
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(hub.run(stop)),
+            asyncio.create_task(
+                agent.every(agent.AUDIT_FLUSH_SECONDS, stop, auditor.flush, "audit flush")
+            ),
+        ]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await run_in_threadpool(auditor.flush)
+            if db is None:
+                database.dispose()
 
     app = FastAPI(
         title="Tether",
@@ -47,6 +85,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = database
+    app.state.event_hub = hub
+    app.state.auditor = auditor
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(stream.router)
@@ -62,28 +102,15 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         """Liveness; the only endpoint that needs no token."""
         return {"status": "ok"}
 
-    @app.middleware("http")
-    async def audit_mutations(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        refused_agent_call = request.url.path.startswith("/agent/") and response.status_code >= 400
-        if request.method in MUTATING or refused_agent_call:
-            principal = getattr(request.state, "principal", None)
-            actor = principal.name if principal else "anonymous"
-            await run_in_threadpool(
-                _write_audit,
-                database,
-                actor,
-                request.method,
-                request.url.path,
-                response.status_code,
-            )
-        return response
-
+    limit = body_limit(api)
+    # add_middleware wraps: the last added runs first.
+    app.add_middleware(BodyReader, limit_for=limit, timeout=api.body_timeout_seconds)
+    app.add_middleware(Authenticate, db=database)
+    app.add_middleware(DeclaredSize, limit_for=limit)
+    app.add_middleware(AccessLog)
+    app.add_middleware(Audit, auditor=auditor, routine=_read_only)
     return app
 
 
-def _write_audit(db: Database, actor: str, action: str, target: str, status_code: int) -> None:
-    with db.session() as session:
-        audit.write(session, actor=actor, action=action, target=target, status_code=status_code)
+def _read_only(method: str, _path: str) -> bool:
+    return method in ("GET", "HEAD")

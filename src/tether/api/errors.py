@@ -7,12 +7,14 @@ so a client can fix a request in one go.
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import Send
 
 from tether.domain.base import Model
 from tether.errors import PlaneError
@@ -37,8 +39,24 @@ class ErrorBody(Model):
     details: list[ErrorDetail] = []
 
 
-def _field(loc: tuple[Any, ...]) -> str | None:
+#: Errors about a request part as a whole: the field is the part (``body``), not a
+#: character offset FastAPI puts after it.
+_WHOLE = {"json_invalid", "missing", "model_attributes_type", "dict_type"}
+
+#: code and field of the errors FastAPI and Starlette raise themselves.
+_HTTP = {
+    400: ("bad_request", "body"),
+    401: ("unauthenticated", "Authorization"),
+    404: ("not_found", "path"),
+    405: ("method_not_allowed", "method"),
+    413: ("too_large", "body"),
+}
+
+
+def _field(loc: tuple[Any, ...], kind: str | None = None) -> str | None:
     parts = [str(p) for p in loc if p not in _SOURCES]
+    if kind == "json_invalid" or (not parts and kind in _WHOLE):
+        return str(loc[0]) if loc else "body"
     return ".".join(parts) or None
 
 
@@ -57,18 +75,35 @@ def error_response(
     return JSONResponse(content, status_code=status)
 
 
-async def _plane_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, PlaneError)
+def plane_error_response(exc: PlaneError) -> JSONResponse:
     details = [ErrorDetail.model_validate(d) for d in exc.details]
     return error_response(
         exc.status, exc.code, exc.message, exc.field, exc.rule, details, exc.extra
     )
 
 
+async def send_error(send: Send, exc: PlaneError, *, close: bool = False) -> None:
+    """Answer with ``exc`` from ASGI middleware (before any route runs); ``close`` ends
+    the connection after it, so a body the app never read is not read either."""
+    response = plane_error_response(exc)
+    headers = [*response.raw_headers, *([(b"connection", b"close")] if close else [])]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+async def _plane_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PlaneError)
+    return plane_error_response(exc)
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = [
-        ErrorDetail(field=_field(tuple(e.get("loc", ()))), rule=e.get("type"), message=e["msg"])
+        ErrorDetail(
+            field=_field(tuple(e.get("loc", ())), e.get("type")),
+            rule=e.get("type"),
+            message=e["msg"],
+        )
         for e in exc.errors()
     ]
     first = details[0] if details else ErrorDetail(message="invalid request")
@@ -76,12 +111,19 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid", message, first.field, first.rule, details)
 
 
+def _phrase(status: int) -> str:
+    """``too_many_requests`` for 429: a code for a status nobody mapped."""
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "error"
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}
-    response = error_response(
-        exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
-    )
+    status = exc.status_code
+    code, field = _HTTP.get(status, (_phrase(status), "request"))
+    response = error_response(status, code, str(exc.detail), field, "http")
     if exc.headers:
         response.headers.update(exc.headers)
     return response

@@ -13,9 +13,11 @@ import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
+from pydantic import Field
 
 from tether import netplan
 from tether.api.deps import DB, Viewer
+from tether.domain.base import Model
 from tether.errors import Invalid
 from tether.services import network, resources
 
@@ -47,22 +49,25 @@ def check_network(document: Document, _: Viewer) -> dict[str, Any]:
     return {"valid": True, "findings": [f.as_dict() for f in findings]}
 
 
+class PlanRequest(Model):
+    """What to plan; unknown keys are refused like everywhere else."""
+
+    document: dict[str, Any] = Field(description="A HybridNetwork document (see docs/network.md).")
+    previous: dict[str, Any] | None = Field(
+        default=None,
+        description="A previous plan's allocations.json: keeps every node's block.",
+    )
+
+
 @router.post("/network/plan")
-def plan_network(
-    document: Document,
-    _: Viewer,
-    previous: Annotated[
-        dict[str, Any] | None,
-        Body(description="A previous plan's allocations.json: keeps every node's block."),
-    ] = None,
-) -> dict[str, Any]:
+def plan_network(body: PlanRequest, _: Viewer) -> dict[str, Any]:
     """Plan a document: routes, VPN, BGP and CNI configs (without secrets)."""
-    doc, findings = netplan.load_document(document)
+    doc, findings = netplan.load_document(body.document)
     findings = findings if doc is None else netplan.check(doc)
     if doc is None or netplan.has_errors(findings):
         raise _refuse(findings)
     keys = {key: secrets.token_hex(32) for key in netplan.psk_ids(doc)}
-    result = netplan.plan(doc, keys, netplan.parse_allocations(previous or {}))
+    result = netplan.plan(doc, keys, netplan.parse_allocations(body.previous or {}))
     return {
         "summary": result.summary(),
         "allocations": result.allocations_document(),

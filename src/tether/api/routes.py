@@ -10,7 +10,7 @@ from pydantic import Field
 
 from tether.api.deps import DB, Admin, Config, Operator, Pages, Viewer
 from tether.domain import resources as r
-from tether.domain.base import Model
+from tether.domain.base import INT64_MAX, Model
 from tether.domain.models import EventType, Name, ObjectKind, SemVer
 from tether.domain.rollout import RolloutState
 from tether.domain.states import HostEvent, HostState, PoolState
@@ -34,7 +34,12 @@ class List(Model, Generic[T]):
 NamePath = Annotated[str, Path(max_length=253, description="Object name.")]
 RV = Annotated[
     int | None,
-    Query(alias="resourceVersion", ge=1, description="Refuse the delete if the object changed."),
+    Query(
+        alias="resourceVersion",
+        ge=1,
+        le=INT64_MAX,
+        description="Refuse the delete if the object changed.",
+    ),
 ]
 
 router = APIRouter(prefix="/api/v1")

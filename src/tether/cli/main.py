@@ -17,7 +17,7 @@ from tether.cli.client import EXIT_CODES, Client, CLIError
 from tether.cli.output import Format, OutputOption, errors, field, render
 from tether.cli.resources import CLUSTER, HOST, POOL, SITE, Kind, add_verbs, spec_from
 from tether.errors import PlaneError
-from tether.files import write_atomic
+from tether.files import private_dir, write_atomic
 from tether.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ def demo(
     from tether.store.db import Database, migrate
 
     settings = _settings(host, port, data_dir)
-    settings.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.paths.data_dir)
     db = Database.connect(settings.database_url)
     migrate(db.engine)
     token_file = settings.paths.data_dir / "demo-admin-token"

@@ -192,8 +192,7 @@ class UpdateStrategy(Model):
     @field_validator("max_surge", "max_unavailable", mode="before")
     @classmethod
     def _count_or_percent(cls, value: object) -> object:
-        if isinstance(value, bool):
-            raise ValueError("must be a count (2) or a percentage ('25%'), not a boolean")
+        # Booleans are refused for every numeric field by the Model base.
         if isinstance(value, int) and not 0 <= value <= 10000:
             raise ValueError("must be between 0 and 10000")
         return value

@@ -17,6 +17,7 @@ from tether.domain.agent import Enrolment, RegisterRequest
 from tether.domain.models import EventType, HostSpec, ObjectKind
 from tether.domain.states import HostEvent
 from tether.errors import Conflict, Invalid, NotFound, PlaneError, Unauthenticated
+from tether.pki import HostIdentity
 from tether.pki.errors import NameInUse, PKIError
 from tether.services import activations, events
 from tether.services import resources as svc
@@ -255,3 +256,19 @@ def revoke_certificates(
         for serial, issuer in revoked:
             trust.note_revoked(serial, issuer)
     return len(revoked)
+
+
+def check_not_revoked(session: Session, trust: PlaneTrust, identity: HostIdentity) -> None:
+    """Refuse a certificate the store lists as revoked (401), and make that known in this
+    process at once: a revocation written by another process otherwise takes effect only
+    at the agent server's next refresh."""
+    revoked = session.scalars(
+        select(HostCertRow.revoked_at).where(HostCertRow.serial == identity.serial_hex)
+    ).one_or_none()
+    if revoked is not None:
+        trust.note_revoked(identity.serial, identity.issuer_fingerprint)
+        raise Unauthenticated(
+            f"certificate serial {identity.serial_hex} was revoked",
+            field="clientCertificate",
+            rule="pki.cert.revoked",
+        )

@@ -13,6 +13,8 @@ from tether.domain.resources import Event
 from tether.store.repo import page
 from tether.store.schema import EventRow, HostRow, RolloutRow, utcnow
 
+#: Most events one read of :func:`changed_since` returns.
+STREAM_BATCH = 1000
 #: An identical event within this window bumps the count of the earlier one.
 DEDUP_WINDOW = timedelta(minutes=10)
 
@@ -176,4 +178,6 @@ def changed_since(
         query = query.where(EventRow.object_kind == kind.value)
     if name is not None:
         query = query.where(EventRow.object_name == name)
-    return session.scalars(query.order_by(EventRow.last_time, EventRow.id).limit(1000)).all()
+    return session.scalars(
+        query.order_by(EventRow.last_time, EventRow.id).limit(STREAM_BATCH)
+    ).all()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -57,14 +58,29 @@ def issue(
     return IssuedToken(**to_token(row).model_dump(), token=f"{PREFIX}_{token_id}_{secret}")
 
 
+def _split(presented: str) -> tuple[str, str] | None:
+    """``(id, secret)`` of a token shaped ``tth_<id>_<secret>``."""
+    prefix, _, rest = presented.partition("_")
+    token_id, _, secret = rest.partition("_")
+    if prefix != PREFIX or not token_id or not secret or len(token_id) > 32:
+        return None
+    return token_id, secret
+
+
+def claimed(session: Session, presented: str) -> TokenRow | None:
+    """The row of the token id a presented token names, whether or not its secret is right
+    (to attribute a refusal to the token that was sent)."""
+    parts = _split(presented)
+    if parts is None:
+        return None
+    return session.scalars(select(TokenRow).where(TokenRow.token_id == parts[0])).one_or_none()
+
+
 def authenticate(session: Session, presented: str, *, now: datetime | None = None) -> TokenRow:
     """Return the token's row, or raise Unauthenticated without saying which part was wrong."""
     now = now or utcnow()
-    prefix, _, rest = presented.partition("_")
-    token_id, _, secret = rest.partition("_")
-    row = None
-    if prefix == PREFIX and token_id and secret:
-        row = session.scalars(select(TokenRow).where(TokenRow.token_id == token_id)).one_or_none()
+    row = claimed(session, presented)
+    secret = (_split(presented) or ("", ""))[1]
     valid = (
         row is not None
         and hmac.compare_digest(row.secret_hash, _hash(secret))
@@ -110,3 +126,17 @@ def bootstrap_admin(
     return issue(
         session, TokenCreate(name=name, role=Role.ADMIN), default_ttl_days=default_ttl_days, now=now
     )
+
+
+def dead(session: Session, token_ids: Iterable[str], *, now: datetime | None = None) -> set[str]:
+    """Which of ``token_ids`` no longer authenticate: revoked, expired or deleted."""
+    wanted = set(token_ids)
+    if not wanted:
+        return set()
+    now = now or utcnow()
+    live = session.scalars(
+        select(TokenRow.token_id).where(
+            TokenRow.token_id.in_(wanted), ~TokenRow.revoked, TokenRow.expires_at > now
+        )
+    )
+    return wanted - set(live)

@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, Select, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tether.domain.base import INT64_MAX
 from tether.errors import Conflict, Invalid, NotFound
 from tether.store.schema import ResourceMixin, utcnow
 
@@ -34,7 +35,7 @@ def decode_continue(token: str | None) -> int:
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         prefix, _, value = text.partition(":")
-        if prefix != "id" or not value.isdigit():
+        if prefix != "id" or not value.isdigit() or int(value) > INT64_MAX:
             raise ValueError(text)
         return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError):

@@ -168,7 +168,18 @@ class Plane:
 
 
 @pytest.fixture
-def plane(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Plane]:
+def tune_plane() -> Callable[[Settings], None]:
+    """Settings a test module changes after :func:`plane`'s own, before it starts."""
+    return lambda _settings: None
+
+
+@pytest.fixture
+def plane(
+    settings: Settings,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    tune_plane: Callable[[Settings], None],
+) -> Iterator[Plane]:
     """The plane; a test marked ``controllers`` gets the controller manager beside it (the
     pool reconciler, and each imported cluster's nodes and CSR controllers), quick."""
     controllers = request.node.get_closest_marker("controllers") is not None
@@ -183,6 +194,7 @@ def plane(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) ->
     settings.agent.flush_seconds = 0.2
     settings.agent.revocation_refresh_seconds = 0.5
     settings.agent.long_poll_seconds = 2
+    tune_plane(settings)
     capture = LogCapture()
     capture.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
