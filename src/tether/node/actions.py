@@ -43,7 +43,7 @@ from tether.node import render
 from tether.node.artifacts import Keyring, ManifestError
 from tether.node.debug import SystemProbes
 from tether.node.host import HostOps, HostOpsError
-from tether.node.install import default_arch, fetch_resolved, install
+from tether.node.install import clear_staging, default_arch, fetch_resolved, install
 from tether.node.kubeview import NodeView, NodeViewError
 from tether.node.managed import ForeignFile, write_managed
 from tether.node.nodeconfig import NodeConfig
@@ -664,6 +664,7 @@ def _stop(env: NodeEnv) -> PhaseResult:
 
 def _remove(env: NodeEnv) -> PhaseResult:
     tracker = load(env.root)
+    clear_staging(env.root)  # what a killed install left
     report = remove(env.root, tracker)
     tracker.forget([*report.removed, *report.removed_dirs, *report.missing])
     save(env.root, tracker)

@@ -17,10 +17,14 @@ Order of work, so that a failure leaves the host as it was:
 1. fetch the envelope and :func:`~tether.node.artifacts.verify` it (nothing is written
    for an unsigned envelope, an unknown key or a bad signature);
 2. resolve the version and architecture;
-3. download every artifact into a temporary directory under ``root`` and check the
-   sha256 of every one of them: one mismatch and nothing is installed;
+3. download every artifact into the staging directory ``<root>/var/lib/tether/staging``
+   and check the sha256 of every one of them: one mismatch and nothing is installed;
 4. install each file at ``root / installPath`` with its mode (atomically), record it in
    the tracker and save the tracker.
+
+The staging directory is one fixed place: each run takes a lock on its parent (a second
+install on the same root waits), empties it first (a killed run's downloads go there)
+and removes it when done, so no download outlives the run that needs it.
 
 A containerd already present at its install path that the tracker does not list as
 Tether's is left untouched and recorded as foreign. A file already identical (content and
@@ -29,12 +33,13 @@ mode) is reported unchanged and not rewritten, so a rerun changes nothing.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import platform
 import shutil
 import ssl
 import stat
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -58,9 +63,11 @@ from tether.node.tracker import TRACKER_PATH, TrackedEntry, Tracker, host_path, 
 __all__ = [
     "ARCHES",
     "MANIFEST_NAME",
+    "STAGING",
     "FetchError",
     "InstallReport",
     "InstalledItem",
+    "clear_staging",
     "default_arch",
     "fetch_artifact",
     "fetch_envelope",
@@ -74,6 +81,8 @@ MANIFEST_NAME: Final = "manifest.json"
 ARCHES: Final = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 #: Where a local mirror keeps artifacts whose manifest url is an absolute https URL.
 BY_SHA256: Final = "sha256"
+#: Where downloads wait for their checksums, relative to the root prefix.
+STAGING: Final = "/var/lib/tether/staging"
 _TIMEOUT: Final = httpx.Timeout(30.0, read=300.0)
 Status = Literal["installed", "unchanged", "foreign"]
 
@@ -300,6 +309,33 @@ def _missing_dirs(root: Path, path: str) -> list[str]:
     return list(reversed(missing))
 
 
+def clear_staging(root: Path) -> None:
+    """Remove the staging directory and whatever a killed run left in it."""
+    staging = host_path(root, STAGING)
+    if staging.is_dir() and not staging.is_symlink():
+        shutil.rmtree(staging)
+    else:
+        staging.unlink(missing_ok=True)
+
+
+@contextmanager
+def _staging(root: Path) -> Iterator[Path]:
+    """The staging directory, empty, for this run alone (see the module docstring)."""
+    staging = host_path(root, STAGING)
+    staging.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    lock = os.open(staging.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        clear_staging(root)
+        staging.mkdir(mode=0o700)
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        os.close(lock)  # releases the lock
+
+
 def _entries(tracker: Tracker) -> list[str]:
     """The tracker's entries in a stable order (re-recording moves an entry to the end)."""
     return sorted(e.model_dump_json() for e in tracker.entries)
@@ -340,13 +376,12 @@ def install(
         for a in artifacts
         if a.install_path not in foreign and _is_identical(host_path(root, a.install_path), a)
     }
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=".tether-install-") as tmp:
+    with _staging(root) as staging:
         staged: dict[str, Path] = {}
         for index, artifact in enumerate(artifacts):
             if artifact.install_path in foreign | identical:
                 continue
-            dest = Path(tmp) / f"{index}-{artifact.name}"
+            dest = staging / f"{index}-{artifact.name}"
             fetch_artifact(source, artifact, dest, client)
             staged[artifact.install_path] = dest
         for artifact in artifacts:
