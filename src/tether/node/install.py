@@ -48,6 +48,7 @@ from typing import Any, Final, Literal
 
 import httpx
 
+from tether.errors import Permanent, Temporary
 from tether.files import write_atomic
 from tether.node.artifacts import (
     Artifact,
@@ -87,8 +88,9 @@ _TIMEOUT: Final = httpx.Timeout(30.0, read=300.0)
 Status = Literal["installed", "unchanged", "foreign"]
 
 
-class FetchError(ManifestError):
-    """The envelope or an artifact cannot be fetched from the source."""
+class FetchError(Temporary):
+    """The envelope or an artifact cannot be fetched from the source (the source may
+    answer later: a mirror being filled, an outage)."""
 
 
 @dataclass
@@ -156,7 +158,7 @@ def _is_url(source: str) -> bool:
     if source.startswith("https://"):
         return True
     if "://" in source:
-        raise FetchError(f"source {source!r} must be a directory or an https:// URL")
+        raise Permanent(f"source {source!r} must be a directory or an https:// URL")
     return False
 
 
@@ -172,7 +174,7 @@ def https_client(
     key is in ``cert``) when given. Raises :class:`OSError` (``ssl.SSLError`` included)
     for an unreadable or unusable file."""
     if key is not None and cert is None:
-        raise FetchError("a client key needs its certificate (--cert)")
+        raise Permanent("a client key needs its certificate (--cert)")
     verify: ssl.SSLContext | bool = True
     if ca is not None or cert is not None:
         ctx = ssl.create_default_context(cafile=str(ca)) if ca else httpx.create_ssl_context()
@@ -278,7 +280,8 @@ def fetch_resolved(
     client: httpx.Client | None = None,
 ) -> Resolved:
     """Fetch the envelope at ``source``, verify it against ``keyring`` and resolve
-    ``version`` for ``arch`` (default: this host). Raises :class:`ManifestError`."""
+    ``version`` for ``arch`` (default: this host). Raises :class:`ManifestError`
+    (permanent) or :class:`FetchError` (temporary)."""
     envelope = fetch_envelope(source, client)
     manifest = verify(envelope, keyring)
     arch = arch or default_arch()
@@ -352,9 +355,10 @@ def install(
 ) -> InstallReport:
     """Install the artifacts of ``version`` for ``arch`` under ``root``; see the module
     docstring. ``client`` (see :func:`https_client`) makes the https downloads; the caller
-    closes it. Raises :class:`ManifestError` (or a subclass) and installs nothing when the
-    manifest is not trusted, the version or arch is unknown, a fetch fails or a checksum
-    does not match."""
+    closes it. Raises a :class:`~tether.errors.HostError` and installs nothing when the
+    manifest is not trusted, the version or arch is unknown or a checksum does not match
+    (:class:`ManifestError`, permanent), or a fetch fails (:class:`FetchError`,
+    temporary)."""
     resolved = fetch_resolved(source, version, keyring=keyring, arch=arch, client=client)
     artifacts = resolved.artifacts
     report = InstallReport(version=resolved.version, arch=resolved.arch)

@@ -91,7 +91,7 @@ def sync(
 ) -> SyncReport:
     """Mirror the manifest and the artifacts of ``version``/``arch`` from ``source`` to
     ``to``; ``client`` (see :func:`tether.node.install.https_client`) makes the https
-    downloads. Raises :class:`~tether.node.artifacts.ManifestError` (nothing written for an
+    downloads. Raises a :class:`~tether.errors.HostError` (nothing written for an
     untrusted manifest; no manifest written when an artifact fails)."""
     resolved = fetch_resolved(source, version, keyring=keyring, arch=arch, client=client)
     artifacts = resolved.artifacts

@@ -10,6 +10,7 @@ mirror, the agent process, the kube-apiserver. SIMULATED: the kubelet and system
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,22 @@ def test_an_uninstall_plan_waits_for_the_drain_then_removes_everything(
     assert not host_path(site.root, render.KUBELET_UNIT).exists()
     config = yaml.safe_load(site.config.read_text())
     assert Path(config["node"]["root"]) == site.root
+
+
+def test_a_permanent_failure_is_reported_once_and_not_run_again(
+    site: Site, kube: KubeClient
+) -> None:
+    """An upgrade that would move containerd 1.x to 2.x without allowContainerdMajor can
+    never succeed as written: the agent reports it once and does not run it again every
+    retrySeconds (1 s here), until the document changes."""
+    site.applied(site.join())
+    kube.patch(Node, site.host, {"spec": {"unschedulable": True}})
+    digest = site.set_plan({"action": "upgrade", "version": "1.36.0"})
+    refused = site.applied(digest, ok=False)
+    assert "from 1.7.28 to 2.1.4" in refused["message"]
+    assert refused["retryable"] is False
+    time.sleep(5)  # five retry intervals
+    events = host_events(site.plane, site.host)
+    failed = [e["count"] for e in events if e["reason"] == "NodeUpgradeValidationFailed"]
+    assert failed == [1]  # repeats of an event are counted, not listed
+    assert load(site.root).kubernetes_version == "1.34.2"

@@ -122,6 +122,46 @@ def test_manager_runs_controllers_for_imported_clusters(
     assert manager.clusters == {}
 
 
+def test_a_cluster_that_cannot_start_does_not_stop_the_others(
+    plane: Any, kube: KubeClient, unique_name: Namer, wait_for: Waiter
+) -> None:
+    """Controllers start in name order; the first cluster's kubeconfig is broken (not
+    YAML). The second still gets its controllers, and the first starts once fixed."""
+    from tether.controllers.manager import ControllerManager
+    from tether.services.kubeconn import kubeconfig_path
+
+    prefix = unique_name("iso")
+    broken, good = f"{prefix}-a", f"{prefix}-b"
+    for cluster in (broken, good):
+        plane.import_cluster(cluster)
+    pool, host = f"{good}-p", unique_name("edge")
+    plane.pool(good, pool, [host])
+    stored = kubeconfig_path(plane.data_dir, broken)
+    working = stored.read_text()
+    stored.write_text("clusters: [unclosed\n")
+    manager = ControllerManager(plane.db, plane.data_dir, rescan_seconds=0.2, resync_seconds=1)
+    fleet = KubeletFleet(kube)
+    fleet.register([SimulatedNode(host, cluster=good)])
+    manager.start()
+    try:
+        wait_for(lambda: good in manager.clusters)
+
+        def ready() -> bool:
+            with plane.db.session() as s:
+                return svc.get_pool(s, pool).status.state is PoolState.READY
+
+        wait_for(ready)
+        assert broken not in manager.clusters
+        assert "ConfigError" in manager.failures[broken]
+
+        stored.write_text(working)
+        wait_for(lambda: broken in manager.clusters)
+        assert broken not in manager.failures
+    finally:
+        manager.stop()
+        fleet.stop(delete=True)
+
+
 def test_hybrid_mode_labels_nodes_that_join_later(
     plane: Any, kube: KubeClient, unique_name: Namer, wait_for: Waiter
 ) -> None:
