@@ -10,6 +10,7 @@ mirror, the agent process, the kube-apiserver. SIMULATED: the kubelet and system
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from lightkube.resources.core_v1 import Node
 
 from tether.kube.client import KubeClient
 from tether.node import render
+from tether.node.actions import KUBELET_PORTS
 from tether.node.mirror import sync
 from tether.node.tracker import host_path, load
 from tether.sim.envtest import LocalControlPlane
@@ -203,3 +205,35 @@ def test_a_permanent_failure_is_reported_once_and_not_run_again(
     failed = [e["count"] for e in events if e["reason"] == "NodeUpgradeValidationFailed"]
     assert failed == [1]  # repeats of an event are counted, not listed
     assert load(site.root).kubernetes_version == "1.34.2"
+
+
+def test_a_simulated_host_never_probes_the_machine_it_runs_on(site: Site, kube: KubeClient) -> None:
+    """The simulated agent's validation asks simulated facts, not this machine: a real
+    kubelet holding ports 10250 and 10248 here (two listening sockets stand in for it)
+    does not stop a simulated node from joining."""
+    held: list[socket.socket] = []
+    for port in KUBELET_PORTS:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+            sock.listen()
+        except OSError:  # a real kubelet holds it already: just as good
+            sock.close()
+            continue
+        held.append(sock)
+    try:
+        digest = site.join()
+        site.plane.wait_for(
+            lambda: (
+                {"NodeInitValidationCompleted", "NodeInitValidationFailed"} & set(site.reasons())
+            ),
+            60,
+            "validation ran",
+        )
+    finally:
+        for sock in held:
+            sock.close()
+    assert "NodeInitValidationFailed" not in site.reasons()
+    assert site.applied(digest)["ok"] is True
+    _joined(site, kube)

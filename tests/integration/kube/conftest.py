@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +35,8 @@ from tether.sim.envtest import LocalControlPlane
 from tether.store.db import Database, migrate
 from tether.store.schema import HostRow
 
+from ...conftest import wait_until
+
 
 @pytest.fixture
 def unique_name() -> Callable[[str], str]:
@@ -47,17 +48,11 @@ def unique_name() -> Callable[[str], str]:
     return make
 
 
-def _wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def wait_for() -> Callable[..., None]:
-    """``wait_for(check, timeout=30.0)``: poll *check* until it is true; fail after *timeout*."""
-    return _wait_for
+    """``wait_for(check, timeout=30.0)``: poll *check* until it is true; after *timeout*,
+    fail with the last error *check* raised (see ``tests/conftest.py``'s ``wait_until``)."""
+    return wait_until
 
 
 @pytest.fixture

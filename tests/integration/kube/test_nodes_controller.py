@@ -148,7 +148,8 @@ def test_a_cluster_that_cannot_start_does_not_stop_the_others(
 
         def ready() -> bool:
             with plane.db.session() as s:
-                return svc.get_pool(s, pool).status.state is PoolState.READY
+                row = s.get(NodeStatusRow, host)
+                return row is not None and row.ready is True
 
         wait_for(ready)
         assert broken not in manager.clusters

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import random
 import shutil
 import stat
@@ -222,17 +223,30 @@ def test_registration_waits_out_an_outage(tmp_path: Path) -> None:
     assert plane.registrations == 1 and again.name == "edge-1"
 
 
-def test_refused_heartbeat_keeps_the_agent_running(tmp_path: Path) -> None:
+def test_refused_heartbeat_keeps_the_agent_running(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = VirtualClock()
     plane = FakePlane(clock, lifetime=86400)
     agent = make_agent(tmp_path, plane, clock)
     agent.start()
+    refusals: list[float] = []
+    original = plane.heartbeat
 
     def refuse(name: str, body: bytes) -> None:
+        refusals.append(clock.now)
         raise Refused(401, {"code": "unauthenticated", "rule": "pki.cert.revoked", "message": "x"})
 
     plane.heartbeat = refuse  # type: ignore[method-assign]
-    run_for(agent, clock, 300)  # no exception escapes
+    with caplog.at_level(logging.ERROR, logger="tether.agent"):
+        run_for(agent, clock, 300)
+    # it kept trying, backing off (far fewer than one per 10 s), and said what to do
+    assert 5 <= len(refusals) <= 20, len(refusals)
+    assert "heartbeat refused: x [pki.cert.revoked]; this host must enrol again" in caplog.text
+    plane.heartbeat = original  # type: ignore[method-assign]
+    before = len(plane.beats)
+    run_for(agent, clock, 120)
+    assert len(plane.beats) - before >= 8  # back to every 10 s once accepted again
 
 
 def test_backoff_full_jitter_and_cap() -> None:
