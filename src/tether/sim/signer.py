@@ -14,23 +14,19 @@ Nothing here decides whether a request should be granted: approval is the approv
 from __future__ import annotations
 
 import base64
-import logging
-import threading
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from tether.controllers.watch import ListWatchLoop, WatchController
 from tether.domain.nodeidentity import KUBELET_CLIENT_SIGNER
-from tether.kube.client import KubeClient
-from tether.kube.errors import KubeError
+from tether.kube.client import KubeClient, WatchEvent
 from tether.kube.resources import CertificateSigningRequest
 from tether.pki.authority import CLOCK_SKEW, CertificateAuthority
 
 __all__ = ["SimulatedSigner"]
-
-log = logging.getLogger(__name__)
 
 
 def _approved(csr: CertificateSigningRequest) -> bool:
@@ -42,12 +38,9 @@ def _signed(csr: CertificateSigningRequest) -> bool:
     return bool(csr.status is not None and csr.status.certificate)
 
 
-class SimulatedSigner:
-    """Signs approved kubelet client CSRs with ``ca`` (see the module docstring).
-
-    :meth:`sign_pending` signs what is due once; :meth:`start` does it every ``interval``
-    seconds in a thread until :meth:`stop`. ``signed`` lists the CSRs signed, in order.
-    """
+class SimulatedSigner(WatchController[CertificateSigningRequest]):
+    """Signs approved kubelet client CSRs with ``ca`` (see the module docstring), watching
+    them the way the approver does; ``signed`` lists the CSRs signed, in order."""
 
     def __init__(
         self,
@@ -55,15 +48,28 @@ class SimulatedSigner:
         ca: CertificateAuthority,
         *,
         lifetime: timedelta = timedelta(hours=24),
-        interval: float = 0.2,
+        resync_seconds: int = 30,
     ) -> None:
         self.client = client
         self.ca = ca
         self.lifetime = lifetime
-        self.interval = interval
         self.signed: list[str] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.loop: ListWatchLoop[CertificateSigningRequest] = ListWatchLoop(
+            client,
+            CertificateSigningRequest,
+            on_list=self._on_list,
+            on_event=self._on_event,
+            resync_seconds=resync_seconds,
+            name="simulated-signer",
+        )
+
+    def _on_list(self, items: list[CertificateSigningRequest]) -> None:
+        for csr in items:
+            self.sign(csr)
+
+    def _on_event(self, event: WatchEvent[CertificateSigningRequest]) -> None:
+        if event.type != "DELETED":
+            self.sign(event.object)
 
     def _certificate(self, csr: CertificateSigningRequest) -> bytes:
         raw = csr.spec.request
@@ -79,40 +85,19 @@ class SimulatedSigner:
         )
         return cert.public_bytes(serialization.Encoding.PEM)
 
-    def sign_pending(self) -> list[str]:
-        """Sign every approved, unsigned kubelet client CSR; the names signed."""
-        done = []
-        for csr in self.client.list(CertificateSigningRequest):
-            name = csr.metadata.name if csr.metadata else None
-            if (
-                not name
-                or csr.spec.signerName != KUBELET_CLIENT_SIGNER
-                or not _approved(csr)
-                or _signed(csr)
-            ):
-                continue
-            certificate = base64.b64encode(self._certificate(csr)).decode()
-            self.client.patch(
-                CertificateSigningRequest.Status, name, {"status": {"certificate": certificate}}
-            )
-            done.append(name)
-        self.signed += done
-        return done
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sign_pending()
-            except KubeError as exc:  # the API server is briefly away: next round
-                log.warning("simulated signer: %s", exc)
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="simulated-signer", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+    def sign(self, csr: CertificateSigningRequest) -> bool:
+        """Sign ``csr`` if it is an approved, unsigned kubelet client request."""
+        name = csr.metadata.name if csr.metadata else None
+        if (
+            not name
+            or csr.spec.signerName != KUBELET_CLIENT_SIGNER
+            or not _approved(csr)
+            or _signed(csr)
+        ):
+            return False
+        certificate = base64.b64encode(self._certificate(csr)).decode()
+        self.client.patch(
+            CertificateSigningRequest.Status, name, {"status": {"certificate": certificate}}
+        )
+        self.signed.append(name)
+        return True

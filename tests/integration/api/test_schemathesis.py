@@ -26,10 +26,6 @@ from typing import Any
 import pytest
 import schemathesis
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -40,11 +36,11 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from tether.agent.identity import Identity
 from tether.api.agent import create_agent_app
 from tether.api.app import create_app
 from tether.domain.agent import ActivationCreate
 from tether.domain.resources import Role, TokenCreate
-from tether.pki.authority import private_key_pem
 from tether.server import ServerThread
 from tether.services import activations, desired, tokens
 from tether.settings import Settings
@@ -304,14 +300,9 @@ AGENT_APP = create_agent_app(CONFIG, APP.state.db)
 
 
 def _csr(name: str) -> tuple[bytes, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return private_key_pem(key), csr.public_bytes(serialization.Encoding.PEM).decode()
+    """A fresh key and a CSR for ``name``, as the agent makes them."""
+    key, csr = Identity(CONFIG.paths.data_dir / "fz-identity").new_csr(name)
+    return key, csr.decode()
 
 
 def _registration(name: str | None = None) -> dict[str, Any]:

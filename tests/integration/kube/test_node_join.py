@@ -37,7 +37,6 @@ from tether.node.install import install
 from tether.node.kubeview import KubeNodeView
 from tether.node.nodeconfig import parse_node_config
 from tether.node.tracker import host_path
-from tether.services.nodeidentity import mint_bootstrap_token
 from tether.sim.envtest import LocalControlPlane
 from tether.sim.kubelet_host import BootstrappingKubeletHost, SimulatedFacts
 from tether.sim.signer import SimulatedSigner
@@ -60,33 +59,19 @@ def test_a_host_joins_with_its_bootstrap_token_through_tethers_approver(
     unique_name: Namer,
     tmp_path: Path,
     make_source: Callable[..., Any],
-    node_config_doc: Callable[..., dict[str, Any]],
+    joining: Callable[[str], Any],
 ) -> None:
     flags = _apiserver_flags(kube_cluster)
     assert "--enable-admission-plugins=NodeRestriction" in flags
     (authz,) = [f.split("=", 1)[1] for f in flags if f.startswith("--authorization-mode=")]
     assert {"Node", "RBAC"} <= set(authz.split(","))
 
-    cluster = unique_name("join")
-    plane.import_cluster(cluster)
-    host = unique_name("edge")
-    plane.pool(cluster, f"{cluster}-p", [host])
-    with plane.client(cluster) as tether, plane.db.session() as s:
-        grant = mint_bootstrap_token(s, host, client=tether)
-    token_file = tmp_path / "bootstrap-token"
-    token_file.write_text(grant.token + "\n")
-
+    join = joining("join")
+    cluster, host, grant = join.cluster, join.host, join.grant
     source, keyring = make_source()
     root = tmp_path / "root"
     install("1.34.2", root=root, source=str(source), keyring=keyring, arch="amd64")
-    doc = node_config_doc(name=host, ip="127.0.0.1", nodeCIDR="127.0.0.0/24", labels={})
-    doc["spec"]["cluster"].update(
-        name=cluster,
-        apiServerEndpoint=kube_cluster.url,
-        certificateAuthority=kube_cluster.ca_cert_pem.decode(),
-    )
-    doc["spec"]["credentials"] = {"bootstrapToken": {"tokenFile": str(token_file)}}
-    config = parse_node_config(doc)
+    config = parse_node_config(join.node_config)
     kubelet_kubeconfig = host_path(root, render.KUBELET_KUBECONFIG)
 
     kubelet = BootstrappingKubeletHost(root, timeout=60)
@@ -98,7 +83,7 @@ def test_a_host_joins_with_its_bootstrap_token_through_tethers_approver(
         ready_timeout=60,
         poll_seconds=0.5,
     )
-    signer = SimulatedSigner(kube, kube_cluster.ca)
+    signer = SimulatedSigner(kube, kube_cluster.ca, resync_seconds=2)
     try:
         with plane.client(cluster) as tether:
             approver = CSRApprover(plane.db, cluster, tether, resync_seconds=2)

@@ -117,8 +117,16 @@ class VirtualClock:
         self.now += seconds
 
 
-def make_agent(tmp_path: Path, plane: FakePlane, clock: VirtualClock) -> Agent:
-    config = AgentConfig.model_validate(
+def make_agent(
+    tmp_path: Path,
+    plane: FakePlane | None,
+    clock: VirtualClock,
+    config: dict[str, Any] | None = None,
+    **options: Any,
+) -> Agent:
+    """The real agent in virtual time, talking to ``plane``; ``config`` adds to (or
+    overrides) its configuration, ``options`` to its constructor's arguments."""
+    settings = AgentConfig.model_validate(
         {
             "server": "https://plane.invalid:8444",
             "caFile": str(tmp_path / "ca.pem"),
@@ -127,15 +135,17 @@ def make_agent(tmp_path: Path, plane: FakePlane, clock: VirtualClock) -> Agent:
             "activation": {"id": "act-aaaaaaaaaaaa", "code": "c0de"},
             "checks": [],
             "maxBackoffSeconds": 60,
+            **(config or {}),
         }
     )
     return Agent(
-        config,
+        settings,
         api_factory=lambda *_: plane,
         clock=clock.time,
         sleep=clock.sleep,
         rng=random.Random(7),
         collect_inventory=Inventory,
+        **options,
     )
 
 
@@ -469,36 +479,23 @@ def plan_agent(
     """The real agent (plan runner, node tool, phases) with a recording service manager,
     following a FAKE plane for ``seconds`` of virtual time."""
     clock = VirtualClock()
-    config = AgentConfig.model_validate(
-        {
-            "server": "https://plane.invalid:8444",
-            "caFile": str(tmp_path / "ca.pem"),
-            "stateDir": str(tmp_path / "state"),
-            "name": "edge-1",
-            "activation": {"id": "act-aaaaaaaaaaaa", "code": "c0de"},
-            "checks": [],
-            "maxBackoffSeconds": 60,
-            "longPollSeconds": 30,
-            "node": {
-                "root": str(tmp_path / "root"),
-                "keyring": str(tmp_path / "keyring.yaml"),
-                "source": str(source),
-                "retrySeconds": 5,
-            },
-        }
-    )
-    agent = Agent(
-        config,
-        api_factory=lambda *_: plane,
-        clock=clock.time,
+    node = {
+        "root": str(tmp_path / "root"),
+        "keyring": str(tmp_path / "keyring.yaml"),
+        "source": str(source),
+        "retrySeconds": 5,
+    }
+    agent = make_agent(
+        tmp_path,
+        None,
+        clock,
+        {"longPollSeconds": 30, "node": node},
         monotonic=clock.time,
-        sleep=clock.sleep,
-        rng=random.Random(7),
-        collect_inventory=Inventory,
         node_host=lambda _: RecordingHost(),
     )
     doc = {"hash": "c" * 64, "document": {"node": plan}}
     plane = LongPollPlane(clock, doc, agent.stop, clock.now + seconds)
+    agent.api_factory = lambda *_: plane
     agent.start()
     return agent, plane, clock
 
