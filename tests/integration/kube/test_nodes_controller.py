@@ -98,8 +98,8 @@ def test_manager_runs_controllers_for_imported_clusters_each_on_its_own(
     plane: Any, kube: KubeClient, unique_name: Namer, wait_for: Waiter
 ) -> None:
     """Controllers start in name order; the first cluster's kubeconfig is broken (not
-    YAML). The second still gets its controllers (its Node status is recorded Ready), the first starts
-    once fixed, and stopping the manager stops them all."""
+    YAML). The second still gets its controllers (its Node status is recorded Ready), the
+    first starts once fixed, and stopping the manager stops them all."""
     from tether.controllers.manager import ControllerManager
     from tether.services.kubeconn import kubeconfig_path
 
