@@ -41,8 +41,10 @@ from tether.api.agent import create_agent_app
 from tether.api.app import create_app
 from tether.domain.agent import ActivationCreate
 from tether.domain.resources import Role, TokenCreate
+from tether.domain.states import HostEvent
 from tether.server import ServerThread
 from tether.services import activations, desired, tokens
+from tether.services import resources as svc
 from tether.settings import Settings
 from tether.sim import demo
 
@@ -142,6 +144,7 @@ def _pool_body() -> dict[str, Any]:
         "podCIDR": "10.85.128.0/18",
         "routing": "static",
         "vpnServer": {"publicIP": "203.0.113.9", "insideIP": "10.80.9.1"},
+        "profile": {"name": "standard", "version": "1.0.0"},
     }
     return {"name": _fresh("p"), "spec": spec}
 
@@ -154,10 +157,44 @@ def _host() -> str:
     return str(_create("hosts", {"name": _fresh("h"), "spec": {"site": "dc1"}})["name"])
 
 
+def _profile_spec(version: str) -> dict[str, Any]:
+    layers = demo.profile_layers(demo.VERSIONS["1.0.0"])
+    return {
+        "version": version,
+        "description": "fuzz",
+        "layers": layers,
+        "variables": demo.VARIABLES,
+    }
+
+
 def _profile() -> tuple[str, str]:
-    spec = {"version": "1.0.0", "description": "fuzz", "layers": demo.PROFILE_LAYERS}
-    made = _create("profiles", {"name": _fresh("prof"), "spec": spec})
+    made = _create("profiles", {"name": _fresh("prof"), "spec": _profile_spec("1.0.0")})
     return str(made["name"]), str(made["spec"]["version"])
+
+
+def _ready_host(site: str) -> str:
+    name = str(_create("hosts", {"name": _fresh("h"), "spec": {"site": site}})["name"])
+    with APP.state.db.session() as session:
+        svc.transition_host(session, name, HostEvent.CHECKS_PASSED)
+    return name
+
+
+def _pool_with_host() -> tuple[str, str]:
+    """A pool, and a Ready host of its site (not yet in the pool)."""
+    body = _pool_body()
+    pool = str(_create("pools", body)["name"])
+    return pool, _ready_host(body["spec"]["site"])
+
+
+def _member() -> dict[str, str]:
+    pool, host = _pool_with_host()
+    _create(f"pools/{pool}/hosts", {"host": host})
+    return {"name": pool, "host": host}
+
+
+def _rollout() -> str:
+    pool = _pool()
+    return str(_create(f"pools/{pool}/rollouts", {"to": "1.1.0"})["name"])
 
 
 def _update(kind: str, name: str) -> dict[str, Any]:
@@ -207,10 +244,25 @@ PEOPLE_SEEDS: dict[str, Seed] = {
     "POST /api/v1/profiles": lambda: (
         {},
         {},
-        {
-            "name": _fresh("prof"),
-            "spec": {"version": "2.0.0", "description": "x", "layers": demo.PROFILE_LAYERS},
-        },
+        {"name": _fresh("prof"), "spec": _profile_spec("2.0.0")},
+    ),
+    "GET /api/v1/profiles/{name}/diff": lambda: (
+        {"name": "standard"},
+        {"from": "1.0.0", "to": "1.1.0"},
+        None,
+    ),
+    "POST /api/v1/pools/{name}/hosts": lambda: (
+        {"name": (ph := _pool_with_host())[0]},
+        {},
+        {"host": ph[1]},
+    ),
+    "DELETE /api/v1/pools/{name}/hosts/{host}": lambda: (_member(), {}, None),
+    "POST /api/v1/pools/{name}/rollouts": lambda: ({"name": _pool()}, {}, {"to": "1.1.0"}),
+    "GET /api/v1/rollouts/{name}": lambda: ({"name": _rollout()}, {}, None),
+    "POST /api/v1/rollouts/{name}/{verb}": lambda: (
+        {"name": _rollout(), "verb": "approve"},
+        {},
+        None,
     ),
     "GET /api/v1/profiles/{name}/{version}": lambda: (
         {"name": "standard", "version": "1.0.0"},
