@@ -1,12 +1,13 @@
 # Tether: two commands on a fresh clone.
 #   make demo   run the management plane on embedded defaults (SQLite, demo sites)
 #   make test   every check and test (installs what the tests need when run as root)
+#   make floors the tests against the lowest dependency versions pyproject.toml declares
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint floors clean
 
 demo: $(VENV)/.installed
 	$(BIN)/tether demo
@@ -16,6 +17,9 @@ test: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	scripts/run-tests.sh --lint-only
+
+floors: $(VENV)/.installed-dev
+	$(BIN)/python scripts/check_floors.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

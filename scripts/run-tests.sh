@@ -48,6 +48,12 @@ if [ -z "${TETHER_TEST_POSTGRES_URL:-}" ]; then
   fi
 fi
 
+if [ "${CI:-}" = "true" ] || [ "${TETHER_CHECK_FLOORS:-}" = "1" ]; then
+  step "dependency floors: the tests against the lowest versions pyproject.toml allows"
+  # The rollout simulation is pure domain code: a few hundred worlds are enough here.
+  TETHER_SIM_RUNS=200 python scripts/check_floors.py || fail "the declared dependency floors (scripts/check_floors.py)"
+fi
+
 step "pytest"
 python -m pytest "$@"
 rc=$?

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +31,29 @@ from tether.store.db import Database, migrate
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = os.environ.get("TETHER_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def wait_until(
+    check: Callable[[], object], timeout: float = 30.0, message: str = "", interval: float = 0.1
+) -> None:
+    """Poll ``check`` until it returns something true. A check that raises counts as "not
+    yet"; if time runs out, the last error is raised again (noting the timeout), so the
+    failure says why the condition never held, not only that it did not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+            last: Exception | None = None
+        except Exception as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            note = f"timed out after {timeout:g}s waiting{': ' + message if message else ''}"
+            if last is None:
+                raise AssertionError(note)
+            last.add_note(note)
+            raise last
+        time.sleep(interval)
 
 
 def require_postgres() -> str:

@@ -1,4 +1,6 @@
-"""Tether's error tree: one shape for every refusal, with the HTTP status it means.
+"""Tether's two error trees: the plane's refusals, and failures on a host.
+
+The plane: one shape for every refusal, with the HTTP status it means::
 
     PlaneError (code, message, field, rule, status)
     ├── NotFound          404  the named object does not exist
@@ -13,6 +15,40 @@
 The tree is pure (no I/O) so every layer can raise from it: the domain raises
 ``Invalid`` and ``IllegalTransition`` (a ``Conflict``), the store raises ``NotFound`` and
 ``Conflict``, the API renders any of them as ``{"code", "message", "field", "rule"}``.
+
+A host (the node tool, the agent, the agent API's client): one base with two branches,
+so that whoever runs a host action (the agent's plan runner, the CLI) asks one
+question, :func:`is_permanent`, instead of knowing every class::
+
+    HostError                       any failure of a host action
+    ├── Permanent                   the same input fails the same way: a person must change
+    │   │                           the plan, the configuration or the host first
+    │   ├── ForeignFile             node.managed: a file Tether would write is not Tether's
+    │   ├── PhaseRefused            node.phases: a phase refuses (a containerd major jump,
+    │   │                           version skew, swap on, an operator's containerd config)
+    │   ├── UnknownPhase            node.phases: --skip names no phase of the action
+    │   ├── NodeConfigError         node.nodeconfig: the NodeConfig breaks a rule
+    │   ├── NotInitialised          node.actions: no node was set up by tether node init
+    │   ├── ManifestError           node.artifacts: unusable manifest or keyring, unknown
+    │   │   │                       version or architecture
+    │   │   ├── SignatureError      the envelope is not trusted
+    │   │   └── ChecksumMismatch    a file's sha256 is not the one the manifest names
+    │   ├── Refused                 planeclient: the plane refused the request (4xx)
+    │   ├── RegistrationRefused     agent.runner: enrolment refused, or no activation
+    │   ├── EnrolmentFailed         agent.runner: enrolment for tether node init failed
+    │   ├── ConfigError             agent.config: the agent's configuration is unusable
+    │   ├── TagError                agent.tags: a tags file or script gave no usable tags
+    │   └── AlreadyRunning          agent.lock: another agent holds this host's lock
+    └── Temporary                   the same input may succeed later: retry with backoff
+        ├── PhaseError              node.phases: a phase cannot reach its goal yet (the node
+        │                           is not drained, not Ready; a file cannot be read)
+        ├── FetchError              node.install: a manifest or artifact cannot be fetched
+        ├── NodeViewError           node.kubeview: the API server cannot answer
+        ├── HostOpsError            node.host: systemctl, sysctl or modprobe failed
+        └── Unavailable             planeclient: the plane is unreachable, failed (5xx) or
+                                    throttled (429)
+
+The branch classes may be raised themselves when no narrower class says more.
 """
 
 from __future__ import annotations
@@ -86,3 +122,34 @@ class TooLarge(PlaneError):
 class TooManyRequests(PlaneError):
     status = 429
     code = "too_many_requests"
+
+
+class HostError(Exception):
+    """A host action failed; see the tree in the module docstring."""
+
+
+class Permanent(HostError):
+    """Retrying the same input cannot help: a person must change something first."""
+
+
+class Temporary(HostError):
+    """The same input may succeed later (an outage, a drain in progress): retry."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether retrying what raised ``exc`` with the same input is pointless: the one place
+    a host decides it. A :class:`HostError` by its branch; a :class:`PlaneError` (the host
+    validates plans with the plane's rules) is permanent; anything else (an ``OSError``, a
+    bug) is temporary, so it is retried with backoff rather than dropped."""
+    if isinstance(exc, HostError):
+        return isinstance(exc, Permanent)
+    return isinstance(exc, PlaneError)
+
+
+def describe(exc: BaseException) -> str:
+    """A failure's message for a person: a refusal's own message, else ``str(exc)``."""
+    if isinstance(exc, PlaneError):
+        return exc.message
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")
+    return str(exc) or type(exc).__name__

@@ -5,17 +5,32 @@ Keys, tokens, kubeconfigs, activation codes and generated configs are written wi
 content is never readable by others, not even for an instant), given its final mode,
 fsynced, renamed over the target, and the directory fsynced. A crash leaves either the
 old file or the new one, never half of either.
+
+A writer killed before its rename leaves its temporary file behind. Each temporary
+file's name carries the writer's process id (``.<name>.tether-<pid>-<random>.tmp``), so
+the next write into the same directory removes those of writers that are gone
+(:func:`sweep_stale`) and never touches one a live process is still writing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
-__all__ = ["fsync_dir", "private_dir", "private_file", "write_atomic"]
+__all__ = [
+    "fsync_dir",
+    "private_dir",
+    "private_file",
+    "staged_file",
+    "sweep_stale",
+    "write_atomic",
+]
 
 
 def _tighten(path: Path, mode: int) -> None:
@@ -48,6 +63,10 @@ def private_file(path: Path) -> Path:
     return path
 
 
+#: A temporary file of :func:`staged_file`: ``.<name>.tether-<pid>-<mkstemp's 8 chars>.tmp``.
+_TEMP: Final = re.compile(r"^\..+\.tether-(?P<pid>\d+)-[a-z0-9_]{8}\.tmp$")
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename inside ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -57,6 +76,73 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # another thread of this process may be writing it right now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def sweep_stale(directory: Path) -> list[Path]:
+    """Remove the temporary files in ``directory`` that writers which are no longer
+    running left behind (killed between creating and renaming them); the removed paths.
+
+    A pid reused by a new process keeps its dead predecessor's file until that process
+    ends too: harmless, and never a file a live writer needs."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        match = _TEMP.match(entry.name)
+        if match is None or _alive(int(match["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):  # another sweeper was faster
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+@contextlib.contextmanager
+def staged_file(path: Path, mode: int, *, dir_mode: int | None = 0o700) -> Iterator[Path]:
+    """A temporary file next to ``path`` (created 0600) for the ``with`` block to fill;
+    on a normal exit it gets ``mode``, is fsynced and renamed over ``path``, and the
+    directory is fsynced. On an exception it is removed and ``path`` is left as it was.
+
+    Stale temporary files of dead writers in the directory are swept first. A missing
+    parent directory is created with ``dir_mode`` (``None``: the default umask)."""
+    if dir_mode is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
+    sweep_stale(path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.tether-{os.getpid()}-", suffix=".tmp"
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
 def write_atomic(
     path: Path, data: bytes | str, mode: int = 0o600, *, dir_mode: int | None = 0o700
 ) -> None:
@@ -64,21 +150,6 @@ def write_atomic(
 
     A missing parent directory is created with ``dir_mode`` (``None``: the default umask).
     """
-    if dir_mode is None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
     payload = data.encode() if isinstance(data, str) else data
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    fsync_dir(path.parent)
+    with staged_file(path, mode, dir_mode=dir_mode) as tmp:
+        tmp.write_bytes(payload)

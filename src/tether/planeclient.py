@@ -9,12 +9,14 @@ from typing import Any, Protocol
 
 import httpx
 
+from tether.errors import Permanent, Temporary
 
-class Unavailable(Exception):
+
+class Unavailable(Temporary):
     """The plane could not be reached or failed (network, 5xx, 429): retry later."""
 
 
-class Refused(Exception):
+class Refused(Permanent):
     """The plane refused the request (4xx): retrying the same request will not help."""
 
     def __init__(self, status: int, body: dict[str, Any]) -> None:

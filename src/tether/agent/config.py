@@ -9,9 +9,10 @@ import yaml
 from pydantic import Field, StringConstraints, ValidationError, field_validator
 
 from tether.domain.base import Model
+from tether.errors import Permanent
 
 
-class ConfigError(ValueError):
+class ConfigError(Permanent):
     pass
 
 

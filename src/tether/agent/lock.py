@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 from types import TracebackType
 
+from tether.errors import Permanent
 
-class AlreadyRunning(RuntimeError):
+
+class AlreadyRunning(Permanent):
     pass
 
 

@@ -1,14 +1,18 @@
 """The agent's main loop: enrol once, then heartbeat, renew and follow the desired state.
 
-Time is injected (``clock`` gives epoch seconds, ``sleep`` waits), so tests run the whole
-schedule in virtual time: :meth:`Agent.step` does whatever is due and says how long to
-wait. Failures never end the loop: a plane outage is ridden out with exponential backoff
-and full jitter; a refusal is logged with the plane's reason and retried at the backoff
-cap, because an operator can fix its cause (reset the host, revoke and re-issue) while
-the agent keeps running.
+Time is injected (``clock`` gives epoch seconds, ``monotonic`` a clock that never jumps,
+``sleep`` waits), so tests run the whole schedule in virtual time: :meth:`Agent.step`
+does whatever is due and says how long to wait. Failures never end the loop: a plane
+outage is ridden out with exponential backoff and full jitter; a refusal is logged with
+the plane's reason and retried at the backoff cap, because an operator can fix its cause
+(reset the host, revoke and re-issue) while the agent keeps running.
 
 The desired-state channel is a long poll in its own thread (it waits on the network,
-not on the clock).
+not on the clock). A node plan that failed is run again only if the failure was
+temporary (:func:`tether.errors.is_permanent` decides), with exponential backoff from
+``node.retrySeconds``; a permanent failure (a foreign file, a containerd major jump, an
+invalid NodeConfig) is reported once and left until the document changes or the agent
+restarts.
 """
 
 from __future__ import annotations
@@ -30,14 +34,14 @@ from tether.agent.identity import Identity, choose_names, write_private
 from tether.agent.lock import SingleInstance
 from tether.agent.timing import Backoff, jittered, renewal_time
 from tether.domain.agent import Inventory
-from tether.errors import Invalid
+from tether.errors import HostError, Permanent, PlaneError, is_permanent
 from tether.node.actions import HostFacts
-from tether.node.artifacts import Keyring, ManifestError
+from tether.node.artifacts import Keyring
 from tether.node.host import HostOps, SystemdHost
 from tether.node.install import https_client
 from tether.node.nodeconfig import NodeConfig
-from tether.node.phases import PhaseError, PhaseEvent
-from tether.node.plan import PlanContext, execute, parse_plan
+from tether.node.phases import PhaseEvent
+from tether.node.plan import PlanContext, execute, failure, parse_plan
 from tether.planeclient import HttpPlaneAPI, PlaneAPI, Refused, Unavailable, compact
 
 log = logging.getLogger("tether.agent")
@@ -48,8 +52,8 @@ ApiFactory = Callable[[AgentConfig, Identity, bool], PlaneAPI]
 PERMANENT = 2
 
 
-class RegistrationRefused(Exception):
-    pass
+class RegistrationRefused(Permanent):
+    """The plane refused this host's registration, or there is no activation to use."""
 
 
 def http_api(config: AgentConfig, identity: Identity, with_cert: bool) -> PlaneAPI:
@@ -72,6 +76,7 @@ class Agent:
         *,
         api_factory: ApiFactory = http_api,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
         collect_inventory: Callable[[], Inventory] = inventory.collect,
@@ -83,6 +88,7 @@ class Agent:
         self.identity = Identity(config.state_dir)
         self.api_factory = api_factory
         self.clock = clock
+        self.monotonic = monotonic
         self.stop = stop or threading.Event()
         self.sleep = sleep or (lambda seconds: self.stop.wait(seconds) and None)
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
@@ -156,15 +162,13 @@ class Agent:
                 log.info("registering as %s with activation %s", names.name, activation.id)
                 try:
                     enrolment = api.register(body)
-                except Unavailable as exc:
+                except (Unavailable, Refused) as exc:
+                    if is_permanent(exc):  # a 4xx: the agent stops (exit code 2)
+                        raise RegistrationRefused(f"registration refused: {exc}") from None
                     delay = backoff.next()
                     log.warning("plane unavailable (%s); retrying in %.1fs", exc, delay)
                     self.sleep(delay)
                     continue
-                except Refused as exc:
-                    raise RegistrationRefused(
-                        f"registration refused: {exc.message} [{exc.rule or exc.code}]"
-                    ) from None
                 break
             else:
                 return
@@ -293,10 +297,8 @@ class Agent:
             plan = parse_plan(data)
             ring_file = self.config.node.keyring
             keyring = Keyring.from_file(ring_file) if ring_file else None
-        except Invalid as exc:  # retrying cannot help: the plan or the config must change
-            return {"ok": False, "retryable": False, "message": exc.message}
-        except ManifestError as exc:
-            return {"ok": False, "retryable": False, "message": str(exc)}
+        except (PlaneError, HostError) as exc:  # an invalid plan, an unusable keyring
+            return failure(exc)
 
         def report(event: PhaseEvent) -> None:
             log.info("node %s %s: %s %s", event.action, event.phase, event.status, event.message)
@@ -332,13 +334,20 @@ class Agent:
     def follow_desired(self) -> None:
         """Long-poll the desired state until stopped; apply and report each new document.
 
-        A node plan that failed is run again every ``node.retrySeconds`` while the
-        document stays the same (its cause may be fixed meanwhile: a drain finished)."""
+        A node plan that failed temporarily is run again while the document stays the
+        same (its cause may go away: a drain finished, the mirror is back), after
+        ``node.retrySeconds`` and then exponentially longer (full jitter, capped at
+        ``maxBackoffSeconds`` or ``node.retrySeconds`` if that is longer). A permanent
+        failure is not run again until the document changes."""
         api = self.api_factory(self.config, self.identity, True)
         known: str | None = None
         last: dict[str, Any] | None = None
         retry_at: float | None = None
         backoff = Backoff(base=1.0, cap=self.config.max_backoff_seconds, rng=self.rng)
+        retry_every = self.config.node.retry_seconds
+        plan_backoff = Backoff(
+            base=retry_every, cap=max(retry_every, self.config.max_backoff_seconds), rng=self.rng
+        )
         generation = self.renewals
         try:
             while not self.stop.is_set():
@@ -349,28 +358,35 @@ class Agent:
                 try:
                     wait = self.config.long_poll_seconds
                     if retry_at is not None:
-                        wait = max(0.1, min(wait, retry_at - time.monotonic()))
+                        wait = max(0.1, min(wait, retry_at - self.monotonic()))
                     doc = api.desired(self.name, known, wait)
                     backoff.reset()
                     if doc is None:
-                        if retry_at is None or time.monotonic() < retry_at or last is None:
+                        if retry_at is None or self.monotonic() < retry_at or last is None:
                             continue
                         doc = last
+                    if doc["hash"] != known:
+                        plan_backoff.reset()
                     try:
                         result = self.apply(doc["document"], api)
                     except Exception as exc:  # never let one document end the channel
                         log.exception("applying desired state %s failed", doc["hash"][:12])
-                        result = {"ok": False, "message": f"{type(exc).__name__}: {exc}"[:500]}
+                        result = failure(exc)
+                        result["message"] = f"{type(exc).__name__}: {result['message']}"[:500]
                     api.applied(self.name, {"hash": doc["hash"], "result": result})
                     known, last = doc["hash"], doc
-                    failed_plan = (
-                        "node" in doc["document"]
-                        and not result.get("ok")
-                        and result.get("retryable", True)
-                    )
-                    retry_at = (
-                        time.monotonic() + self.config.node.retry_seconds if failed_plan else None
-                    )
+                    retry_at = None
+                    if "node" in doc["document"] and not result.get("ok"):
+                        if result.get("retryable", True):
+                            delay = plan_backoff.next()
+                            retry_at = self.monotonic() + delay
+                            log.warning("node plan failed; running it again in %.1fs", delay)
+                        else:
+                            log.error(
+                                "node plan failed permanently, not run again until the "
+                                "desired state changes: %s",
+                                result.get("message"),
+                            )
                     log.info("desired state %s applied: %s", known[:12], result.get("ok"))
                 except (Unavailable, Refused) as exc:
                     delay = backoff.next()
@@ -418,8 +434,9 @@ class Agent:
 ENROL_TIMEOUT = 120.0
 
 
-class EnrolmentFailed(PhaseError):
-    """Enrolment for a NodeConfig's activation credentials failed."""
+class EnrolmentFailed(Permanent):
+    """Enrolment for a NodeConfig's activation credentials was refused, or the host is
+    enrolled under another name."""
 
 
 def enrol_identity(config: NodeConfig) -> tuple[Path, Path, Path]:
@@ -450,7 +467,7 @@ def enrol_identity(config: NodeConfig) -> tuple[Path, Path, Path]:
         if agent.api is not None:
             agent.api.close()
     if give_up.is_set() and not agent.name:
-        raise EnrolmentFailed(f"the plane was unreachable for {ENROL_TIMEOUT:g}s while enrolling")
+        raise Unavailable(f"the plane was unreachable for {ENROL_TIMEOUT:g}s while enrolling")
     if agent.name != config.spec.node.name:
         raise EnrolmentFailed(
             f"this host is enrolled as {agent.name!r}, not {config.spec.node.name!r}: reset the "

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import yaml
 
+from tether.errors import Permanent
+
 log = logging.getLogger(__name__)
 
 
-class TagError(ValueError):
+class TagError(Permanent):
     pass
 
 

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
@@ -367,9 +367,13 @@ async def list_events(
     return await run_in_threadpool(run)
 
 
-@router.get(
-    "/crl", response_class=Response, responses={200: {"content": {"application/pkix-crl": {}}}}
-)
+#: The CA bundle and the CRL bundle are PEM text.
+PEM: Final[dict[int | str, dict[str, Any]]] = {
+    200: {"description": "PEM blocks.", "content": {"application/x-pem-file": {}}}
+}
+
+
+@router.get("/crl", response_class=Response, responses=PEM)
 async def crl(request: Request) -> Response:
     """The CRL bundle: one signed CRL per CA trusted now (PEM)."""
     identify(request)
@@ -377,7 +381,7 @@ async def crl(request: Request) -> Response:
     return Response(pem, media_type="application/x-pem-file")
 
 
-@router.get("/ca", response_class=Response)
+@router.get("/ca", response_class=Response, responses=PEM)
 async def ca_bundle(request: Request) -> Response:
     """The CAs agents should trust for the plane (PEM, newest first)."""
     identify(request)

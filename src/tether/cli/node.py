@@ -23,7 +23,7 @@ from tether.cli.nodeopts import (
     load_keyring,
 )
 from tether.cli.output import Format, OutputOption, console, field, render
-from tether.node.artifacts import ManifestError
+from tether.errors import HostError
 from tether.node.install import install
 from tether.node.mirror import sync
 
@@ -60,7 +60,7 @@ def install_command(
             report = install(
                 version, root=root, source=source, keyring=ring, arch=arch, client=client
             )
-    except (ManifestError, OSError) as exc:
+    except (HostError, OSError) as exc:
         raise fail(f"nothing installed: {exc}", EXIT_FAILED) from exc
     if output is Format.TABLE:
         render([i.as_dict() for i in report.items], output, INSTALL_COLUMNS)
@@ -89,7 +89,7 @@ def sync_command(
     try:
         with client:
             report = sync(version, source=source, to=to, keyring=ring, arch=arch, client=client)
-    except (ManifestError, OSError) as exc:
+    except (HostError, OSError) as exc:
         raise fail(f"sync failed: {exc}", EXIT_FAILED) from exc
     if output is Format.TABLE:
         render([f.as_dict() for f in report.files], output, SYNC_COLUMNS)

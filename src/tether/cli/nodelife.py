@@ -30,8 +30,10 @@ from tether.errors import Invalid
 from tether.node import render as files
 from tether.node.actions import (
     Force,
+    HostFacts,
     NodeEnv,
     NotInitialised,
+    SystemFacts,
     init,
     installed_node,
     uninstall,
@@ -90,19 +92,20 @@ def _skips(skip: str) -> list[str]:
     return [s.strip() for s in skip.split(",") if s.strip()]
 
 
-def _host(root: Path, simulate: Path | None, stack: ExitStack) -> HostOps:
-    """systemd, or the SIMULATED kubelet host (closed with ``stack``)."""
+def _host(root: Path, simulate: Path | None, stack: ExitStack) -> tuple[HostOps, HostFacts]:
+    """systemd and this machine's probes, or the SIMULATED kubelet host and its facts
+    (closed with ``stack``)."""
     if simulate is None:
-        return SystemdHost()
+        return SystemdHost(), SystemFacts()
     from tether.kube.client import KubeClient
-    from tether.sim.kubelet_host import SimulatedKubeletHost
+    from tether.sim.kubelet_host import SimulatedFacts, SimulatedKubeletHost
     from tether.sim.kubesim import KubeletFleet
 
     client = stack.enter_context(KubeClient(simulate))
     fleet = stack.enter_context(KubeletFleet(client))
     log = host_path(root, "/var/lib/tether/node/simulated-host.jsonl")
     log.parent.mkdir(parents=True, exist_ok=True)
-    return SimulatedKubeletHost(root, fleet, simulate, log)
+    return SimulatedKubeletHost(root, fleet, simulate, log), SimulatedFacts()
 
 
 def _print_event(event: PhaseEvent) -> None:
@@ -139,9 +142,11 @@ def init_command(
     bootstrap kubeconfig, systemd units, start, wait for Ready. Safe to run again."""
     node_config = _config(config)
     with ExitStack() as stack:
+        host, facts = _host(root, simulate, stack)
         env = NodeEnv(
             root=root,
-            host=_host(root, simulate, stack),
+            host=host,
+            facts=facts,
             view=KubeNodeView(
                 node_config.spec.cluster.api_server_endpoint,
                 node_config.spec.cluster.certificate_authority,
@@ -197,9 +202,8 @@ def upgrade_command(
     name, view = _installed(root, kubeconfig, node_name)
     with ExitStack() as stack:
         client = stack.enter_context(https(ca, cert, key))
-        env = NodeEnv(
-            root=root, host=_host(root, simulate, stack), view=view, ready_timeout=ready_timeout
-        )
+        host, facts = _host(root, simulate, stack)
+        env = NodeEnv(root=root, host=host, facts=facts, view=view, ready_timeout=ready_timeout)
         _run(
             lambda on_event: upgrade(
                 name,
@@ -233,7 +237,8 @@ def uninstall_command(
     forced = _force(force, reason)
     name, view = _installed(root, kubeconfig, node_name)
     with ExitStack() as stack:
-        env = NodeEnv(root=root, host=_host(root, simulate, stack), view=view)
+        host, facts = _host(root, simulate, stack)
+        env = NodeEnv(root=root, host=host, facts=facts, view=view)
         _run(
             lambda on_event: uninstall(
                 name, env, force=forced, skip=_skips(skip), on_event=on_event

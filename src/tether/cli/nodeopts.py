@@ -8,6 +8,7 @@ import httpx
 import typer
 
 from tether.cli.output import errors
+from tether.errors import HostError
 from tether.node.artifacts import Keyring, ManifestError
 from tether.node.install import https_client
 
@@ -41,5 +42,5 @@ def https(ca: Path | None, cert: Path | None, key: Path | None) -> httpx.Client:
     """The client for https sources from --ca/--cert/--key; exit 2 if they are unusable."""
     try:
         return https_client(ca=ca, cert=cert, key=key)
-    except (ManifestError, OSError) as exc:
+    except (HostError, OSError) as exc:
         raise fail(f"cannot use --ca/--cert/--key: {exc}", EXIT_USAGE) from exc

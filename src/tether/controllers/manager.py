@@ -7,6 +7,12 @@ clusters and stops those of deleted ones. The pool reconciler
 (:class:`~tether.controllers.pools.PoolController`) acts on a cluster through the
 manager's client of that cluster, and is poked when a cluster's Nodes change. The plane's
 server (:mod:`tether.server`) starts the manager next to the APIs.
+
+Clusters fail alone: a cluster whose controllers cannot start (a kubeconfig that is not
+YAML, names no context, or holds a broken certificate) is logged once per distinct
+failure, listed in :attr:`ControllerManager.failures`, and tried again at every scan;
+the clusters after it start as if it were not there. An unreachable API server is not
+a start failure: its controllers start and back off until it answers.
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ class ControllerManager:
         self.resync_seconds = resync_seconds
         self.deny_foreign_csrs = deny_foreign_csrs
         self.clusters: dict[str, ClusterControllers] = {}
+        #: Clusters whose controllers could not start at the last scan, and why.
+        self.failures: dict[str, str] = {}
         self.pools = PoolController(
             db, self._ops, resync_seconds=pool_resync_seconds, on_desired=on_desired
         )
@@ -73,15 +81,9 @@ class ControllerManager:
             known = set(session.scalars(select(ClusterRow.name)))
         return known & set(imported_clusters(self.data_dir))
 
-    def scan(self) -> None:
-        """Start controllers for new imported clusters, stop those of removed ones."""
-        wanted = self._wanted()
-        for name in sorted(set(self.clusters) - wanted):
-            log.info("stopping controllers of cluster %s", name)
-            self.clusters.pop(name).stop()
-        for name in sorted(wanted - set(self.clusters)):
-            log.info("starting controllers for cluster %s", name)
-            client = open_cluster(self.data_dir, name)
+    def _start(self, name: str) -> ClusterControllers:
+        client = open_cluster(self.data_dir, name)
+        try:
             group = ClusterControllers(
                 client=client,
                 nodes=NodeHealthController(
@@ -102,7 +104,31 @@ class ControllerManager:
             )
             group.nodes.start()
             group.csr.start()
-            self.clusters[name] = group
+        except BaseException:
+            client.close()
+            raise
+        return group
+
+    def scan(self) -> None:
+        """Start controllers for new imported clusters, stop those of removed ones; a
+        cluster that fails to start does not keep the others from starting."""
+        wanted = self._wanted()
+        for name in sorted(set(self.clusters) - wanted):
+            log.info("stopping controllers of cluster %s", name)
+            self.clusters.pop(name).stop()
+        for name in sorted(set(self.failures) - wanted):
+            del self.failures[name]
+        for name in sorted(wanted - set(self.clusters)):
+            log.info("starting controllers for cluster %s", name)
+            try:
+                self.clusters[name] = self._start(name)
+            except Exception as exc:  # this cluster's problem, not the next one's
+                reason = f"{type(exc).__name__}: {exc}"
+                if self.failures.get(name) != reason:
+                    log.error("cannot start the controllers of cluster %s: %s", name, reason)
+                self.failures[name] = reason
+            else:
+                self.failures.pop(name, None)
 
     def _ops(self, cluster: str) -> ClusterOps | None:
         group = self.clusters.get(cluster)

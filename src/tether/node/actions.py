@@ -37,13 +37,13 @@ import httpx
 
 from tether.domain.drain import remaining_workloads
 from tether.domain.kubeversion import node_skew_problem, parse_version
-from tether.errors import Invalid
+from tether.errors import HostError, Invalid, Permanent, PlaneError, describe, is_permanent
 from tether.files import write_atomic
 from tether.node import render
-from tether.node.artifacts import Keyring, ManifestError
+from tether.node.artifacts import Keyring
 from tether.node.debug import SystemProbes
-from tether.node.host import HostOps, HostOpsError
-from tether.node.install import default_arch, fetch_resolved, install
+from tether.node.host import HostOps
+from tether.node.install import clear_staging, default_arch, fetch_resolved, install
 from tether.node.kubeview import NodeView, NodeViewError
 from tether.node.managed import ForeignFile, write_managed
 from tether.node.nodeconfig import NodeConfig
@@ -53,6 +53,7 @@ from tether.node.phases import (
     Phase,
     PhaseError,
     PhaseEvent,
+    PhaseRefused,
     PhaseResult,
     check_skip,
     run_phases,
@@ -207,21 +208,22 @@ def _apply_once(root: Path, key: str, paths: Sequence[str], effect: Callable[[],
 
 
 def _guarded(run: Callable[[], PhaseResult]) -> Callable[[], PhaseResult]:
-    """Turn every failure of a phase into :class:`PhaseError`, so it is reported as that
-    phase's failure (event, journal, exit code) rather than escaping the action."""
+    """Turn every failure of a phase into a :class:`~tether.errors.HostError`, so it is
+    reported as that phase's failure (event, journal, exit code, permanent or not) rather
+    than escaping the action."""
 
     def guarded() -> PhaseResult:
         try:
             return run()
-        except PhaseError:
+        except HostError:
             raise
-        except (ForeignFile, NodeViewError, HostOpsError, ManifestError, Invalid) as exc:
-            raise PhaseError(str(exc)) from exc
-        except OSError as exc:
-            raise PhaseError(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from exc
-        except Exception as exc:  # a bug or an unforeseen failure: still this phase's
-            log.exception("unexpected failure")
-            raise PhaseError(f"unexpected {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            if isinstance(exc, OSError | PlaneError):
+                message = describe(exc)
+            else:  # a bug or an unforeseen failure: still this phase's
+                log.exception("unexpected failure")
+                message = f"unexpected {type(exc).__name__}: {exc}"
+            raise (PhaseRefused if is_permanent(exc) else PhaseError)(message) from exc
 
     return guarded
 
@@ -233,14 +235,14 @@ def _phase(name: str, description: str, run: Callable[[], PhaseResult]) -> Phase
 def _binary(tracker: Tracker, name: str) -> str:
     entry = tracker.artifact(name)
     if entry is None:
-        raise PhaseError(f"{name} is not installed: run tether node install <version> first")
+        raise PhaseRefused(f"{name} is not installed: run tether node install <version> first")
     return entry.path
 
 
 def _containerd_ours(tracker: Tracker) -> bool:
     entry = tracker.artifact("containerd")
     if entry is None:
-        raise PhaseError("containerd is not installed: run tether node install <version> first")
+        raise PhaseRefused("containerd is not installed: run tether node install <version> first")
     return not entry.foreign
 
 
@@ -321,7 +323,7 @@ def _check_skew(env: NodeEnv, kubelet_version: str) -> str:
     control_plane = env.view.control_plane_version()
     problem = node_skew_problem(parse_version(control_plane), parse_version(kubelet_version))
     if problem is not None:
-        raise PhaseError(problem)
+        raise PhaseRefused(problem)
     return control_plane
 
 
@@ -334,7 +336,7 @@ class InstalledNode:
     ca_pem: str
 
 
-class NotInitialised(Exception):
+class NotInitialised(Permanent):
     """The host has no node set up by ``tether node init`` under the root prefix."""
 
 
@@ -371,8 +373,9 @@ def _record_node(root: Path, config: NodeConfig) -> None:
 def _validate(config: NodeConfig, env: NodeEnv) -> PhaseResult:
     tracker = load(env.root)
     if tracker.kubernetes_version is None:
-        raise PhaseError("no Kubernetes artifacts installed: run tether node install first")
-    problems: list[str] = []
+        raise PhaseRefused("no Kubernetes artifacts installed: run tether node install first")
+    problems: list[str] = []  # a person must act on these
+    busy: list[int] = []  # these may clear by themselves (a kubelet still stopping)
     ip = config.spec.node.ip
     if not env.facts.has_address(ip):
         problems.append(f"node IP {ip} is not assigned to any interface of this host")
@@ -381,15 +384,16 @@ def _validate(config: NodeConfig, env: NodeEnv) -> PhaseResult:
         problems.append(f"swap is on ({', '.join(swaps)}): run swapoff -a and remove it from fstab")
     if not env.host.is_active("kubelet"):
         busy = [p for p in KUBELET_PORTS if env.facts.port_in_use(p)]
-        if busy:
-            problems.append(f"port(s) {', '.join(map(str, busy))} needed by the kubelet are in use")
     try:
         control_plane = _check_skew(env, tracker.kubernetes_version)
-    except PhaseError as exc:
+    except PhaseRefused as exc:
         problems.append(str(exc))
         control_plane = "?"
+    ports = f"port(s) {', '.join(map(str, busy))} needed by the kubelet are in use"
     if problems:
-        raise PhaseError("; ".join(problems))
+        raise PhaseRefused("; ".join([*problems, *([ports] if busy else [])]))
+    if busy:
+        raise PhaseError(ports)
     return PhaseResult(
         message=f"kubelet {tracker.kubernetes_version} may join control plane {control_plane}; "
         f"node IP {ip} in {config.spec.node.node_cidr}; swap off; ports free"
@@ -430,13 +434,13 @@ def _containerd_main(env: NodeEnv) -> list[render.RenderedFile]:
     try:
         imports = tomllib.loads(main.read_text()).get("imports", [])
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise PhaseError(
+        raise PhaseRefused(
             f"containerd was not installed by Tether and its {render.CONTAINERD_CONFIG} cannot "
             f"be read ({exc}): give it an imports line for /etc/containerd/config.d/*.toml"
         ) from exc
     wanted = str(PurePosixPath(render.CONTAINERD_DROPIN).parent / "*.toml")
     if not isinstance(imports, list) or wanted not in imports:
-        raise PhaseError(
+        raise PhaseRefused(
             f"containerd was not installed by Tether and {render.CONTAINERD_CONFIG} does not "
             f'import config.d: add imports = ["{wanted}"] to it'
         )
@@ -475,7 +479,7 @@ def _kubeconfig(config: NodeConfig, env: NodeEnv, token: Callable[[], str]) -> P
             return PhaseResult(message="bootstrap kubeconfig present (token not minted again)")
     secret = token()
     if not _TOKEN.match(secret):
-        raise PhaseError("the bootstrap token is malformed (want 6 + 16 lowercase characters)")
+        raise PhaseRefused("the bootstrap token is malformed (want 6 + 16 lowercase characters)")
     return PhaseResult(_write(env, [render.bootstrap_kubeconfig(config, secret)]))
 
 
@@ -581,7 +585,7 @@ def _validate_upgrade(
     if current is not None and not current.foreign and new is not None:
         before, after = _containerd_major(current.version), _containerd_major(new.version)
         if before is not None and after is not None and before != after and not allow_major:
-            raise PhaseError(
+            raise PhaseRefused(
                 f"this upgrade would move containerd from {current.version} to {new.version} "
                 f"(major {before} to {after}); pass --allow-containerd-major to allow it"
             )
@@ -664,6 +668,7 @@ def _stop(env: NodeEnv) -> PhaseResult:
 
 def _remove(env: NodeEnv) -> PhaseResult:
     tracker = load(env.root)
+    clear_staging(env.root)  # what a killed install left
     report = remove(env.root, tracker)
     tracker.forget([*report.removed, *report.removed_dirs, *report.missing])
     save(env.root, tracker)

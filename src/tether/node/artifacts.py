@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from pydantic import Field, ValidationError, field_validator
 
 from tether.domain.base import Model
+from tether.errors import Permanent
 
 __all__ = [
     "API_VERSION",
@@ -62,7 +63,7 @@ _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _MINOR = re.compile(r"^\d+\.\d+$")
 
 
-class ManifestError(Exception):
+class ManifestError(Permanent):
     """The manifest cannot be used: malformed, no such version or arch, bad checksum."""
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tether.node.nodeconfig import NodeConfig
-from tether.node.phases import PhaseError
+from tether.node.phases import PhaseError, PhaseRefused
 from tether.planeclient import HttpPlaneAPI, Refused, Unavailable
 
 __all__ = ["Enroller", "token_source"]
@@ -38,7 +38,7 @@ def _mint(endpoint: str, ca: Path, cert: Path, key: Path, name: str) -> str:
     try:
         return api.bootstrap_token(name)
     except Refused as exc:
-        raise PhaseError(
+        raise PhaseRefused(
             f"the plane refused a bootstrap token for {name}: {exc.message} [{exc.rule}]"
         ) from exc
     except Unavailable as exc:
@@ -71,7 +71,7 @@ def token_source(config: NodeConfig, enrol: Enroller | None = None) -> Callable[
 
     def enrol_and_mint() -> str:
         if enrol is None:
-            raise PhaseError("activation credentials cannot be used here: use x509")
+            raise PhaseRefused("activation credentials cannot be used here: use x509")
         cert, key, ca = enrol(config)
         return _mint(activation.plane_endpoint, ca, cert, key, name)
 

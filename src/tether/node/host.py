@@ -16,12 +16,14 @@ import subprocess
 from pathlib import Path
 from typing import Final, Protocol
 
+from tether.errors import Temporary
+
 __all__ = ["HostOps", "HostOpsError", "RecordingHost", "SystemdHost"]
 
 _TIMEOUT: Final = 120.0
 
 
-class HostOpsError(Exception):
+class HostOpsError(Temporary):
     """A service-manager or kernel call failed."""
 
 

@@ -17,10 +17,14 @@ Order of work, so that a failure leaves the host as it was:
 1. fetch the envelope and :func:`~tether.node.artifacts.verify` it (nothing is written
    for an unsigned envelope, an unknown key or a bad signature);
 2. resolve the version and architecture;
-3. download every artifact into a temporary directory under ``root`` and check the
-   sha256 of every one of them: one mismatch and nothing is installed;
+3. download every artifact into the staging directory ``<root>/var/lib/tether/staging``
+   and check the sha256 of every one of them: one mismatch and nothing is installed;
 4. install each file at ``root / installPath`` with its mode (atomically), record it in
    the tracker and save the tracker.
+
+The staging directory is one fixed place: each run takes a lock on its parent (a second
+install on the same root waits), empties it first (a killed run's downloads go there)
+and removes it when done, so no download outlives the run that needs it.
 
 A containerd already present at its install path that the tracker does not list as
 Tether's is left untouched and recorded as foreign. A file already identical (content and
@@ -29,12 +33,13 @@ mode) is reported unchanged and not rewritten, so a rerun changes nothing.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import platform
 import shutil
 import ssl
 import stat
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -43,6 +48,7 @@ from typing import Any, Final, Literal
 
 import httpx
 
+from tether.errors import Permanent, Temporary
 from tether.files import write_atomic
 from tether.node.artifacts import (
     Artifact,
@@ -58,9 +64,11 @@ from tether.node.tracker import TRACKER_PATH, TrackedEntry, Tracker, host_path, 
 __all__ = [
     "ARCHES",
     "MANIFEST_NAME",
+    "STAGING",
     "FetchError",
     "InstallReport",
     "InstalledItem",
+    "clear_staging",
     "default_arch",
     "fetch_artifact",
     "fetch_envelope",
@@ -74,12 +82,15 @@ MANIFEST_NAME: Final = "manifest.json"
 ARCHES: Final = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 #: Where a local mirror keeps artifacts whose manifest url is an absolute https URL.
 BY_SHA256: Final = "sha256"
+#: Where downloads wait for their checksums, relative to the root prefix.
+STAGING: Final = "/var/lib/tether/staging"
 _TIMEOUT: Final = httpx.Timeout(30.0, read=300.0)
 Status = Literal["installed", "unchanged", "foreign"]
 
 
-class FetchError(ManifestError):
-    """The envelope or an artifact cannot be fetched from the source."""
+class FetchError(Temporary):
+    """The envelope or an artifact cannot be fetched from the source (the source may
+    answer later: a mirror being filled, an outage)."""
 
 
 @dataclass
@@ -147,7 +158,7 @@ def _is_url(source: str) -> bool:
     if source.startswith("https://"):
         return True
     if "://" in source:
-        raise FetchError(f"source {source!r} must be a directory or an https:// URL")
+        raise Permanent(f"source {source!r} must be a directory or an https:// URL")
     return False
 
 
@@ -163,7 +174,7 @@ def https_client(
     key is in ``cert``) when given. Raises :class:`OSError` (``ssl.SSLError`` included)
     for an unreadable or unusable file."""
     if key is not None and cert is None:
-        raise FetchError("a client key needs its certificate (--cert)")
+        raise Permanent("a client key needs its certificate (--cert)")
     verify: ssl.SSLContext | bool = True
     if ca is not None or cert is not None:
         ctx = ssl.create_default_context(cafile=str(ca)) if ca else httpx.create_ssl_context()
@@ -269,7 +280,8 @@ def fetch_resolved(
     client: httpx.Client | None = None,
 ) -> Resolved:
     """Fetch the envelope at ``source``, verify it against ``keyring`` and resolve
-    ``version`` for ``arch`` (default: this host). Raises :class:`ManifestError`."""
+    ``version`` for ``arch`` (default: this host). Raises :class:`ManifestError`
+    (permanent) or :class:`FetchError` (temporary)."""
     envelope = fetch_envelope(source, client)
     manifest = verify(envelope, keyring)
     arch = arch or default_arch()
@@ -300,6 +312,33 @@ def _missing_dirs(root: Path, path: str) -> list[str]:
     return list(reversed(missing))
 
 
+def clear_staging(root: Path) -> None:
+    """Remove the staging directory and whatever a killed run left in it."""
+    staging = host_path(root, STAGING)
+    if staging.is_dir() and not staging.is_symlink():
+        shutil.rmtree(staging)
+    else:
+        staging.unlink(missing_ok=True)
+
+
+@contextmanager
+def _staging(root: Path) -> Iterator[Path]:
+    """The staging directory, empty, for this run alone (see the module docstring)."""
+    staging = host_path(root, STAGING)
+    staging.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    lock = os.open(staging.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        clear_staging(root)
+        staging.mkdir(mode=0o700)
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        os.close(lock)  # releases the lock
+
+
 def _entries(tracker: Tracker) -> list[str]:
     """The tracker's entries in a stable order (re-recording moves an entry to the end)."""
     return sorted(e.model_dump_json() for e in tracker.entries)
@@ -316,9 +355,10 @@ def install(
 ) -> InstallReport:
     """Install the artifacts of ``version`` for ``arch`` under ``root``; see the module
     docstring. ``client`` (see :func:`https_client`) makes the https downloads; the caller
-    closes it. Raises :class:`ManifestError` (or a subclass) and installs nothing when the
-    manifest is not trusted, the version or arch is unknown, a fetch fails or a checksum
-    does not match."""
+    closes it. Raises a :class:`~tether.errors.HostError` and installs nothing when the
+    manifest is not trusted, the version or arch is unknown or a checksum does not match
+    (:class:`ManifestError`, permanent), or a fetch fails (:class:`FetchError`,
+    temporary)."""
     resolved = fetch_resolved(source, version, keyring=keyring, arch=arch, client=client)
     artifacts = resolved.artifacts
     report = InstallReport(version=resolved.version, arch=resolved.arch)
@@ -340,13 +380,12 @@ def install(
         for a in artifacts
         if a.install_path not in foreign and _is_identical(host_path(root, a.install_path), a)
     }
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=".tether-install-") as tmp:
+    with _staging(root) as staging:
         staged: dict[str, Path] = {}
         for index, artifact in enumerate(artifacts):
             if artifact.install_path in foreign | identical:
                 continue
-            dest = Path(tmp) / f"{index}-{artifact.name}"
+            dest = staging / f"{index}-{artifact.name}"
             fetch_artifact(source, artifact, dest, client)
             staged[artifact.install_path] = dest
         for artifact in artifacts:

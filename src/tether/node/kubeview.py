@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tether.domain.drain import PodFacts
+from tether.errors import Temporary
 from tether.kube.client import ALL_NAMESPACES, KubeClient
 from tether.kube.errors import KubeError, NotFound
 from tether.kube.facts import node_snapshot, pod_facts
@@ -29,7 +30,7 @@ from tether.kube.resources import Node, Pod
 __all__ = ["KubeNodeView", "NodeState", "NodeView", "NodeViewError"]
 
 
-class NodeViewError(Exception):
+class NodeViewError(Temporary):
     """The API server could not answer (unreachable, refused, bad credentials)."""
 
 

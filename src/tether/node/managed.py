@@ -17,6 +17,7 @@ import hashlib
 import stat
 from pathlib import Path, PurePosixPath
 
+from tether.errors import Permanent
 from tether.files import write_atomic
 from tether.node.render import RenderedFile
 from tether.node.tracker import TrackedEntry, Tracker, host_path, save
@@ -24,7 +25,7 @@ from tether.node.tracker import TrackedEntry, Tracker, host_path, save
 __all__ = ["ForeignFile", "write_managed"]
 
 
-class ForeignFile(Exception):
+class ForeignFile(Permanent):
     """A file Tether would write exists and was not written by Tether."""
 
     def __init__(self, path: str) -> None:

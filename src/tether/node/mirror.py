@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -23,7 +21,7 @@ from typing import Any, Literal
 
 import httpx
 
-from tether.files import write_atomic
+from tether.files import staged_file, write_atomic
 from tether.node.artifacts import (
     API_VERSION,
     Artifact,
@@ -93,7 +91,7 @@ def sync(
 ) -> SyncReport:
     """Mirror the manifest and the artifacts of ``version``/``arch`` from ``source`` to
     ``to``; ``client`` (see :func:`tether.node.install.https_client`) makes the https
-    downloads. Raises :class:`~tether.node.artifacts.ManifestError` (nothing written for an
+    downloads. Raises a :class:`~tether.errors.HostError` (nothing written for an
     untrusted manifest; no manifest written when an artifact fails)."""
     resolved = fetch_resolved(source, version, keyring=keyring, arch=arch, client=client)
     artifacts = resolved.artifacts
@@ -106,17 +104,9 @@ def sync(
         report.files.append(item)
         if target.is_file() and not target.is_symlink() and file_sha256(target) == artifact.sha256:
             continue
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            fetch_artifact(source, artifact, Path(tmp), client)
-            verify_sha256(Path(tmp), artifact.sha256)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with staged_file(target, 0o644, dir_mode=0o755) as tmp:
+            fetch_artifact(source, artifact, tmp, client)
+            verify_sha256(tmp, artifact.sha256)
         item.status = "fetched"
     write_atomic(
         to / MANIFEST_NAME,

@@ -61,6 +61,7 @@ from pydantic import (
 
 from tether.domain.agent import NodeName
 from tether.domain.base import Model
+from tether.errors import Permanent
 
 __all__ = [
     "EKS_HYBRID_LABEL",
@@ -119,7 +120,7 @@ class Problem(Model):
     message: str
 
 
-class NodeConfigError(Exception):
+class NodeConfigError(Permanent):
     """The NodeConfig cannot be used; ``problems`` lists every broken rule."""
 
     def __init__(self, problems: list[Problem]) -> None:

@@ -9,7 +9,10 @@ are built from; correctness never depends on it, because a rerun runs every phas
 
 A phase may be skipped by name (``--skip``); an unknown name is a usage error before
 anything runs. Each phase reports ``Started``, then ``Completed`` (with what changed),
-``Skipped`` or ``Failed`` through the ``on_event`` callback.
+``Skipped`` or ``Failed`` through the ``on_event`` callback. A phase fails by raising a
+:class:`~tether.errors.HostError`; the report says whether the failure is permanent
+(:func:`~tether.errors.is_permanent`), so whoever runs the action knows whether running it
+again unchanged can help.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from tether.errors import HostError, Permanent, Temporary, describe, is_permanent
 from tether.files import write_atomic
 from tether.node.tracker import host_path
 
@@ -30,6 +34,7 @@ __all__ = [
     "Phase",
     "PhaseError",
     "PhaseEvent",
+    "PhaseRefused",
     "PhaseResult",
     "UnknownPhase",
     "check_skip",
@@ -41,11 +46,17 @@ JOURNAL_DIR = "/var/lib/tether/node"
 Status = Literal["Started", "Completed", "Skipped", "Failed"]
 
 
-class PhaseError(Exception):
-    """A phase cannot reach its goal; the message says why and what to do."""
+class PhaseError(Temporary):
+    """A phase cannot reach its goal yet (the node is not drained, not Ready); the
+    message says why and what to do. Running the action again later may succeed."""
 
 
-class UnknownPhase(ValueError):
+class PhaseRefused(Permanent):
+    """A phase refuses: it cannot succeed until a person changes the input or the host
+    (a containerd major jump, version skew, swap on); the message says what to change."""
+
+
+class UnknownPhase(Permanent):
     """``--skip`` names a phase the action does not have."""
 
 
@@ -84,6 +95,11 @@ class ActionReport:
     phases: list[dict[str, Any]] = field(default_factory=list)
     resumed_after: str | None = None
     ok: bool = True
+
+    @property
+    def permanent(self) -> bool:
+        """Whether the failed phase failed permanently (False when nothing failed)."""
+        return any(p.get("permanent") for p in self.phases if p["status"] == "Failed")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -130,9 +146,10 @@ def run_phases(
     on_event: Callable[[PhaseEvent], None] = lambda _: None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> ActionReport:
-    """Run ``phases`` in order; stop at the first failure (raising nothing: the report
-    says which phase failed and why). Raises :class:`UnknownPhase` before running
-    anything if ``skip`` names a phase not in ``phases``."""
+    """Run ``phases`` in order; stop at the first failure (a :class:`HostError`, raising
+    nothing: the report says which phase failed, why, and whether permanently). Raises
+    :class:`UnknownPhase` before running anything if ``skip`` names a phase not in
+    ``phases``."""
     check_skip(action, phases, skip)
     journal = load_journal(root, action)
     report = ActionReport(action=action)
@@ -148,13 +165,20 @@ def run_phases(
         on_event(PhaseEvent(action, phase.name, "Started", phase.description))
         try:
             result = phase.run()
-        except PhaseError as exc:
-            on_event(PhaseEvent(action, phase.name, "Failed", str(exc)))
+        except HostError as exc:
+            message = describe(exc)
+            on_event(PhaseEvent(action, phase.name, "Failed", message))
             report.phases.append(
-                {"phase": phase.name, "status": "Failed", "changed": [], "message": str(exc)}
+                {
+                    "phase": phase.name,
+                    "status": "Failed",
+                    "changed": [],
+                    "message": message,
+                    "permanent": is_permanent(exc),
+                }
             )
             report.ok = False
-            journal["failed"] = {"phase": phase.name, "message": str(exc)}
+            journal["failed"] = {"phase": phase.name, "message": message}
             _save_journal(root, action, journal)
             return report
         message = result.message or (

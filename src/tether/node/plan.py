@@ -14,7 +14,9 @@ carries a secret.
 
 The agent runs a plan with :func:`execute`, the same code ``tether node`` runs; every
 phase becomes a host event. Run again after a kill, a plan converges on the same end
-state (see :mod:`tether.node.phases`).
+state (see :mod:`tether.node.phases`). The result says whether running the same plan
+again may help (``retryable``), decided by :func:`tether.errors.is_permanent` for the
+failure that stopped it.
 """
 
 from __future__ import annotations
@@ -28,29 +30,28 @@ import httpx
 from pydantic import Field, ValidationError, model_validator
 
 from tether.domain.base import Model
-from tether.errors import Invalid
+from tether.errors import HostError, Invalid, PlaneError, describe, is_permanent
 from tether.node import render
 from tether.node.actions import (
     Force,
     HostFacts,
     NodeEnv,
-    NotInitialised,
     init,
     installed_node,
     reboot,
     uninstall,
     upgrade,
 )
-from tether.node.artifacts import Keyring, ManifestError
+from tether.node.artifacts import Keyring
 from tether.node.credentials import token_source
 from tether.node.host import HostOps
 from tether.node.install import install
 from tether.node.kubeview import KubeNodeView
-from tether.node.nodeconfig import NodeConfigError, parse_node_config
+from tether.node.nodeconfig import parse_node_config
 from tether.node.phases import ActionReport, PhaseEvent
 from tether.node.tracker import host_path
 
-__all__ = ["NodePlan", "PlanContext", "execute", "parse_plan"]
+__all__ = ["NodePlan", "PlanContext", "execute", "failure", "parse_plan"]
 
 Action = Literal["install", "init", "join", "upgrade", "uninstall", "reboot"]
 
@@ -209,24 +210,26 @@ def _run(
     return [uninstall(ctx.name, env, force=force, skip=plan.skip, on_event=on_event)]
 
 
+def failure(exc: BaseException, action: str | None = None) -> dict[str, Any]:
+    """The applied result of a plan that failed before or outside its phases."""
+    result: dict[str, Any] = {"ok": False, "message": describe(exc)}
+    if action is not None:
+        result |= {"action": action, "phases": []}
+    result["retryable"] = not is_permanent(exc)
+    return result
+
+
 def execute(
     plan: NodePlan, ctx: PlanContext, on_event: Callable[[PhaseEvent], None]
 ) -> dict[str, Any]:
     """Run ``plan``; the result the agent reports as applied (``ok``, ``message``,
-    ``phases``). Never raises for a plan that cannot be carried out: the result says why."""
+    ``phases``, and ``retryable`` when it failed). Never raises for a plan that cannot be
+    carried out: the result says why."""
     try:
         reports = _run(plan, ctx, on_event)
-    except (Invalid, NodeConfigError, NotInitialised, ManifestError, OSError) as exc:
-        message = exc.message if isinstance(exc, Invalid) else str(exc)
-        on_event(PhaseEvent(plan.action, "plan", "Failed", message))
-        return {
-            "ok": False,
-            "action": plan.action,
-            "message": message,
-            "phases": [],
-            # a wrong plan stays wrong; a missing file or an unreachable mirror may not
-            "retryable": not isinstance(exc, Invalid | NodeConfigError),
-        }
+    except (HostError, PlaneError, OSError) as exc:
+        on_event(PhaseEvent(plan.action, "plan", "Failed", describe(exc)))
+        return failure(exc, plan.action)
     phases = [p for r in reports for p in r.phases]
     failed = next((p for p in phases if p["status"] == "Failed"), None)
     resumed = next((r.resumed_after for r in reports if r.resumed_after), None)
@@ -243,4 +246,6 @@ def execute(
     }
     if resumed:
         result["resumedAfter"] = resumed
+    if failed is not None:
+        result["retryable"] = not failed.get("permanent", False)
     return result

@@ -298,6 +298,14 @@ class LocalControlPlane:
         return self._ca.cert_pem()
 
     @property
+    def ca(self) -> CertificateAuthority:
+        """The cluster CA (certificate and key): the API server trusts the client
+        certificates it issues, as a cluster's signer would issue them."""
+        if self._ca is None:
+            raise ControlPlaneError("control plane not started")
+        return self._ca
+
+    @property
     def apiserver_pid(self) -> int | None:
         """Process id of kube-apiserver while it runs (for CPU and memory measurements)."""
         proc = self._apiserver

@@ -13,26 +13,47 @@ the simulated kubelet's lease renewals.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import json
 import re
 import shutil
+import time
+import uuid
 from pathlib import Path
+from typing import Any, cast
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from tether.domain.nodeidentity import KUBELET_CLIENT_SIGNER, NODE_GROUP
+from tether.files import write_atomic
+from tether.kube.client import KubeClient
+from tether.kube.resources import CertificateSigningRequest
 from tether.node import render
 from tether.node.host import RecordingHost
 from tether.node.tracker import host_path, load
+from tether.pki.authority import private_key_pem
 from tether.sim.kubesim import KubeletFleet, SimulatedNode
 
-__all__ = ["SimulatedFacts", "SimulatedKubeletHost"]
+__all__ = ["BootstrappingKubeletHost", "SimulatedFacts", "SimulatedKubeletHost", "tls_bootstrap"]
 
 _FLAG = re.compile(r"--(hostname-override|node-ip|node-labels)=(\S*)")
 
 
 class SimulatedKubeletHost(RecordingHost):
+    """Registers the Node through ``fleet`` and gives the kubelet a copy of ``kubeconfig``
+    (see the module docstring); :class:`BootstrappingKubeletHost` passes neither."""
+
     def __init__(
-        self, root: Path, fleet: KubeletFleet, kubeconfig: Path, log: Path | None = None
+        self,
+        root: Path,
+        fleet: KubeletFleet | None,
+        kubeconfig: Path | None,
+        log: Path | None = None,
     ) -> None:
         super().__init__(log)
         self.root = root
@@ -63,21 +84,32 @@ class SimulatedKubeletHost(RecordingHost):
         if unit == "kubelet":
             self._run_kubelet()
 
-    def _run_kubelet(self) -> None:
-        # (Re-)register like a starting kubelet: the Node gets the labels, address and
-        # kubelet version of the files the node tool wrote now (after an upgrade, the new one).
-        self.fleet.register([self._node()])
+    def _credentials(self, name: str) -> None:
+        """The kubelet's own kubeconfig: here a copy of the one this host was given."""
+        assert self.kubeconfig is not None
         target = host_path(self.root, render.KUBELET_KUBECONFIG)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.kubeconfig, target)
         target.chmod(0o600)
 
+    def _fleet(self) -> KubeletFleet:
+        assert self.fleet is not None
+        return self.fleet
+
+    def _run_kubelet(self) -> None:
+        # (Re-)register like a starting kubelet: the Node gets the labels, address and
+        # kubelet version of the files the node tool wrote now (after an upgrade, the new one).
+        node = self._node()
+        self._credentials(node.name)
+        self._fleet().register([node])
+
     def reboot(self) -> None:
         """The host goes down (its Node turns Unknown) and comes back with what is enabled."""
         if host_path(self.root, render.KUBELET_UNIT).is_file():
             name = self._node().name
-            if name in self.fleet.names:
-                self.fleet.stop_node(name, mark_unknown=True)
+            fleet = self._fleet()
+            if name in fleet.names:
+                fleet.stop_node(name, mark_unknown=True)
         super().reboot()
         if "kubelet" in self.active:
             self._run_kubelet()
@@ -86,8 +118,9 @@ class SimulatedKubeletHost(RecordingHost):
         super().stop(unit)
         if unit == "kubelet":
             name = self._node().name
-            if name in self.fleet.names:
-                self.fleet.stop_node(name)
+            fleet = self._fleet()
+            if name in fleet.names:
+                fleet.stop_node(name)
 
 
 class SimulatedFacts:
@@ -103,3 +136,124 @@ class SimulatedFacts:
 
     def port_in_use(self, port: int) -> bool:
         return False
+
+
+def _kubeconfig(server: str, ca_pem: bytes, user: dict[str, str]) -> dict[str, Any]:
+    b64 = base64.b64encode
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "default",
+                "cluster": {"server": server, "certificate-authority-data": b64(ca_pem).decode()},
+            }
+        ],
+        "users": [{"name": "default", "user": user}],
+        "contexts": [{"name": "default", "context": {"cluster": "default", "user": "default"}}],
+        "current-context": "default",
+    }
+
+
+def tls_bootstrap(root: Path, name: str, *, timeout: float = 60.0) -> Path:
+    """What a kubelet does on its first start, SIMULATED: authenticate with the bootstrap
+    kubeconfig ``tether node init`` wrote (its bootstrap token), ask for a client
+    certificate for ``system:node:<name>`` with a CertificateSigningRequest, wait until it
+    is approved and signed, and write the kubelet's kubeconfig with that certificate.
+
+    Paths in the bootstrap kubeconfig (the cluster CA file) are read under ``root``.
+    Raises :class:`RuntimeError` when the request is denied or not signed in ``timeout``
+    seconds. Returns the kubelet kubeconfig's path."""
+    bootstrap = json.loads(host_path(root, render.BOOTSTRAP_KUBECONFIG).read_text())
+    server = bootstrap["clusters"][0]["cluster"]["server"]
+    ca_pem = host_path(root, bootstrap["clusters"][0]["cluster"]["certificate-authority"])
+    token = bootstrap["users"][0]["user"]["token"]
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, NODE_GROUP),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{name}"),
+        ]
+    )
+    request = (
+        x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    )
+    csr_name = f"node-csr-{uuid.uuid4().hex[:16]}"
+    csr = cast(
+        CertificateSigningRequest,
+        CertificateSigningRequest.from_dict(
+            {
+                "metadata": {"name": csr_name},
+                "spec": {
+                    "request": base64.b64encode(
+                        request.public_bytes(serialization.Encoding.PEM)
+                    ).decode(),
+                    "signerName": KUBELET_CLIENT_SIGNER,
+                    "usages": ["digital signature", "client auth"],
+                },
+            }
+        ),
+    )
+    deadline = time.monotonic() + timeout
+    with KubeClient(_kubeconfig(server, ca_pem.read_bytes(), {"token": token})) as client:
+        client.create(csr)
+        while True:
+            got = client.get(CertificateSigningRequest, csr_name)
+            status = got.status
+            conditions = {c.type: c for c in (status.conditions if status else None) or []}
+            if "Denied" in conditions:
+                raise RuntimeError(f"{csr_name} denied: {conditions['Denied'].message}")
+            if status is not None and status.certificate:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{csr_name} not approved and signed within {timeout:g}s")
+            time.sleep(0.2)
+    raw = status.certificate
+    cert_pem = base64.b64decode(raw) if isinstance(raw, str) else bytes(raw)
+    target = host_path(root, render.KUBELET_KUBECONFIG)
+    user = {
+        "client-certificate-data": base64.b64encode(cert_pem).decode(),
+        "client-key-data": base64.b64encode(private_key_pem(key)).decode(),
+    }
+    write_atomic(target, json.dumps(_kubeconfig(server, ca_pem.read_bytes(), user)), 0o600)
+    return target
+
+
+class BootstrappingKubeletHost(SimulatedKubeletHost):
+    """A SIMULATED host whose kubelet joins the way a real one does: TLS bootstrap with
+    the bootstrap kubeconfig Tether wrote (:func:`tls_bootstrap`), then its Node, status
+    and Lease written with its own ``system:node:<name>`` certificate, so the API
+    server's Node authorizer and NodeRestriction admission judge every write.
+
+    :meth:`close` stops its simulated kubelet."""
+
+    def __init__(self, root: Path, log: Path | None = None, *, timeout: float = 60.0) -> None:
+        self.timeout = timeout
+        self._client: KubeClient | None = None
+        self._own: KubeletFleet | None = None
+        super().__init__(root, None, None, log)
+
+    def _credentials(self, name: str) -> None:
+        if not host_path(self.root, render.KUBELET_KUBECONFIG).is_file():
+            tls_bootstrap(self.root, name, timeout=self.timeout)
+
+    def _fleet(self) -> KubeletFleet:
+        if self._own is None:
+            self._client = KubeClient(host_path(self.root, render.KUBELET_KUBECONFIG))
+            self._own = KubeletFleet(self._client)
+            self._own.start()
+        return self._own
+
+    def stop(self, unit: str) -> None:
+        if unit == "kubelet" and self._own is None:
+            RecordingHost.stop(self, unit)  # never started here: nothing is renewing
+            return
+        super().stop(unit)
+
+    def close(self) -> None:
+        if self._own is not None:
+            self._own.stop()
+            self._own = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None

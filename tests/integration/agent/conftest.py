@@ -34,6 +34,8 @@ from tether.settings import Settings
 from tether.sim.envtest import LocalControlPlane
 from tether.store.db import Database
 
+from ...conftest import wait_until
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -117,15 +119,7 @@ class Plane:
             return svc.get_host(s, name)
 
     def wait_for(self, what: Callable[[], bool], timeout: float = 20, message: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if what():
-                    return
-            except Exception:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting: {message}")
+        wait_until(what, timeout, message)
 
     def client(self, cert: Path | None, key: Path | None, ca: Path | None = None) -> httpx.Client:
         ctx = ssl.create_default_context(cafile=str(ca or self.server.ca_bundle))

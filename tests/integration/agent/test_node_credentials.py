@@ -29,7 +29,7 @@ from tether.domain.states import HostEvent
 from tether.kube.client import KubeClient
 from tether.node.credentials import token_source
 from tether.node.nodeconfig import parse_node_config
-from tether.node.phases import PhaseError
+from tether.node.phases import PhaseRefused
 from tether.services import resources as svc
 from tether.services.nodeidentity import HOST_LABEL
 from tether.sim.envtest import LocalControlPlane
@@ -125,7 +125,7 @@ def test_a_host_certificate_mints_only_for_its_own_pooled_host(
     config = parse_node_config(
         node_config(node_config_doc, kube_cluster, cluster, host, x509_credentials(plane, state))
     )
-    with pytest.raises(PhaseError, match=r"not in a pool.*\[assigned\]"):
+    with pytest.raises(PhaseRefused, match=r"not in a pool.*\[assigned\]"):  # permanent
         token_source(config)()
 
     # Another host, Ready and in the pool: mintable, but not with this host's certificate.
@@ -176,7 +176,7 @@ def test_activation_credentials_enrol_once_then_mint(
     mint = token_source(config, enrol_identity)
 
     # A fresh host enrols, but is in no pool yet: nothing to join, said clearly.
-    with pytest.raises(PhaseError, match="not in a pool"):
+    with pytest.raises(PhaseRefused, match="not in a pool"):
         mint()
     ident = Identity(state)
     assert ident.enrolled()

@@ -10,6 +10,8 @@ mirror, the agent process, the kube-apiserver. SIMULATED: the kubelet and system
 from __future__ import annotations
 
 import signal
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from lightkube.resources.core_v1 import Node
 
 from tether.kube.client import KubeClient
 from tether.node import render
+from tether.node.actions import KUBELET_PORTS
 from tether.node.mirror import sync
 from tether.node.tracker import host_path, load
 from tether.sim.envtest import LocalControlPlane
@@ -183,3 +186,54 @@ def test_an_uninstall_plan_waits_for_the_drain_then_removes_everything(
     assert not host_path(site.root, render.KUBELET_UNIT).exists()
     config = yaml.safe_load(site.config.read_text())
     assert Path(config["node"]["root"]) == site.root
+
+
+def test_a_permanent_failure_is_reported_once_and_not_run_again(
+    site: Site, kube: KubeClient
+) -> None:
+    """An upgrade that would move containerd 1.x to 2.x without allowContainerdMajor can
+    never succeed as written: the agent reports it once and does not run it again every
+    retrySeconds (1 s here), until the document changes."""
+    site.applied(site.join())
+    kube.patch(Node, site.host, {"spec": {"unschedulable": True}})
+    digest = site.set_plan({"action": "upgrade", "version": "1.36.0"})
+    refused = site.applied(digest, ok=False)
+    assert "from 1.7.28 to 2.1.4" in refused["message"]
+    assert refused["retryable"] is False
+    time.sleep(5)  # five retry intervals
+    events = host_events(site.plane, site.host)
+    failed = [e["count"] for e in events if e["reason"] == "NodeUpgradeValidationFailed"]
+    assert failed == [1]  # repeats of an event are counted, not listed
+    assert load(site.root).kubernetes_version == "1.34.2"
+
+
+def test_a_simulated_host_never_probes_the_machine_it_runs_on(site: Site, kube: KubeClient) -> None:
+    """The simulated agent's validation asks simulated facts, not this machine: a real
+    kubelet holding ports 10250 and 10248 here (two listening sockets stand in for it)
+    does not stop a simulated node from joining."""
+    held: list[socket.socket] = []
+    for port in KUBELET_PORTS:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+            sock.listen()
+        except OSError:  # a real kubelet holds it already: just as good
+            sock.close()
+            continue
+        held.append(sock)
+    try:
+        digest = site.join()
+        site.plane.wait_for(
+            lambda: (
+                {"NodeInitValidationCompleted", "NodeInitValidationFailed"} & set(site.reasons())
+            ),
+            60,
+            "validation ran",
+        )
+    finally:
+        for sock in held:
+            sock.close()
+    assert "NodeInitValidationFailed" not in site.reasons()
+    assert site.applied(digest)["ok"] is True
+    _joined(site, kube)

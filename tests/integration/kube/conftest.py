@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,7 +24,7 @@ from sqlalchemy import select
 
 from tether.api.app import create_app
 from tether.domain import resources as r
-from tether.domain.kubeapi import ImportRequest, ImportResult
+from tether.domain.kubeapi import BootstrapTokenGrant, ImportRequest, ImportResult
 from tether.domain.models import ObjectKind
 from tether.domain.states import HostEvent
 from tether.kube.client import KubeClient
@@ -31,10 +32,13 @@ from tether.services import events as events_svc
 from tether.services import kubeimport, tokens
 from tether.services import resources as svc
 from tether.services.kubeconn import open_cluster
+from tether.services.nodeidentity import mint_bootstrap_token
 from tether.settings import Settings
 from tether.sim.envtest import LocalControlPlane
 from tether.store.db import Database, migrate
 from tether.store.schema import HostRow
+
+from ...conftest import wait_until
 
 
 @pytest.fixture
@@ -47,17 +51,11 @@ def unique_name() -> Callable[[str], str]:
     return make
 
 
-def _wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def wait_for() -> Callable[..., None]:
-    """``wait_for(check, timeout=30.0)``: poll *check* until it is true; fail after *timeout*."""
-    return _wait_for
+    """``wait_for(check, timeout=30.0)``: poll *check* until it is true; after *timeout*,
+    fail with the last error *check* raised (see ``tests/conftest.py``'s ``wait_until``)."""
+    return wait_until
 
 
 @pytest.fixture
@@ -258,3 +256,45 @@ def _replicaset_pod(kube: KubeClient, name: str, namespace: str, node: str) -> P
 def replicaset_pod() -> Callable[[KubeClient, str, str, str], Pod]:
     """``replicaset_pod(kube, name, namespace, node)``: create a ReplicaSet-owned Pod."""
     return _replicaset_pod
+
+
+@dataclass(frozen=True)
+class Joining:
+    """A host ready to join: its cluster imported, the host in a pool, a bootstrap token
+    minted, and a NodeConfig whose credentials are that token's file."""
+
+    cluster: str
+    host: str
+    grant: BootstrapTokenGrant
+    node_config: dict[str, Any]
+
+
+@pytest.fixture
+def joining(
+    plane: Plane,
+    kube_cluster: LocalControlPlane,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+    node_config_doc: Callable[..., dict[str, Any]],
+) -> Callable[[str], Joining]:
+    """``joining(prefix)``: a :class:`Joining` in a new cluster named after ``prefix``."""
+
+    def make(prefix: str) -> Joining:
+        cluster = unique_name(prefix)
+        plane.import_cluster(cluster)
+        host = unique_name("edge")
+        plane.pool(cluster, f"{cluster}-p", [host])
+        with plane.client(cluster) as client, plane.db.session() as s:
+            grant = mint_bootstrap_token(s, host, client=client)
+        token_file = tmp_path / f"{host}-token"
+        token_file.write_text(grant.token + "\n")
+        doc = node_config_doc(name=host, ip="127.0.0.1", nodeCIDR="127.0.0.0/24", labels={})
+        doc["spec"]["cluster"].update(
+            name=cluster,
+            apiServerEndpoint=kube_cluster.url,
+            certificateAuthority=kube_cluster.ca_cert_pem.decode(),
+        )
+        doc["spec"]["credentials"] = {"bootstrapToken": {"tokenFile": str(token_file)}}
+        return Joining(cluster, host, grant, doc)
+
+    return make

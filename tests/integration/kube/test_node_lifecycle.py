@@ -21,7 +21,6 @@ from lightkube.resources.core_v1 import Node, Pod
 from tether.kube.client import KubeClient
 from tether.node import render
 from tether.node.tracker import host_path, load
-from tether.services.nodeidentity import mint_bootstrap_token
 from tether.sim.envtest import LocalControlPlane
 
 Namer = Callable[[str], str]
@@ -31,36 +30,22 @@ def test_install_init_upgrade_uninstall_against_a_real_api_server(
     plane: Any,
     kube: KubeClient,
     kube_cluster: LocalControlPlane,
-    unique_name: Namer,
     namespace: str,
     tmp_path: Path,
     make_source: Callable[..., Any],
     cli_installed: Path,
-    node_config_doc: Callable[..., dict[str, Any]],
+    joining: Callable[[str], Any],
     run_tether: Callable[..., subprocess.CompletedProcess[str]],
     replicaset_pod: Callable[..., Any],
 ) -> None:
     tether = run_tether
-    cluster = unique_name("life")
-    plane.import_cluster(cluster)
-    host = unique_name("edge")
-    plane.pool(cluster, f"{cluster}-p", [host])
-    with plane.client(cluster) as client, plane.db.session() as s:
-        grant = mint_bootstrap_token(s, host, client=client)
-    token_file = tmp_path / "token"
-    token_file.write_text(grant.token + "\n")
+    join = joining("life")
+    cluster, host, grant, doc = join.cluster, join.host, join.grant, join.node_config
 
     root = cli_installed
     source, _ = make_source()  # the same signed source cli_installed installed from
     keyring_file = tmp_path / "keyring.yaml"
 
-    doc = node_config_doc(name=host, ip="127.0.0.1", nodeCIDR="127.0.0.0/24", labels={})
-    doc["spec"]["cluster"].update(
-        name=cluster,
-        apiServerEndpoint=kube_cluster.url,
-        certificateAuthority=kube_cluster.ca_cert_pem.decode(),
-    )
-    doc["spec"]["credentials"] = {"bootstrapToken": {"tokenFile": str(token_file)}}
     config = tmp_path / "nodeconfig.yaml"
     config.write_text(yaml.safe_dump(doc))
     simulate = ["--root", str(root), "--simulate-kubelet", str(kube_cluster.kubeconfig)]

@@ -94,21 +94,30 @@ def test_node_readiness_drives_host_health_and_node_status(
     fleet.stop(delete=True)
 
 
-def test_manager_runs_controllers_for_imported_clusters(
+def test_manager_runs_controllers_for_imported_clusters_each_on_its_own(
     plane: Any, kube: KubeClient, unique_name: Namer, wait_for: Waiter
 ) -> None:
+    """Controllers start in name order; the first cluster's kubeconfig is broken (not
+    YAML). The second still gets its controllers (its Node status is recorded Ready), the
+    first starts once fixed, and stopping the manager stops them all."""
     from tether.controllers.manager import ControllerManager
+    from tether.services.kubeconn import kubeconfig_path
 
-    cluster = unique_name("mgr")
-    plane.import_cluster(cluster)
-    pool, host = f"{cluster}-p", unique_name("edge")
-    plane.pool(cluster, pool, [host])
+    prefix = unique_name("iso")
+    broken, good = f"{prefix}-a", f"{prefix}-b"
+    for cluster in (broken, good):
+        plane.import_cluster(cluster)
+    pool, host = f"{good}-p", unique_name("edge")
+    plane.pool(good, pool, [host])
+    stored = kubeconfig_path(plane.data_dir, broken)
+    working = stored.read_text()
+    stored.write_text("clusters: [unclosed\n")
     manager = ControllerManager(plane.db, plane.data_dir, rescan_seconds=0.2, resync_seconds=1)
     fleet = KubeletFleet(kube)
-    fleet.register([SimulatedNode(host, cluster=cluster)])
+    fleet.register([SimulatedNode(host, cluster=good)])
     manager.start()
     try:
-        wait_for(lambda: cluster in manager.clusters)
+        wait_for(lambda: good in manager.clusters)
 
         def ready() -> bool:
             with plane.db.session() as s:
@@ -116,6 +125,12 @@ def test_manager_runs_controllers_for_imported_clusters(
                 return row is not None and row.ready is True
 
         wait_for(ready)
+        assert broken not in manager.clusters
+        assert "ConfigError" in manager.failures[broken]
+
+        stored.write_text(working)
+        wait_for(lambda: broken in manager.clusters)
+        assert broken not in manager.failures
     finally:
         manager.stop()
         fleet.stop(delete=True)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import random
+import shutil
 import stat
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from tether.domain.agent import (
     parse_duration,
 )
 from tether.domain.states import HostEvent, HostState
+from tether.node.host import RecordingHost
 from tether.planeclient import Refused, Unavailable
 from tether.services import seed
 
@@ -113,8 +117,16 @@ class VirtualClock:
         self.now += seconds
 
 
-def make_agent(tmp_path: Path, plane: FakePlane, clock: VirtualClock) -> Agent:
-    config = AgentConfig.model_validate(
+def make_agent(
+    tmp_path: Path,
+    plane: FakePlane | None,
+    clock: VirtualClock,
+    config: dict[str, Any] | None = None,
+    **options: Any,
+) -> Agent:
+    """The real agent in virtual time, talking to ``plane``; ``config`` adds to (or
+    overrides) its configuration, ``options`` to its constructor's arguments."""
+    settings = AgentConfig.model_validate(
         {
             "server": "https://plane.invalid:8444",
             "caFile": str(tmp_path / "ca.pem"),
@@ -123,15 +135,17 @@ def make_agent(tmp_path: Path, plane: FakePlane, clock: VirtualClock) -> Agent:
             "activation": {"id": "act-aaaaaaaaaaaa", "code": "c0de"},
             "checks": [],
             "maxBackoffSeconds": 60,
+            **(config or {}),
         }
     )
     return Agent(
-        config,
+        settings,
         api_factory=lambda *_: plane,
         clock=clock.time,
         sleep=clock.sleep,
         rng=random.Random(7),
         collect_inventory=Inventory,
+        **options,
     )
 
 
@@ -219,17 +233,30 @@ def test_registration_waits_out_an_outage(tmp_path: Path) -> None:
     assert plane.registrations == 1 and again.name == "edge-1"
 
 
-def test_refused_heartbeat_keeps_the_agent_running(tmp_path: Path) -> None:
+def test_refused_heartbeat_keeps_the_agent_running(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = VirtualClock()
     plane = FakePlane(clock, lifetime=86400)
     agent = make_agent(tmp_path, plane, clock)
     agent.start()
+    refusals: list[float] = []
+    original = plane.heartbeat
 
     def refuse(name: str, body: bytes) -> None:
+        refusals.append(clock.now)
         raise Refused(401, {"code": "unauthenticated", "rule": "pki.cert.revoked", "message": "x"})
 
     plane.heartbeat = refuse  # type: ignore[method-assign]
-    run_for(agent, clock, 300)  # no exception escapes
+    with caplog.at_level(logging.ERROR, logger="tether.agent"):
+        run_for(agent, clock, 300)
+    # it kept trying, backing off (far fewer than one per 10 s), and said what to do
+    assert 5 <= len(refusals) <= 20, len(refusals)
+    assert "heartbeat refused: x [pki.cert.revoked]; this host must enrol again" in caplog.text
+    plane.heartbeat = original  # type: ignore[method-assign]
+    before = len(plane.beats)
+    run_for(agent, clock, 120)
+    assert len(plane.beats) - before >= 8  # back to every 10 s once accepted again
 
 
 def test_backoff_full_jitter_and_cap() -> None:
@@ -406,5 +433,124 @@ def test_a_document_that_blows_up_is_reported_and_the_channel_goes_on(
     monkeypatch.setattr(agent, "apply_node", explode)
     agent.follow_desired()  # returns once the fake plane runs out of documents
     assert [r["hash"][0] for r in plane.reports] == ["a", "b"]
-    assert plane.reports[0]["result"] == {"ok": False, "message": "ValueError: corrupt tracker"}
+    assert plane.reports[0]["result"] == {
+        "ok": False,
+        "message": "ValueError: corrupt tracker",
+        "retryable": True,  # an unforeseen failure is retried with backoff, never dropped
+    }
     assert plane.reports[1]["result"]["ok"] is True
+
+
+# Node plans: permanent failures are reported once, temporary ones retried with backoff --------
+
+
+class LongPollPlane(FakePlane):
+    """FAKE plane serving one desired-state document; every later poll waits out its
+    timeout in virtual time (the document does not change) until ``end``."""
+
+    def __init__(self, clock: VirtualClock, doc: dict[str, Any], stop: Any, end: float) -> None:
+        super().__init__(clock, lifetime=86400)
+        self.doc: dict[str, Any] | None = doc
+        self.stop, self.end = stop, end
+        self.applies: list[tuple[float, dict[str, Any]]] = []
+        self.events: list[str] = []
+        self.on_poll: list[Any] = []
+
+    def desired(self, name: str, known: str | None, timeout: float) -> Any:
+        for hook in self.on_poll:
+            hook()
+        if self.doc is not None and known != self.doc["hash"]:
+            return self.doc
+        self.clock.sleep(timeout)
+        if self.clock.now >= self.end:
+            self.stop.set()
+        return None
+
+    def applied(self, name: str, body: dict[str, Any]) -> None:
+        self.applies.append((self.clock.now, body["result"]))
+
+    def event(self, name: str, body: dict[str, Any]) -> None:
+        self.events.append(body["reason"])
+
+
+def plan_agent(
+    tmp_path: Path, plan: dict[str, Any], source: Path, seconds: float
+) -> tuple[Agent, LongPollPlane, VirtualClock]:
+    """The real agent (plan runner, node tool, phases) with a recording service manager,
+    following a FAKE plane for ``seconds`` of virtual time."""
+    clock = VirtualClock()
+    node = {
+        "root": str(tmp_path / "root"),
+        "keyring": str(tmp_path / "keyring.yaml"),
+        "source": str(source),
+        "retrySeconds": 5,
+    }
+    agent = make_agent(
+        tmp_path,
+        None,
+        clock,
+        {"longPollSeconds": 30, "node": node},
+        monotonic=clock.time,
+        node_host=lambda _: RecordingHost(),
+    )
+    doc = {"hash": "c" * 64, "document": {"node": plan}}
+    plane = LongPollPlane(clock, doc, agent.stop, clock.now + seconds)
+    agent.api_factory = lambda *_: plane
+    agent.start()
+    return agent, plane, clock
+
+
+def test_a_permanent_plan_failure_is_reported_once_and_not_run_again(
+    tmp_path: Path,
+    make_source: Callable[..., tuple[Path, Any]],
+    node_config_doc: Callable[..., dict[str, Any]],
+) -> None:
+    source, _ = make_source()
+    theirs = tmp_path / "root/etc/kubernetes/kubelet/config.yaml"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text("the operator's kubelet config\n")
+    plan = {
+        "action": "join",
+        "version": "1.34.2",
+        "nodeConfig": node_config_doc(name="edge-1"),
+        "skip": ["validation"],  # no API server here; the kubelet-config phase refuses
+    }
+    agent, plane, _ = plan_agent(tmp_path, plan, source, seconds=3600)
+    agent.follow_desired()
+    assert len(plane.applies) == 1, [r["message"] for _, r in plane.applies]
+    result = plane.applies[0][1]
+    assert result["ok"] is False and result["retryable"] is False
+    assert "kubelet-config failed" in result["message"]
+    assert "was not written by Tether" in result["message"]
+    assert plane.events.count("NodeInitKubeletConfigFailed") == 1
+    assert theirs.read_text() == "the operator's kubelet config\n"
+
+
+def test_a_temporary_plan_failure_is_retried_with_backoff_until_it_succeeds(
+    tmp_path: Path, make_source: Callable[..., tuple[Path, Any]]
+) -> None:
+    source, _ = make_source()
+    mirror = tmp_path / "mirror"  # not there yet: every fetch fails (temporary)
+    plan = {"action": "install", "version": "1.34.2"}
+    agent, plane, clock = plan_agent(tmp_path, plan, mirror, seconds=3600)
+    start = clock.now
+
+    def fill_the_mirror() -> None:
+        if clock.now - start >= 1800 and not mirror.exists():
+            shutil.copytree(source, mirror)
+
+    plane.on_poll.append(fill_the_mirror)
+    agent.follow_desired()
+
+    times = [t - start for t, _ in plane.applies]
+    results = [r for _, r in plane.applies]
+    assert all(not r["ok"] and r["retryable"] for r in results[:-1])
+    assert "cannot read" in results[0]["message"]
+    assert results[-1]["ok"] is True  # the mirror came back: installed, and no more runs
+    assert 1800 <= times[-1] <= 1800 + 60
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # exponential from retrySeconds (5 s), capped at maxBackoffSeconds (60 s), jittered:
+    # far fewer runs than one every 5 s (360), but never more than 60 s apart
+    assert 25 <= len(times) <= 100
+    assert max(gaps) <= 60
+    assert sum(gaps[:3]) < 5 + 10 + 20 <= sum(gaps[-3:])

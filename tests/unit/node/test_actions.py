@@ -23,10 +23,11 @@ import pytest
 from tether.domain.drain import PodFacts
 from tether.errors import Invalid
 from tether.node import actions, render
+from tether.node import install as install_module
 from tether.node.actions import Force, NodeEnv, init, installed_node, uninstall, upgrade
 from tether.node.artifacts import Keyring
 from tether.node.host import RecordingHost
-from tether.node.install import install
+from tether.node.install import STAGING, install
 from tether.node.kubeview import NodeState
 from tether.node.nodeconfig import NodeConfig, parse_node_config
 from tether.node.phases import PhaseEvent, UnknownPhase, load_journal
@@ -143,7 +144,7 @@ def _tree(root: Path) -> dict[str, tuple[int, bytes | None]]:
     out: dict[str, tuple[int, bytes | None]] = {}
     for path in sorted(root.rglob("*")):
         rel = "/" + str(path.relative_to(root))
-        if rel.startswith("/var/lib/tether/node") or ".tether-install-" in rel:
+        if rel.startswith("/var/lib/tether/node"):
             continue
         st = path.lstat()
         out[rel] = (stat.S_IMODE(st.st_mode), path.read_bytes() if path.is_file() else None)
@@ -363,6 +364,9 @@ def test_uninstall_removes_everything_tether_put_there(node: Node, tmp_path: Pat
     pristine.mkdir()
     node.init()
     node.view.cordoned = True
+    left = host_path(node.root, STAGING) / "0-kubelet"  # what a killed install left
+    left.parent.mkdir()
+    left.write_bytes(b"half a download")
     report = node.uninstall()
     assert report.ok, report.as_dict()
     assert _tree(node.root) == {
@@ -385,37 +389,36 @@ def test_uninstall_removes_everything_tether_put_there(node: Node, tmp_path: Pat
 
 
 class _Killer:
-    """In a forked child: SIGKILL this process at the ``at``-th side effect (a file write
-    or a service-manager call), as a power cut or OOM kill would."""
+    """In a forked child: SIGKILL this process at the ``at``-th side effect, as a power
+    cut or OOM kill would. The effects: each service-manager call; each fsync and each
+    rename, so that every atomic write is cut with its temporary file written but not
+    durable, durable but not renamed, and renamed but the rename not yet durable (the
+    state after the directory's fsync is the one before the next effect); each directory
+    made, each file or directory removed, and each download staged."""
 
     def __init__(self, at: int, monkeypatch: pytest.MonkeyPatch) -> None:
         self.at = at
         self.count = 0
-        from tether import files
 
-        real_write = files.write_atomic
-
-        def write(*args: Any, **kwargs: Any) -> None:
-            self.tick()
-            real_write(*args, **kwargs)
-
-        for module in ("managed", "phases", "actions", "tracker", "install"):
-            monkeypatch.setattr(f"tether.node.{module}.write_atomic", write)
-        real_record = RecordingHost._record
-
-        def record(host: RecordingHost, op: str, arg: str = "") -> None:
-            self.tick()
-            real_record(host, op, arg)
-
-        monkeypatch.setattr(RecordingHost, "_record", record)
-        for name in ("unlink", "rmdir"):  # uninstall's removals
-            real = getattr(os, name)
-
-            def removal(*args: Any, _real: Any = real, **kwargs: Any) -> None:
+        def before(real: Callable[..., Any]) -> Callable[..., Any]:
+            def effect(*args: Any, **kwargs: Any) -> Any:
                 self.tick()
-                _real(*args, **kwargs)
+                return real(*args, **kwargs)
 
-            monkeypatch.setattr(os, name, removal)
+            return effect
+
+        def making(path: Any, *args: Any, **kwargs: Any) -> None:
+            if not os.path.lexists(path):  # Path.mkdir(exist_ok=True) of a present dir
+                self.tick()
+            real_mkdir(path, *args, **kwargs)
+
+        real_mkdir = os.mkdir
+        monkeypatch.setattr(os, "mkdir", making)
+        for name in ("fsync", "replace", "unlink", "rmdir"):
+            monkeypatch.setattr(os, name, before(getattr(os, name)))
+        monkeypatch.setattr(RecordingHost, "_record", before(RecordingHost._record))
+        fetch = install_module.fetch_artifact
+        monkeypatch.setattr(install_module, "fetch_artifact", before(fetch))
 
     def tick(self) -> None:
         self.count += 1
@@ -442,13 +445,17 @@ def _host_state(node: Node) -> tuple[Any, ...]:
 
 
 @pytest.fixture
-def fresh_node(tmp_path: Path, node: Node) -> Callable[[str], Node]:
-    """A copy of the installed, not yet initialised node under a new root."""
+def fresh_node(tmp_path: Path, node: Node) -> Callable[..., Node]:
+    """``fresh_node(label, like=node)``: a copy of ``like`` (default: the installed, not
+    yet initialised node) under a new root, with a copy of its service manager's log."""
 
-    def make(label: str) -> Node:
+    def make(label: str, like: Node = node) -> Node:
         root = tmp_path / f"run-{label}"
-        shutil.copytree(node.root, root, symlinks=True)
-        host = RecordingHost(tmp_path / f"run-{label}.jsonl")
+        shutil.copytree(like.root, root, symlinks=True)
+        log = tmp_path / f"run-{label}.jsonl"
+        if like.host.log is not None and like.host.log.exists():
+            shutil.copyfile(like.host.log, log)
+        host = RecordingHost(log)
         return Node(
             root=root,
             host=host,
@@ -464,14 +471,17 @@ def fresh_node(tmp_path: Path, node: Node) -> Callable[[str], Node]:
 
 @pytest.mark.parametrize("action", ["install", "init", "upgrade", "uninstall"])
 def test_killed_at_every_step_a_rerun_reaches_the_same_end(
-    action: str, fresh_node: Callable[[str], Node], monkeypatch: pytest.MonkeyPatch
+    action: str, fresh_node: Callable[..., Node], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def prepare(n: Node) -> None:
-        if action == "install":
-            shutil.rmtree(n.root)
-            n.root.mkdir()
-        elif action != "init":
-            assert n.init().ok
+    # A SIGKILL loses nothing the kernel already holds, so what fsync makes durable is not
+    # under test here, only where it happens (the killer stops the child around it).
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
+    start = fresh_node("start")
+    if action == "install":
+        shutil.rmtree(start.root)
+        start.root.mkdir()
+    elif action != "init":
+        assert start.init().ok
 
     def act(n: Node) -> Any:
         n.host = RecordingHost(n.host.log)  # a new process sees what the old one did
@@ -486,15 +496,13 @@ def test_killed_at_every_step_a_rerun_reaches_the_same_end(
         # as tether node uninstall does: the node's name from what init left
         return uninstall(installed_node(n.root).name, n.env(), on_event=n.events.append)
 
-    reference = fresh_node("reference")
-    prepare(reference)
+    reference = fresh_node("reference", start)
     assert act(reference).ok
     expected = _host_state(reference)
 
     at = 1
     while True:
-        n = fresh_node(str(at))
-        prepare(n)
+        n = fresh_node(str(at), start)
         if not _killed_at(at, lambda n=n: act(n), monkeypatch):
             break  # the run finished before the at-th effect: every step was covered
         report = act(n)
@@ -502,8 +510,11 @@ def test_killed_at_every_step_a_rerun_reaches_the_same_end(
         got = _host_state(n)
         differ = sorted(k for k in {*got[0], *expected[0]} if got[0].get(k) != expected[0].get(k))
         assert got == expected, f"killed at effect {at}: {differ} {got[1:]} {expected[1:]}"
+        stale = [str(p.relative_to(n.root)) for p in n.root.rglob("*.tmp")]
+        assert stale == [], f"killed at effect {at}: temporary files left behind"
         at += 1
     assert at > 5, "the action had hardly any side effects to interrupt"
+    print(f"{action}: killed and rerun at each of {at - 1} effects")
 
 
 def test_an_unused_bootstrap_token_is_renewed_before_it_expires(node: Node) -> None:

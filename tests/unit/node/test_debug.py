@@ -4,8 +4,10 @@ probes against this machine where that is safe (loopback servers, generated cert
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tether.node import debug as debug_module
 from tether.node.debug import (
     CHECK_NAMES,
     EXPIRY_WARNING,
@@ -577,9 +580,23 @@ def tls_server(pki: dict[str, Path]) -> Iterator[int]:
         assert not thread.is_alive()
 
 
-def test_system_swap_read() -> None:
-    entries = SystemProbes().swap_entries()
-    assert isinstance(entries, list)
+def test_system_swap_read(tmp_path: Path) -> None:
+    swaps = tmp_path / "swaps"
+    swaps.write_text(
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+        "/swapfile                               file\t\t2097148\t\t0\t\t-2\n"
+        "/dev/sda2                               partition\t1048572\t\t0\t\t-3\n"
+    )
+    assert SystemProbes(proc_swaps=swaps).swap_entries() == ["/swapfile", "/dev/sda2"]
+    swaps.write_text("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n")
+    assert SystemProbes(proc_swaps=swaps).swap_entries() == []
+    # this machine's: what util-linux's swapon lists
+    swapon = subprocess.run(
+        ["swapon", "--show=NAME", "--noheadings", "--raw"], capture_output=True, text=True
+    )
+    if swapon.returncode != 0:
+        pytest.skip(f"swapon cannot list swap here: {swapon.stderr.strip()}")
+    assert SystemProbes().swap_entries() == swapon.stdout.split()
 
 
 def test_system_swap_missing_file(tmp_path: Path) -> None:
@@ -657,17 +674,74 @@ def test_system_local_addresses_and_mtu() -> None:
     assert addresses is not None
     assert LocalAddress("lo", IPv4Address("127.0.0.1")) in addresses
     assert LocalAddress("lo", IPv4Address("127.0.0.1")) in ioctl_addresses()
-    mtu = probes.mtu("lo")
-    assert isinstance(mtu, int) and mtu > 0
+    link = subprocess.run(["ip", "-j", "link", "show", "lo"], capture_output=True, text=True)
+    assert probes.mtu("lo") == json.loads(link.stdout)[0]["mtu"]
     assert probes.mtu("../lo") is None
     assert probes.mtu("no-such-if0") is None
 
 
-def test_system_clock_and_service_answer_without_error() -> None:
-    clock = SystemProbes().clock_sync()
-    assert clock.synced in (True, False, None) and clock.evidence
-    assert adjtimex_synced() in (True, False, None)
-    assert systemctl_is_active("tether-no-such-unit.service") in (False, None)
+def test_system_mtu_read(tmp_path: Path) -> None:
+    (tmp_path / "eth9").mkdir()
+    (tmp_path / "eth9" / "mtu").write_text("1400\n")
+    (tmp_path / "wg0").mkdir()
+    (tmp_path / "wg0" / "mtu").write_text("not a number\n")
+    probes = SystemProbes(sys_class_net=tmp_path)
+    assert (probes.mtu("eth9"), probes.mtu("wg0"), probes.mtu("eth0")) == (1400, None, None)
+
+
+def _answers(monkeypatch: pytest.MonkeyPatch, stdout: str | None) -> None:
+    """Every command the probes run answers ``stdout`` (``None``: it is not installed)."""
+
+    def run(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
+        if stdout is None:
+            return None
+        return subprocess.CompletedProcess(argv, 0 if stdout else 1, stdout, "")
+
+    monkeypatch.setattr(debug_module, "_run", run)
+
+
+@pytest.mark.parametrize(
+    ("timedatectl", "adjtimex", "expected"),
+    [
+        ("yes\n", None, ClockSync(True, "timedatectl NTPSynchronized=yes")),
+        ("no\n", True, ClockSync(False, "timedatectl NTPSynchronized=no")),
+        (None, True, ClockSync(True, "adjtimex STA_UNSYNC clear")),
+        ("", False, ClockSync(False, "adjtimex STA_UNSYNC set")),  # no systemd answers
+        (None, None, ClockSync(None, "no timedatectl answer, adjtimex unavailable")),
+    ],
+)
+def test_system_clock_sync_sources(
+    monkeypatch: pytest.MonkeyPatch,
+    timedatectl: str | None,
+    adjtimex: bool | None,
+    expected: ClockSync,
+) -> None:
+    _answers(monkeypatch, timedatectl)
+    monkeypatch.setattr(debug_module, "adjtimex_synced", lambda: adjtimex)
+    assert SystemProbes().clock_sync() == expected
+
+
+def test_system_adjtimex_answers_on_linux() -> None:
+    # read-only adjtimex needs no privilege: on Linux with a libc it always answers
+    assert adjtimex_synced() is not None
+
+
+@pytest.mark.parametrize(
+    ("stdout", "expected"),
+    [
+        ("active\n", True),
+        ("reloading\n", True),
+        ("inactive\n", False),
+        ("failed\n", False),
+        ("", None),  # systemctl present, systemd not running (as on this test machine)
+        (None, None),  # no systemctl
+    ],
+)
+def test_systemctl_is_active_states(
+    monkeypatch: pytest.MonkeyPatch, stdout: str | None, expected: bool | None
+) -> None:
+    _answers(monkeypatch, stdout)
+    assert systemctl_is_active("kubelet.service") is expected
 
 
 def test_system_probes_end_to_end(tls_server: int, pki: dict[str, Path]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tether.errors import Permanent
 from tether.node.artifacts import Artifact
 from tether.node.install import FetchError, fetch_artifact, fetch_envelope, https_client
 
@@ -80,7 +81,7 @@ def test_envelope_through_the_client_and_errors(tmp_path: Path) -> None:
 
 
 def test_https_client_options(tmp_path: Path) -> None:
-    with pytest.raises(FetchError, match="--cert"):
+    with pytest.raises(Permanent, match="--cert"):  # a usage error: no retry helps
         https_client(key=tmp_path / "k.pem")
     with pytest.raises(OSError):
         https_client(ca=tmp_path / "missing.pem")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from tether.cli import node as node_cli
 from tether.node.artifacts import ChecksumMismatch, Keyring, SignatureError, generate_signing_key
-from tether.node.install import install
+from tether.node.install import STAGING, install
 from tether.node.mirror import sync
 from tether.node.tracker import TRACKER_PATH, host_path, load
 from tether.node.uninstall import remove
@@ -66,7 +66,7 @@ def _nothing_installed(root: Path) -> None:
     for _, install_path, _ in FILES.values():
         assert not host_path(root, install_path).exists()
     assert not host_path(root, TRACKER_PATH).exists()
-    assert not [p for p in root.iterdir() if p.name.startswith(".tether-install-")]
+    assert not host_path(root, STAGING).exists()
 
 
 def test_install_places_files_with_modes_and_tracks_them(
@@ -84,7 +84,7 @@ def test_install_places_files_with_modes_and_tracks_them(
         assert entry is not None and not entry.foreign
         assert entry.sha256 == hashlib.sha256(content).hexdigest()
         assert entry.mode == mode
-    assert not [p for p in root.iterdir() if p.name.startswith(".tether-install-")]
+    assert not host_path(root, STAGING).exists()
 
 
 def test_rerun_changes_nothing(tmp_path: Path, source: Path, keyring: Keyring) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given
 from hypothesis import strategies as st
@@ -33,6 +34,10 @@ MakeCSR = Callable[..., bytes]
 
 def _cert(pem: bytes) -> x509.Certificate:
     return x509.load_pem_x509_certificate(pem)
+
+
+def _public_der(key: Any) -> bytes:
+    return bytes(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
 
 
 def test_signs_csr_with_node_name_san_and_client_auth(
@@ -171,7 +176,10 @@ def test_ca_false_in_csr_is_fine(anchor: TrustAnchor, make_csr: MakeCSR, now: da
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
         ],
     )
-    anchor.sign_host_csr(csr, "edge-01", now=now)
+    cert = _cert(anchor.sign_host_csr(csr, "edge-01", now=now))
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
 
 
 @pytest.mark.parametrize(
@@ -240,13 +248,21 @@ def test_other_key_types_accepted(
     cert = _cert(anchor.sign_host_csr(make_csr("edge-01", key=rsa_key), "edge-01", now=now))
     assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_encipherment
     ed = ed25519.Ed25519PrivateKey.generate()
-    anchor.sign_host_csr(make_csr("edge-01", key=ed), "edge-01", now=now)
+    ed_cert = _cert(anchor.sign_host_csr(make_csr("edge-01", key=ed), "edge-01", now=now))
+    assert _public_der(ed_cert.public_key()) == _public_der(ed.public_key())
     p384 = ec.generate_private_key(ec.SECP384R1())
-    anchor.sign_host_csr(make_csr("edge-01", key=p384), "edge-01", now=now)
+    p384_cert = _cert(anchor.sign_host_csr(make_csr("edge-01", key=p384), "edge-01", now=now))
+    assert _public_der(p384_cert.public_key()) == _public_der(p384.public_key())
+    for cert in (ed_cert, p384_cert):
+        assert cert.subject.rfc4514_string() == "CN=edge-01"
+        cert.verify_directly_issued_by(anchor.active.cert)
 
 
 def test_str_pem_accepted(anchor: TrustAnchor, make_csr: MakeCSR, now: datetime) -> None:
-    anchor.sign_host_csr(make_csr("edge-01").decode(), "edge-01", now=now)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _cert(anchor.sign_host_csr(make_csr("edge-01", key=key).decode(), "edge-01", now=now))
+    assert cert.subject.rfc4514_string() == "CN=edge-01"
+    assert _public_der(cert.public_key()) == _public_der(key.public_key())
 
 
 def test_naive_now_refused(anchor: TrustAnchor, make_csr: MakeCSR) -> None:
