@@ -39,10 +39,11 @@ from tether.node.actions import (
 )
 from tether.node.credentials import token_source
 from tether.node.debug import DebugTarget, SystemProbes, overall, run_checks
-from tether.node.host import HostOps, SystemdHost
+from tether.node.host import HostOps
 from tether.node.kubeview import KubeNodeView
 from tether.node.nodeconfig import NodeConfig, NodeConfigError, load_node_config
 from tether.node.phases import ActionReport, PhaseEvent, UnknownPhase
+from tether.node.supervisor import BACKENDS, service_manager
 from tether.node.tracker import host_path
 
 EXIT_INVALID = 7
@@ -59,6 +60,12 @@ ForceOpt = typer.Option(False, "--force", help="Skip the cordoned-and-drained ch
 ReasonOpt = typer.Option(None, "--reason", help="Why --force is needed (logged).")
 KubeconfigOpt = typer.Option(
     None, "--kubeconfig", help="Kubeconfig to read the node with (default: the kubelet's)."
+)
+ServiceManagerOpt = typer.Option(
+    "auto",
+    "--service-manager",
+    help="systemd, supervisor (runs the units' ExecStart where systemd is not PID 1), "
+    "or auto: systemd when it runs as PID 1.",
 )
 SimulateOpt = typer.Option(
     None,
@@ -90,10 +97,13 @@ def _skips(skip: str) -> list[str]:
     return [s.strip() for s in skip.split(",") if s.strip()]
 
 
-def _host(root: Path, simulate: Path | None, stack: ExitStack) -> HostOps:
-    """systemd, or the SIMULATED kubelet host (closed with ``stack``)."""
+def _host(root: Path, simulate: Path | None, stack: ExitStack, backend: str = "auto") -> HostOps:
+    """The service manager (systemd or the supervisor backend), or the SIMULATED kubelet
+    host (closed with ``stack``)."""
     if simulate is None:
-        return SystemdHost()
+        if backend not in BACKENDS:
+            raise fail(f"--service-manager must be one of {', '.join(BACKENDS)}", EXIT_USAGE)
+        return service_manager(root, backend)
     from tether.kube.client import KubeClient
     from tether.sim.kubelet_host import SimulatedKubeletHost
     from tether.sim.kubesim import KubeletFleet
@@ -132,6 +142,7 @@ def init_command(
     root: Path = RootOpt,
     skip: str = SkipOpt,
     ready_timeout: float = typer.Option(300.0, "--ready-timeout", help="Seconds to wait."),
+    service_manager_name: str = ServiceManagerOpt,
     simulate: Path | None = SimulateOpt,
     output: Format = OutputOption,
 ) -> None:
@@ -141,7 +152,7 @@ def init_command(
     with ExitStack() as stack:
         env = NodeEnv(
             root=root,
-            host=_host(root, simulate, stack),
+            host=_host(root, simulate, stack, service_manager_name),
             view=KubeNodeView(
                 node_config.spec.cluster.api_server_endpoint,
                 node_config.spec.cluster.certificate_authority,
@@ -188,6 +199,7 @@ def upgrade_command(
     reason: str | None = ReasonOpt,
     skip: str = SkipOpt,
     ready_timeout: float = typer.Option(300.0, "--ready-timeout", help="Seconds to wait."),
+    service_manager_name: str = ServiceManagerOpt,
     simulate: Path | None = SimulateOpt,
     output: Format = OutputOption,
 ) -> None:
@@ -198,7 +210,10 @@ def upgrade_command(
     with ExitStack() as stack:
         client = stack.enter_context(https(ca, cert, key))
         env = NodeEnv(
-            root=root, host=_host(root, simulate, stack), view=view, ready_timeout=ready_timeout
+            root=root,
+            host=_host(root, simulate, stack, service_manager_name),
+            view=view,
+            ready_timeout=ready_timeout,
         )
         _run(
             lambda on_event: upgrade(
@@ -225,6 +240,7 @@ def uninstall_command(
     force: bool = ForceOpt,
     reason: str | None = ReasonOpt,
     skip: str = SkipOpt,
+    service_manager_name: str = ServiceManagerOpt,
     simulate: Path | None = SimulateOpt,
     output: Format = OutputOption,
 ) -> None:
@@ -233,7 +249,7 @@ def uninstall_command(
     forced = _force(force, reason)
     name, view = _installed(root, kubeconfig, node_name)
     with ExitStack() as stack:
-        env = NodeEnv(root=root, host=_host(root, simulate, stack), view=view)
+        env = NodeEnv(root=root, host=_host(root, simulate, stack, service_manager_name), view=view)
         _run(
             lambda on_event: uninstall(
                 name, env, force=forced, skip=_skips(skip), on_event=on_event
@@ -246,6 +262,7 @@ def debug_command(
     config: str = ConfigOpt,
     root: Path = RootOpt,
     min_mtu: int = typer.Option(1400, "--min-mtu", help="Smallest MTU that carries IPsec."),
+    service_manager_name: str = ServiceManagerOpt,
     output: Format = OutputOption,
 ) -> None:
     """Run ordered checks (time sync, swap, DNS, API endpoint, certificates, node IP, MTU,
@@ -264,7 +281,9 @@ def debug_command(
             node_cidr=node_config.spec.node.node_cidr,
             min_mtu=min_mtu,
         )
-        results = run_checks(target, SystemProbes(), datetime.now(UTC))
+        with ExitStack() as stack:
+            host = _host(root, None, stack, service_manager_name)
+            results = run_checks(target, SystemProbes(host.is_active), datetime.now(UTC))
     rows = [r.as_dict() for r in results]
     if output is Format.TABLE:
         for row in rows:

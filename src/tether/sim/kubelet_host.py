@@ -14,6 +14,7 @@ the simulated kubelet's lease renewals.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shutil
 from pathlib import Path
@@ -102,4 +103,22 @@ class SimulatedFacts:
         return True
 
     def port_in_use(self, port: int) -> bool:
+        return False
+
+    # A simulated host is a plain systemd host: nothing to adapt the files to. What
+    # exists is what exists (it only decides what uninstall asks the recording host to
+    # remove, which removes nothing).
+    def systemd_running(self) -> bool:
+        return True
+
+    def cgroup_v2(self) -> bool:
+        return True
+
+    def cap_sys_resource(self) -> bool:
+        return True
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def cgroup_exists(self, name: str) -> bool:
         return False
