@@ -250,37 +250,34 @@ if ! built "${PREV_DIR}" kubelet "v${KUBELET_PREVIOUS}"; then
 	build_kube "${KUBELET_PREVIOUS}" "${PREV_DIR}" kubelet
 fi
 
+# build_module DIR STAMP OUT MODULE@VERSION PACKAGE TAGS LDFLAGS: one binary from its own
+# module (its dependencies pinned as that module pins them), into DIR with its stamp.
+build_module() {
+	local dir=$1 stamp=$2 out=$3 module=$4 package=$5 tags=$6 ldflags=$7
+	local mdir="${BUILD_ROOT}/${out}-module" gomod goline
+	mkdir -p "${mdir}" "${BUILD_ROOT}/out"
+	gomod=$(gomod_of "${module}")
+	goline=$(awk '$1 == "go" {print $2; exit}' "${gomod}")
+	printf 'module tether.local/%s-build\n\ngo %s\n\nrequire %s %s\n' \
+		"${out}" "${goline}" "${module%@*}" "${module#*@}" >"${mdir}/go.mod"
+	printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "${package}" >"${mdir}/tools.go"
+	log "resolving ${module} dependencies (go mod tidy)"
+	(cd "${mdir}" && go mod tidy)
+	log "building ${out} from ${module}"
+	(cd "${mdir}" && go build -trimpath -tags "${tags}" -ldflags "-s -w ${ldflags}" \
+		-o "${BUILD_ROOT}/out/${out}" "${package}")
+	"${BUILD_ROOT}/out/${out}" --version | head -1
+	install_built "${dir}" "${stamp}" "${out}"
+	log "${out} built"
+}
+
 # --- etcd ---------------------------------------------------------------------------
 # Its own module: etcd 3.6 and Kubernetes pin different versions of shared
 # dependencies (grpc, otel, ...); one module would force one set on both.
 # go.etcd.io/etcd/server/v3 has main.go at its root (calls etcdmain.Main).
 if ! built "${OUT_DIR}" etcd "v${ETCD_VERSION}"; then
-	EDIR="${BUILD_ROOT}/etcd"
-	mkdir -p "${EDIR}" "${BUILD_ROOT}/out"
-	EMOD=$(gomod_of "go.etcd.io/etcd/server/v3@v${ETCD_VERSION}")
-	EGO=$(awk '$1 == "go" {print $2; exit}' "${EMOD}")
-	cat >"${EDIR}/go.mod" <<EOF
-module tether.local/etcd-build
-
-go ${EGO}
-
-require go.etcd.io/etcd/server/v3 v${ETCD_VERSION}
-EOF
-	cat >"${EDIR}/tools.go" <<'EOF'
-//go:build tools
-
-package tools
-
-import _ "go.etcd.io/etcd/server/v3"
-EOF
-	log "resolving etcd v${ETCD_VERSION} dependencies (go mod tidy)"
-	(cd "${EDIR}" && go mod tidy)
-	log "building etcd v${ETCD_VERSION}"
-	(cd "${EDIR}" && go build -trimpath -ldflags "-s -w" \
-		-o "${BUILD_ROOT}/out/etcd" go.etcd.io/etcd/server/v3)
-	"${BUILD_ROOT}/out/etcd" --version | head -1
-	install_built "${OUT_DIR}" "v${ETCD_VERSION}" etcd
-	log "etcd built"
+	build_module "${OUT_DIR}" "v${ETCD_VERSION}" etcd "go.etcd.io/etcd/server/v3@v${ETCD_VERSION}" \
+		go.etcd.io/etcd/server/v3 "" ""
 fi
 # Older checkouts sharing this cache look for kube-apiserver and etcd in VERSIONS.
 if built "${OUT_DIR}" kube-apiserver "v${KUBE_VERSION}" && built "${OUT_DIR}" etcd "v${ETCD_VERSION}"; then
@@ -291,64 +288,17 @@ fi
 # Only the daemon: the tests check the configuration Tether writes with its own
 # `containerd config dump`. no_btrfs: the btrfs snapshotter needs cgo.
 if ! built "${CTRD_DIR}" containerd "v${CONTAINERD2_VERSION}"; then
-	CDIR="${BUILD_ROOT}/containerd"
-	mkdir -p "${CDIR}" "${BUILD_ROOT}/out"
-	CMOD=$(gomod_of "github.com/containerd/containerd/v2@v${CONTAINERD2_VERSION}")
-	CGO_LINE=$(awk '$1 == "go" {print $2; exit}' "${CMOD}")
-	cat >"${CDIR}/go.mod" <<EOF
-module tether.local/containerd-build
-
-go ${CGO_LINE}
-
-require github.com/containerd/containerd/v2 v${CONTAINERD2_VERSION}
-EOF
-	cat >"${CDIR}/tools.go" <<'EOF'
-//go:build tools
-
-package tools
-
-import _ "github.com/containerd/containerd/v2/cmd/containerd"
-EOF
-	log "resolving containerd v${CONTAINERD2_VERSION} dependencies (go mod tidy)"
-	(cd "${CDIR}" && go mod tidy)
-	log "building containerd v${CONTAINERD2_VERSION}"
-	(cd "${CDIR}" && go build -trimpath -tags "urfave_cli_no_docs no_btrfs" \
-		-ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=v${CONTAINERD2_VERSION}" \
-		-o "${BUILD_ROOT}/out/containerd" github.com/containerd/containerd/v2/cmd/containerd)
-	"${BUILD_ROOT}/out/containerd" --version
-	install_built "${CTRD_DIR}" "v${CONTAINERD2_VERSION}" containerd
-	log "containerd built"
+	build_module "${CTRD_DIR}" "v${CONTAINERD2_VERSION}" containerd \
+		"github.com/containerd/containerd/v2@v${CONTAINERD2_VERSION}" \
+		github.com/containerd/containerd/v2/cmd/containerd "urfave_cli_no_docs no_btrfs" \
+		"-X github.com/containerd/containerd/v2/version.Version=v${CONTAINERD2_VERSION}"
 fi
 
 # --- crictl -------------------------------------------------------------------------
 if ! built "${CRICTL_DIR}" crictl "v${CRICTL_VERSION}"; then
-	XDIR="${BUILD_ROOT}/crictl"
-	mkdir -p "${XDIR}" "${BUILD_ROOT}/out"
-	XMOD=$(gomod_of "sigs.k8s.io/cri-tools@v${CRICTL_VERSION}")
-	XGO=$(awk '$1 == "go" {print $2; exit}' "${XMOD}")
-	cat >"${XDIR}/go.mod" <<EOF
-module tether.local/crictl-build
-
-go ${XGO}
-
-require sigs.k8s.io/cri-tools v${CRICTL_VERSION}
-EOF
-	cat >"${XDIR}/tools.go" <<'EOF'
-//go:build tools
-
-package tools
-
-import _ "sigs.k8s.io/cri-tools/cmd/crictl"
-EOF
-	log "resolving crictl v${CRICTL_VERSION} dependencies (go mod tidy)"
-	(cd "${XDIR}" && go mod tidy)
-	log "building crictl v${CRICTL_VERSION}"
-	(cd "${XDIR}" && go build -trimpath \
-		-ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=v${CRICTL_VERSION}" \
-		-o "${BUILD_ROOT}/out/crictl" sigs.k8s.io/cri-tools/cmd/crictl)
-	"${BUILD_ROOT}/out/crictl" --version
-	install_built "${CRICTL_DIR}" "v${CRICTL_VERSION}" crictl
-	log "crictl built"
+	build_module "${CRICTL_DIR}" "v${CRICTL_VERSION}" crictl \
+		"sigs.k8s.io/cri-tools@v${CRICTL_VERSION}" sigs.k8s.io/cri-tools/cmd/crictl "" \
+		"-X sigs.k8s.io/cri-tools/pkg/version.Version=v${CRICTL_VERSION}"
 fi
 
 # --- test image programs ------------------------------------------------------------

@@ -44,7 +44,7 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -745,55 +745,69 @@ class LocalControlPlane:
         ctx.load_cert_chain(cert_file, key_file)
         return ctx
 
+    def _wait_http(
+        self,
+        what: str,
+        url: str,
+        ctx: ssl.SSLContext,
+        deadline: float,
+        alive: Callable[[], None],
+        log: Path,
+    ) -> None:
+        """Poll ``url`` until it answers 200; ``alive`` raises if a process died."""
+        last: str | None = "no answer"
+        while time.monotonic() < deadline:
+            alive()
+            last = _probe(url, ctx)
+            if last is None:
+                return
+            time.sleep(0.2)
+        raise ControlPlaneError(
+            f"{what} after {self.start_timeout:g}s (last: {last}); last log lines:\n{_tail(log)}"
+        )
+
     def _wait_healthz(self, name: str, port: int, deadline: float) -> None:
         """Wait until a controller's ``/healthz`` (allowed without credentials) says ok."""
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE  # its self-signed serving cert; loopback only
-        url = f"https://{_LOOPBACK}:{port}/healthz"
-        last = "no answer"
         log = self.component_log(name)
-        while time.monotonic() < deadline:
-            self._check_alive(self._controllers.get(name), name, log)
-            try:
-                with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
-                    if resp.status == 200:
-                        return
-                    last = f"HTTP {resp.status}"
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}: {exc.read()[:200]!r}"
-            except (OSError, urllib.error.URLError) as exc:
-                last = str(exc)
-            time.sleep(0.2)
-        raise ControlPlaneError(
-            f"{name} not healthy after {self.start_timeout:g}s (last: {last}); "
-            f"last log lines:\n{_tail(log)}"
+        self._wait_http(
+            f"{name} not healthy",
+            f"https://{_LOOPBACK}:{port}/healthz",
+            ctx,
+            deadline,
+            lambda: self._check_alive(self._controllers.get(name), name, log),
+            log,
         )
 
     def _wait_ready(self, deadline: float) -> None:
-        ctx = self._ssl_context()
-        url = f"{self.url}/readyz"
-        last = "no answer"
-        while time.monotonic() < deadline:
+        def alive() -> None:
             self._check_alive(self._etcd, "etcd", self.etcd_log)
             self._check_alive(self._apiserver, "kube-apiserver", self.apiserver_log)
-            try:
-                with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:  # noqa: S310
-                    if resp.status == 200:
-                        return
-                    last = f"HTTP {resp.status}"
-            except urllib.error.HTTPError as exc:
-                # /readyz answers 500 with the failing checks while post-start hooks run.
-                body = exc.read().decode(errors="replace")
-                failing = [ln for ln in body.splitlines() if ln.startswith("[-]")]
-                last = f"HTTP {exc.code}: {'; '.join(failing) or body[:200]}"
-            except (OSError, urllib.error.URLError) as exc:
-                last = str(exc)
-            time.sleep(0.2)
-        raise ControlPlaneError(
-            f"kube-apiserver not ready after {self.start_timeout:g}s (last: {last}); "
-            f"last log lines:\n{_tail(self.apiserver_log)}"
+
+        self._wait_http(
+            "kube-apiserver not ready",
+            f"{self.url}/readyz",
+            self._ssl_context(),
+            deadline,
+            alive,
+            self.apiserver_log,
         )
+
+
+def _probe(url: str, ctx: ssl.SSLContext) -> str | None:
+    """One GET: None when it answers 200, else what it said (for a /readyz or /healthz
+    that answers 500, the checks still failing)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:  # noqa: S310
+            return None if resp.status == 200 else f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace")
+        failing = [ln for ln in body.splitlines() if ln.startswith("[-]")]
+        return f"HTTP {exc.code}: {'; '.join(failing) or body[:200]}"
+    except (OSError, urllib.error.URLError) as exc:
+        return str(exc)
 
 
 # Stop control planes a test run forgot (or could not) stop, so no etcd or

@@ -40,6 +40,18 @@ from tether.domain import resources as r
 from tether.domain.kubeapi import ImportRequest
 from tether.domain.states import HostEvent
 from tether.kube.client import KubeClient
+from tether.kube.resources import (
+    Container,
+    ContainerPort,
+    Deployment,
+    DeploymentSpec,
+    LabelSelector,
+    Node,
+    ObjectMeta,
+    Pod,
+    PodSpec,
+    PodTemplateSpec,
+)
 from tether.node.host import cgroup_hierarchies
 from tether.node.install import default_arch
 from tether.node.render import KUBELET_TUNABLES, SYSCTLS
@@ -192,16 +204,22 @@ def build_mirror(base: Path, binaries: NodeBinaries) -> Mirror:
 
 @dataclass(frozen=True)
 class NodeNet:
-    """One node's network: namespace ``ns``, the node IP on its veth end, the API
-    server's address on the host end, and the node's pod CIDR routed to it."""
+    """One node's network: namespace ``ns`` with the node IP, the API server's address
+    (the host end of the node's veth, or a testbed's VPC host), the node CIDR, and the
+    node's pod CIDR (and its pool's, behind a testbed)."""
 
     ns: str
-    host_if: str
-    node_if: str
     api_ip: str
     node_ip: str
     node_cidr: str
     pod_cidr: str
+    pool_pod_cidr: str = ""
+    host_if: str = ""
+
+    @property
+    def pool_pods(self) -> str:
+        """The pool's pod CIDR (the node's own without a testbed)."""
+        return self.pool_pod_cidr or self.pod_cidr
 
     def argv(self, argv: list[str]) -> list[str]:
         """``argv`` in the node's network namespace only (not a new mount namespace, as
@@ -214,10 +232,10 @@ def node_network() -> Iterator[NodeNet]:
     """A namespace with a veth to the host; random addresses so runs never collide."""
     tag = secrets.token_hex(3)
     third = secrets.randbelow(200) + 20
+    node_if = f"tnn{tag}"
     net = NodeNet(
         ns=f"tnode{tag}",
         host_if=f"tnh{tag}",
-        node_if=f"tnn{tag}",
         api_ip=f"10.226.{third}.10",
         node_ip=f"10.80.{third}.11",
         node_cidr=f"10.80.{third}.0/24",
@@ -225,18 +243,18 @@ def node_network() -> Iterator[NodeNet]:
     )
     try:
         run(["ip", "netns", "add", net.ns])
-        run(["ip", "link", "add", net.host_if, "type", "veth", "peer", "name", net.node_if])
-        run(["ip", "link", "set", net.node_if, "netns", net.ns])
+        run(["ip", "link", "add", net.host_if, "type", "veth", "peer", "name", node_if])
+        run(["ip", "link", "set", node_if, "netns", net.ns])
         run(["ip", "addr", "add", f"{net.api_ip}/32", "dev", net.host_if])
         run(["ip", "link", "set", net.host_if, "up"])
         run(["ip", "route", "add", f"{net.node_ip}/32", "dev", net.host_if])
         run(["ip", "route", "add", net.pod_cidr, "via", net.node_ip, "dev", net.host_if])
         inside = ["ip", "netns", "exec", net.ns]
         run([*inside, "ip", "link", "set", "lo", "up"])
-        run([*inside, "ip", "addr", "add", f"{net.node_ip}/24", "dev", net.node_if])
-        run([*inside, "ip", "link", "set", net.node_if, "up"])
-        run([*inside, "ip", "route", "add", f"{net.api_ip}/32", "dev", net.node_if])
-        run([*inside, "ip", "route", "add", "default", "via", net.api_ip, "dev", net.node_if])
+        run([*inside, "ip", "addr", "add", f"{net.node_ip}/24", "dev", node_if])
+        run([*inside, "ip", "link", "set", node_if, "up"])
+        run([*inside, "ip", "route", "add", f"{net.api_ip}/32", "dev", node_if])
+        run([*inside, "ip", "route", "add", "default", "via", net.api_ip, "dev", node_if])
         yield net
     finally:
         run(["ip", "link", "del", net.host_if], check=False)
@@ -315,10 +333,11 @@ def real_plane(tmp: Path, net: NodeNet, mirror: Path, host: str) -> Iterator[Rea
         settings.paths.artifacts_dir = mirror
         settings.database.url = f"sqlite:///{tmp / 'tether.db'}"
         settings.api.port = _free_port()
-        # The agent server (and the mirror it serves) on the address the node reaches.
-        settings.agent.host = net.api_ip
+        # The agent server (and the mirror it serves) where the node reaches it.
+        agent_host = net.api_ip
+        settings.agent.host = agent_host
         settings.agent.port = _free_port()
-        settings.pki.server_names = f"{net.api_ip},localhost,127.0.0.1"
+        settings.pki.server_names = f"{agent_host},localhost,127.0.0.1"
         server = ServerThread(settings).start()
         db = Database.connect(settings.database_url)
         controllers = ControllerManager(db, settings.paths.data_dir, rescan_seconds=0.5)
@@ -352,7 +371,7 @@ def _populate(plane: RealPlane, net: NodeNet) -> None:
                         "cluster": CLUSTER,
                         "site": "site1",
                         "nodeCIDR": net.node_cidr,
-                        "podCIDR": net.pod_cidr,
+                        "podCIDR": net.pool_pods,
                         "vpnServer": {
                             "publicIP": "203.0.113.5",
                             "insideIP": net.node_cidr.replace(".0/24", ".1"),
@@ -431,6 +450,51 @@ def cni_config(root: Path, net: NodeNet) -> Path:
         )
     )
     return conf
+
+
+# The node and a workload, seen through the API -------------------------------------------
+
+ECHO_LABELS: Final = {"app": "echo"}
+
+
+def node_ready(kube: KubeClient, name: str) -> bool:
+    """Whether Node ``name`` has the Ready condition True."""
+    node = kube.get(Node, name)
+    conditions = node.status.conditions if node.status else None
+    return any(c.type == "Ready" and c.status == "True" for c in conditions or [])
+
+
+def echo_deployment(node: str) -> Deployment:
+    """One echo pod pinned to ``node``, its image imported from the mirror (no pulls)."""
+    return Deployment(
+        metadata=ObjectMeta(name="echo", namespace="default"),
+        spec=DeploymentSpec(
+            replicas=1,
+            selector=LabelSelector(matchLabels=ECHO_LABELS),
+            template=PodTemplateSpec(
+                metadata=ObjectMeta(labels=ECHO_LABELS),
+                spec=PodSpec(
+                    nodeSelector={"kubernetes.io/hostname": node},
+                    containers=[
+                        Container(
+                            name="echo",
+                            image=ECHO_IMAGE,
+                            imagePullPolicy="Never",
+                            ports=[ContainerPort(containerPort=8080)],
+                        )
+                    ],
+                ),
+            ),
+        ),
+    )
+
+
+def running_echo_pod(kube: KubeClient) -> Pod | None:
+    """The echo pod once it runs with an IP."""
+    for pod in kube.list(Pod, namespace="default", labels=ECHO_LABELS):
+        if pod.status and pod.status.phase == "Running" and pod.status.podIP:
+            return pod
+    return None
 
 
 # What a node could leave on the host -------------------------------------------------------

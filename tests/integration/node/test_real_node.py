@@ -25,28 +25,27 @@ from typing import Any
 
 import pytest
 import yaml
-from lightkube.models.apps_v1 import DeploymentSpec
-from lightkube.models.core_v1 import Container, ContainerPort, PodSpec, PodTemplateSpec
-from lightkube.models.meta_v1 import LabelSelector, ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.certificates_v1 import CertificateSigningRequest
-from lightkube.resources.core_v1 import Node, Pod
+from lightkube.resources.core_v1 import Node
 
 from tether.node.supervisor import SupervisorHost
 from tether.node.tracker import load
 from tether.services.drain import DrainOptions, drain_node, uncordon
 from tether.sim.envtest import KUBE_VERSION, KUBELET_PREVIOUS, NodeBinaries
-from tether.sim.images import ECHO_IMAGE
 from tether.sim.realnode import (
     Mirror,
     NodeNet,
     RealPlane,
     cni_config,
+    echo_deployment,
     host_snapshot,
     node_config,
     node_network,
+    node_ready,
     real_plane,
     run,
+    running_echo_pod,
     tether_argv,
     wait_for,
 )
@@ -89,11 +88,6 @@ class RealNode:
 
     def node(self) -> Node:
         return self.plane.kube.get(Node, HOST)
-
-
-def _ready(node: Node) -> bool:
-    conditions = node.status.conditions if node.status else None
-    return any(c.type == "Ready" and c.status == "True" for c in conditions or [])
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +149,8 @@ def test_a_real_node_joins_through_tethers_approver_and_the_controller_managers_
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no systemd as PID 1" in done.stdout  # validation said what this host needs
 
+    assert node_ready(node.plane.kube, HOST)
     kube_node = node.node()
-    assert _ready(kube_node)
     assert kube_node.status is not None and kube_node.status.nodeInfo is not None
     assert kube_node.status.nodeInfo.kubeletVersion == f"v{KUBELET_PREVIOUS}"
     assert kube_node.metadata is not None and kube_node.metadata.labels is not None
@@ -191,39 +185,8 @@ def test_a_real_node_joins_through_tethers_approver_and_the_controller_managers_
 def test_a_deployment_answers_on_its_pod_ip_and_the_api_server_reaches_the_kubelet(
     node: RealNode,
 ) -> None:
-    labels = {"app": "echo"}
-    node.plane.kube.create(
-        Deployment(
-            metadata=ObjectMeta(name="echo", namespace="default"),
-            spec=DeploymentSpec(
-                replicas=1,
-                selector=LabelSelector(matchLabels=labels),
-                template=PodTemplateSpec(
-                    metadata=ObjectMeta(labels=labels),
-                    spec=PodSpec(
-                        nodeSelector={"kubernetes.io/hostname": HOST},
-                        containers=[
-                            Container(
-                                name="echo",
-                                image=ECHO_IMAGE,
-                                imagePullPolicy="Never",  # imported from the mirror
-                                ports=[ContainerPort(containerPort=8080)],
-                            )
-                        ],
-                    ),
-                ),
-            ),
-        ),
-        namespace="default",
-    )
-
-    def running() -> Pod | None:
-        for pod in node.plane.kube.list(Pod, namespace="default", labels=labels):
-            if pod.status and pod.status.phase == "Running" and pod.status.podIP:
-                return pod
-        return None
-
-    pod = wait_for(running, "the echo pod to run", 180)
+    node.plane.kube.create(echo_deployment(HOST), namespace="default")
+    pod = wait_for(lambda: running_echo_pod(node.plane.kube), "the echo pod to run", 180)
     assert pod.spec.nodeName == HOST  # the scheduler bound it
     pod_ip = pod.status.podIP
     assert ipaddress.ip_address(pod_ip) in ipaddress.ip_network(node.net.pod_cidr)
@@ -252,17 +215,15 @@ def test_upgrade_moves_the_real_node_to_the_new_kubelet_after_cordon_and_drain(
                        str(node.plane.server.ca_bundle), "--cert", str(node.cert),
                        "--key", str(node.key), "--ready-timeout", "180")  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+    assert node_ready(node.plane.kube, HOST)
     kube_node = node.node()
-    assert _ready(kube_node)
     assert kube_node.status.nodeInfo.kubeletVersion == f"v{KUBE_VERSION}"
     assert load(node.root).kubernetes_version == KUBE_VERSION
     assert uncordon(node.plane.kube, HOST)
 
-    def rescheduled() -> bool:
-        pods = node.plane.kube.list(Pod, namespace="default", labels={"app": "echo"})
-        return any(p.status and p.status.phase == "Running" for p in pods)
-
-    wait_for(rescheduled, "the echo pod back on the upgraded node", 180)
+    wait_for(
+        lambda: running_echo_pod(node.plane.kube), "the echo pod back on the upgraded node", 180
+    )
 
 
 def test_uninstall_leaves_the_host_as_it_found_it(node: RealNode, before: dict[str, Any]) -> None:
