@@ -252,10 +252,10 @@ def _issue(
     return _KeyPair(cert, key)
 
 
-def _free_port() -> int:
-    """Ask the kernel for an unused loopback port (racy, so start() retries on a clash)."""
+def _free_port(address: str = _LOOPBACK) -> int:
+    """Ask the kernel for an unused port (racy, so start() retries on a clash)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((_LOOPBACK, 0))
+        s.bind((address, 0))
         port: int = s.getsockname()[1]
         return port
 
@@ -287,7 +287,11 @@ class LocalControlPlane:
     terminates them all (kill after *stop_timeout*) and removes the work dir.
 
     The API server listens on *bind_address* (default loopback): a real kubelet in a
-    network namespace of its own reaches it on the address of its veth's host end.
+    network namespace of its own reaches it on the address of its veth's host end. With
+    *apiserver_netns* it runs in that network namespace (a testbed's VPC), where
+    *bind_address* must be one of the namespace's addresses and *etcd_address* one the
+    namespace reaches etcd on (etcd and the controllers stay in this process's
+    namespace, which must reach *bind_address*).
 
     Flags worth knowing (passed to kube-apiserver):
 
@@ -328,6 +332,8 @@ class LocalControlPlane:
         components: Sequence[str] = COMPONENTS,
         bind_address: str = _LOOPBACK,
         controllers: Sequence[str] = ("*",),
+        apiserver_netns: str | None = None,
+        etcd_address: str = _LOOPBACK,
     ) -> None:
         unknown = sorted(set(components) - set(COMPONENTS))
         if unknown:
@@ -336,6 +342,8 @@ class LocalControlPlane:
         self.components = tuple(components)
         self.bind_address = bind_address
         self.controllers = tuple(controllers)
+        self.apiserver_netns = apiserver_netns
+        self.etcd_address = etcd_address
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.service_cluster_ip_range = service_cluster_ip_range
@@ -382,7 +390,7 @@ class LocalControlPlane:
         """etcd's client URL (plain HTTP on loopback)."""
         if not self._etcd_port:
             raise ControlPlaneError("control plane not started")
-        return f"http://{_LOOPBACK}:{self._etcd_port}"
+        return f"http://{self.etcd_address}:{self._etcd_port}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -464,7 +472,7 @@ class LocalControlPlane:
         certs.mkdir(mode=0o700)
         self._write_certs(certs)
 
-        self._etcd_port = _free_port()
+        self._etcd_port = _free_port(self.etcd_address)
         peer_port = _free_port()
         self._port = _free_port()
         started = time.monotonic()
@@ -516,7 +524,7 @@ class LocalControlPlane:
             "--endpoint-reconciler-type=none",
             *self.extra_apiserver_args,
         ]
-        self._apiserver = self._spawn(args, self.apiserver_log)
+        self._apiserver = self._spawn(args, self.apiserver_log, netns=self.apiserver_netns)
         self._write_kubeconfig(self.kubeconfig, self._admin_pair())
         self._wait_ready(deadline)
         self._start_components(binaries, certs, deadline)
@@ -690,11 +698,15 @@ class LocalControlPlane:
         path.write_text(json.dumps(config, indent=2))
         path.chmod(0o600)
 
-    def _spawn(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, argv: list[str], log: Path, *, netns: str | None = None
+    ) -> subprocess.Popen[bytes]:
         out = log.open("ab")
         self._log_files.append(out)
         # etcd reads every ETCD_* variable as a flag: keep the caller's out of it.
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        if netns is not None:  # that network namespace only; files and mounts are ours
+            argv = ["nsenter", f"--net=/run/netns/{netns}", "--", *argv]
         return subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

@@ -52,6 +52,7 @@ from tether.kube.resources import (
     PodSpec,
     PodTemplateSpec,
 )
+from tether.nettest import Testbed
 from tether.node.host import cgroup_hierarchies
 from tether.node.install import default_arch
 from tether.node.render import KUBELET_TUNABLES, SYSCTLS
@@ -324,17 +325,45 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def site_node(bed: Testbed, pool: int = 0, node: int = 0) -> NodeNet:
+    """A node of a running testbed (:mod:`tether.nettest`) as a real node's network: its
+    namespace behind the site's VPN server; the API server in the VPC."""
+    site = bed.topology.sites[pool]
+    spot = site.nodes[node]
+    return NodeNet(
+        ns=spot.ns,
+        api_ip=str(bed.topology.vpc_host.ip),
+        node_ip=str(spot.node.ip),
+        node_cidr=str(site.pool.node_cidr),
+        pod_cidr=str(spot.node.pod_cidr),
+        pool_pod_cidr=str(site.pool.pod_cidr),
+    )
+
+
 @contextmanager
-def real_plane(tmp: Path, net: NodeNet, mirror: Path, host: str) -> Iterator[RealPlane]:
-    """A full control plane on the veth's host address and Tether's plane for it."""
-    with LocalControlPlane(bind_address=net.api_ip, service_cluster_ip_range=SERVICE_CIDR) as cp:
+def real_plane(
+    tmp: Path, net: NodeNet, mirror: Path, host: str, *, testbed: Testbed | None = None
+) -> Iterator[RealPlane]:
+    """A full control plane and Tether's plane for it. Without a testbed the API server
+    and the plane's agent server listen on the address of the node veth's host end.
+    With one, kube-apiserver runs in the testbed's VPC namespace (on its VPC host
+    address, reached from here over the testbed's host link, etcd on this host's end of
+    it) and the agent server stays on loopback."""
+    if testbed is not None and testbed.host_ip is None:
+        raise ValueError("a real node behind a testbed needs its host link (host_link=True)")
+    with LocalControlPlane(
+        bind_address=net.api_ip,
+        service_cluster_ip_range=SERVICE_CIDR,
+        apiserver_netns=testbed.topology.vpc_ns if testbed is not None else None,
+        etcd_address=str(testbed.host_ip) if testbed is not None else "127.0.0.1",
+    ) as cp:
         settings = Settings()
         settings.paths.data_dir = tmp / "data"
         settings.paths.artifacts_dir = mirror
         settings.database.url = f"sqlite:///{tmp / 'tether.db'}"
         settings.api.port = _free_port()
         # The agent server (and the mirror it serves) where the node reaches it.
-        agent_host = net.api_ip
+        agent_host = "127.0.0.1" if testbed is not None else net.api_ip
         settings.agent.host = agent_host
         settings.agent.port = _free_port()
         settings.pki.server_names = f"{agent_host},localhost,127.0.0.1"
