@@ -151,7 +151,6 @@ def one_run(
             memory = {
                 "kubelet": sum(rss_mib(p) for p in pids_of("kubelet")),
                 "containerd": sum(rss_mib(p) for p in pids_of("containerd")),
-                "containerd shims": sum(rss_mib(p) for p in pids_of("containerd-shim")),
                 "supervisors (2)": sum(rss_mib(p) for p in supervisor_pids()),
             }
         started = time.monotonic()
