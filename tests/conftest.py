@@ -230,7 +230,7 @@ def node_config_doc() -> Callable[..., dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def kube_binaries() -> None:
-    """kube-apiserver and etcd are built; else skip (with the reason), or fail under CI."""
+    """The control plane binaries are built; else skip (with the reason), or fail under CI."""
     try:
         find_binaries()
     except BinariesNotFoundError as exc:
@@ -242,10 +242,25 @@ def kube_binaries() -> None:
 
 @pytest.fixture(scope="session")
 def kube_cluster(kube_binaries: None) -> Iterator[LocalControlPlane]:
-    """A running control plane; stopped (and its temp dir removed) at session end."""
-    with LocalControlPlane() as cp:
+    """A bare control plane (etcd and kube-apiserver only, so nothing reconciles: tests
+    make Pods with synthetic owners, budgets without a disruption controller, Pods no
+    scheduler binds); stopped (and its temp dir removed) at session end."""
+    with LocalControlPlane(components=()) as cp:
         print(
             f"\nkube-apiserver ready at {cp.url} in {cp.ready_seconds:.1f}s",
+            file=sys.stderr,
+        )
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def kube_full_cluster(kube_binaries: None) -> Iterator[LocalControlPlane]:
+    """A full control plane: kube-controller-manager (every default controller: CSR
+    signing, node lifecycle, garbage collection, ...) and kube-scheduler too. Started on
+    first use, stopped at session end."""
+    with LocalControlPlane() as cp:
+        print(
+            f"\nfull control plane ready at {cp.url} in {cp.ready_seconds:.1f}s",
             file=sys.stderr,
         )
         yield cp

@@ -28,6 +28,10 @@ question, :func:`is_permanent`, instead of knowing every class::
     │   │                           version skew, swap on, an operator's containerd config)
     │   ├── UnknownPhase            node.phases: --skip names no phase of the action
     │   ├── NodeConfigError         node.nodeconfig: the NodeConfig breaks a rule
+    │   ├── DropInError             node.render: the containerd drop-in does not suit this
+    │   │                           containerd (version 3 names on 1.x)
+    │   ├── ImageArchiveError       node.images: not an image archive with a named image
+    │   ├── UnitError               node.unitrun: a unit file the supervisor cannot run
     │   ├── NotInitialised          node.actions: no node was set up by tether node init
     │   ├── ManifestError           node.artifacts: unusable manifest or keyring, unknown
     │   │   │                       version or architecture

@@ -37,11 +37,12 @@ from tether.domain.agent import Inventory
 from tether.errors import HostError, Permanent, PlaneError, is_permanent
 from tether.node.actions import HostFacts
 from tether.node.artifacts import Keyring
-from tether.node.host import HostOps, SystemdHost
+from tether.node.host import HostOps
 from tether.node.install import https_client
 from tether.node.nodeconfig import NodeConfig
 from tether.node.phases import PhaseEvent
 from tether.node.plan import PlanContext, execute, failure, parse_plan
+from tether.node.supervisor import service_manager
 from tether.planeclient import HttpPlaneAPI, PlaneAPI, Refused, Unavailable, compact
 
 log = logging.getLogger("tether.agent")
@@ -93,8 +94,11 @@ class Agent:
         self.sleep = sleep or (lambda seconds: self.stop.wait(seconds) and None)
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self.collect_inventory = collect_inventory
-        #: The service manager node plans use (systemd; the demo passes a simulated one).
-        self.node_host: Callable[[AgentConfig], HostOps] = node_host or (lambda _: SystemdHost())
+        #: The service manager node plans use: systemd when it runs as PID 1, else the
+        #: supervisor backend (the demo passes a simulated one).
+        self.node_host: Callable[[AgentConfig], HostOps] = node_host or (
+            lambda cfg: service_manager(cfg.node.root)
+        )
         #: What node validation reads of the host (the real one unless a simulation says).
         self.node_facts = node_facts
         cap = config.max_backoff_seconds

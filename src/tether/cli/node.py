@@ -1,19 +1,23 @@
-"""``tether node install`` and ``tether artifacts sync``: node artifacts from a signed
-manifest.
+"""``tether node install`` and ``tether artifacts``: node artifacts from a signed manifest.
 
-Exit codes: 0 ok, 1 the install or sync failed (untrusted manifest, unknown version,
-fetch or checksum failure; nothing installed), 2 usage errors (an unreadable or malformed
-keyring file).
+``tether artifacts keygen | add | publish`` build a signed mirror from real files,
+``tether artifacts sync`` copies one version of another mirror.
+
+Exit codes: 0 ok, 1 the install, sync or publish failed (untrusted manifest, unknown
+version, fetch or checksum failure; nothing installed), 2 usage errors (an unreadable or
+malformed keyring or key file, an invalid artifact).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import typer
 
 from tether.cli.nodeopts import (
     EXIT_FAILED,
+    EXIT_USAGE,
     CaOpt,
     CertOpt,
     KeyOpt,
@@ -24,11 +28,16 @@ from tether.cli.nodeopts import (
 )
 from tether.cli.output import Format, OutputOption, console, field, render
 from tether.errors import HostError
-from tether.node.install import install
-from tether.node.mirror import sync
+from tether.files import write_atomic
+from tether.node.artifacts import ArtifactName, ManifestError, generate_signing_key
+from tether.node.install import default_arch, install
+from tether.node.mirror import add, publish_draft, sync
 
 app = typer.Typer(help="Install Kubernetes node components on this host.", no_args_is_help=True)
-artifacts_app = typer.Typer(help="Signed node artifacts: mirror them.", no_args_is_help=True)
+artifacts_app = typer.Typer(
+    help="Signed node artifacts: build a mirror from files, sign it, copy one.",
+    no_args_is_help=True,
+)
 
 INSTALL_COLUMNS = [
     ("NAME", field("name")),
@@ -101,6 +110,107 @@ def sync_command(
         )
     else:
         render(report.as_dict(), output)
+
+
+@artifacts_app.command("keygen")
+def keygen_command(
+    out: Path = typer.Option(..., "--out", help="Directory for the key and the keyring."),
+    output: Format = OutputOption,
+) -> None:
+    """Make an ed25519 signing key: OUT/signing-key.pem (0600, keep it off the hosts) and
+    OUT/keyring.yaml (the public key, for --keyring on the hosts)."""
+    key, ring = out / "signing-key.pem", out / "keyring.yaml"
+    if key.exists():
+        raise fail(f"{key} exists: refusing to replace a signing key", EXIT_USAGE)
+    key_id, private_pem, public_pem = generate_signing_key()
+    write_atomic(key, private_pem, 0o600, dir_mode=0o700)
+    write_atomic(
+        ring, f"{key_id}: |\n  " + public_pem.decode().strip().replace("\n", "\n  ") + "\n", 0o644
+    )
+    result = {"keyID": key_id, "signingKey": str(key), "keyring": str(ring)}
+    if output is Format.TABLE:
+        console.print(f"key {key_id}: private key {key}, keyring {ring}", highlight=False)
+    else:
+        render(result, output)
+
+
+def _mode(value: str) -> int:
+    try:
+        return int(value, 8)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an octal mode such as 0755") from None
+
+
+@artifacts_app.command("add")
+def add_command(
+    mirror: Path = typer.Option(..., "--mirror", help="The mirror directory."),
+    kubernetes: str = typer.Option(..., "--kubernetes", help="Kubernetes version: 1.37.2."),
+    name: str = typer.Option(..., "--name", help="Artifact name: kubelet, containerd, ..."),
+    version: str = typer.Option(..., "--version", help="The artifact's own version."),
+    file: Path = typer.Option(..., "--file", exists=True, dir_okay=False, help="The file."),
+    install_path: str = typer.Option(..., "--install-path", help="Where it goes on hosts."),
+    mode: str = typer.Option("0755", "--mode", help="Its mode on hosts (octal)."),
+    arch: str | None = typer.Option(None, "--arch", help="amd64 or arm64 (default: this host)."),
+    output: Format = OutputOption,
+) -> None:
+    """Copy FILE into the mirror and list it in the unsigned draft for one Kubernetes
+    version (replacing what installed to the same path); `publish` signs the draft."""
+    try:
+        artifact = add(
+            mirror,
+            kubernetes=kubernetes.removeprefix("v"),
+            name=cast(ArtifactName, name),
+            version=version,
+            file=file,
+            install_path=install_path,
+            mode=_mode(mode),
+            arch=arch or default_arch(),
+        )
+    except ManifestError as exc:
+        raise fail(str(exc), EXIT_USAGE) from exc
+    except OSError as exc:
+        raise fail(f"cannot add {file}: {exc}", EXIT_FAILED) from exc
+    if output is Format.TABLE:
+        console.print(
+            f"added {artifact.name} {artifact.version} -> {artifact.install_path} "
+            f"(sha256 {artifact.sha256[:12]}) for Kubernetes {kubernetes}",
+            highlight=False,
+        )
+    else:
+        render(artifact.model_dump(mode="json", by_alias=True), output)
+
+
+@artifacts_app.command("publish")
+def publish_command(
+    mirror: Path = typer.Option(..., "--mirror", help="The mirror directory."),
+    key: Path = typer.Option(..., "--key", help="The ed25519 signing key (PEM)."),
+    output: Format = OutputOption,
+) -> None:
+    """Sign the mirror's draft and write manifest.json: hosts see the new artifacts from
+    now on. Every listed file's sha256 is checked first."""
+    try:
+        private_pem = key.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read the signing key: {exc}", EXIT_USAGE) from exc
+    try:
+        key_id, manifest = publish_draft(mirror, private_pem)
+    except ManifestError as exc:
+        raise fail(f"not published: {exc}", EXIT_FAILED) from exc
+    rows = [
+        {"kubernetes": version, "arch": arch, "artifacts": len(items)}
+        for version, arches in sorted(manifest.versions.items())
+        for arch, items in sorted(arches.items())
+    ]
+    if output is Format.TABLE:
+        render(
+            rows,
+            output,
+            [("KUBERNETES", field("kubernetes")), ("ARCH", field("arch")),
+             ("ARTIFACTS", field("artifacts"))],
+        )  # fmt: skip
+        console.print(f"signed with {key_id}: {mirror / 'manifest.json'}", highlight=False)
+    else:
+        render({"keyID": key_id, "versions": rows}, output)
 
 
 def register(root: typer.Typer) -> None:

@@ -41,10 +41,11 @@ from tether.node.actions import (
 )
 from tether.node.credentials import token_source
 from tether.node.debug import DebugTarget, SystemProbes, overall, run_checks
-from tether.node.host import HostOps, SystemdHost
+from tether.node.host import HostOps
 from tether.node.kubeview import KubeNodeView
 from tether.node.nodeconfig import NodeConfig, NodeConfigError, load_node_config
 from tether.node.phases import ActionReport, PhaseEvent, UnknownPhase
+from tether.node.supervisor import BACKENDS, service_manager
 from tether.node.tracker import host_path
 
 EXIT_INVALID = 7
@@ -61,6 +62,12 @@ ForceOpt = typer.Option(False, "--force", help="Skip the cordoned-and-drained ch
 ReasonOpt = typer.Option(None, "--reason", help="Why --force is needed (logged).")
 KubeconfigOpt = typer.Option(
     None, "--kubeconfig", help="Kubeconfig to read the node with (default: the kubelet's)."
+)
+ServiceManagerOpt = typer.Option(
+    "auto",
+    "--service-manager",
+    help="systemd, supervisor (runs the units' ExecStart where systemd is not PID 1), "
+    "or auto: systemd when it runs as PID 1.",
 )
 SimulateOpt = typer.Option(
     None,
@@ -92,11 +99,15 @@ def _skips(skip: str) -> list[str]:
     return [s.strip() for s in skip.split(",") if s.strip()]
 
 
-def _host(root: Path, simulate: Path | None, stack: ExitStack) -> tuple[HostOps, HostFacts]:
-    """systemd and this machine's probes, or the SIMULATED kubelet host and its facts
-    (closed with ``stack``)."""
+def _host(
+    root: Path, simulate: Path | None, stack: ExitStack, backend: str = "auto"
+) -> tuple[HostOps, HostFacts]:
+    """The service manager (systemd or the supervisor backend) and this machine's probes,
+    or the SIMULATED kubelet host and its facts (closed with ``stack``)."""
     if simulate is None:
-        return SystemdHost(), SystemFacts()
+        if backend not in BACKENDS:
+            raise fail(f"--service-manager must be one of {', '.join(BACKENDS)}", EXIT_USAGE)
+        return service_manager(root, backend), SystemFacts()
     from tether.kube.client import KubeClient
     from tether.sim.kubelet_host import SimulatedFacts, SimulatedKubeletHost
     from tether.sim.kubesim import KubeletFleet
@@ -135,6 +146,7 @@ def init_command(
     root: Path = RootOpt,
     skip: str = SkipOpt,
     ready_timeout: float = typer.Option(300.0, "--ready-timeout", help="Seconds to wait."),
+    service_manager_name: str = ServiceManagerOpt,
     simulate: Path | None = SimulateOpt,
     output: Format = OutputOption,
 ) -> None:
@@ -142,7 +154,7 @@ def init_command(
     bootstrap kubeconfig, systemd units, start, wait for Ready. Safe to run again."""
     node_config = _config(config)
     with ExitStack() as stack:
-        host, facts = _host(root, simulate, stack)
+        host, facts = _host(root, simulate, stack, service_manager_name)
         env = NodeEnv(
             root=root,
             host=host,
@@ -193,6 +205,7 @@ def upgrade_command(
     reason: str | None = ReasonOpt,
     skip: str = SkipOpt,
     ready_timeout: float = typer.Option(300.0, "--ready-timeout", help="Seconds to wait."),
+    service_manager_name: str = ServiceManagerOpt,
     simulate: Path | None = SimulateOpt,
     output: Format = OutputOption,
 ) -> None:
@@ -202,7 +215,7 @@ def upgrade_command(
     name, view = _installed(root, kubeconfig, node_name)
     with ExitStack() as stack:
         client = stack.enter_context(https(ca, cert, key))
-        host, facts = _host(root, simulate, stack)
+        host, facts = _host(root, simulate, stack, service_manager_name)
         env = NodeEnv(root=root, host=host, facts=facts, view=view, ready_timeout=ready_timeout)
         _run(
             lambda on_event: upgrade(
@@ -229,6 +242,7 @@ def uninstall_command(
     force: bool = ForceOpt,
     reason: str | None = ReasonOpt,
     skip: str = SkipOpt,
+    service_manager_name: str = ServiceManagerOpt,
     simulate: Path | None = SimulateOpt,
     output: Format = OutputOption,
 ) -> None:
@@ -237,7 +251,7 @@ def uninstall_command(
     forced = _force(force, reason)
     name, view = _installed(root, kubeconfig, node_name)
     with ExitStack() as stack:
-        host, facts = _host(root, simulate, stack)
+        host, facts = _host(root, simulate, stack, service_manager_name)
         env = NodeEnv(root=root, host=host, facts=facts, view=view)
         _run(
             lambda on_event: uninstall(
@@ -251,6 +265,7 @@ def debug_command(
     config: str = ConfigOpt,
     root: Path = RootOpt,
     min_mtu: int = typer.Option(1400, "--min-mtu", help="Smallest MTU that carries IPsec."),
+    service_manager_name: str = ServiceManagerOpt,
     output: Format = OutputOption,
 ) -> None:
     """Run ordered checks (time sync, swap, DNS, API endpoint, certificates, node IP, MTU,
@@ -269,7 +284,9 @@ def debug_command(
             node_cidr=node_config.spec.node.node_cidr,
             min_mtu=min_mtu,
         )
-        results = run_checks(target, SystemProbes(), datetime.now(UTC))
+        with ExitStack() as stack:
+            host, _ = _host(root, None, stack, service_manager_name)
+            results = run_checks(target, SystemProbes(host.is_active), datetime.now(UTC))
     rows = [r.as_dict() for r in results]
     if output is Format.TABLE:
         for row in rows:

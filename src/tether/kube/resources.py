@@ -8,10 +8,12 @@ Kubernetes library touches this package only.
 from __future__ import annotations
 
 from lightkube.core.resource import Resource
+from lightkube.models.apps_v1 import DeploymentSpec
 from lightkube.models.coordination_v1 import LeaseSpec
-from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
+from lightkube.models.core_v1 import Container, ContainerPort, PodSpec, PodTemplateSpec
+from lightkube.models.meta_v1 import LabelSelector, ObjectMeta, OwnerReference
 from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
-from lightkube.resources.apps_v1 import DaemonSet
+from lightkube.resources.apps_v1 import DaemonSet, Deployment
 from lightkube.resources.certificates_v1 import CertificateSigningRequest
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Namespace, Node, Pod, Secret, ServiceAccount
@@ -27,7 +29,12 @@ __all__ = [
     "CertificateSigningRequest",
     "ClusterRole",
     "ClusterRoleBinding",
+    "Container",
+    "ContainerPort",
     "DaemonSet",
+    "Deployment",
+    "DeploymentSpec",
+    "LabelSelector",
     "Lease",
     "LeaseSpec",
     "Namespace",
@@ -35,6 +42,8 @@ __all__ = [
     "ObjectMeta",
     "OwnerReference",
     "Pod",
+    "PodSpec",
+    "PodTemplateSpec",
     "PolicyRule",
     "Resource",
     "Role",

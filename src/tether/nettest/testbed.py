@@ -4,6 +4,12 @@ Everything is created under a unique name prefix, recorded as it is created, and
 down in ``close()`` (also on failure): processes by their pid, namespaces by name, and
 the work directory holding the keys. Nothing leaves the namespaces: the testbed has no
 link to the host's network, so the plan's public addresses are only used inside it.
+
+Two options let a real node join through it (``tests/integration/node``):
+``host_link=True`` adds a management veth from this host to the VPC namespace, with a
+route to the VPC host address only, so processes here (etcd, the controllers, Tether's
+plane, the tests) reach a kube-apiserver listening in the VPC; ``real_nodes`` names nodes
+whose pod network a real CNI brings, so their namespace gets no pod address on ``lo``.
 """
 
 from __future__ import annotations
@@ -16,9 +22,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from types import TracebackType
 
@@ -135,6 +141,8 @@ class Testbed:
         prefix: str | None = None,
         log: Log | None = None,
         timeout: float = 60.0,
+        host_link: bool = False,
+        real_nodes: Collection[str] = (),
     ) -> None:
         self.plan = network_plan
         self.prefix = prefix or f"tnt{secrets.token_hex(3)}"
@@ -145,6 +153,11 @@ class Testbed:
         self.namespaces: list[str] = []
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.workdir: Path | None = None
+        self.real_nodes = frozenset(real_nodes)
+        self.host_link = host_link
+        #: The host's end of the management link (``host_link``): its name and address.
+        self.host_if: str | None = None
+        self.host_ip: IPv4Address | None = None
 
     # Context management ----------------------------------------------------------------
 
@@ -230,6 +243,8 @@ class Testbed:
             )
         self._log(f"created {len(self.namespaces)} namespaces with prefix {self.prefix}")
         self._build_cloud(topo)
+        if self.host_link:
+            self._build_host_link(topo)
         for site in topo.sites:
             self._build_site(topo, site)
         self._start_charon(topo.cgw_ns, "cloud/swanctl")
@@ -275,6 +290,25 @@ class Testbed:
             self._ip(cgw, "addr", "add", f"{ip}/32", "dev", "lo")
         self._sysctl(cgw, "net.ipv4.ip_forward=1")
 
+    def _build_host_link(self, topo: Topology) -> None:
+        """A veth from this host to the VPC namespace (link-local /30) and a host route to
+        the VPC host address through it."""
+        name = f"{self.prefix}h"
+        third = secrets.randbelow(250) + 1
+        host = IPv4Interface(f"169.254.{third}.1/30")
+        vpc = IPv4Interface(f"169.254.{third}.2/30")
+        self._run([_tool("ip"), "link", "add", name, "type", "veth", "peer", "name", "mgmt0",
+                   "netns", topo.vpc_ns])  # fmt: skip
+        self.host_if = name
+        self._run([_tool("ip"), "addr", "add", str(host), "dev", name])
+        self._run([_tool("ip"), "link", "set", name, "up"])
+        self._ip(topo.vpc_ns, "addr", "add", str(vpc), "dev", "mgmt0")
+        self._ip(topo.vpc_ns, "link", "set", "mgmt0", "up")
+        self._run([_tool("ip"), "route", "add", f"{topo.vpc_host.ip}/32", "via", str(vpc.ip),
+                   "dev", name])  # fmt: skip
+        self.host_ip = host.ip
+        self._log(f"host link {name} ({host}) to {topo.vpc_ns} ({vpc})")
+
     def _build_site(self, topo: Topology, site: SiteSpot) -> None:
         pool, vs = site.pool, site.vpn_ns
         uplink = f"site{site.index}"
@@ -294,7 +328,8 @@ class Testbed:
             self._veth(vs, port, spot.ns, "lan0")
             self._ip(vs, "link", "set", port, "master", "lan-br")
             self._ip(spot.ns, "addr", "add", f"{spot.node.ip}/{prefixlen}", "dev", "lan0")
-            self._ip(spot.ns, "addr", "add", f"{spot.node.pod_address}/32", "dev", "lo")
+            if spot.node.name not in self.real_nodes:  # a real node's CNI brings its pods
+                self._ip(spot.ns, "addr", "add", f"{spot.node.pod_address}/32", "dev", "lo")
             self._ip(spot.ns, "route", "add", "default", "via", str(spot.gateway))
         if site.router_ns is not None:
             self._veth(vs, "lan-rt", site.router_ns, "lan0")
@@ -494,6 +529,9 @@ class Testbed:
             stop_process(proc, 5)
             self._log(f"stopped {label}")
         self.processes.clear()
+        if self.host_if is not None:
+            self._run([_tool("ip"), "link", "delete", self.host_if], check=False)
+            self.host_if = self.host_ip = None
         for ns in reversed(self.namespaces):
             self._run([_tool("ip"), "netns", "delete", ns], check=False)
             etc = Path("/etc/netns") / ns
@@ -535,8 +573,11 @@ def open_testbed(
     prefix: str | None = None,
     log: Log | None = None,
     timeout: float = 60.0,
+    host_link: bool = False,
+    real_nodes: Collection[str] = (),
 ) -> Iterator[Testbed]:
-    """Check ``doc``, plan it with fresh keys, and run its testbed for the ``with`` body.
+    """Check ``doc``, plan it with fresh keys, and run its testbed for the ``with`` body
+    (``host_link`` and ``real_nodes``: see the module doc).
 
     Raises :class:`TestbedRefused` before creating anything when the document has errors.
     """
@@ -547,7 +588,14 @@ def open_testbed(
         network_plan = plan(doc, random_psks(doc))
     except PlanError as error:  # pragma: no cover - check() passed
         raise TestbedRefused(error.findings) from error
-    with Testbed(network_plan, prefix=prefix, log=log, timeout=timeout) as bed:
+    with Testbed(
+        network_plan,
+        prefix=prefix,
+        log=log,
+        timeout=timeout,
+        host_link=host_link,
+        real_nodes=real_nodes,
+    ) as bed:
         yield bed
 
 

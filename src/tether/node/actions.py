@@ -23,11 +23,12 @@ import hashlib
 import ipaddress
 import json
 import logging
+import os
 import re
 import socket
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -42,7 +43,8 @@ from tether.files import write_atomic
 from tether.node import render
 from tether.node.artifacts import Keyring
 from tether.node.debug import SystemProbes
-from tether.node.host import HostOps
+from tether.node.host import HostOps, cgroup_hierarchies
+from tether.node.images import image_names, import_argv
 from tether.node.install import clear_staging, default_arch, fetch_resolved, install
 from tether.node.kubeview import NodeView, NodeViewError
 from tether.node.managed import ForeignFile, write_managed
@@ -58,6 +60,8 @@ from tether.node.phases import (
     check_skip,
     run_phases,
 )
+from tether.node.supervisor import LOG_DIR
+from tether.node.supervisor import STATE_DIR as SUPERVISOR_DIR
 from tether.node.tracker import Tracker, host_path, load, save
 from tether.node.uninstall import remove
 
@@ -82,6 +86,16 @@ log = logging.getLogger("tether.node")
 STAMPS: Final = f"{JOURNAL_DIR}/applied.json"
 #: Which node ``init`` set up (name, API endpoint, CA); read by upgrade and uninstall.
 NODE_STATE: Final = f"{JOURNAL_DIR}/node.json"
+#: The host as ``init`` found it before its services first ran (sysctl values, state
+#: directories and cgroups that did not exist): what uninstall puts back.
+HOST_BEFORE: Final = f"{JOURNAL_DIR}/host-before.json"
+#: Where CNI plugins are looked for when Tether did not install them (Debian's package
+#: puts them in /usr/lib/cni).
+CNI_DIRS: Final = ("/opt/cni/bin", "/usr/lib/cni", "/usr/libexec/cni")
+#: The cgroups the kubelet creates for pods (cgroupfs and systemd drivers).
+POD_CGROUPS: Final = ("kubepods", "kubepods.slice")
+#: The iptables chains the kubelet itself makes (kube-proxy's and the CNI's are theirs).
+KUBELET_CHAINS: Final = ("KUBE-FIREWALL", "KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 #: Ports the kubelet listens on: the API (10250) and its health endpoint (10248).
 KUBELET_PORTS: Final = (10250, 10248)
 INIT_PHASES: Final = (
@@ -110,11 +124,23 @@ BOOTSTRAP_TOKEN_REUSE_SECONDS: Final = 45 * 60
 
 
 class HostFacts(Protocol):
-    """Read-only facts about the host that validation needs."""
+    """Read-only facts about the host that validation and the generated files need."""
 
     def active_swaps(self) -> list[str]: ...
     def has_address(self, ip: ipaddress.IPv4Address) -> bool: ...
     def port_in_use(self, port: int) -> bool: ...
+    def systemd_running(self) -> bool: ...
+    def cgroup_v2(self) -> bool: ...
+    def cap_sys_resource(self) -> bool: ...
+    def exists(self, path: str) -> bool:
+        """Whether the real path ``path`` exists (not under the root prefix)."""
+        ...
+
+    def cgroup_exists(self, name: str) -> bool: ...
+
+
+#: CAP_SYS_RESOURCE's bit in /proc/self/status CapEff.
+_CAP_SYS_RESOURCE: Final = 24
 
 
 class SystemFacts:
@@ -138,6 +164,25 @@ class SystemFacts:
             except OSError:
                 return True
         return False
+
+    def systemd_running(self) -> bool:
+        # sd_booted(): systemd creates this directory when it runs as PID 1.
+        return Path("/run/systemd/system").is_dir()
+
+    def cgroup_v2(self) -> bool:
+        return Path("/sys/fs/cgroup/cgroup.controllers").is_file()
+
+    def cap_sys_resource(self) -> bool:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> _CAP_SYS_RESOURCE & 1)
+        return False
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def cgroup_exists(self, name: str) -> bool:
+        return any((h / name).is_dir() for h in cgroup_hierarchies())
 
 
 @dataclass
@@ -204,6 +249,124 @@ def _apply_once(root: Path, key: str, paths: Sequence[str], effect: Callable[[],
     return True
 
 
+# The host: what the generated files adapt to, and what init found -----------------------
+
+
+def _cni_dir(env: NodeEnv, tracker: Tracker) -> str:
+    """Where the CNI plugins are: Tether's, else the first of :data:`CNI_DIRS` holding
+    ``loopback`` under the root prefix, else on the host; else where the cluster's CNI
+    will install them (``/opt/cni/bin``)."""
+    ours = [e for e in tracker.installed if e.name == "cni-plugins"]
+    if ours:
+        return str(host_path(env.root, str(PurePosixPath(ours[0].path).parent)))
+    for directory in CNI_DIRS:
+        prefixed = str(host_path(env.root, directory))
+        if env.facts.exists(f"{prefixed}/loopback"):
+            return prefixed
+    for directory in CNI_DIRS:
+        if env.facts.exists(f"{directory}/loopback"):
+            return directory
+    return str(host_path(env.root, render.DEFAULT_CNI_BIN_DIR))
+
+
+def host_profile(env: NodeEnv, tracker: Tracker | None = None) -> render.HostProfile:
+    """What the generated files adapt to on this host (see :class:`render.HostProfile`)."""
+    return render.HostProfile(
+        root=str(env.root),
+        systemd=env.facts.systemd_running(),
+        cgroup_v2=env.facts.cgroup_v2(),
+        lower_oom_score=env.facts.cap_sys_resource(),
+        cni_bin_dir=_cni_dir(env, tracker or load(env.root)),
+    )
+
+
+def _service_paths(profile: render.HostProfile, containerd_ours: bool) -> list[str]:
+    """Real paths the node's services create when they run. Some are fixed whatever the
+    root prefix: the kubelet's device-plugin socket dir and ``/var/log/containers``,
+    containerd's shim sockets, libcni's cache."""
+    at = profile.at
+    paths = [
+        at(render.KUBELET_ROOT_DIR),
+        render.KUBELET_ROOT_DIR,
+        at("/var/log/pods"),
+        "/var/log/containers",
+        at("/usr/libexec/kubernetes"),
+        at("/var/lib/cni"),
+        "/var/lib/cni",
+        at(SUPERVISOR_DIR.rsplit("/", 1)[0]),
+        at(LOG_DIR),
+    ]
+    if containerd_ours:
+        paths += [
+            at("/var/lib/containerd"),
+            at("/run/containerd"),
+            "/run/containerd",
+            at("/opt/containerd"),
+        ]
+    return sorted(set(paths))
+
+
+def _host_before(root: Path) -> dict[str, Any] | None:
+    try:
+        data: Any = json.loads(host_path(root, HOST_BEFORE).read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _record_host(env: NodeEnv, profile: render.HostProfile, sysctls: Iterable[str] = ()) -> None:
+    """Record, once, the host as it is before Tether's services first run: the sysctls
+    Tether (its own and the NodeConfig's ``sysctls``) and the kubelet set, and which
+    state paths and pod cgroups do not exist yet."""
+    if _host_before(env.root) is not None:
+        return
+    names = sorted({*render.SYSCTLS, *render.KUBELET_TUNABLES, *sysctls})
+
+    def first_absent(path: str) -> str | None:
+        """The topmost directory on the way to ``path`` that does not exist yet: the
+        service creates it with its parents (``/usr/libexec`` for the kubelet's
+        ``/usr/libexec/kubernetes``), so that is what must go again."""
+        parts = PurePosixPath(path).parts
+        for depth in range(2, len(parts) + 1):
+            candidate = str(PurePosixPath(*parts[:depth]))
+            if not env.facts.exists(candidate):
+                return candidate
+        return None
+
+    paths = _service_paths(profile, _containerd_ours(load(env.root)))
+    before = {
+        "sysctls": {name: env.host.read_sysctl(name) for name in names},
+        "absent": sorted({a for a in map(first_absent, paths) if a is not None}),
+        "cgroups": [c for c in POD_CGROUPS if not env.facts.cgroup_exists(c)],
+    }
+    write_atomic(host_path(env.root, HOST_BEFORE), json.dumps(before, indent=2) + "\n", 0o600)
+
+
+def _restore_host(env: NodeEnv) -> list[str]:
+    """Put back what :func:`_record_host` saw: remove the state paths and pod cgroups the
+    node's services created (after unmounting what is mounted in them), reset the
+    sysctls. Then forget the record."""
+    before = _host_before(env.root)
+    if before is None:
+        return []
+    changed: list[str] = []
+    absent = sorted((str(p) for p in before.get("absent", [])), key=len, reverse=True)
+    for path in absent:
+        changed += [f"unmounted {m}" for m in env.host.unmount_tree(path)]
+    for path in absent:
+        if env.host.remove_tree(path):
+            changed.append(f"removed {path}")
+    for cgroup in before.get("cgroups", []):
+        if env.host.remove_cgroup(str(cgroup)):
+            changed.append(f"removed cgroup {cgroup}")
+    for name, value in sorted((before.get("sysctls") or {}).items()):
+        if value is not None and env.host.read_sysctl(name) != str(value):
+            env.host.write_sysctl(name, str(value))
+            changed.append(f"sysctl {name}={value}")
+    host_path(env.root, HOST_BEFORE).unlink(missing_ok=True)
+    return changed
+
+
 # Shared phases -----------------------------------------------------------------------------
 
 
@@ -265,6 +428,30 @@ def _services(tracker: Tracker) -> dict[str, list[str]]:
     return {"containerd": containerd, "kubelet": kubelet}
 
 
+def _images(tracker: Tracker) -> list[str]:
+    """The image archives Tether installed (host paths), the sandbox image first."""
+    entries = [e for e in tracker.installed if e.name in ("pause-image", "image")]
+    return [e.path for e in sorted(entries, key=lambda e: (e.name != "pause-image", e.path))]
+
+
+def _import_images(env: NodeEnv, tracker: Tracker) -> list[str]:
+    """Import the installed image archives into containerd (it must be running)."""
+    archives = _images(tracker)
+    if not archives:
+        return []
+    ctr = tracker.artifact("ctr")
+    ctr_path = str(host_path(env.root, ctr.path)) if ctr and not ctr.foreign else "ctr"
+    socket_path = str(host_path(env.root, render.CONTAINERD_SOCKET))
+
+    def run() -> None:
+        for archive in archives:
+            env.host.run(import_argv(ctr_path, socket_path, str(host_path(env.root, archive))))
+
+    if _apply_once(env.root, "images", archives, run):
+        return [f"imported {len(archives)} image archive(s) into containerd"]
+    return []
+
+
 def _start(env: NodeEnv) -> PhaseResult:
     tracker = load(env.root)
     changed: list[str] = []
@@ -274,10 +461,18 @@ def _start(env: NodeEnv) -> PhaseResult:
             _set_stamp(env.root, key, None)
         if _apply_once(env.root, key, inputs, partial(env.host.restart, unit)):
             changed.append(f"restarted {unit}")
+            if unit == "containerd":  # a new containerd (or its state) may lack them
+                _set_stamp(env.root, "images", None)
+        if unit == "containerd":
+            changed += _import_images(env, tracker)
     return PhaseResult(changed)
 
 
 def _wait_ready(env: NodeEnv, name: str) -> PhaseResult:
+    """Until the Node is Ready *and* reports the installed kubelet's version: right after
+    an upgrade restarts the kubelet, the Node still says Ready for the old one."""
+    entry = load(env.root).artifact("kubelet")
+    wanted = entry.version.removeprefix("v") if entry is not None and entry.version else None
     deadline = env.clock() + env.ready_timeout
     last = "not registered yet"
     while True:
@@ -285,9 +480,12 @@ def _wait_ready(env: NodeEnv, name: str) -> PhaseResult:
             state = env.view.node(name)
         except NodeViewError as exc:
             state, last = None, str(exc)
+        running = (state.kubelet_version or "").removeprefix("v") if state else ""
+        if state is not None and state.ready and wanted in (None, running):
+            return PhaseResult(message=f"node {name} is Ready (kubelet v{running})")
         if state is not None and state.ready:
-            return PhaseResult(message=f"node {name} is Ready")
-        if state is not None:
+            last = f"Ready, but with kubelet v{running}, not v{wanted} yet"
+        elif state is not None:
             last = "registered, not Ready" if state.ready is False else "registered, no status"
         if env.clock() >= deadline:
             raise PhaseError(
@@ -394,9 +592,11 @@ def _validate(config: NodeConfig, env: NodeEnv) -> PhaseResult:
         raise PhaseRefused("; ".join([*problems, *([ports] if busy else [])]))
     if busy:
         raise PhaseError(ports)
+    notes = host_profile(env, tracker).notes()
     return PhaseResult(
         message=f"kubelet {tracker.kubernetes_version} may join control plane {control_plane}; "
         f"node IP {ip} in {config.spec.node.node_cidr}; swap off; ports free"
+        + (f"; this host: {', '.join(notes)}" if notes else "")
     )
 
 
@@ -406,6 +606,7 @@ def _write(env: NodeEnv, files: Sequence[render.RenderedFile]) -> list[str]:
 
 
 def _system_settings(config: NodeConfig, env: NodeEnv) -> PhaseResult:
+    _record_host(env, host_profile(env), config.spec.os.sysctls)
     files = [
         render.sysctl_conf(config.spec.os.sysctls),
         render.modules_conf(config),
@@ -422,37 +623,57 @@ def _system_settings(config: NodeConfig, env: NodeEnv) -> PhaseResult:
     return PhaseResult(changed)
 
 
-def _containerd_main(env: NodeEnv) -> list[render.RenderedFile]:
-    """containerd's config.toml for the installed containerd's major version, if Tether
-    installed containerd; otherwise check the operator's config imports the drop-in."""
+def _sandbox_image(env: NodeEnv, tracker: Tracker) -> str:
+    """The name of the installed pause-image archive's image, else the default."""
+    pause = tracker.artifact("pause-image")
+    if pause is None or pause.foreign:
+        return render.SANDBOX_IMAGE
+    return image_names(host_path(env.root, pause.path))[0]
+
+
+def _containerd_main(env: NodeEnv) -> tuple[list[render.RenderedFile], dict[str, Any], int]:
+    """containerd's config.toml for the installed containerd's major version if Tether
+    installed containerd (with the document and the major); otherwise no file, the
+    operator's config.toml (which must import the drop-in) and its major."""
     tracker = load(env.root)
+    profile = host_profile(env, tracker)
     if _containerd_ours(tracker):
         entry = tracker.artifact("containerd")
         major = _containerd_major(entry.version if entry else None)
-        return [render.containerd_config(2 if major is None else major)]
+        major = 2 if major is None else major
+        runc = tracker.artifact("runc")
+        sandbox = _sandbox_image(env, tracker)
+        runc_path = profile.at(runc.path) if runc and not runc.foreign else None
+        doc = render.containerd_config_doc(major, profile, sandbox_image=sandbox, runc=runc_path)
+        file = render.containerd_config(major, profile, sandbox_image=sandbox, runc=runc_path)
+        return [file], doc, major
     main = host_path(env.root, render.CONTAINERD_CONFIG)
     try:
-        imports = tomllib.loads(main.read_text()).get("imports", [])
+        doc = tomllib.loads(main.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise PhaseRefused(
             f"containerd was not installed by Tether and its {render.CONTAINERD_CONFIG} cannot "
             f"be read ({exc}): give it an imports line for /etc/containerd/config.d/*.toml"
         ) from exc
-    wanted = str(PurePosixPath(render.CONTAINERD_DROPIN).parent / "*.toml")
+    imports = doc.get("imports", [])
+    wanted = profile.at(str(PurePosixPath(render.CONTAINERD_DROPIN).parent / "*.toml"))
     if not isinstance(imports, list) or wanted not in imports:
         raise PhaseRefused(
             f"containerd was not installed by Tether and {render.CONTAINERD_CONFIG} does not "
             f'import config.d: add imports = ["{wanted}"] to it'
         )
-    return []
+    # An operator's config.toml says version 3 only for containerd 2.
+    return [], doc, 2 if doc.get("version") == 3 else 1
 
 
 def _containerd_config(config: NodeConfig, env: NodeEnv) -> PhaseResult:
-    return PhaseResult(_write(env, [render.containerd_dropin(config), *_containerd_main(env)]))
+    files, main, major = _containerd_main(env)
+    return PhaseResult(_write(env, [render.containerd_dropin(config, major, main), *files]))
 
 
 def _kubelet_config(config: NodeConfig, env: NodeEnv) -> PhaseResult:
-    return PhaseResult(_write(env, [render.ca_file(config), render.kubelet_config(config)]))
+    kubelet = render.kubelet_config(config, host_profile(env))
+    return PhaseResult(_write(env, [render.ca_file(config), kubelet]))
 
 
 def _bootstrap_server(root: Path) -> str | None:
@@ -480,14 +701,16 @@ def _kubeconfig(config: NodeConfig, env: NodeEnv, token: Callable[[], str]) -> P
     secret = token()
     if not _TOKEN.match(secret):
         raise PhaseRefused("the bootstrap token is malformed (want 6 + 16 lowercase characters)")
-    return PhaseResult(_write(env, [render.bootstrap_kubeconfig(config, secret)]))
+    profile = host_profile(env)
+    return PhaseResult(_write(env, [render.bootstrap_kubeconfig(config, secret, profile)]))
 
 
 def _units(config: NodeConfig, env: NodeEnv) -> PhaseResult:
     tracker = load(env.root)
-    files = [render.kubelet_unit(config, _binary(tracker, "kubelet"))]
+    profile = host_profile(env, tracker)
+    files = [render.kubelet_unit(config, profile.at(_binary(tracker, "kubelet")), profile)]
     if _containerd_ours(tracker):
-        files.append(render.containerd_unit(_binary(tracker, "containerd")))
+        files.append(render.containerd_unit(profile.at(_binary(tracker, "containerd")), profile))
     changed = _write(env, files)
     if _apply_once(env.root, "daemon-reload", [f.path for f in files], env.host.daemon_reload):
         changed.append("daemon-reload")
@@ -632,7 +855,7 @@ def upgrade(
         _phase(
             "containerd-config",
             "containerd config for its major version",
-            lambda: PhaseResult(_write(env, _containerd_main(env))),
+            lambda: PhaseResult(_write(env, _containerd_main(env)[0])),
         ),
         _phase("start", "restart what changed", lambda: _start(env)),
         _phase("wait-ready", "wait for the Node to be Ready", lambda: _wait_ready(env, name)),
@@ -646,16 +869,32 @@ def upgrade(
 # uninstall ---------------------------------------------------------------------------------
 
 
+def _remove_pods(env: NodeEnv, tracker: Tracker) -> list[str]:
+    """Stop and remove every pod through the CRI (the kubelet is stopped): containers
+    end, their network is torn down by the CNI plugins, their mounts go."""
+    crictl = tracker.artifact("crictl")
+    if crictl is None or crictl.foreign or not env.host.is_active("containerd"):
+        return []
+    endpoint = f"unix://{host_path(env.root, render.CONTAINERD_SOCKET)}"
+    crictl_path = str(host_path(env.root, crictl.path))
+    env.host.run([crictl_path, "--runtime-endpoint", endpoint, "rmp", "--all", "--force"])
+    return ["removed every pod"]
+
+
 def _stop(env: NodeEnv) -> PhaseResult:
     tracker = load(env.root)
     containerd = tracker.artifact("containerd")
     units = ["kubelet"] + (["containerd"] if containerd and not containerd.foreign else [])
     changed: list[str] = []
     for unit in units:
+        if unit == "containerd":
+            changed += _remove_pods(env, tracker)
         if env.host.is_active(unit):
             env.host.stop(unit)
             changed.append(f"stopped {unit}")
         _set_stamp(env.root, f"service:{unit}", None)
+        if unit == "kubelet":
+            changed += [f"deleted {c}" for c in env.host.delete_chains(KUBELET_CHAINS)]
     # Disable while Tether's unit files are there (init may have been killed between
     # enabling the units and saving its stamp).
     if "enabled" in _stamps(env.root) or tracker.get(render.KUBELET_UNIT) is not None:
@@ -667,17 +906,19 @@ def _stop(env: NodeEnv) -> PhaseResult:
 
 
 def _remove(env: NodeEnv) -> PhaseResult:
+    # What the services created first: it may sit in directories Tether made.
+    restored = _restore_host(env)
     tracker = load(env.root)
     clear_staging(env.root)  # what a killed install left
     report = remove(env.root, tracker)
     tracker.forget([*report.removed, *report.removed_dirs, *report.missing])
     save(env.root, tracker)
-    changed = [*report.removed, *report.removed_dirs]
+    changed = [*restored, *report.removed, *report.removed_dirs]
     stamps = _stamps(env.root)
     if "daemon-reload" in stamps:  # units were loaded: make systemd forget them
         env.host.daemon_reload()
         changed.append("daemon-reload")
-    for key in ("daemon-reload", "sysctl"):
+    for key in ("daemon-reload", "sysctl", "images"):
         _set_stamp(env.root, key, None)
     kept = [
         *(f"{p} (changed since installed)" for p in report.kept_changed),

@@ -51,6 +51,7 @@ __all__ = [
     "file_sha256",
     "generate_signing_key",
     "key_id_for",
+    "private_key_id",
     "resolve",
     "sign",
     "verify",
@@ -58,7 +59,23 @@ __all__ = [
 ]
 
 API_VERSION: Final = "tether.io/v1alpha1"
-ArtifactName = Literal["containerd", "kubelet", "kubectl", "cni-plugins", "credential-helper"]
+#: What an artifact is. Several artifacts may share a name when one component is several
+#: files (``cni-plugins``: one per plugin; ``image``: one archive per image).
+#: ``pause-image`` is the archive of the pod sandbox image containerd is pinned to;
+#: ``image`` archives are imported into containerd too (air-gapped sites have no registry).
+ArtifactName = Literal[
+    "containerd",
+    "containerd-shim-runc-v2",
+    "ctr",
+    "runc",
+    "crictl",
+    "kubelet",
+    "kubectl",
+    "cni-plugins",
+    "credential-helper",
+    "pause-image",
+    "image",
+]
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _MINOR = re.compile(r"^\d+\.\d+$")
 
@@ -205,6 +222,25 @@ def generate_signing_key() -> tuple[str, bytes, bytes]:
     return key_id_for(public), private_pem, public_pem
 
 
+def _private_key(private_pem: bytes | str) -> Ed25519PrivateKey:
+    data = private_pem.encode() if isinstance(private_pem, str) else private_pem
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ManifestError(
+            f"the signing key is not an unencrypted PEM private key: {exc}"
+        ) from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ManifestError("the signing key is not an ed25519 private key")
+    return key
+
+
+def private_key_id(private_pem: bytes | str) -> str:
+    """The key id (:func:`key_id_for`) of an ed25519 private key; raises
+    :class:`ManifestError` for anything else."""
+    return key_id_for(_private_key(private_pem).public_key())
+
+
 def canonical_bytes(manifest: ArtifactManifest | Mapping[str, Any]) -> bytes:
     """The bytes that are signed: JSON with sorted keys and no whitespace."""
     data = (
@@ -238,11 +274,7 @@ def sign(
     else:
         model = ArtifactManifest.model_validate(manifest)
         envelope = {"manifest": model.model_dump(mode="json", by_alias=True), "signatures": []}
-    data = private_pem.encode() if isinstance(private_pem, str) else private_pem
-    key = serialization.load_pem_private_key(data, password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ManifestError("the signing key is not an ed25519 private key")
-    signature = key.sign(canonical_bytes(envelope["manifest"]))
+    signature = _private_key(private_pem).sign(canonical_bytes(envelope["manifest"]))
     envelope["signatures"] = [
         s for s in envelope["signatures"] if not (isinstance(s, dict) and s.get("keyID") == key_id)
     ]

@@ -82,7 +82,9 @@ class KubeNodeView:
             )
         try:
             return KubeClient(self.kubeconfig)
-        except KubeError as exc:  # a ConfigError for a bad kubeconfig
+        # A ConfigError for a bad kubeconfig; an OSError for a certificate it names that is
+        # not there (yet: the kubelet writes its kubeconfig and certificate in turn).
+        except (KubeError, OSError) as exc:
             raise NodeViewError(f"cannot use the kubeconfig {self.kubeconfig}: {exc}") from exc
 
     def control_plane_version(self) -> str:

@@ -8,6 +8,12 @@ valid ``source`` for :func:`tether.node.install.install` and for another :func:`
 
 Every artifact's sha256 is checked before it is put in place, and the manifest is written
 last, so an interrupted or failed sync never leaves a manifest naming missing files.
+
+Building a mirror from real files (``tether artifacts add`` and ``publish``): :func:`add`
+copies a file into ``blobs/sha256/<hex>`` (content-addressed, so a file shared by several
+Kubernetes versions is stored once) and lists it in the unsigned ``draft.json``;
+:func:`publish_draft` signs the draft and writes ``manifest.json``. Until then hosts see
+the previous manifest, if any.
 """
 
 from __future__ import annotations
@@ -20,14 +26,18 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import httpx
+from pydantic import ValidationError
 
 from tether.files import staged_file, write_atomic
 from tether.node.artifacts import (
     API_VERSION,
     Artifact,
+    ArtifactManifest,
     ArtifactName,
     Keyring,
+    ManifestError,
     file_sha256,
+    private_key_id,
     sign,
     verify_sha256,
 )
@@ -38,7 +48,23 @@ from tether.node.install import (
     fetch_resolved,
 )
 
-__all__ = ["SourceFile", "SyncReport", "SyncedFile", "mirror_path", "publish", "sync"]
+__all__ = [
+    "BLOBS",
+    "DRAFT_NAME",
+    "SourceFile",
+    "SyncReport",
+    "SyncedFile",
+    "add",
+    "mirror_path",
+    "publish",
+    "publish_draft",
+    "sync",
+]
+
+#: The unsigned listing ``tether artifacts add`` builds up and ``publish`` signs.
+DRAFT_NAME = "draft.json"
+#: Where ``add`` keeps files, by content.
+BLOBS = "blobs/sha256"
 
 
 @dataclass
@@ -130,6 +156,19 @@ class SourceFile:
     url: str | None = None
 
 
+def _sign_and_write(
+    directory: Path, manifest: dict[str, Any], signing_key: tuple[str, bytes] | None
+) -> dict[str, Any]:
+    """Write ``manifest.json`` (last: hosts never see a manifest naming missing files)."""
+    envelope = (
+        sign(manifest, signing_key[1], signing_key[0])
+        if signing_key
+        else {"manifest": manifest, "signatures": []}
+    )
+    write_atomic(directory / MANIFEST_NAME, json.dumps(envelope), 0o644, dir_mode=0o755)
+    return envelope
+
+
 def publish(
     directory: Path,
     versions: Mapping[str, Sequence[SourceFile]],
@@ -156,9 +195,81 @@ def publish(
             artifacts.append(artifact.model_dump(mode="json", by_alias=True))
         listing[kube] = {arch: artifacts}
     manifest = {"apiVersion": API_VERSION, "kind": "ArtifactManifest", "versions": listing}
-    envelope = (
-        sign(manifest, signing_key[1], signing_key[0])
-        if signing_key
-        else {"manifest": manifest, "signatures": []}
-    )
-    write_atomic(directory / MANIFEST_NAME, json.dumps(envelope), 0o644, dir_mode=0o755)
+    _sign_and_write(directory, manifest, signing_key)
+
+
+def _draft(mirror: Path) -> dict[str, Any]:
+    path = mirror / DRAFT_NAME
+    try:
+        data: Any = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {"apiVersion": API_VERSION, "kind": "ArtifactManifest", "versions": {}}
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"cannot read the draft {path}: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("versions"), dict):
+        raise ManifestError(f"the draft {path} is not an artifact manifest")
+    return data
+
+
+def add(
+    mirror: Path,
+    *,
+    kubernetes: str,
+    name: ArtifactName,
+    version: str,
+    file: Path,
+    install_path: str,
+    mode: int,
+    arch: str = "amd64",
+) -> Artifact:
+    """Copy ``file`` into the mirror and list it for Kubernetes ``kubernetes`` on ``arch``
+    in the draft, replacing the artifact that installs to the same path. Raises
+    :class:`~tether.node.artifacts.ManifestError` (nothing changed) for an invalid entry."""
+    digest = file_sha256(file)
+    try:
+        artifact = Artifact(
+            name=name,
+            version=version,
+            url=f"{BLOBS}/{digest}",
+            sha256=digest,
+            install_path=install_path,
+            mode=mode,
+        )
+        ArtifactManifest.model_validate({"versions": {kubernetes: {arch: []}}})
+    except ValidationError as exc:
+        raise ManifestError(f"invalid artifact: {exc}") from exc
+    draft = _draft(mirror)
+    blob = mirror.joinpath(*PurePosixPath(artifact.url).parts)
+    if not (blob.is_file() and file_sha256(blob) == digest):
+        write_atomic(blob, file.read_bytes(), 0o644, dir_mode=0o755)
+    listed = draft["versions"].setdefault(kubernetes, {}).setdefault(arch, [])
+    listed[:] = [a for a in listed if a.get("installPath") != install_path]
+    listed.append(artifact.model_dump(mode="json", by_alias=True))
+    listed.sort(key=lambda a: str(a.get("installPath")))
+    write_atomic(mirror / DRAFT_NAME, json.dumps(draft, indent=2, sort_keys=True) + "\n", 0o644)
+    return artifact
+
+
+def publish_draft(mirror: Path, private_pem: bytes) -> tuple[str, ArtifactManifest]:
+    """Sign the mirror's draft with the ed25519 key ``private_pem`` and write it as
+    ``manifest.json``; returns the key id and the manifest. Raises
+    :class:`~tether.node.artifacts.ManifestError` for a missing or invalid draft, a
+    listed file missing from the mirror, or an unusable key."""
+    if not (mirror / DRAFT_NAME).is_file():
+        raise ManifestError(f"no draft in {mirror}: add artifacts first (tether artifacts add)")
+    draft = _draft(mirror)
+    try:
+        manifest = ArtifactManifest.model_validate(draft)
+    except ValidationError as exc:
+        raise ManifestError(f"the draft is not a valid manifest: {exc}") from exc
+    for arches in manifest.versions.values():
+        for artifacts in arches.values():
+            for artifact in artifacts:
+                blob = mirror.joinpath(*PurePosixPath(mirror_path(artifact)).parts)
+                try:
+                    verify_sha256(blob, artifact.sha256)
+                except OSError as exc:
+                    raise ManifestError(f"{artifact.name}: {blob} is listed but missing") from exc
+    key_id = private_key_id(private_pem)
+    _sign_and_write(mirror, manifest.model_dump(mode="json", by_alias=True), (key_id, private_pem))
+    return key_id, manifest

@@ -1,4 +1,5 @@
-"""A real, throw-away Kubernetes control plane (etcd + kube-apiserver) on loopback.
+"""A real, throw-away Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager
+and kube-scheduler.
 
 Why: Tether's controllers talk to Kubernetes through :mod:`tether.kube.client`; a fake
 would only confirm our own assumptions. A bare API server answers with the real
@@ -7,15 +8,18 @@ and starts in seconds. It is what controller-runtime's *envtest* does; this modu
 follows its ``pkg/internal/testing/controlplane`` (``etcd.go``, ``apiserver.go``,
 ``auth.go``) for the flags and certificates a bare API server needs.
 
-What runs: one etcd and one kube-apiserver, no controller-manager, no scheduler and no
-kubelet. So nothing reconciles: Pods stay Pending, Deployments create no Pods,
-namespaces are not finalized, CSRs are not signed. Tests that need a node simulate it
-(register a Node, renew its Lease).
+What runs: one etcd, one kube-apiserver and, unless *components* leaves them out,
+kube-controller-manager and kube-scheduler. So Kubernetes' own controllers act as in a
+real cluster: the CSR signer signs approved kubelet certificates with the cluster CA,
+the node lifecycle controller taints nodes that stop renewing their Lease, the garbage
+collector removes dependents of deleted owners, Deployments get ReplicaSets and Pods,
+and the scheduler binds Pods to nodes. No kubelet runs here: tests that need nodes run
+real ones (:mod:`tether.node` on this machine) or simulate them (:mod:`tether.sim.kubesim`).
 
 Binaries: ``scripts/build-kube.sh`` builds them from the Go module proxy into
 ``${TETHER_KUBE_CACHE:-~/.cache/tether/kube}/<KUBE_VERSION>/``;
-``TETHER_KUBE_BIN_DIR`` points elsewhere (a directory holding ``kube-apiserver``
-and ``etcd``).
+``TETHER_KUBE_BIN_DIR`` points elsewhere (a directory holding ``kube-apiserver``,
+``etcd``, ``kube-controller-manager`` and ``kube-scheduler``).
 
 Usage::
 
@@ -40,7 +44,7 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -60,20 +64,34 @@ from tether.pki.authority import (
 from tether.processes import die_with_parent, stop_process
 
 __all__ = [
+    "COMPONENTS",
+    "CONTAINERD2_VERSION",
+    "CRICTL_VERSION",
     "ETCD_VERSION",
+    "KUBELET_PREVIOUS",
     "KUBE_VERSION",
     "BinariesNotFoundError",
     "ControlPlaneError",
     "KubeBinaries",
     "LocalControlPlane",
+    "NodeBinaries",
     "default_bin_dir",
     "find_binaries",
+    "find_node_binaries",
 ]
 
 #: Kubernetes release built by ``scripts/build-kube.sh`` (keep the two in step).
 KUBE_VERSION = "1.37.2"
 #: etcd release built by ``scripts/build-kube.sh``.
 ETCD_VERSION = "3.6.16"
+#: The kubelet a real node upgrades from (the newest release of the previous minor).
+KUBELET_PREVIOUS = "1.36.3"
+#: containerd 2 release built by ``scripts/build-kube.sh`` (Debian ships 1.6).
+CONTAINERD2_VERSION = "2.4.2"
+#: crictl release built by ``scripts/build-kube.sh``.
+CRICTL_VERSION = "1.37.0"
+#: The controllers a control plane starts unless told otherwise.
+COMPONENTS = ("kube-controller-manager", "kube-scheduler")
 
 _LOOPBACK = "127.0.0.1"
 _LOG_TAIL_LINES = 40
@@ -84,15 +102,25 @@ class ControlPlaneError(RuntimeError):
 
 
 class BinariesNotFoundError(ControlPlaneError, FileNotFoundError):
-    """``kube-apiserver``/``etcd`` are not where we looked: run ``scripts/build-kube.sh``."""
+    """A control plane binary is not where we looked: run ``scripts/build-kube.sh``."""
 
 
 @dataclass(frozen=True)
 class KubeBinaries:
-    """Paths of the two executables a control plane needs."""
+    """Paths of the executables a control plane runs (all in one directory)."""
 
-    kube_apiserver: Path
-    etcd: Path
+    directory: Path
+
+    @property
+    def kube_apiserver(self) -> Path:
+        return self.directory / "kube-apiserver"
+
+    @property
+    def etcd(self) -> Path:
+        return self.directory / "etcd"
+
+    def component(self, name: str) -> Path:
+        return self.directory / name
 
 
 def default_bin_dir() -> Path:
@@ -103,18 +131,64 @@ def default_bin_dir() -> Path:
     explicit = os.environ.get("TETHER_KUBE_BIN_DIR")
     if explicit:
         return Path(explicit).expanduser()
+    return _cache_root() / KUBE_VERSION
+
+
+def _cache_root() -> Path:
     cache = os.environ.get("TETHER_KUBE_CACHE") or str(Path.home() / ".cache/tether/kube")
-    return Path(cache).expanduser() / KUBE_VERSION
+    return Path(cache).expanduser()
 
 
-def find_binaries(bin_dir: str | os.PathLike[str] | None = None) -> KubeBinaries:
-    """Locate ``kube-apiserver`` and ``etcd`` in *bin_dir* (default: :func:`default_bin_dir`).
+@dataclass(frozen=True)
+class NodeBinaries:
+    """What a real node on this machine runs that no Debian package ships: the kubelets
+    (by version), kubectl, crictl, containerd 2, and the static programs of the test
+    images (``pause``, ``echo``), all from ``scripts/build-kube.sh``'s cache."""
+
+    kubelets: dict[str, Path]
+    kubectl: Path
+    crictl: Path
+    containerd2: Path
+    pause: Path
+    echo: Path
+
+
+def find_node_binaries() -> NodeBinaries:
+    """The cached node binaries; :class:`BinariesNotFoundError` names what is missing."""
+    cache = _cache_root()
+    found = NodeBinaries(
+        kubelets={
+            KUBE_VERSION: cache / KUBE_VERSION / "kubelet",
+            KUBELET_PREVIOUS: cache / KUBELET_PREVIOUS / "kubelet",
+        },
+        kubectl=cache / KUBE_VERSION / "kubectl",
+        crictl=cache / f"crictl-{CRICTL_VERSION}" / "crictl",
+        containerd2=cache / f"containerd-{CONTAINERD2_VERSION}" / "containerd",
+        pause=cache / "images" / "pause",
+        echo=cache / "images" / "echo",
+    )
+    paths = [*found.kubelets.values(), found.kubectl, found.crictl, found.containerd2]
+    missing = [p for p in [*paths, found.pause, found.echo] if not os.access(p, os.X_OK)]
+    if missing:
+        raise BinariesNotFoundError(
+            f"missing node binaries: {', '.join(map(str, missing))}; build them with "
+            "scripts/build-kube.sh"
+        )
+    return found
+
+
+def find_binaries(
+    bin_dir: str | os.PathLike[str] | None = None, components: Sequence[str] = COMPONENTS
+) -> KubeBinaries:
+    """Locate ``kube-apiserver``, ``etcd`` and *components* in *bin_dir* (default:
+    :func:`default_bin_dir`).
 
     Raises :class:`BinariesNotFoundError` naming what is missing and how to build it.
     """
     directory = Path(bin_dir) if bin_dir is not None else default_bin_dir()
-    found = KubeBinaries(kube_apiserver=directory / "kube-apiserver", etcd=directory / "etcd")
-    missing = [p for p in (found.kube_apiserver, found.etcd) if not os.access(p, os.X_OK)]
+    found = KubeBinaries(directory)
+    wanted = [found.kube_apiserver, found.etcd, *(found.component(c) for c in components)]
+    missing = [p for p in wanted if not os.access(p, os.X_OK)]
     if missing:
         names = ", ".join(str(p) for p in missing)
         raise BinariesNotFoundError(
@@ -178,10 +252,10 @@ def _issue(
     return _KeyPair(cert, key)
 
 
-def _free_port() -> int:
-    """Ask the kernel for an unused loopback port (racy, so start() retries on a clash)."""
+def _free_port(address: str = _LOOPBACK) -> int:
+    """Ask the kernel for an unused port (racy, so start() retries on a clash)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((_LOOPBACK, 0))
+        s.bind((address, 0))
         port: int = s.getsockname()[1]
         return port
 
@@ -202,13 +276,22 @@ def _b64(data: bytes) -> str:
 
 
 class LocalControlPlane:
-    """etcd + kube-apiserver on free loopback ports, with fresh certificates.
+    """etcd + kube-apiserver (+ *components*) on free ports, with fresh certificates.
 
     ``start()`` (or entering the context) generates a CA, a serving certificate for
-    127.0.0.1/localhost, a service-account signing key and an admin client
-    certificate (``O=system:masters``), starts etcd, then kube-apiserver, writes a
-    kubeconfig (:attr:`kubeconfig`) and waits for ``/readyz``. ``stop()`` (or leaving
-    the context) terminates both (kill after *stop_timeout*) and removes the work dir.
+    127.0.0.1/localhost (and *bind_address*), a service-account signing key and an admin
+    client certificate (``O=system:masters``), starts etcd, then kube-apiserver, writes a
+    kubeconfig (:attr:`kubeconfig`) and waits for ``/readyz``; then it starts
+    kube-controller-manager and kube-scheduler (each in *components*) with the admin
+    kubeconfig and waits for their ``/healthz``. ``stop()`` (or leaving the context)
+    terminates them all (kill after *stop_timeout*) and removes the work dir.
+
+    The API server listens on *bind_address* (default loopback): a real kubelet in a
+    network namespace of its own reaches it on the address of its veth's host end. With
+    *apiserver_netns* it runs in that network namespace (a testbed's VPC), where
+    *bind_address* must be one of the namespace's addresses and *etcd_address* one the
+    namespace reaches etcd on (etcd and the controllers stay in this process's
+    namespace, which must reach *bind_address*).
 
     Flags worth knowing (passed to kube-apiserver):
 
@@ -224,6 +307,15 @@ class LocalControlPlane:
     - ``--service-account-issuer`` is this API server's own URL.
     - ``--endpoint-reconciler-type=none``: the reconcilers reject the loopback
       advertise address, so the ``kubernetes`` Service in ``default`` has no endpoints.
+    - ``--kubelet-client-certificate`` (``O=system:masters``): kubelets authorise the
+      API server's calls for ``kubectl logs`` and ``exec``.
+
+    Flags passed to kube-controller-manager: ``--cluster-signing-{cert,key}-file`` (the
+    cluster CA: its ``csrsigning`` controller signs approved kubelet client and serving
+    certificates; approving them is Tether's CSR approver's job),
+    ``--service-account-private-key-file`` and ``--root-ca-file`` (service account
+    tokens), ``--leader-elect=false``, and ``--controllers`` from *controllers* (the
+    default, ``*``, is every controller that is on by default).
 
     *extra_apiserver_args* (``--flag=value`` strings) are appended last, so they win.
     """
@@ -237,8 +329,21 @@ class LocalControlPlane:
         service_cluster_ip_range: str = "10.0.0.0/24",
         extra_apiserver_args: Sequence[str] = (),
         keep_work_dir: bool = False,
+        components: Sequence[str] = COMPONENTS,
+        bind_address: str = _LOOPBACK,
+        controllers: Sequence[str] = ("*",),
+        apiserver_netns: str | None = None,
+        etcd_address: str = _LOOPBACK,
     ) -> None:
+        unknown = sorted(set(components) - set(COMPONENTS))
+        if unknown:
+            raise ValueError(f"unknown control plane components: {', '.join(unknown)}")
         self._bin_dir = bin_dir
+        self.components = tuple(components)
+        self.bind_address = bind_address
+        self.controllers = tuple(controllers)
+        self.apiserver_netns = apiserver_netns
+        self.etcd_address = etcd_address
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.service_cluster_ip_range = service_cluster_ip_range
@@ -248,20 +353,22 @@ class LocalControlPlane:
         self._work_dir: Path | None = None
         self._etcd: subprocess.Popen[bytes] | None = None
         self._apiserver: subprocess.Popen[bytes] | None = None
+        self._controllers: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: list[IO[bytes]] = []
         self._ca: CertificateAuthority | None = None
         self._admin: _KeyPair | None = None
         self._etcd_port = 0
         self._port = 0
         self.ready_seconds: float | None = None
-        """Seconds from launching etcd to kube-apiserver's ``/readyz`` answering ok."""
+        """Seconds from launching etcd until kube-apiserver's ``/readyz`` and every
+        component's ``/healthz`` answer ok."""
 
     # -- public properties -------------------------------------------------------------
 
     @property
     def running(self) -> bool:
-        """Both processes were started by us and have not exited."""
-        procs = (self._etcd, self._apiserver)
+        """Every process was started by us and has not exited."""
+        procs = (self._etcd, self._apiserver, *(self._controllers.get(c) for c in self.components))
         return all(p is not None and p.poll() is None for p in procs)
 
     @property
@@ -273,17 +380,17 @@ class LocalControlPlane:
 
     @property
     def url(self) -> str:
-        """The API server's URL (``https://127.0.0.1:<port>``)."""
+        """The API server's URL (``https://<bind address>:<port>``)."""
         if not self._port:
             raise ControlPlaneError("control plane not started")
-        return f"https://{_LOOPBACK}:{self._port}"
+        return f"https://{self.bind_address}:{self._port}"
 
     @property
     def etcd_url(self) -> str:
         """etcd's client URL (plain HTTP on loopback)."""
         if not self._etcd_port:
             raise ControlPlaneError("control plane not started")
-        return f"http://{_LOOPBACK}:{self._etcd_port}"
+        return f"http://{self.etcd_address}:{self._etcd_port}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -317,6 +424,10 @@ class LocalControlPlane:
         proc = self._etcd
         return proc.pid if proc is not None and proc.poll() is None else None
 
+    def component_log(self, name: str) -> Path:
+        """The log of ``kube-controller-manager`` or ``kube-scheduler``."""
+        return self.work_dir / "logs" / f"{name}.log"
+
     @property
     def apiserver_log(self) -> Path:
         return self.work_dir / "logs" / "kube-apiserver.log"
@@ -348,7 +459,7 @@ class LocalControlPlane:
         """
         if self._work_dir is not None:
             raise ControlPlaneError("control plane already started")
-        binaries = find_binaries(self._bin_dir)
+        binaries = find_binaries(self._bin_dir, self.components)
         attempts = 3
         for attempt in range(1, attempts + 1):
             try:
@@ -369,7 +480,7 @@ class LocalControlPlane:
         certs.mkdir(mode=0o700)
         self._write_certs(certs)
 
-        self._etcd_port = _free_port()
+        self._etcd_port = _free_port(self.etcd_address)
         peer_port = _free_port()
         self._port = _free_port()
         started = time.monotonic()
@@ -398,8 +509,8 @@ class LocalControlPlane:
         args = [
             str(binaries.kube_apiserver),
             f"--etcd-servers={self.etcd_url}",
-            f"--bind-address={_LOOPBACK}",
-            f"--advertise-address={_LOOPBACK}",
+            f"--bind-address={self.bind_address}",
+            f"--advertise-address={self.bind_address}",
             f"--secure-port={self._port}",
             f"--cert-dir={certs}",
             f"--tls-cert-file={certs / 'apiserver.crt'}",
@@ -409,6 +520,9 @@ class LocalControlPlane:
             f"--service-account-issuer={self.url}",
             f"--service-account-key-file={certs / 'sa.pub'}",
             f"--service-account-signing-key-file={certs / 'sa.key'}",
+            f"--kubelet-client-certificate={certs / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={certs / 'kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--authorization-mode=RBAC,Node",
             "--enable-bootstrap-token-auth=true",
             "--allow-privileged=true",
@@ -418,19 +532,59 @@ class LocalControlPlane:
             "--endpoint-reconciler-type=none",
             *self.extra_apiserver_args,
         ]
-        self._apiserver = self._spawn(args, self.apiserver_log)
+        self._apiserver = self._spawn(args, self.apiserver_log, netns=self.apiserver_netns)
         self._write_kubeconfig(self.kubeconfig, self._admin_pair())
         self._wait_ready(deadline)
+        self._start_components(binaries, certs, deadline)
         self.ready_seconds = time.monotonic() - started
 
+    def _start_components(self, binaries: KubeBinaries, certs: Path, deadline: float) -> None:
+        """kube-controller-manager and kube-scheduler (those in *components*), each serving
+        its ``/healthz`` on a free loopback port, with the admin kubeconfig."""
+        kubeconfig = str(self.kubeconfig)
+        common = [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={_LOOPBACK}",
+            "--leader-elect=false",
+        ]
+        specific = {
+            "kube-controller-manager": [
+                f"--cluster-signing-cert-file={certs / 'ca.crt'}",
+                f"--cluster-signing-key-file={certs / 'ca.key'}",
+                f"--service-account-private-key-file={certs / 'sa.key'}",
+                f"--root-ca-file={certs / 'ca.crt'}",
+                f"--service-cluster-ip-range={self.service_cluster_ip_range}",
+                "--cluster-name=tether-envtest",
+                f"--controllers={','.join(self.controllers)}",
+            ],
+            "kube-scheduler": [],
+        }
+        ports: dict[str, int] = {}
+        for name in self.components:
+            ports[name] = _free_port()
+            argv = [
+                str(binaries.component(name)),
+                *common,
+                f"--secure-port={ports[name]}",
+                f"--cert-dir={certs / name}",
+                *specific[name],
+            ]
+            self._controllers[name] = self._spawn(argv, self.component_log(name))
+        for name, port in ports.items():
+            self._wait_healthz(name, port, deadline)
+
     def stop(self) -> None:
-        """Stop kube-apiserver, then etcd (SIGTERM, SIGKILL after *stop_timeout*).
+        """Stop the controllers, kube-apiserver, then etcd (SIGTERM, SIGKILL after
+        *stop_timeout*).
 
         Idempotent. Removes the work dir unless *keep_work_dir*.
         """
-        for proc in (self._apiserver, self._etcd):
+        for proc in (*self._controllers.values(), self._apiserver, self._etcd):
             if proc is not None:
                 stop_process(proc, self.stop_timeout)
+        self._controllers.clear()
         self._apiserver = self._etcd = None
         for f in self._log_files:
             f.close()
@@ -484,17 +638,25 @@ class LocalControlPlane:
                 "kubernetes.default.svc.cluster.local",
             ),
             ip_addresses=(
-                _LOOPBACK,
+                *sorted({_LOOPBACK, self.bind_address}),
                 # The first address of the service range is the `kubernetes` Service.
                 str(next(ipaddress.ip_network(self.service_cluster_ip_range).hosts())),
             ),
         )
         admin = _issue(ca, "tether-admin", organizations=("system:masters",))
+        # How kube-apiserver authenticates to kubelets (logs, exec, port-forward).
+        kubelet_client = _issue(
+            ca, "kube-apiserver-kubelet-client", organizations=("system:masters",)
+        )
         sa_key = generate_p256_key()
         files = {
             "ca.crt": ca.cert_pem(),
             "apiserver.crt": serving.cert_pem,
             "apiserver.key": serving.key_pem,
+            # The CSR signer of kube-controller-manager signs with the cluster CA.
+            "ca.key": ca.key_pem(),
+            "kubelet-client.crt": kubelet_client.cert_pem,
+            "kubelet-client.key": kubelet_client.key_pem,
             "sa.key": private_key_pem(sa_key),
             "sa.pub": sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -544,11 +706,15 @@ class LocalControlPlane:
         path.write_text(json.dumps(config, indent=2))
         path.chmod(0o600)
 
-    def _spawn(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, argv: list[str], log: Path, *, netns: str | None = None
+    ) -> subprocess.Popen[bytes]:
         out = log.open("ab")
         self._log_files.append(out)
         # etcd reads every ETCD_* variable as a flag: keep the caller's out of it.
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        if netns is not None:  # that network namespace only; files and mounts are ours
+            argv = ["nsenter", f"--net=/run/netns/{netns}", "--", *argv]
         return subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -599,30 +765,69 @@ class LocalControlPlane:
         ctx.load_cert_chain(cert_file, key_file)
         return ctx
 
-    def _wait_ready(self, deadline: float) -> None:
-        ctx = self._ssl_context()
-        url = f"{self.url}/readyz"
-        last = "no answer"
+    def _wait_http(
+        self,
+        what: str,
+        url: str,
+        ctx: ssl.SSLContext,
+        deadline: float,
+        alive: Callable[[], None],
+        log: Path,
+    ) -> None:
+        """Poll ``url`` until it answers 200; ``alive`` raises if a process died."""
+        last: str | None = "no answer"
         while time.monotonic() < deadline:
-            self._check_alive(self._etcd, "etcd", self.etcd_log)
-            self._check_alive(self._apiserver, "kube-apiserver", self.apiserver_log)
-            try:
-                with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:  # noqa: S310
-                    if resp.status == 200:
-                        return
-                    last = f"HTTP {resp.status}"
-            except urllib.error.HTTPError as exc:
-                # /readyz answers 500 with the failing checks while post-start hooks run.
-                body = exc.read().decode(errors="replace")
-                failing = [ln for ln in body.splitlines() if ln.startswith("[-]")]
-                last = f"HTTP {exc.code}: {'; '.join(failing) or body[:200]}"
-            except (OSError, urllib.error.URLError) as exc:
-                last = str(exc)
+            alive()
+            last = _probe(url, ctx)
+            if last is None:
+                return
             time.sleep(0.2)
         raise ControlPlaneError(
-            f"kube-apiserver not ready after {self.start_timeout:g}s (last: {last}); "
-            f"last log lines:\n{_tail(self.apiserver_log)}"
+            f"{what} after {self.start_timeout:g}s (last: {last}); last log lines:\n{_tail(log)}"
         )
+
+    def _wait_healthz(self, name: str, port: int, deadline: float) -> None:
+        """Wait until a controller's ``/healthz`` (allowed without credentials) says ok."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # its self-signed serving cert; loopback only
+        log = self.component_log(name)
+        self._wait_http(
+            f"{name} not healthy",
+            f"https://{_LOOPBACK}:{port}/healthz",
+            ctx,
+            deadline,
+            lambda: self._check_alive(self._controllers.get(name), name, log),
+            log,
+        )
+
+    def _wait_ready(self, deadline: float) -> None:
+        def alive() -> None:
+            self._check_alive(self._etcd, "etcd", self.etcd_log)
+            self._check_alive(self._apiserver, "kube-apiserver", self.apiserver_log)
+
+        self._wait_http(
+            "kube-apiserver not ready",
+            f"{self.url}/readyz",
+            self._ssl_context(),
+            deadline,
+            alive,
+            self.apiserver_log,
+        )
+
+
+def _probe(url: str, ctx: ssl.SSLContext) -> str | None:
+    """One GET: None when it answers 200, else what it said (for a /readyz or /healthz
+    that answers 500, the checks still failing)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:  # noqa: S310
+            return None if resp.status == 200 else f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace")
+        failing = [ln for ln in body.splitlines() if ln.startswith("[-]")]
+        return f"HTTP {exc.code}: {'; '.join(failing) or body[:200]}"
+    except (OSError, urllib.error.URLError) as exc:
+        return str(exc)
 
 
 # Stop control planes a test run forgot (or could not) stop, so no etcd or

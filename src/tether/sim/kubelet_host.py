@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import os
 import re
 import shutil
 import time
@@ -137,6 +138,24 @@ class SimulatedFacts:
     def port_in_use(self, port: int) -> bool:
         return False
 
+    # A simulated host is a plain systemd host: nothing to adapt the files to. What
+    # exists is what exists (it only decides what uninstall asks the recording host to
+    # remove, which removes nothing).
+    def systemd_running(self) -> bool:
+        return True
+
+    def cgroup_v2(self) -> bool:
+        return True
+
+    def cap_sys_resource(self) -> bool:
+        return True
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def cgroup_exists(self, name: str) -> bool:
+        return False
+
 
 def _kubeconfig(server: str, ca_pem: bytes, user: dict[str, str]) -> dict[str, Any]:
     b64 = base64.b64encode
@@ -161,12 +180,13 @@ def tls_bootstrap(root: Path, name: str, *, timeout: float = 60.0) -> Path:
     certificate for ``system:node:<name>`` with a CertificateSigningRequest, wait until it
     is approved and signed, and write the kubelet's kubeconfig with that certificate.
 
-    Paths in the bootstrap kubeconfig (the cluster CA file) are read under ``root``.
+    Paths in the bootstrap kubeconfig (the cluster CA file) are real paths: under a root
+    prefix, ``tether node init`` writes them prefixed already.
     Raises :class:`RuntimeError` when the request is denied or not signed in ``timeout``
     seconds. Returns the kubelet kubeconfig's path."""
     bootstrap = json.loads(host_path(root, render.BOOTSTRAP_KUBECONFIG).read_text())
     server = bootstrap["clusters"][0]["cluster"]["server"]
-    ca_pem = host_path(root, bootstrap["clusters"][0]["cluster"]["certificate-authority"])
+    ca_pem = Path(bootstrap["clusters"][0]["cluster"]["certificate-authority"])
     token = bootstrap["users"][0]["user"]["token"]
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name(

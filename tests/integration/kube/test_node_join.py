@@ -127,7 +127,7 @@ def test_a_host_joins_with_its_bootstrap_token_through_tethers_approver(
         assert [(c.type, c.status) for c in ready if c.type == "Ready"] == [("Ready", "True")]
         labels = node.metadata.labels if node.metadata else None
         assert labels is not None and labels["tether.io/compute-type"] == "hybrid"
-        assert report.phases[-1]["message"] == f"node {host} is Ready"
+        assert report.phases[-1]["message"] == f"node {host} is Ready (kubelet v1.34.2)"
 
         # Those writes were judged as system:node:<host>: the same credentials may not
         # register anybody else's Node.

@@ -11,7 +11,9 @@ import os
 import shutil
 import signal
 import stat
+import tempfile
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 
 from tether.domain.drain import PodFacts
 from tether.errors import Invalid
@@ -34,15 +37,44 @@ from tether.node.phases import PhaseEvent, UnknownPhase, load_journal
 from tether.node.tracker import host_path, load
 
 TOKEN = "abcdef.0123456789abcdef"
+#: The directories every host has.
+TYPICAL_HOST = frozenset({"/etc", "/opt", "/run", "/tmp", "/usr", "/usr/libexec", "/var",
+                          "/var/lib", "/var/log"})  # fmt: skip
 
 
 @dataclass
 class FakeFacts:
-    """FAKE host facts: no swap, the node IP present, ports free, unless told otherwise."""
+    """FAKE host facts: no swap, the node IP present, ports free, systemd, cgroup v2,
+    CAP_SYS_RESOURCE, none of ``existing`` paths or pod cgroups there, unless told
+    otherwise."""
 
     swaps: list[str] = field(default_factory=list)
     addresses: set[str] = field(default_factory=lambda: {"10.80.1.11"})
     busy: set[int] = field(default_factory=set)
+    systemd: bool = True
+    cgroup2: bool = True
+    cap: bool = True
+    existing: set[str] = field(default_factory=set)
+    cgroups: set[str] = field(default_factory=set)
+
+    def systemd_running(self) -> bool:
+        return self.systemd
+
+    def cgroup_v2(self) -> bool:
+        return self.cgroup2
+
+    def cap_sys_resource(self) -> bool:
+        return self.cap
+
+    def exists(self, path: str) -> bool:
+        """Under pytest's temporary root: as on disk; elsewhere a typical host's top
+        directories and ``existing``."""
+        if path.startswith(tempfile.gettempdir() + "/"):
+            return os.path.lexists(path)
+        return path in TYPICAL_HOST or path in self.existing
+
+    def cgroup_exists(self, name: str) -> bool:
+        return name in self.cgroups
 
     def active_swaps(self) -> list[str]:
         return list(self.swaps)
@@ -56,12 +88,18 @@ class FakeFacts:
 
 @dataclass
 class FakeView:
-    """FAKE Kubernetes view: the node is Ready while the recorded kubelet is active."""
+    """FAKE Kubernetes view: the node is Ready while the recorded kubelet is active, with
+    the version of the kubelet installed under ``root`` when it was last (re)started."""
 
     host: RecordingHost
+    root: Path
     version: str = "v1.35.0"
     cordoned: bool = False
     pods: list[PodFacts] = field(default_factory=list)
+    kubelet: str = "v0.0.0"
+    restarts: int = 0
+    #: The Node keeps the status of the kubelet that ran before (not posted again yet).
+    stale: bool = False
 
     def control_plane_version(self) -> str:
         return self.version
@@ -69,7 +107,12 @@ class FakeView:
     def node(self, name: str) -> NodeState | None:
         if not self.host.is_active("kubelet"):
             return None
-        return NodeState(ready=True, unschedulable=self.cordoned, kubelet_version="v1.34.2")
+        restarts = self.host.restarts.get("kubelet", 0)
+        if restarts != self.restarts and not self.stale:
+            self.restarts = restarts
+            entry = load(self.root).artifact("kubelet")
+            self.kubelet = f"v{entry.version}" if entry else "v0.0.0"
+        return NodeState(ready=True, unschedulable=self.cordoned, kubelet_version=self.kubelet)
 
     def pods_on(self, name: str) -> list[PodFacts]:
         return list(self.pods)
@@ -131,7 +174,7 @@ def node(
     return Node(
         root=root,
         host=host,
-        view=FakeView(host),
+        view=FakeView(host, root),
         facts=FakeFacts(),
         config=parse_node_config(node_config_doc()),
         source=source,
@@ -140,14 +183,24 @@ def node(
 
 
 def _tree(root: Path) -> dict[str, tuple[int, bytes | None]]:
-    """Every path under root with its mode and content (journals and logs excluded)."""
+    """Every path under root with its mode and content (journals and logs excluded); the
+    root prefix inside contents reads ``<root>``, so trees under two roots compare."""
     out: dict[str, tuple[int, bytes | None]] = {}
     for path in sorted(root.rglob("*")):
         rel = "/" + str(path.relative_to(root))
         if rel.startswith("/var/lib/tether/node"):
             continue
         st = path.lstat()
-        out[rel] = (stat.S_IMODE(st.st_mode), path.read_bytes() if path.is_file() else None)
+        content = (
+            path.read_bytes().replace(str(root).encode(), b"<root>") if path.is_file() else None
+        )
+        if rel == "/var/lib/tether/tracker.json" and content:
+            # The digests of files naming the root differ by root; the files compare.
+            doc = json.loads(content)
+            for entry in doc["entries"]:
+                entry.pop("sha256", None)
+            content = json.dumps(doc, sort_keys=True).encode()
+        out[rel] = (stat.S_IMODE(st.st_mode), content)
     return out
 
 
@@ -272,7 +325,8 @@ def test_foreign_containerd_gets_the_drop_in_only(
     node.root = root
     report = node.init()
     assert not report.ok and "does not import config.d" in report.phases[-1]["message"]
-    config.write_text('version = 2\nimports = ["/etc/containerd/config.d/*.toml"]\n')
+    imports = host_path(root, "/etc/containerd/config.d/*.toml")
+    config.write_text(f'version = 2\nimports = ["{imports}"]\n')
     report = node.init()
     assert report.ok
     assert config.read_text().startswith("version = 2\nimports")
@@ -339,6 +393,21 @@ def test_upgrade_replaces_the_kubelet_and_restarts_only_it(node: Node) -> None:
     assert node.host.calls[calls:] == [("restart", "containerd"), ("restart", "kubelet")]
 
 
+def test_upgrade_waits_until_the_node_reports_the_new_kubelet(node: Node) -> None:
+    """Right after the restart the Node still says Ready, for the old kubelet: that is
+    not the upgraded node (a real node showed it: Ready at once, still v1.36.3)."""
+    node.init()
+    node.view.cordoned = True
+    node.view.stale = True
+    report = node.upgrade("1.35.1")
+    assert not report.ok
+    assert report.phases[-1]["phase"] == "wait-ready"
+    assert "Ready, but with kubelet v1.34.2, not v1.35.1 yet" in report.phases[-1]["message"]
+    node.view.stale = False
+    report = node.upgrade("1.35.1")
+    assert report.ok and "(kubelet v1.35.1)" in report.phases[-1]["message"]
+
+
 def test_upgrade_keeps_containerd_major_unless_asked(node: Node) -> None:
     node.init()
     node.view.version = "v1.36.0"
@@ -377,12 +446,54 @@ def test_uninstall_removes_everything_tether_put_there(node: Node, tmp_path: Pat
     }
     assert load(node.root).entries == []
     assert not node.host.active and not node.host.enabled
-    assert node.host.calls[-4:] == [
+    stopped = node.host.calls.index(("stop", "containerd"))
+    assert node.host.calls[stopped : stopped + 3] == [
         ("stop", "containerd"),
         ("disable", "kubelet"),
         ("disable", "containerd"),
-        ("daemon-reload", ""),
     ]
+    assert node.host.calls[-1] == ("daemon-reload", "")
+    # What the services create, absent before init: unmounted, then removed; pod cgroups.
+    restored = node.host.calls[stopped + 3 : -1]
+    removed = {arg for op, arg in restored if op == "remove-tree"}
+    at = str(node.root)
+    assert {
+        f"{at}/var/lib/kubelet",
+        "/var/lib/kubelet",
+        "/var/log/containers",
+        f"{at}/var/lib/containerd",
+        f"{at}/run",  # containerd's state; nothing made <root>/run before
+        f"{at}/usr/libexec",  # the kubelet's volume plugin dir, with its parents
+        "/run/containerd",
+        f"{at}/var/lib/cni",
+        "/var/lib/cni",
+    } <= removed
+    assert {arg for op, arg in restored if op == "unmount-tree"} == removed
+    assert [c for c in restored if c[0] == "remove-cgroup"] == [
+        ("remove-cgroup", "kubepods"),
+        ("remove-cgroup", "kubepods.slice"),
+    ]
+    assert not host_path(node.root, actions.HOST_BEFORE).exists()
+
+
+def test_uninstall_keeps_what_was_there_and_restores_sysctls(node: Node) -> None:
+    """State paths and cgroups present before init stay; every sysctl Tether or the
+    kubelet changed gets its old value back."""
+    node.facts.existing = {"/var/lib/kubelet", "/run/containerd", "/var/lib/cni"}
+    node.facts.cgroups = {"kubepods"}
+    node.host.sysctls.update({"vm.overcommit_memory": "0", "net.ipv4.ip_forward": "0"})
+    assert node.init().ok
+    # What sysctl --system and the kubelet would do.
+    node.host.sysctls.update({"vm.overcommit_memory": "1", "net.ipv4.ip_forward": "1"})
+    node.view.cordoned = True
+    assert node.uninstall().ok
+    removed = {arg for op, arg in node.host.calls if op == "remove-tree"}
+    assert removed and not removed & node.facts.existing
+    assert ("remove-cgroup", "kubepods") not in node.host.calls
+    assert ("remove-cgroup", "kubepods.slice") in node.host.calls
+    assert node.host.sysctls == {"vm.overcommit_memory": "0", "net.ipv4.ip_forward": "0"}
+    writes = [arg for op, arg in node.host.calls if op == "write-sysctl"]
+    assert writes == ["net.ipv4.ip_forward=0", "vm.overcommit_memory=0"]
 
 
 # a kill at every step, then a rerun -----------------------------------------------------------
@@ -459,7 +570,7 @@ def fresh_node(tmp_path: Path, node: Node) -> Callable[..., Node]:
         return Node(
             root=root,
             host=host,
-            view=FakeView(host, cordoned=True),
+            view=FakeView(host, root, cordoned=True),
             facts=FakeFacts(),
             config=node.config,
             source=node.source,
@@ -556,3 +667,48 @@ def test_a_new_api_endpoint_gets_a_new_bootstrap_kubeconfig(
     kubeconfig = json.loads(host_path(node.root, render.BOOTSTRAP_KUBECONFIG).read_text())
     assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://10.226.0.20:6443"
     assert node.host.calls[-1] == ("restart", "kubelet")
+
+
+# what the host needs ---------------------------------------------------------------------------
+
+
+def test_validation_says_what_this_host_needs_and_the_files_follow(node: Node) -> None:
+    """A host like this project's CI machine: no systemd, cgroup v1, no CAP_SYS_RESOURCE."""
+    node.facts.systemd, node.facts.cgroup2, node.facts.cap = False, False, False
+    report = node.init()
+    assert report.ok, report.as_dict()
+    said = report.phases[0]["message"]
+    for need in (
+        "no systemd as PID 1: cgroupfs driver",
+        "cgroup v1: failCgroupV1: false",
+        "no CAP_SYS_RESOURCE: restrict_oom_score_adj",
+    ):
+        assert need in said
+    kubelet = yaml.safe_load(host_path(node.root, render.KUBELET_CONFIG).read_text())
+    assert (kubelet["cgroupDriver"], kubelet["failCgroupV1"]) == ("cgroupfs", False)
+    containerd = tomllib.loads(host_path(node.root, render.CONTAINERD_CONFIG).read_text())
+    cri = containerd["plugins"]["io.containerd.grpc.v1.cri"]  # containerd 1.7 here
+    assert cri["restrict_oom_score_adj"] is True
+    assert cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is False
+
+
+def test_a_systemd_host_gets_neither_override(node: Node) -> None:
+    assert node.init().ok
+    kubelet = yaml.safe_load(host_path(node.root, render.KUBELET_CONFIG).read_text())
+    assert kubelet["cgroupDriver"] == "systemd" and "failCgroupV1" not in kubelet
+    cri = tomllib.loads(host_path(node.root, render.CONTAINERD_CONFIG).read_text())["plugins"][
+        "io.containerd.grpc.v1.cri"
+    ]
+    assert "restrict_oom_score_adj" not in cri
+
+
+def test_debians_cni_directory_is_found_when_tether_installed_no_plugins(
+    tmp_path: Path, node: Node
+) -> None:
+    root = tmp_path / "bare"
+    env = NodeEnv(root=root, host=RecordingHost(), view=node.view, facts=FakeFacts())
+    assert actions.host_profile(env).cni_bin_dir == f"{root}/opt/cni/bin"  # not there yet
+    env.facts = FakeFacts(existing={"/usr/lib/cni/loopback"})
+    assert actions.host_profile(env).cni_bin_dir == "/usr/lib/cni"
+    # Tether's own plugins win.
+    assert actions.host_profile(node.env()).cni_bin_dir == f"{node.root}/opt/cni/bin"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,19 +27,47 @@ INJECTED = "a\nExecStartPre=/bin/sh"
 Doc = Callable[..., dict[str, Any]]
 
 
+#: A host like this project's CI machine: no systemd as PID 1, cgroup v1, no
+#: CAP_SYS_RESOURCE, Debian's CNI plugins, and the node under a root prefix.
+PLAIN_HOST = render.HostProfile(
+    root="/srv/node",
+    systemd=False,
+    cgroup_v2=False,
+    lower_oom_score=False,
+    cni_bin_dir="/usr/lib/cni",
+)
+
+
 def _files(doc: dict[str, Any]) -> dict[str, render.RenderedFile]:
     config = parse_node_config(doc)
+    plain = {
+        "sandbox_image": "localhost/tether/pause:3.10",
+        "runc": "/srv/node/usr/local/sbin/runc",
+    }
     return {
         "sysctl.conf": render.sysctl_conf(),
         "modules.conf": render.modules_conf(),
         "containerd-config-v1.toml": render.containerd_config(1),
         "containerd-config-v2.toml": render.containerd_config(2),
-        "containerd-dropin.toml": render.containerd_dropin(config),
+        "containerd-dropin-v1.toml": render.containerd_dropin(
+            config, 1, render.containerd_config_doc(1)
+        ),
+        "containerd-dropin-v2.toml": render.containerd_dropin(config, 2),
         "containerd.service": render.containerd_unit("/usr/local/bin/containerd"),
         "kubelet-config.yaml": render.kubelet_config(config),
         "kubelet.service": render.kubelet_unit(config, "/usr/local/bin/kubelet"),
         "bootstrap-kubeconfig": render.bootstrap_kubeconfig(config, TOKEN),
         "ca.crt": render.ca_file(config),
+        "plain-containerd-config-v1.toml": render.containerd_config(1, PLAIN_HOST, **plain),
+        "plain-containerd-config-v2.toml": render.containerd_config(2, PLAIN_HOST, **plain),
+        "plain-containerd.service": render.containerd_unit(
+            "/srv/node/usr/local/bin/containerd", PLAIN_HOST
+        ),
+        "plain-kubelet-config.yaml": render.kubelet_config(config, PLAIN_HOST),
+        "plain-kubelet.service": render.kubelet_unit(
+            config, "/srv/node/usr/local/bin/kubelet", PLAIN_HOST
+        ),
+        "plain-bootstrap-kubeconfig": render.bootstrap_kubeconfig(config, TOKEN, PLAIN_HOST),
     }
 
 
@@ -155,3 +184,38 @@ def test_debug_cli_prints_every_check_in_order_with_remedies(
     node_ip = rows[names.index("node-ip")]
     assert node_ip["status"] == "fail" and "10.80.1.11" in node_ip["remedy"]
     assert all(r["remedy"] for r in rows if r["status"] != "ok")
+
+
+def test_the_dropin_says_the_version_its_plugin_names_belong_to(node_config_doc: Doc) -> None:
+    """containerd 2.0 to 2.2 migrate only imports of version 0 or 1: a version 2 drop-in
+    would keep io.containerd.grpc.v1.cri tables nothing reads. So v2 names go without a
+    version line (migrated by every 2.x), v3 names say version 3; 1.x gets version 2."""
+    v3 = "[plugins.'io.containerd.cri.v1.images'.registry]\nconfig_path = '/x'\n"
+    v2 = '[plugins."io.containerd.grpc.v1.cri".registry]\nconfig_path = "/x"\n'
+
+    def dropin(text: str, major: int) -> dict[str, Any]:
+        doc = node_config_doc()
+        doc["spec"]["containerd"]["config"] = text
+        content = render.containerd_dropin(parse_node_config(doc), major).content
+        return tomllib.loads(content.decode())
+
+    assert "version" not in dropin(v2, 2)
+    assert dropin(v3, 2)["version"] == 3
+    assert dropin(v2, 1)["version"] == 2
+    assert dropin("version = 2\n" + v2, 2) == {"plugins": dropin(v2, 2)["plugins"]}
+    with pytest.raises(render.DropInError, match="written for containerd 2"):
+        dropin(v3, 1)
+
+
+def test_on_containerd_1_each_plugin_table_of_the_dropin_carries_config_tomls(
+    node_config_doc: Doc,
+) -> None:
+    """containerd 1.x replaces a whole plugin table with the imported one."""
+    main = render.containerd_config_doc(1, PLAIN_HOST, sandbox_image="localhost/p:1")
+    cri = tomllib.loads(
+        render.containerd_dropin(parse_node_config(node_config_doc()), 1, main).content.decode()
+    )["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["sandbox_image"] == "localhost/p:1"
+    assert cri["restrict_oom_score_adj"] is True
+    assert cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is False
+    assert cri["registry"] == {"config_path": "/etc/containerd/certs.d"}  # the NodeConfig's
