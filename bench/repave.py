@@ -263,8 +263,7 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     backend = "postgres" if args.postgres_url else "sqlite"
     args.json.write_text(
-        json.dumps({"machine": machine(), "backend": backend, "results": results}, indent=2)
-        + "\n"
+        json.dumps({"machine": machine(), "backend": backend, "results": results}, indent=2) + "\n"
     )
     return 0 if all(r["state"] == "Completed" for r in results) else 1
 

@@ -38,9 +38,10 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from tether import logs
 from tether.api.agent import CLIENT_CERT_DER, AgentPlane, create_agent_app
 from tether.controllers.heartbeats import HeartbeatReconciler
 from tether.controllers.manager import ControllerManager
@@ -70,6 +71,43 @@ class _WithTLS:
         else:
             extensions["tls"] = self.tls
         await self.app(scope, receive, send)
+
+
+class _EndStreamsOnStop:
+    """On shutdown, open GET requests (event streams) see their client disconnect.
+
+    uvicorn waits ``SHUTDOWN_GRACE_SECONDS`` for open requests and then cancels them,
+    logging each with a traceback; an event stream never ends by itself. Once
+    ``stopping`` is set, ``receive`` answers ``http.disconnect``, which the streams
+    already handle: they end at once and the server stops cleanly.
+    """
+
+    __slots__ = ("app", "stopping")
+
+    def __init__(self, app: ASGIApp, stopping: asyncio.Event) -> None:
+        self.app = app
+        self.stopping = stopping
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+
+        async def receive_or_stop() -> Message:
+            if self.stopping.is_set():
+                return {"type": "http.disconnect"}
+            got = asyncio.ensure_future(receive())
+            stop = asyncio.ensure_future(self.stopping.wait())
+            try:
+                await asyncio.wait({got, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (got, stop):
+                    task.cancel()
+            if got.done() and not got.cancelled():
+                return got.result()
+            return {"type": "http.disconnect"}
+
+        await self.app(scope, receive_or_stop, send)
 
 
 class PeerCertProtocol(H11Protocol):
@@ -154,6 +192,7 @@ def agent_config(
         port=settings.agent.port,
         http=PeerCertProtocol,
         log_level=log_level,
+        log_config=None,  # every logger goes where tether.logs sends it
         access_log=False,  # one line per heartbeat would drown everything else
         server_header=False,
         date_header=False,
@@ -216,6 +255,7 @@ async def serve(
         )
         if plane is not None:
             plane.on_applied = manager.pools.poke_hosts
+    stopping = asyncio.Event()
     if people:
         people_app = create_app(settings, db)
         if plane is not None:
@@ -224,10 +264,12 @@ async def serve(
             people_app.state.on_pools_changed = manager.pools.poke
         servers["api"] = uvicorn.Server(
             uvicorn.Config(
-                people_app,
+                _EndStreamsOnStop(people_app, stopping),
                 host=settings.api.host,
                 port=settings.api.port,
                 log_level=log_level,
+                log_config=None,
+                access_log=False,  # the app logs each request, with its request id
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
             )
         )
@@ -261,7 +303,9 @@ async def serve(
         loop = asyncio.get_running_loop()
         next_refresh = loop.time() + settings.agent.revocation_refresh_seconds
         while not (stop is not None and stop.is_set()):
-            if any(t.done() for t in tasks.values()):
+            if any(t.done() for t in tasks.values()) or any(
+                s.should_exit for s in servers.values()
+            ):
                 break
             if refresher is not None and loop.time() >= next_refresh:
                 next_refresh = loop.time() + settings.agent.revocation_refresh_seconds
@@ -272,6 +316,10 @@ async def serve(
             await asyncio.sleep(0.2)
         for server in servers.values():
             server.should_exit = True
+        # Open event streams and agents' long polls end now, within the grace period.
+        stopping.set()
+        if plane is not None:
+            plane.watcher.close()
 
     watcher = asyncio.create_task(watch())
     try:
@@ -287,11 +335,12 @@ async def serve(
         db.dispose()
 
 
-def run(settings: Settings, *, log_level: str = "info", controllers: bool = True) -> None:
+def run(settings: Settings, *, controllers: bool = True) -> None:
     """Blocking entry point for ``tether serve``: both servers and the controllers until
-    Ctrl-C."""
+    Ctrl-C, logging as ``TETHER_LOG_FORMAT`` and ``TETHER_LOG_LEVEL`` say."""
+    logs.configure(settings.log.format, settings.log.level)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings, log_level=log_level, controllers=controllers))
+        asyncio.run(serve(settings, log_level=settings.log.level, controllers=controllers))
 
 
 class ServerThread:

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import tether
 from tether.api import errors
 from tether.api.artifacts import RESPONSES, ArtifactPath, artifact_response
+from tether.api.observe import Observe
 from tether.domain import resources as r
 from tether.domain.agent import (
     AgentEvent,
@@ -51,6 +52,7 @@ from tether.domain.kubeapi import BootstrapTokenGrant
 from tether.domain.models import EventType, ObjectKind
 from tether.domain.states import HostState
 from tether.errors import Forbidden, Invalid, NotFound, PlaneError, Unauthenticated
+from tether.metrics import PLAN_RESULTS
 from tether.pki import HostIdentity
 from tether.pki.errors import PKIError
 from tether.services import audit, desired, enrolment, events, kubeconn, nodeidentity
@@ -286,6 +288,7 @@ async def applied(name: NamePath, body: AppliedReport, request: Request) -> Desi
             return desired.report_applied(session, name, body, now=plane.clock())
 
     status = await run_in_threadpool(run)
+    PLAN_RESULTS.labels("applied" if bool(body.result.get("ok", True)) else "failed").inc()
     if plane.on_applied is not None:
         plane.on_applied([name])
     return status
@@ -525,6 +528,7 @@ def create_agent_app(
         return {"status": "ok"}
 
     app.add_middleware(AuditRefusals, db=database)
+    app.add_middleware(Observe, server="agent")
     return app
 
 

@@ -11,7 +11,18 @@ from starlette.concurrency import run_in_threadpool
 
 import tether
 from tether import web
-from tether.api import agent, artifacts, enrolment, errors, kube_routes, network, routes, stream
+from tether.api import (
+    agent,
+    artifacts,
+    enrolment,
+    errors,
+    kube_routes,
+    metrics,
+    network,
+    routes,
+    stream,
+)
+from tether.api.observe import Observe
 from tether.services import audit
 from tether.settings import Settings
 from tether.store.db import Database, migrate
@@ -47,6 +58,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = database
+    app.state.metrics = metrics.registry(database)
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(stream.router)
@@ -56,6 +68,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(artifacts.router)
     app.include_router(agent.refuse_plain_http())
     app.include_router(web.router)
+    app.include_router(metrics.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -81,6 +94,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
             )
         return response
 
+    # Outermost, so the latency it records and the request id it sets cover everything.
+    app.add_middleware(Observe, server="api", access_log=True)
     return app
 
 

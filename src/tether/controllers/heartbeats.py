@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from tether.domain.agent import LIVE_STATES, health_event, silence_cutoff
 from tether.domain.states import HostEvent, HostState
 from tether.errors import Conflict, NotFound
+from tether.metrics import reconciling
 from tether.services import resources as svc
 from tether.services.heartbeats import HeartbeatTable
 from tether.store.db import Database
@@ -111,7 +112,10 @@ class HeartbeatReconciler:
 
     def reconcile_once(self, now: datetime | None = None) -> list[Transition]:
         """One pass; returns the transitions it applied."""
-        now = now or self.clock()
+        with reconciling("heartbeats"):
+            return self._pass(now or self.clock())
+
+    def _pass(self, now: datetime) -> list[Transition]:
         cutoff = silence_cutoff(now, self.heartbeat_seconds, self.missed)
         done: list[Transition] = []
         listening = now - self.started >= timedelta(seconds=self.heartbeat_seconds * self.missed)
