@@ -390,7 +390,8 @@ class ServerThread:
         return self
 
     def stop(self, timeout: float = 30) -> None:
-        if self._loop is not None and self._stop is not None:
+        """Stop both servers and wait for them (a second call does nothing)."""
+        if self._thread.is_alive() and self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
 
