@@ -28,7 +28,6 @@ def env(tmp_path: Path) -> dict[str, str]:
         "TETHER_API_PORT": str(free_port()),
         "TETHER_AGENT_PORT": str(free_port()),
         "NO_COLOR": "1",
-        "COLUMNS": "200",
     }
 
 
@@ -77,12 +76,26 @@ def test_bootstrap_login_and_resource_verbs(
 
     missing = tether(env, "cluster", "get", "nope")
     assert missing.returncode == 3 and "not found" in missing.stderr
+    assert "did you mean" not in missing.stderr  # nothing is close to "nope"
+    typo = tether(env, "cluster", "get", "prdo")
+    assert typo.returncode == 3
+    assert typo.stderr.strip().endswith("cluster 'prdo' not found; did you mean prod?")
+    command = tether(env, "clustr", "list")
+    assert command.returncode == 2 and "Did you mean 'cluster'" in command.stderr
     bad = tether(env, "cluster", "create", "x", "--set", "vpcCIDR=10.0.0.1/8")
     assert bad.returncode == 7 and "spec.vpcCIDR" in bad.stderr
     assert "Traceback" not in bad.stderr
 
     events = tether(env, "event", "list", "--kind", "Cluster", "-o", "json")
     assert [e["reason"] for e in json.loads(events.stdout)] == ["Created", "Updated"]
+    # Piped, a table is printed whole (never cut to 80 columns): one line per event.
+    table = tether(env, "event", "list", "--kind", "Cluster", "-o", "wide")
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[-3:] == ["FIRST", "SEEN", "POOL"]  # -o wide's extra columns
+    for row, event in zip(rows, json.loads(events.stdout), strict=True):
+        assert row.split()[:6] == [event["lastTime"], "Normal", "Cluster/prod", event["reason"],
+                                   "1", "cluster"]  # fmt: skip
+        assert event["message"] in row and len(row) > 100
     assert tether(env, "cluster", "delete", "prod").returncode == 0
     audit = tether(env, "audit", "list", "-o", "json")
     assert {(a["action"], a["result"]) for a in json.loads(audit.stdout)} >= {("DELETE", "success")}

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -90,10 +90,12 @@ def sync(
     keyring: Keyring,
     arch: str | None = None,
     client: httpx.Client | None = None,
+    on_file: Callable[[SyncedFile, int], None] | None = None,
 ) -> SyncReport:
     """Mirror the manifest and the artifacts of ``version``/``arch`` from ``source`` to
     ``to``; ``client`` (see :func:`tether.node.install.https_client`) makes the https
-    downloads. Raises :class:`~tether.node.artifacts.ManifestError` (nothing written for an
+    downloads; ``on_file(file, total)`` hears of each artifact once it is done. Raises
+    :class:`~tether.node.artifacts.ManifestError` (nothing written for an
     untrusted manifest; no manifest written when an artifact fails)."""
     resolved = fetch_resolved(source, version, keyring=keyring, arch=arch, client=client)
     artifacts = resolved.artifacts
@@ -104,20 +106,13 @@ def sync(
         target = to.joinpath(*PurePosixPath(rel).parts)
         item = SyncedFile(artifact.name, artifact.version, rel, "unchanged")
         report.files.append(item)
-        if target.is_file() and not target.is_symlink() and file_sha256(target) == artifact.sha256:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            fetch_artifact(source, artifact, Path(tmp), client)
-            verify_sha256(Path(tmp), artifact.sha256)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        item.status = "fetched"
+        if not (
+            target.is_file() and not target.is_symlink() and file_sha256(target) == artifact.sha256
+        ):
+            _fetch_into(source, artifact, target, client)
+            item.status = "fetched"
+        if on_file is not None:
+            on_file(item, len(artifacts))
     write_atomic(
         to / MANIFEST_NAME,
         json.dumps(resolved.envelope, indent=2, sort_keys=True) + "\n",
@@ -125,6 +120,21 @@ def sync(
         dir_mode=0o755,
     )
     return report
+
+
+def _fetch_into(source: str, artifact: Artifact, target: Path, client: httpx.Client | None) -> None:
+    """Fetch and verify ``artifact`` next to ``target``, then move it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fetch_artifact(source, artifact, Path(tmp), client)
+        verify_sha256(Path(tmp), artifact.sha256)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)
