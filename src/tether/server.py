@@ -29,10 +29,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import signal
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,19 @@ class _EndStreamsOnStop:
             return {"type": "http.disconnect"}
 
         await self.app(scope, receive_or_stop, send)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, leaving signals to :func:`run`.
+
+    The plane runs two servers in one loop. Each would install its own SIGINT and SIGTERM
+    handlers, the last one winning, and re-raise the signal when it stops, which
+    interrupts the other one's shutdown (a ``CancelledError`` traceback on Ctrl-C).
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class PeerCertProtocol(H11Protocol):
@@ -229,7 +243,7 @@ async def serve(
         busy_timeout_ms=settings.database.busy_timeout_ms,
     )
     await asyncio.to_thread(migrate, db.engine)
-    servers: dict[str, uvicorn.Server] = {}
+    servers: dict[str, _Server] = {}
     plane: AgentPlane | None = None
     refresher: TLSRefresher | None = None
     if settings.agent.port or (sockets and "agent" in sockets):
@@ -240,9 +254,7 @@ async def serve(
         agent_app = create_agent_app(
             settings, db, plane=plane, run_migrations=False, background=[heartbeat_reconciler]
         )
-        servers["agent"] = uvicorn.Server(
-            agent_config(agent_app, settings, ctx, log_level=log_level)
-        )
+        servers["agent"] = _Server(agent_config(agent_app, settings, ctx, log_level=log_level))
     manager: ControllerManager | None = None
     if controllers:
         manager = ControllerManager(
@@ -262,7 +274,7 @@ async def serve(
             people_app.state.agent_plane = plane
         if manager is not None:
             people_app.state.on_pools_changed = manager.pools.poke
-        servers["api"] = uvicorn.Server(
+        servers["api"] = _Server(
             uvicorn.Config(
                 _EndStreamsOnStop(people_app, stopping),
                 host=settings.api.host,
@@ -339,8 +351,22 @@ def run(settings: Settings, *, controllers: bool = True) -> None:
     """Blocking entry point for ``tether serve``: both servers and the controllers until
     Ctrl-C, logging as ``TETHER_LOG_FORMAT`` and ``TETHER_LOG_LEVEL`` say."""
     logs.configure(settings.log.format, settings.log.level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def stopping(sig: signal.Signals) -> None:
+            log.info("%s: stopping (again to stop at once)", sig.name)
+            stop.set()
+            loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C interrupts
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping, sig)
+        await serve(settings, log_level=settings.log.level, controllers=controllers, stop=stop)
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings, log_level=settings.log.level, controllers=controllers))
+        asyncio.run(main())
 
 
 class ServerThread:
