@@ -528,7 +528,7 @@ def create_agent_app(
         return {"status": "ok"}
 
     app.add_middleware(AuditRefusals, db=database)
-    app.add_middleware(Observe, server="agent")
+    app.add_middleware(Observe, server="agent", echo_from=400)
     return app
 
 

@@ -4,8 +4,8 @@
 every heartbeat, and there it costs a header scan, a context variable and one
 :meth:`~tether.metrics.RequestLatency.observe` (no lock, no task). The request id is the
 caller's ``X-Request-ID`` when it is a short token, else a new one (a per-process
-prefix and a counter); it is sent back in ``X-Request-ID`` and appears in every log line
-written while the request is handled.
+prefix and a counter); it appears in every log line written while the request is
+handled, and is sent back in ``X-Request-ID`` (by the agent server only with an error).
 
 Latency is measured to the response's headers, labelled by the route's template
 (``/api/v1/pools/{name}``), never the raw path, so the number of series stays bounded.
@@ -50,12 +50,17 @@ def _route(scope: Scope) -> str:
 class Observe:
     """ASGI middleware: request id, latency metric, and an access log line if asked."""
 
-    __slots__ = ("access_log", "app", "server")
+    __slots__ = ("access_log", "app", "echo_from", "server")
 
-    def __init__(self, app: ASGIApp, server: str, access_log: bool = False) -> None:
+    def __init__(
+        self, app: ASGIApp, server: str, *, access_log: bool = False, echo_from: int = 0
+    ) -> None:
         self.app = app
         self.server = server
         self.access_log = access_log
+        #: Responses with at least this status carry ``X-Request-ID`` (the agent server
+        #: sends it only with errors: a heartbeat's answer stays as small as it was).
+        self.echo_from = echo_from
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,32 +71,37 @@ class Observe:
         token = REQUEST_ID.set(request_id)
         status = 0
 
-        def answered(code: int) -> None:
-            nonlocal status
-            status = code
-            key = (self.server, _route(scope), scope["method"], str(code))
-            REQUESTS.observe(key, time.perf_counter() - started)
-
         async def send_observed(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                answered(message["status"])
-                message["headers"] = [
-                    *message.get("headers", ()),
-                    (b"x-request-id", request_id.encode()),
-                ]
+                status = message["status"]
+                self._observe(scope, status, started)
+                if status >= self.echo_from:
+                    message["headers"] = [
+                        *message.get("headers", ()),
+                        (b"x-request-id", request_id.encode()),
+                    ]
             await send(message)
 
         try:
             await self.app(scope, receive, send_observed)
         finally:
             if not status:
-                answered(500)  # it raised before answering; the server answers 500
+                self._observe(scope, 500, started)  # it raised before answering: a 500
             if self.access_log:
                 access.info(
                     "%s %s %d %.1fms",
                     scope["method"],
                     scope["path"],
-                    status,
+                    status or 500,
                     (time.perf_counter() - started) * 1000,
                 )
             REQUEST_ID.reset(token)
+
+    def _observe(self, scope: Scope, status: int, started: float) -> None:
+        key = (self.server, _route(scope), scope["method"], _STATUS.get(status) or str(status))
+        REQUESTS.observe(key, time.perf_counter() - started)
+
+
+#: Status codes as label values, made once.
+_STATUS = {code: str(code) for code in range(100, 600)}
