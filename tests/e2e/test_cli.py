@@ -147,3 +147,22 @@ def test_examples_create_and_get_output_goes_back_in(
     profile.write_text(tether(env, "profile", "get", "standard", "1.0.0", "-o", "yaml").stdout)
     copied = tether(env, "profile", "create", "standard2", "-f", str(profile))
     assert copied.returncode == 0, copied.stderr
+
+
+def test_plane_processes_log_json_lines_off_a_terminal(env: dict[str, str], tmp_path: Path) -> None:
+    """``tether controllers run`` (like ``serve`` and ``demo``) logs JSON when stderr is a
+    pipe, one object per line, and stops on SIGTERM."""
+    proc = subprocess.Popen(
+        [*TETHER, "controllers", "run", "--data-dir", str(tmp_path / "data")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert "controllers running" in proc.stdout.readline()
+    proc.terminate()
+    assert proc.wait(30) == 0
+    lines = [json.loads(line) for line in proc.stderr.read().splitlines()]
+    assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert any(line["logger"].startswith("tether.") for line in lines)

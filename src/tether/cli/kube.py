@@ -321,16 +321,16 @@ def register(app: typer.Typer, cluster_app: typer.Typer, host_app: typer.Typer) 
         """Run the pool reconciler, and the nodes controller and CSR approver of every
         imported cluster (direct database access, like 'tether admin bootstrap'); Ctrl-C
         stops. 'tether serve' runs them too; several copies share the work safely."""
-        import logging
         import signal
         import threading
 
+        from tether import logs
         from tether.controllers.manager import ControllerManager
         from tether.settings import load_settings
         from tether.store.db import Database, migrate
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         settings = load_settings()
+        logs.configure(settings.log.format, settings.log.level)
         if data_dir is not None:
             settings.paths.data_dir = data_dir
         db = Database.connect(settings.database_url)
