@@ -57,11 +57,11 @@ import contextlib
 import gc
 import json
 import logging
+import signal
 import socket
 import ssl
-import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -70,14 +70,13 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from tether import logs
 from tether.api.agent import CLIENT_CERT_DER, AgentPlane, create_agent_app
 from tether.api.auditing import (
     TLS_ACTION,
     TLS_STATUS,
     AnonymousLimiter,
     Auditor,
-    RedactSecrets,
-    access_log,
 )
 from tether.controllers.heartbeats import HeartbeatReconciler
 from tether.controllers.manager import ControllerManager
@@ -343,6 +342,19 @@ class ConnectionScope:
                 conn.response_done()
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, leaving signals to :func:`run`.
+
+    The plane runs two servers in one loop. Each would install its own SIGINT and SIGTERM
+    handlers, the last one winning, and re-raise the signal when it stops, which
+    interrupts the other one's shutdown (a ``CancelledError`` traceback on Ctrl-C).
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def heartbeat_reconciler(plane: AgentPlane, stop: asyncio.Event) -> None:
     """Silent hosts become Unreachable; state follows reported health (a background job)."""
     cfg = plane.settings.agent
@@ -412,7 +424,8 @@ def server_config(
         port=port,
         http=guard.protocol(),
         log_level=log_level,
-        access_log=False,  # the people's app writes its own, without secrets
+        log_config=None,  # every logger goes where tether.logs sends it
+        access_log=False,  # the people's app logs each request itself, without secrets
         server_header=False,
         date_header=False,
         timeout_keep_alive=max(1, round(keep_alive)),
@@ -469,13 +482,7 @@ async def serve(
         busy_timeout_ms=settings.database.busy_timeout_ms,
     )
     await asyncio.to_thread(migrate, db.engine)
-    access_log.setLevel(
-        logging.INFO if log_level in ("info", "debug", "trace") else logging.WARNING
-    )
-    uvicorn_access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, RedactSecrets) for f in uvicorn_access.filters):
-        uvicorn_access.addFilter(RedactSecrets())
-    servers: dict[str, uvicorn.Server] = {}
+    servers: dict[str, _Server] = {}
     guards: dict[str, Guard] = {}
     plane: AgentPlane | None = None
     refresher: TLSRefresher | None = None
@@ -497,7 +504,7 @@ async def serve(
             on_tls_refusal=_tls_auditor(agent_app.state.auditor),
         )
         keep_alive = max(agent.keep_alive_seconds, agent.heartbeat_seconds * 3)
-        servers["agent"] = uvicorn.Server(
+        servers["agent"] = _Server(
             server_config(agent_app, guards["agent"], agent.host, agent.port, keep_alive, log_level)
         )
     manager: ControllerManager | None = None
@@ -520,9 +527,14 @@ async def serve(
         if manager is not None:
             people_app.state.on_pools_changed = manager.pools.poke
         guards["api"] = Guard("api", api.max_connections, api.header_timeout_seconds)
-        servers["api"] = uvicorn.Server(
+        servers["api"] = _Server(
             server_config(
-                people_app, guards["api"], api.host, api.port, api.keep_alive_seconds, log_level
+                people_app,
+                guards["api"],
+                api.host,
+                api.port,
+                api.keep_alive_seconds,
+                log_level,
             )
         )
     if manager is not None:
@@ -555,7 +567,9 @@ async def serve(
         loop = asyncio.get_running_loop()
         next_refresh = loop.time() + settings.agent.revocation_refresh_seconds
         while not (stop is not None and stop.is_set()):
-            if any(t.done() for t in tasks.values()):
+            if any(t.done() for t in tasks.values()) or any(
+                s.should_exit for s in servers.values()
+            ):
                 break
             if refresher is not None and loop.time() >= next_refresh:
                 next_refresh = loop.time() + settings.agent.revocation_refresh_seconds
@@ -566,6 +580,11 @@ async def serve(
             await asyncio.sleep(0.2)
         for server in servers.values():
             server.should_exit = True
+        # Open event streams and agents' long polls end now, within the grace period.
+        if people:
+            people_app.state.event_hub.close()
+        if plane is not None:
+            plane.watcher.close()
 
     watcher = asyncio.create_task(watch())
     try:
@@ -581,18 +600,26 @@ async def serve(
         db.dispose()
 
 
-def run(settings: Settings, *, log_level: str = "info", controllers: bool = True) -> None:
+def run(settings: Settings, *, controllers: bool = True) -> None:
     """Blocking entry point for ``tether serve``: both servers and the controllers until
-    Ctrl-C, with the people's access log on stdout."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
-    access_log.addHandler(handler)
-    access_log.propagate = False
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(settings, log_level=log_level, controllers=controllers))
-    finally:
-        access_log.removeHandler(handler)
+    Ctrl-C, logging as ``TETHER_LOG_FORMAT`` and ``TETHER_LOG_LEVEL`` say."""
+    logs.configure(settings.log.format, settings.log.level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def stopping(sig: signal.Signals) -> None:
+            log.info("%s: stopping (again to stop at once)", sig.name)
+            stop.set()
+            loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C interrupts
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping, sig)
+        await serve(settings, log_level=settings.log.level, controllers=controllers, stop=stop)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
 
 
 class ServerThread:
@@ -643,7 +670,8 @@ class ServerThread:
         return self
 
     def stop(self, timeout: float = 30) -> None:
-        if self._loop is not None and self._stop is not None:
+        """Stop both servers and wait for them (a second call does nothing)."""
+        if self._thread.is_alive() and self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
 

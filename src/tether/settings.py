@@ -9,6 +9,7 @@ the result, so tests build apps with whatever settings they need.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -412,6 +413,21 @@ class ControllerSettings(BaseSettings):
     )
 
 
+class LogSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TETHER_LOG_", extra="ignore")
+
+    format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description=(
+            "json, text, or auto: text when stderr is a terminal, JSON lines otherwise, so "
+            "a person reads text and a log shipper gets one object per line."
+        ),
+    )
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="The least severe level logged."
+    )
+
+
 class Settings(BaseSettings):
     """All of Tether's settings, grouped."""
 
@@ -425,6 +441,7 @@ class Settings(BaseSettings):
     pki: PKISettings = Field(default_factory=PKISettings)
     agent: AgentServerSettings = Field(default_factory=AgentServerSettings)
     controllers: ControllerSettings = Field(default_factory=ControllerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
     @property
     def database_url(self) -> str:

@@ -28,7 +28,6 @@ def env(tmp_path: Path) -> dict[str, str]:
         "TETHER_API_PORT": str(free_port()),
         "TETHER_AGENT_PORT": str(free_port()),
         "NO_COLOR": "1",
-        "COLUMNS": "200",
     }
 
 
@@ -77,12 +76,26 @@ def test_bootstrap_login_and_resource_verbs(
 
     missing = tether(env, "cluster", "get", "nope")
     assert missing.returncode == 3 and "not found" in missing.stderr
+    assert "did you mean" not in missing.stderr  # nothing is close to "nope"
+    typo = tether(env, "cluster", "get", "prdo")
+    assert typo.returncode == 3
+    assert typo.stderr.strip().endswith("cluster 'prdo' not found; did you mean prod?")
+    command = tether(env, "clustr", "list")
+    assert command.returncode == 2 and "Did you mean 'cluster'" in command.stderr
     bad = tether(env, "cluster", "create", "x", "--set", "vpcCIDR=10.0.0.1/8")
     assert bad.returncode == 7 and "spec.vpcCIDR" in bad.stderr
     assert "Traceback" not in bad.stderr
 
     events = tether(env, "event", "list", "--kind", "Cluster", "-o", "json")
     assert [e["reason"] for e in json.loads(events.stdout)] == ["Created", "Updated"]
+    # Piped, a table is printed whole (never cut to 80 columns): one line per event.
+    table = tether(env, "event", "list", "--kind", "Cluster", "-o", "wide")
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[-3:] == ["FIRST", "SEEN", "POOL"]  # -o wide's extra columns
+    for row, event in zip(rows, json.loads(events.stdout), strict=True):
+        assert row.split()[:6] == [event["lastTime"], "Normal", "Cluster/prod", event["reason"],
+                                   "1", "cluster"]  # fmt: skip
+        assert event["message"] in row and len(row) > 100
     assert tether(env, "cluster", "delete", "prod").returncode == 0
     audit = tether(env, "audit", "list", "-o", "json")
     assert {(a["action"], a["result"]) for a in json.loads(audit.stdout)} >= {("DELETE", "success")}
@@ -134,3 +147,22 @@ def test_examples_create_and_get_output_goes_back_in(
     profile.write_text(tether(env, "profile", "get", "standard", "1.0.0", "-o", "yaml").stdout)
     copied = tether(env, "profile", "create", "standard2", "-f", str(profile))
     assert copied.returncode == 0, copied.stderr
+
+
+def test_plane_processes_log_json_lines_off_a_terminal(env: dict[str, str], tmp_path: Path) -> None:
+    """``tether controllers run`` (like ``serve`` and ``demo``) logs JSON when stderr is a
+    pipe, one object per line, and stops on SIGTERM."""
+    proc = subprocess.Popen(
+        [*TETHER, "controllers", "run", "--data-dir", str(tmp_path / "data")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert "controllers running" in proc.stdout.readline()
+    proc.terminate()
+    assert proc.wait(30) == 0
+    lines = [json.loads(line) for line in proc.stderr.read().splitlines()]
+    assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert any(line["logger"].startswith("tether.") for line in lines)

@@ -37,6 +37,7 @@ from tether.api import errors
 from tether.api.artifacts import RESPONSES, ArtifactPath, artifact_response
 from tether.api.auditing import Audit, Auditor
 from tether.api.limits import BodyReader, LimitFor
+from tether.api.observe import Observe
 from tether.domain import resources as r
 from tether.domain.agent import (
     AgentEvent,
@@ -52,6 +53,7 @@ from tether.domain.kubeapi import BootstrapTokenGrant
 from tether.domain.models import EventType, ObjectKind
 from tether.domain.states import HostState
 from tether.errors import Forbidden, Invalid, NotFound, PlaneError, Unauthenticated
+from tether.metrics import PLAN_RESULTS
 from tether.pki import HostIdentity
 from tether.pki.errors import PKIError
 from tether.services import desired, enrolment, events, kubeconn, nodeidentity
@@ -307,6 +309,7 @@ async def applied(name: NamePath, body: AppliedReport, request: Request) -> Desi
             return desired.report_applied(session, name, body, now=plane.clock())
 
     status = await run_in_threadpool(run)
+    PLAN_RESULTS.labels("applied" if bool(body.result.get("ok", True)) else "failed").inc()
     if plane.on_applied is not None:
         plane.on_applied([name])
     return status
@@ -532,6 +535,7 @@ def create_agent_app(
         unchecked=lambda path: path.endswith("/heartbeat"),  # parsed by a strict model
     )
     app.add_middleware(Audit, auditor=auditor, routine=_routine)
+    app.add_middleware(Observe, server="agent", echo_from=400)
     return app
 
 

@@ -18,10 +18,22 @@ from starlette.concurrency import run_in_threadpool
 
 import tether
 from tether import web
-from tether.api import agent, artifacts, enrolment, errors, kube_routes, network, routes, stream
-from tether.api.auditing import AccessLog, Audit, Auditor
+from tether.api import (
+    agent,
+    artifacts,
+    enrolment,
+    errors,
+    kube_routes,
+    metrics,
+    network,
+    routes,
+    stream,
+)
+from tether.api.auditing import Audit, Auditor
 from tether.api.deps import Authenticate
 from tether.api.limits import BodyReader, DeclaredSize
+from tether.api.observe import Observe
+from tether.services.looplag import LoopLag
 from tether.settings import ApiSettings, Settings
 from tether.store.db import Database, migrate
 
@@ -37,6 +49,11 @@ def body_limit(api: ApiSettings) -> Callable[[str, str], int]:
         return api.max_body_bytes
 
     return limit
+
+
+def _agent_lag(app: FastAPI) -> LoopLag | None:
+    plane = getattr(app.state, "agent_plane", None)
+    return plane.lag if plane is not None else None
 
 
 def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
@@ -87,6 +104,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.state.db = database
     app.state.event_hub = hub
     app.state.auditor = auditor
+    # The server sets app.state.agent_plane when the agent server runs in this process.
+    app.state.metrics = metrics.registry(database, lambda: _agent_lag(app))
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(stream.router)
@@ -96,6 +115,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.include_router(artifacts.router)
     app.include_router(agent.refuse_plain_http())
     app.include_router(web.router)
+    app.include_router(metrics.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -107,8 +127,10 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.add_middleware(BodyReader, limit_for=limit, timeout=api.body_timeout_seconds)
     app.add_middleware(Authenticate, db=database)
     app.add_middleware(DeclaredSize, limit_for=limit)
-    app.add_middleware(AccessLog)
     app.add_middleware(Audit, auditor=auditor, routine=_read_only)
+    # Outermost, so the latency it records, the request id it sets and its access log
+    # line cover everything, refusals of the limits and of authentication included.
+    app.add_middleware(Observe, server="api", access_log=True)
     return app
 
 

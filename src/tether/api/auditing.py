@@ -35,7 +35,6 @@ from tether.settings import AuditSettings
 from tether.store.db import Database
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("tether.access")
 
 #: ``action`` of a row that counts refusals the rate limit kept from being written one by one.
 SUPPRESSED = "SUPPRESSED"
@@ -187,40 +186,3 @@ def redact_target(target: str) -> str:
     """A request target (``path?query``) fit for a log: no token, no credential value."""
     path, question, query = target.partition("?")
     return redact(path) + (f"?{_redacted_query(query)}" if question else "")
-
-
-class RedactSecrets(logging.Filter):
-    """For uvicorn's access logger, should anyone give it a handler: the target redacted."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact_target(a) if isinstance(a, str) else a for a in record.args)
-        return True
-
-
-class AccessLog:
-    """ASGI middleware: one access-log line per response, like uvicorn's, with secrets
-    taken out of the path and query string."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not access_log.isEnabledFor(logging.INFO):
-            await self.app(scope, receive, send)
-            return
-
-        async def logged(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                query = scope.get("query_string", b"").decode("latin-1")
-                access_log.info(
-                    '%s - "%s %s HTTP/%s" %d',
-                    client_address(scope),
-                    scope["method"],
-                    redact_target(f"{scope['path']}?{query}" if query else scope["path"]),
-                    scope.get("http_version", "1.1"),
-                    message["status"],
-                )
-            await send(message)
-
-        await self.app(scope, receive, logged)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Generic, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
@@ -10,11 +11,12 @@ from pydantic import Field
 
 from tether.api.deps import DB, Admin, Config, Operator, Pages, Viewer
 from tether.domain import resources as r
+from tether.domain.attention import Attention
 from tether.domain.base import INT64_MAX, Model
 from tether.domain.models import EventType, Name, ObjectKind, SemVer
 from tether.domain.rollout import RolloutState
 from tether.domain.states import HostEvent, HostState, PoolState
-from tether.services import audit, enrolment, events, profiles, rollouts, tokens
+from tether.services import attention, audit, enrolment, events, profiles, rollouts, tokens
 from tether.services import resources as svc
 from tether.store.schema import utcnow
 
@@ -22,6 +24,11 @@ if TYPE_CHECKING:
     from tether.api.agent import AgentPlane
 
 T = TypeVar("T")
+
+
+class Order(StrEnum):
+    OLDEST = "oldest"
+    NEWEST = "newest"
 
 
 class List(Model, Generic[T]):
@@ -402,6 +409,13 @@ def list_events(
     pool: Annotated[
         Name | None, Query(description="A pool's events and those of its hosts and rollouts.")
     ] = None,
+    order: Annotated[
+        Order,
+        Query(
+            description="oldest: by first seen, page by page; newest: the `limit` events "
+            "seen last (a repeat moves up), newest first, one page."
+        ),
+    ] = Order.OLDEST,
 ) -> List[r.Event]:
     with db.session() as s:
         items, token = events.list_events(
@@ -412,8 +426,17 @@ def list_events(
             pool=pool,
             limit=p.limit,
             continue_token=p.continue_token,
+            newest=order is Order.NEWEST,
         )
     return List(items=items, continue_=token)
+
+
+@router.get("/attention", tags=["events"])
+def needs_attention(db: DB, _: Viewer) -> Attention:
+    """What needs a person: failed plans, Unhealthy or Unreachable hosts, Nodes not Ready
+    (outside an operation), failed or stuck rollouts."""
+    with db.session() as s:
+        return attention.attention(s, utcnow())
 
 
 # Tokens and audit (admins)
@@ -440,10 +463,18 @@ def revoke_token(token_id: Annotated[str, Path(max_length=32)], db: DB, _: Admin
 
 @router.get("/audit", tags=["auth"])
 def list_audit(
-    db: DB, _: Admin, p: Pages, actor: Annotated[str | None, Query(max_length=128)] = None
+    db: DB,
+    _: Admin,
+    p: Pages,
+    actor: Annotated[str | None, Query(max_length=128)] = None,
+    order: Annotated[Order, Query(description="oldest or newest first.")] = Order.OLDEST,
 ) -> List[r.AuditRecord]:
     with db.session() as s:
         items, token = audit.list_records(
-            s, actor=actor, limit=p.limit, continue_token=p.continue_token
+            s,
+            actor=actor,
+            limit=p.limit,
+            continue_token=p.continue_token,
+            newest_first=order is Order.NEWEST,
         )
     return List(items=items, continue_=token)

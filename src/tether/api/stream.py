@@ -176,6 +176,11 @@ class EventHub:
                     log.exception("the event stream poll failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.poll_seconds)
+        self.close()
+
+    def close(self) -> None:
+        """End every open stream: each sends its closing comment and completes its
+        response, so a stopping server has no request left to cancel."""
         for sub in list(self.streams):
             sub.end("the plane is shutting down")
 

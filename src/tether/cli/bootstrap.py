@@ -74,7 +74,7 @@ def activation_create(
 ) -> None:
     """Create an activation and print its id and code. The code is shown only now."""
     created = _create_activation(site, expires, max_registrations)
-    if output is Format.TABLE:
+    if output.tabular:
         typer.echo(f"id:      {created['id']}")
         typer.echo(f"code:    {created['code']}")
         typer.echo(f"site:    {created['site']}  expires: {created['expiresAt']}")

@@ -7,7 +7,10 @@ Exit codes (documented in docs/cli.md):
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,6 +18,19 @@ import httpx
 from tether.cli import config
 
 EXIT_CODES = {404: 3, 409: 4, 401: 5, 403: 5, 400: 7, 422: 7}
+
+#: The plane's "not found" message (tether.errors.NotFound).
+_NOT_FOUND = re.compile(r"(?P<kind>[a-z][a-z ]*) '(?P<name>[^']+)' not found")
+#: Where the names of each kind are listed, and how an item is named.
+_NAMES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "cluster": ("/api/v1/clusters", lambda o: str(o["name"])),
+    "site": ("/api/v1/sites", lambda o: str(o["name"])),
+    "pool": ("/api/v1/pools", lambda o: str(o["name"])),
+    "host": ("/api/v1/hosts", lambda o: str(o["name"])),
+    "rollout": ("/api/v1/rollouts", lambda o: str(o["name"])),
+    "profile version": ("/api/v1/profiles", lambda o: f"{o['name']}@{o['spec']['version']}"),
+    "activation": ("/api/v1/activations", lambda o: str(o["id"])),
+}
 
 
 class CLIError(Exception):
@@ -65,10 +81,27 @@ class Client:
         except httpx.TransportError as exc:
             raise CLIError(f"cannot reach {self.server}: {exc}", 6) from exc
         if response.status_code >= 400:
-            raise _describe(response)
+            error = _describe(response)
+            if response.status_code == 404:
+                error.message += self._did_you_mean(error.message)
+            raise error
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
+
+    def _did_you_mean(self, message: str) -> str:
+        """``; did you mean X?`` for a name that is not found, when a known one is close."""
+        match = _NOT_FOUND.search(message)
+        if match is None or match["kind"] not in _NAMES:
+            return ""
+        path, name_of = _NAMES[match["kind"]]
+        try:
+            response = self.http.get(path, params={"limit": 1000})
+            names = [name_of(item) for item in response.json()["items"]]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return ""  # a hint is not worth a second error
+        close = difflib.get_close_matches(match["name"], names, n=3, cutoff=0.6)
+        return f"; did you mean {' or '.join(close)}?" if close else ""
 
     def list_all(self, path: str, params: dict[str, Any], limit: int | None) -> list[Any]:
         """Follow ``continue`` tokens until the list ends or ``limit`` items are in hand."""

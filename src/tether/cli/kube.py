@@ -16,7 +16,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import typer
 import yaml
 
 from tether.cli.client import Client, CLIError
-from tether.cli.output import Format, OutputOption, field, render
+from tether.cli.output import Bar, Format, OutputOption, field, progress, render
 from tether.cli.resources import read_yaml, spec_from
 
 __all__ = ["flatten_kubeconfig", "register"]
@@ -134,7 +136,7 @@ IMPORT_COLUMNS = [
 
 
 def _print_report(report: dict[str, Any], output: Format) -> None:
-    if output is not Format.TABLE:
+    if not output.tabular:
         render(report, output)
         return
     verb = "would change" if report["dryRun"] else "changed"
@@ -146,6 +148,33 @@ def _print_report(report: dict[str, Any], output: Format) -> None:
         typer.echo(f"  FAILED: {line}", err=True)
     if report["hybridNodes"]:
         typer.echo("hybrid nodes: " + ", ".join(report["hybridNodes"]))
+
+
+#: Tells how many pods a drain evicts (the DrainStarted event's message).
+_TO_EVICT = re.compile(r"^(\d+) pod\(s\) to evict")
+
+
+def _host_events(client: Client, name: str) -> list[dict[str, Any]]:
+    """The host's 100 newest events, oldest first."""
+    page = client.request(
+        "GET",
+        "/api/v1/events",
+        params={"kind": "Host", "name": name, "order": "newest", "limit": 100},
+    )
+    return list(reversed(page["items"]))
+
+
+def _key(event: dict[str, Any]) -> tuple[int, int]:
+    """An event seen again with a higher count happened again."""
+    return event["id"], event["count"]
+
+
+def _show_drain_step(bar: Bar, event: dict[str, Any]) -> None:
+    bar.log(f"{event['reason']}: {event['message']}")
+    if event["reason"] == "DrainStarted" and (match := _TO_EVICT.match(event["message"])):
+        bar.update(total=int(match.group(1)), completed=0)
+    elif event["reason"] == "Evicted":
+        bar.update(advance=1, note=event["message"])
 
 
 def register(app: typer.Typer, cluster_app: typer.Typer, host_app: typer.Typer) -> None:
@@ -252,18 +281,28 @@ def register(app: typer.Typer, cluster_app: typer.Typer, host_app: typer.Typer) 
         force: bool = typer.Option(False, help="Evict pods no controller manages."),
         output: Format = OutputOption,
     ) -> None:
-        """Cordon and drain the host's node (PodDisruptionBudgets are honoured)."""
+        """Cordon and drain the host's node (PodDisruptionBudgets are honoured), with a
+        progress bar of the pods evicted."""
         client = Client.from_config()
-        client.http.timeout = httpx.Timeout(timeout + 30)
-        report = client.request(
-            "POST",
-            f"/api/v1/hosts/{name}/drain",
-            json={
-                "timeoutSeconds": timeout,
-                "deleteEmptyDirData": delete_emptydir_data,
-                "force": force,
-            },
-        )
+        seen = {_key(e) for e in _host_events(client, name)}
+        body = {
+            "timeoutSeconds": timeout,
+            "deleteEmptyDirData": delete_emptydir_data,
+            "force": force,
+        }
+        drainer = Client.from_config()  # a client of its own: httpx clients are per thread
+        drainer.http.timeout = httpx.Timeout(timeout + 30)
+        with ThreadPoolExecutor(1) as pool, progress(f"draining {name}") as bar:
+            done = pool.submit(drainer.request, "POST", f"/api/v1/hosts/{name}/drain", json=body)
+            while True:
+                finished = bool(wait([done], timeout=0.5).done)
+                for event in _host_events(client, name):
+                    if _key(event) not in seen:
+                        seen.add(_key(event))
+                        _show_drain_step(bar, event)
+                if finished:
+                    break
+            report = done.result()
         columns = [
             ("NODE", field("node")),
             ("EVICTED", field("evicted")),
@@ -282,16 +321,16 @@ def register(app: typer.Typer, cluster_app: typer.Typer, host_app: typer.Typer) 
         """Run the pool reconciler, and the nodes controller and CSR approver of every
         imported cluster (direct database access, like 'tether admin bootstrap'); Ctrl-C
         stops. 'tether serve' runs them too; several copies share the work safely."""
-        import logging
         import signal
         import threading
 
+        from tether import logs
         from tether.controllers.manager import ControllerManager
         from tether.settings import load_settings
         from tether.store.db import Database, migrate
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         settings = load_settings()
+        logs.configure(settings.log.format, settings.log.level)
         if data_dir is not None:
             settings.paths.data_dir = data_dir
         db = Database.connect(settings.database_url)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +16,7 @@ import typer
 from tether.cli import bootstrap, config, net, node, nodelife, pools
 from tether.cli import kube as kube_cli
 from tether.cli.client import EXIT_CODES, Client, CLIError
-from tether.cli.output import Format, OutputOption, errors, field, render
+from tether.cli.output import Format, OutputOption, console, errors, field, render
 from tether.cli.resources import CLUSTER, HOST, POOL, SITE, Kind, add_verbs, spec_from
 from tether.errors import PlaneError
 from tether.files import private_dir, write_atomic
@@ -74,6 +76,15 @@ EVENT_COLUMNS = [
     ("COUNT", field("count")),
     ("MESSAGE", field("message")),
 ]
+EVENT_WIDE = [("FIRST SEEN", field("firstTime")), ("POOL", field("pool"))]
+ATTENTION_COLUMNS = [
+    ("KIND", field("kind")),
+    ("NAME", field("name")),
+    ("POOL", field("pool")),
+    ("REASON", field("reason")),
+    ("SINCE", field("since")),
+    ("MESSAGE", field("message")),
+]
 TOKEN_COLUMNS = [
     ("ID", field("id")),
     ("NAME", field("name")),
@@ -122,15 +133,24 @@ def demo(
     host: str | None = HostOpt, port: int | None = PortOpt, data_dir: Path | None = DataOpt
 ) -> None:
     """Run the plane on embedded defaults with demo objects; Ctrl-C stops it."""
+    try:
+        with ExitStack() as stack:
+            _demo(stack, _settings(host, port, data_dir))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C before the plane ran; everything started is stopped
+    typer.echo("Tether demo stopped; its data stays for the next run.")
+
+
+def _demo(stack: ExitStack, settings: Settings) -> None:
     from tether.domain.resources import Role, TokenCreate
     from tether.services import tokens
     from tether.sim import demo as demo_objects
     from tether.sim import demo_kube
     from tether.store.db import Database, migrate
 
-    settings = _settings(host, port, data_dir)
     private_dir(settings.paths.data_dir)
     db = Database.connect(settings.database_url)
+    stack.callback(db.dispose)
     migrate(db.engine)
     token_file = settings.paths.data_dir / "demo-admin-token"
     with db.session() as session:
@@ -142,12 +162,12 @@ def demo(
                 default_ttl_days=settings.auth.token_ttl_days,
             )
             write_atomic(token_file, issued.token + "\n", 0o600)
-    db.dispose()
     token = token_file.read_text().strip()
     url = f"http://{settings.api.host}:{settings.api.port}"
     typer.echo(
         f"Tether demo: {'loaded demo objects' if created else 'reusing'} {settings.database_url}"
     )
+    typer.echo(f"Dashboard: {url}/  (sign in with the admin token)")
     typer.echo(f"API:       {url}/api/v1  (OpenAPI: {url}/api/v1/docs)")
     typer.echo(f"Admin token (also in {token_file}):\n  {token}")
     if config.load() is None:
@@ -158,26 +178,23 @@ def demo(
     cp = demo_kube.control_plane()
     keyring = None
     if cp is not None:
-        kube_db = Database.connect(settings.database_url)
-        try:
-            demo_kube.import_cluster(kube_db, settings, cp)
-        finally:
-            kube_db.dispose()
+        stack.callback(cp.stop)
+        demo_kube.import_cluster(db, settings, cp)
         keyring = demo_kube.publish_artifacts(settings)
         typer.echo(
-            f"Kubernetes: local control plane {cp.url} imported as cluster demo "
-            f"(kubeconfig: {cp.kubeconfig}); each pool picks its hosts and joins them "
-            "(SIMULATED kubelets and artifacts)"
+            f"Kubernetes: local control plane {cp.url} imported as cluster demo; each pool "
+            "picks its hosts and joins them (SIMULATED kubelets and artifacts)"
         )
+        typer.echo(f"Kubeconfig: {cp.kubeconfig}  (kubectl --kubeconfig {cp.kubeconfig} get nodes)")
     else:
         typer.echo(
             "Kubernetes: not built (scripts/build-kube.sh, or the first make test); the demo "
             "runs without a cluster, so hosts join pools but no Nodes"
         )
-    agents = [
-        proc
-        for site in demo_objects.SITES
-        for proc in bootstrap.demo_agents(
+    agents: list[subprocess.Popen[bytes]] = []
+    stack.callback(_stop_agents, agents)
+    for site in demo_objects.SITES:
+        agents += bootstrap.demo_agents(
             settings,
             count=demo_objects.AGENTS_PER_SITE,
             site=site,
@@ -185,7 +202,6 @@ def demo(
             keyring=keyring,
             addresses=partial(_demo_addresses, site),
         )
-    ]
     typer.echo(
         f"Agents:    {len(agents)} local agents enrolling over mTLS on port {settings.agent.port}"
         f" (state and logs: {settings.paths.data_dir / 'demo-agents'})"
@@ -196,15 +212,23 @@ def demo(
         "dc1-pool-1 && tether rollout watch dc1-pool-1"
     )
     typer.echo("Ctrl-C stops the plane and the agents; data stays for the next run.")
-    try:
-        _run(settings)
-    finally:
-        for proc in agents:
-            proc.terminate()
-        for proc in agents:
+
+    def say(line: str) -> None:
+        errors.print(line, style="bold red", highlight=False, markup=False)
+
+    watch = demo_objects.FailureWatch(db, say, f"{url}/").start()
+    stack.callback(watch.stop)
+    _run(settings)
+
+
+def _stop_agents(agents: list[subprocess.Popen[bytes]]) -> None:
+    for proc in agents:
+        proc.terminate()
+    for proc in agents:
+        try:
             proc.wait(10)
-        if cp is not None:
-            cp.stop()
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _demo_addresses(site: str, n: int) -> list[str]:
@@ -372,13 +396,30 @@ def event_list(
     name: str | None = typer.Option(None, help="Object name."),
     type: str | None = typer.Option(None, help="Normal or Warning."),
     pool: str | None = typer.Option(None, help="A pool's events and its hosts' and rollouts'."),
-    limit: int | None = typer.Option(200, help="At most this many events."),
+    limit: int = typer.Option(200, min=1, max=1000, help="The newest this many events."),
     output: Format = OutputOption,
 ) -> None:
-    items = Client.from_config().list_all(
-        "/api/v1/events", {"kind": kind, "name": name, "type": type, "pool": pool}, limit
+    """The newest events (a repeat counts as new), oldest of them first, like a log's tail."""
+    params = {"kind": kind, "name": name, "type": type, "pool": pool}
+    page = Client.from_config().request(
+        "GET",
+        "/api/v1/events",
+        params={**{k: v for k, v in params.items() if v}, "order": "newest", "limit": limit},
     )
-    render(items, output, EVENT_COLUMNS)
+    render(page["items"][::-1], output, EVENT_COLUMNS, EVENT_WIDE)
+
+
+@app.command("attention")
+def attention(output: Format = OutputOption) -> None:
+    """What needs a person: failed plans, Unhealthy or Unreachable hosts, Nodes not Ready,
+    failed or stuck rollouts (the dashboard's count). Exit 0 either way."""
+    found = Client.from_config().request("GET", "/api/v1/attention")
+    if not output.tabular:
+        render(found, output)
+        return
+    if found["count"]:
+        render(found["items"], output, ATTENTION_COLUMNS)
+    console.print(f"{found['count']} need attention", highlight=False)
 
 
 @event_app.command("watch")

@@ -15,10 +15,18 @@ from typing import Any
 
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
-from tether.cli.output import Format, OutputOption, console, errors, field, render
+from tether.cli.output import (
+    Format,
+    OutputOption,
+    console,
+    errors,
+    field,
+    progress,
+    render,
+    show,
+)
 from tether.files import write_atomic
 from tether.netplan import (
     Finding,
@@ -92,14 +100,12 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, Any]]) -> None:
         table.add_column(header, overflow="fold")
     for row in rows:
         table.add_row(*("-" if (v := get(row)) is None else str(v) for _, get in columns))
-    # piped output need not fit the 80 columns rich assumes without a terminal
-    wide = console if console.is_terminal else Console(width=max(console.width, 160))
-    wide.print(table)
+    show(table)
 
 
 def _show_findings(findings: list[Finding], fmt: Format) -> None:
     data = [f.as_dict() for f in findings]
-    if fmt is not Format.TABLE:
+    if not fmt.tabular:
         render(data, fmt)
         return
     if findings:
@@ -197,7 +203,7 @@ def plan_command(
         raise _fail(f"cannot write the plan into {out}: {error}") from error
 
     secret = sorted(result.secret_files())
-    if output is Format.TABLE:
+    if output.tabular:
         _table(result.summary(), SUMMARY_COLUMNS)
         for warning in result.warnings:
             errors.print(f"[yellow]warning:[/yellow] {warning.message}", highlight=False)
@@ -244,17 +250,24 @@ def try_command(
     if missing:
         raise _fail("this machine cannot run the testbed; missing: " + "; ".join(missing))
 
-    def log(message: str) -> None:
-        if output is Format.TABLE:
-            errors.print(f"[dim]{message}[/dim]", highlight=False)
-
+    pings = 2 * sum(len(pool.nodes) for pool in doc.pools)  # each node and its pod address
     try:
-        report = run_testbed(doc, log=log, timeout=timeout)
+        with progress("building the testbed", total=pings) as bar:
+
+            def log(message: str) -> None:
+                if output.tabular:
+                    bar.log(message)
+                if message.startswith("ping "):
+                    bar.update(advance=1, description="pinging from the VPC", note=message)
+                else:
+                    bar.update(note=message)
+
+            report = run_testbed(doc, log=log, timeout=timeout)
     except TopologyError as error:
         raise _fail(str(error), EXIT_INVALID) from error
     except TestbedError as error:
         raise _fail(str(error), EXIT_INVALID) from error
-    if output is Format.TABLE:
+    if output.tabular:
         _table([p.as_dict() for p in report.probes], PROBE_COLUMNS)
         reached = sum(1 for p in report.probes if p.ok)
         verdict = "[green]ok[/green]" if report.ok else "[red]FAILED[/red]"

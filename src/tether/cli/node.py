@@ -26,12 +26,12 @@ from tether.cli.nodeopts import (
     https,
     load_keyring,
 )
-from tether.cli.output import Format, OutputOption, console, field, render
+from tether.cli.output import Format, OutputOption, console, field, progress, render
 from tether.errors import HostError
 from tether.files import write_atomic
 from tether.node.artifacts import ArtifactName, ManifestError, generate_signing_key
 from tether.node.install import default_arch, install
-from tether.node.mirror import add, publish_draft, sync
+from tether.node.mirror import SyncedFile, add, publish_draft, sync
 
 app = typer.Typer(help="Install Kubernetes node components on this host.", no_args_is_help=True)
 artifacts_app = typer.Typer(
@@ -71,7 +71,7 @@ def install_command(
             )
     except (HostError, OSError) as exc:
         raise fail(f"nothing installed: {exc}", EXIT_FAILED) from exc
-    if output is Format.TABLE:
+    if output.tabular:
         render([i.as_dict() for i in report.items], output, INSTALL_COLUMNS)
         console.print(f"{report.summary()}; tracker {report.tracker}", highlight=False)
     else:
@@ -96,11 +96,23 @@ def sync_command(
     ring = load_keyring(keyring)
     client = https(ca, cert, key)
     try:
-        with client:
-            report = sync(version, source=source, to=to, keyring=ring, arch=arch, client=client)
+        with client, progress(f"mirroring Kubernetes {version}") as bar:
+
+            def done(item: SyncedFile, total: int) -> None:
+                bar.update(total=total, advance=1, note=f"{item.name} {item.status}")
+
+            report = sync(
+                version,
+                source=source,
+                to=to,
+                keyring=ring,
+                arch=arch,
+                client=client,
+                on_file=done,
+            )
     except (HostError, OSError) as exc:
         raise fail(f"sync failed: {exc}", EXIT_FAILED) from exc
-    if output is Format.TABLE:
+    if output.tabular:
         render([f.as_dict() for f in report.files], output, SYNC_COLUMNS)
         fetched = sum(1 for f in report.files if f.status == "fetched")
         console.print(

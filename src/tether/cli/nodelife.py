@@ -128,12 +128,12 @@ def _print_event(event: PhaseEvent) -> None:
 
 
 def _run(action: Any, output: Format) -> None:
-    on_event = _print_event if output is Format.TABLE else (lambda _: None)
+    on_event = _print_event if output.tabular else (lambda _: None)
     try:
         report: ActionReport = action(on_event)
     except UnknownPhase as exc:
         raise fail(str(exc), EXIT_USAGE) from None
-    if output is not Format.TABLE:
+    if not output.tabular:
         render(report.as_dict(), output)
     elif report.resumed_after:
         console.print(f"(resumed a run that had completed {report.resumed_after})")
@@ -288,7 +288,7 @@ def debug_command(
             host, _ = _host(root, None, stack, service_manager_name)
             results = run_checks(target, SystemProbes(host.is_active), datetime.now(UTC))
     rows = [r.as_dict() for r in results]
-    if output is Format.TABLE:
+    if output.tabular:
         for row in rows:
             colour = {"ok": "green", "warn": "yellow", "fail": "red"}.get(str(row["status"]), "")
             status = f"{row['status']!s:<6}"
@@ -320,7 +320,7 @@ def config_check_command(config: str = ConfigOpt, output: Format = OutputOption)
         "nodeIP": str(node_config.spec.node.ip),
         "credentials": node_config.spec.credentials.kind,
     }
-    if output is Format.TABLE:
+    if output.tabular:
         console.print(
             f"NodeConfig valid: node {summary['node']} ({summary['nodeIP']}) joins cluster "
             f"{summary['cluster']} with {summary['credentials']} credentials",

@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tether.cli.client import Client, CLIError
-from tether.cli.output import Column, Format, OutputOption, console, field, render
+from tether.cli.output import Column, Format, OutputOption, console, field, progress, render
 from tether.cli.resources import HOST
 
 ROLLOUT_COLUMNS: list[Column] = [
@@ -82,17 +81,17 @@ def pool_rollout(
 ) -> None:
     """Make a rollout of POOL to a profile version; it waits for approval."""
     made = Client.from_config().request("POST", f"/api/v1/pools/{pool}/rollouts", json={"to": to})
-    if output is not Format.TABLE:
+    if not output.tabular:
         render(made, output)
         return
-    _show_rollout(made)
+    _show_rollout(made, output)
     console.print(f"approve it with: tether rollout approve {made['name']}", highlight=False)
 
 
 def pool_status(pool: str, output: Format = OutputOption) -> None:
     """A pool's state, conditions (with reasons), counts and available update."""
     item = Client.from_config().request("GET", f"/api/v1/pools/{pool}")
-    if output is not Format.TABLE:
+    if not output.tabular:
         render(item["status"], output)
         return
     status = item["status"]
@@ -121,7 +120,7 @@ def profile_diff(name: str, old: str, new: str, output: Format = OutputOption) -
     diff = Client.from_config().request(
         "GET", f"/api/v1/profiles/{name}/diff", params={"from": old, "to": new}
     )
-    if output is not Format.TABLE:
+    if not output.tabular:
         render(diff, output)
         return
     render(diff["changes"], output, CHANGE_COLUMNS)
@@ -132,16 +131,16 @@ def profile_diff(name: str, old: str, new: str, output: Format = OutputOption) -
     )
 
 
-def _show_rollout(item: dict[str, object]) -> None:
-    render(item, Format.TABLE, ROLLOUT_COLUMNS)
+def _show_rollout(item: dict[str, object], fmt: Format) -> None:
+    render(item, fmt, ROLLOUT_COLUMNS)
     changes = item.get("changes") or []
     if changes:
-        render(changes, Format.TABLE, CHANGE_COLUMNS)
+        render(changes, fmt, CHANGE_COLUMNS)
     nodes = item.get("nodes") or {}
     if isinstance(nodes, dict) and nodes:
         render(
             [{"node": k, "action": v} for k, v in nodes.items()],
-            Format.TABLE,
+            fmt,
             [("NODE", field("node")), ("ACTION", field("action"))],
         )
 
@@ -159,8 +158,8 @@ def rollout_list(
 @rollout_app.command("get")
 def rollout_get(name: str, output: Format = OutputOption) -> None:
     item = Client.from_config().request("GET", f"/api/v1/rollouts/{name}")
-    if output is Format.TABLE:
-        _show_rollout(item)
+    if output.tabular:
+        _show_rollout(item, output)
     else:
         render(item, output)
 
@@ -190,15 +189,7 @@ def rollout_watch(
     """Follow a rollout with a progress bar until it ends (exit 0: completed)."""
     client = Client.from_config()
     started = time.monotonic()
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[doing]}"),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(name, total=None, doing="")
+    with progress(name) as bar:
         while True:
             item = client.request("GET", f"/api/v1/rollouts/{name}")
             done = item["progress"].get("updated", 0)
@@ -207,12 +198,8 @@ def rollout_watch(
             doing = ", ".join(f"{h}: {s}" for h, s in list(busy.items())[:3])
             waiting = item["progress"].get("waiting") or ""
             state = item["state"]
-            progress.update(
-                task,
-                completed=done,
-                total=total,
-                description=f"{name} {state}",
-                doing=doing or waiting,
+            bar.update(
+                completed=done, total=total, description=f"{name} {state}", note=doing or waiting
             )
             if state in _ENDED:
                 break

@@ -25,6 +25,7 @@ class Kind:
     path: str  # API collection path
     columns: list[Column]
     filters: list[str] = field(default_factory=list)
+    wide: list[Column] = field(default_factory=list)  # extra columns of -o wide
 
 
 def read_yaml(path: Path, what: str = "YAML or JSON") -> Any:
@@ -72,12 +73,22 @@ def add_verbs(app: typer.Typer, kind: Kind) -> None:
     ) -> None:
         """Create an object from a spec file and/or --set values."""
         body = {"name": name, "spec": spec_from(file, sets)}
-        render(Client.from_config().request("POST", kind.path, json=body), output, kind.columns)
+        render(
+            Client.from_config().request("POST", kind.path, json=body),
+            output,
+            kind.columns,
+            kind.wide,
+        )
 
     @app.command("get")
     def get(name: str, output: Format = OutputOption) -> None:
         """Show one object."""
-        render(Client.from_config().request("GET", f"{kind.path}/{name}"), output, kind.columns)
+        render(
+            Client.from_config().request("GET", f"{kind.path}/{name}"),
+            output,
+            kind.columns,
+            kind.wide,
+        )
 
     @app.command("list")
     def list_(
@@ -95,7 +106,7 @@ def add_verbs(app: typer.Typer, kind: Kind) -> None:
                 raise CLIError(f"unknown filter {key!r}; use one of {kind.filters}", 2)
             params[key] = value
         items = Client.from_config().list_all(kind.path, params, limit)
-        render(items, output, kind.columns)
+        render(items, output, kind.columns, kind.wide)
 
     @app.command("update")
     def update(
@@ -110,7 +121,12 @@ def add_verbs(app: typer.Typer, kind: Kind) -> None:
         spec = spec_from(file, []) if file else current["spec"]
         spec = _merge(spec, spec_from(None, sets))
         body = {"resourceVersion": current["resourceVersion"], "spec": spec}
-        render(client.request("PUT", f"{kind.path}/{name}", json=body), output, kind.columns)
+        render(
+            client.request("PUT", f"{kind.path}/{name}", json=body),
+            output,
+            kind.columns,
+            kind.wide,
+        )
 
     @app.command("delete")
     def delete(
@@ -151,6 +167,24 @@ def _member(host: dict[str, Any]) -> str:
     return f"{member['phase']}{doing}{failed}"
 
 
+def _node(host: dict[str, Any]) -> str:
+    node = host.get("status", {}).get("node")
+    if not node:
+        return ""
+    ready = {True: "Ready", False: "NotReady"}.get(node.get("ready"), "Unknown")
+    return ready + (",SchedulingDisabled" if node.get("unschedulable") else "")
+
+
+def _conditions(pool: dict[str, Any]) -> str:
+    """The pool's conditions that are not as they should be, as ``Type=Reason``."""
+    good = {"Ready": "True", "PlansApplied": "True", "UpToDate": "True", "RollingOut": "False"}
+    return ",".join(
+        f"{c['type']}={c['reason']}"
+        for c in pool.get("status", {}).get("conditions", [])
+        if good.get(c["type"], "True") != c["status"]
+    )
+
+
 def _plan(host: dict[str, Any]) -> str:
     plan = host.get("status", {}).get("plan")
     if not plan:
@@ -181,8 +215,12 @@ SITE = Kind(
     [
         ("NAME", col("name")),
         ("LOCATION", col("spec.location")),
-        ("DESCRIPTION", col("spec.description")),
+        ("HOSTS", col("status.hosts")),
+        ("POOLS", col("status.pools")),
+        ("TUNNEL", col("status.tunnel.status")),
+        ("BGP", col("status.bgp.status")),
     ],
+    wide=[("DESCRIPTION", col("spec.description"))],
 )
 POOL = Kind(
     "pool",
@@ -200,6 +238,12 @@ POOL = Kind(
         ("ROLLOUT", col("status.rollout")),
     ],
     ["cluster", "site", "state"],
+    [
+        ("POD CIDR", col("spec.podCIDR")),
+        ("ROUTING", col("spec.routing")),
+        ("PROFILE NAME", col("spec.profile.name")),
+        ("NOT OK", _conditions),
+    ],
 )
 HOST = Kind(
     "host",
@@ -216,4 +260,10 @@ HOST = Kind(
         ("LAST HEARTBEAT", col("status.lastHeartbeat")),
     ],
     ["site", "pool", "state"],
+    [
+        ("NODE", _node),
+        ("KUBELET", col("status.node.kubeletVersion")),
+        ("NODE IP", col("spec.nodeIP")),
+        ("FAILING CHECKS", col("status.failingChecks")),
+    ],
 )

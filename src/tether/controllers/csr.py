@@ -31,6 +31,7 @@ from tether.domain.nodeidentity import CSRDecision, CSRFacts, HostIdentity, Verd
 from tether.kube.client import KubeClient, WatchEvent
 from tether.kube.errors import KubeError
 from tether.kube.resources import CertificateSigningRequest
+from tether.metrics import reconciling
 from tether.services import events
 from tether.services.nodeidentity import host_identities
 from tether.store.db import Database
@@ -159,9 +160,10 @@ class CSRApprover(WatchController[CertificateSigningRequest]):
             self.decide_all(pending)
 
     def decide_all(self, csrs: list[CertificateSigningRequest]) -> None:
-        hosts = self._hosts()
-        for csr in csrs:
-            self.decide(csr, hosts)
+        with reconciling("csr"):
+            hosts = self._hosts()
+            for csr in csrs:
+                self.decide(csr, hosts)
 
     def decide(
         self, csr: CertificateSigningRequest, hosts: Mapping[str, HostIdentity]

@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tether.domain.agent import LIVE_STATES, health_event, silence_cutoff
 from tether.domain.states import HostEvent, HostState
+from tether.metrics import reconciling
 from tether.services.heartbeats import HeartbeatTable, transition_hosts
 from tether.store.db import Database
 from tether.store.schema import HostAgentRow, HostRow, utcnow
@@ -114,7 +115,10 @@ class HeartbeatReconciler:
 
     def reconcile_once(self, now: datetime | None = None) -> list[Transition]:
         """One pass; returns the transitions it applied."""
-        now = now or self.clock()
+        with reconciling("heartbeats"):
+            return self._pass(now or self.clock())
+
+    def _pass(self, now: datetime) -> list[Transition]:
         cutoff = silence_cutoff(now, self.heartbeat_seconds, self.missed)
         moves: dict[str, tuple[HostEvent, int | None]] = {}
         for name, state_text, version, health, last in self._candidates(now):

@@ -143,6 +143,11 @@ class ControllerManager:
             self._stop.wait(self.rescan_seconds)
 
     def start(self) -> None:
+        log.info(
+            "controllers started: pools every %.0fs, imported clusters looked for every %.0fs",
+            self.pools.resync_seconds,
+            self.rescan_seconds,
+        )
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="controllers", daemon=True)
         self._thread.start()

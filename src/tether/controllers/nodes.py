@@ -27,6 +27,7 @@ from tether.errors import PlaneError
 from tether.kube.client import KubeClient, WatchEvent
 from tether.kube.facts import node_snapshot
 from tether.kube.resources import Node
+from tether.metrics import reconciling
 from tether.services.health import reconcile_cluster_health, record_nodes
 from tether.services.hybrid import set_hybrid
 from tether.services.resources import get_cluster
@@ -101,6 +102,10 @@ class NodeHealthController(WatchController[Node]):
 
     def reconcile(self) -> HealthPlan:
         """Bring the store in line with the last seen Nodes; returns what changed."""
+        with reconciling("nodes"):
+            return self._reconcile()
+
+    def _reconcile(self) -> HealthPlan:
         with self._lock:
             nodes = dict(self._nodes)
         with self.db.session() as session:

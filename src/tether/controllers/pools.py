@@ -35,6 +35,7 @@ from tether.domain.agent import document_hash
 from tether.domain.memberops import StepResult
 from tether.domain.poolplan import PoolPlan, plan_pool
 from tether.errors import Conflict, NotFound
+from tether.metrics import reconciling
 from tether.services import pools
 from tether.services.clusterops import ClusterOps, perform
 from tether.store.db import Database
@@ -123,11 +124,12 @@ class PoolController:
         """Act, fetch, plan and write pool ``name`` once; None if it no longer exists."""
         now = self.clock()
         try:
-            outcomes = self._act(name)
-            with self.db.session() as session:
-                loaded = pools.load(session, name, now, outcomes)
-                plan = plan_pool(loaded.input)
-                pools.write(session, loaded, plan)
+            with reconciling("pools", expected=(NotFound, Conflict)):
+                outcomes = self._act(name)
+                with self.db.session() as session:
+                    loaded = pools.load(session, name, now, outcomes)
+                    plan = plan_pool(loaded.input)
+                    pools.write(session, loaded, plan)
         except NotFound:
             return None
         except Conflict as exc:

@@ -130,6 +130,24 @@ class SiteSpec(Model):
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=64)
 
 
+class NetworkHealth(Model):
+    """A site's tunnels or BGP sessions, as its hosts' agents' checks report them.
+
+    ``Failing``: some host's check of that kind fails (``hosts`` says which and why);
+    ``NoFailuresReported``: hosts of the site are heard from and none reports one;
+    ``Unknown``: no host of the site is heard from."""
+
+    status: Literal["Failing", "NoFailuresReported", "Unknown"]
+    hosts: dict[str, str] = Field(default_factory=dict)
+
+
+class SiteStatus(Model):
+    hosts: dict[str, int] = Field(default_factory=dict, description="Hosts by state.")
+    pools: list[str] = Field(default_factory=list)
+    tunnel: NetworkHealth | None = None
+    bgp: NetworkHealth | None = None
+
+
 class VPNServer(Model):
     public_ip: IP
     inside_ip: IP
@@ -361,6 +379,17 @@ class PlanStatus(Model):
     applied_at: datetime | None = None
 
 
+class NodeStatus(Model):
+    """The host's Kubernetes Node as the nodes controller last saw it."""
+
+    ready: bool | None = Field(description="Ready condition; null when Unknown.")
+    reason: str = ""
+    ready_since: datetime | None = None
+    unschedulable: bool = False
+    kubelet_version: str = ""
+    observed_at: datetime
+
+
 class HostStatus(Model):
     state: HostState = HostState.REGISTERED
     health: Literal["Unknown", "Healthy", "Unhealthy"] = "Unknown"
@@ -368,6 +397,10 @@ class HostStatus(Model):
     inventory: dict[str, Any] = Field(default_factory=dict)
     member: MemberStatus | None = None
     plan: PlanStatus | None = None
+    node: NodeStatus | None = Field(default=None, description="Its Node, once it has one.")
+    failing_checks: dict[str, str] = Field(
+        default_factory=dict, description="The agent's failing checks and their messages."
+    )
 
 
 class VariableType(StrEnum):

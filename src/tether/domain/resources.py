@@ -22,6 +22,7 @@ from tether.domain.models import (
     ProfileSpec,
     SemVer,
     SiteSpec,
+    SiteStatus,
 )
 
 
@@ -38,6 +39,7 @@ class Cluster(Meta):
 
 class Site(Meta):
     spec: SiteSpec
+    status: SiteStatus = Field(default_factory=SiteStatus)
 
 
 class Pool(Meta):
@@ -178,6 +180,9 @@ class Rollout(Model):
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    updated_at: datetime | None = Field(
+        default=None, description="When its state or progress last changed."
+    )
     resource_version: int
 
 

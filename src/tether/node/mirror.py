@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -114,10 +114,12 @@ def sync(
     keyring: Keyring,
     arch: str | None = None,
     client: httpx.Client | None = None,
+    on_file: Callable[[SyncedFile, int], None] | None = None,
 ) -> SyncReport:
     """Mirror the manifest and the artifacts of ``version``/``arch`` from ``source`` to
     ``to``; ``client`` (see :func:`tether.node.install.https_client`) makes the https
-    downloads. Raises a :class:`~tether.errors.HostError` (nothing written for an
+    downloads; ``on_file(file, total)`` hears of each artifact once it is done. Raises a
+    :class:`~tether.errors.HostError` (nothing written for an
     untrusted manifest; no manifest written when an artifact fails)."""
     resolved = fetch_resolved(source, version, keyring=keyring, arch=arch, client=client)
     artifacts = resolved.artifacts
@@ -128,12 +130,15 @@ def sync(
         target = to.joinpath(*PurePosixPath(rel).parts)
         item = SyncedFile(artifact.name, artifact.version, rel, "unchanged")
         report.files.append(item)
-        if target.is_file() and not target.is_symlink() and file_sha256(target) == artifact.sha256:
-            continue
-        with staged_file(target, 0o644, dir_mode=0o755) as tmp:
-            fetch_artifact(source, artifact, tmp, client)
-            verify_sha256(tmp, artifact.sha256)
-        item.status = "fetched"
+        if not (
+            target.is_file() and not target.is_symlink() and file_sha256(target) == artifact.sha256
+        ):
+            with staged_file(target, 0o644, dir_mode=0o755) as tmp:
+                fetch_artifact(source, artifact, tmp, client)
+                verify_sha256(tmp, artifact.sha256)
+            item.status = "fetched"
+        if on_file is not None:
+            on_file(item, len(artifacts))
     write_atomic(
         to / MANIFEST_NAME,
         json.dumps(resolved.envelope, indent=2, sort_keys=True) + "\n",

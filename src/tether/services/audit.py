@@ -30,10 +30,22 @@ def write(session: Session, *, actor: str, action: str, target: str, status_code
 
 
 def list_records(
-    session: Session, *, actor: str | None, limit: int, continue_token: str | None
+    session: Session,
+    *,
+    actor: str | None,
+    limit: int,
+    continue_token: str | None,
+    newest_first: bool = False,
 ) -> tuple[list[AuditRecord], str | None]:
     query = select(AuditRow)
     if actor is not None:
         query = query.where(AuditRow.actor == actor)
-    rows, token = page(session, query, AuditRow.id, limit=limit, continue_token=continue_token)
+    rows, token = page(
+        session,
+        query,
+        AuditRow.id,
+        limit=limit,
+        continue_token=continue_token,
+        newest_first=newest_first,
+    )
     return [AuditRecord.model_validate(r, from_attributes=True) for r in rows], token

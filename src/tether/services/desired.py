@@ -174,6 +174,7 @@ class DesiredWatcher:
         self.hashes: dict[str, str] = {}
         self._since: datetime | None = None
         self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        self.closed = False
 
     def refresh(self) -> list[str]:
         """Read hashes changed since the last refresh (all on the first); return the hosts."""
@@ -200,6 +201,12 @@ class DesiredWatcher:
                 if not fut.done():
                     fut.set_result(None)
 
+    def close(self) -> None:
+        """The server stops: answer every long poll now, and any new one at once, so
+        shutdown does not wait for (or cancel) agents' polls."""
+        self.closed = True
+        self.wake(list(self._waiters))
+
     def changed(self, name: str, digest: str) -> None:
         """Note a write made by this process and wake its waiters now."""
         self.hashes[name] = digest
@@ -210,6 +217,8 @@ class DesiredWatcher:
         current = self.hashes.get(name)
         if current is not None and current != known:
             return True
+        if self.closed:
+            return False
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[name].add(fut)
         try:

@@ -159,6 +159,12 @@ def drain_node(
             )
         )
     pending = {d.pod.key: d for d in plan.evict}
+    progress(
+        DrainProgress(
+            "DrainStarted",
+            f"{len(pending)} pod(s) to evict from node {node}, {len(plan.wait)} to wait for",
+        )
+    )
     attempts = dict.fromkeys(pending, 0)
     next_try = dict.fromkeys(pending, started)
     evicted: list[str] = []

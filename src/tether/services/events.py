@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from tether.domain.models import EventSpec, EventType, ObjectKind
 from tether.domain.resources import Event
+from tether.errors import Invalid
 from tether.store.repo import page
 from tether.store.schema import EventRow, HostRow, RolloutRow, utcnow
 
@@ -148,7 +149,16 @@ def list_events(
     pool: str | None = None,
     limit: int,
     continue_token: str | None,
+    newest: bool = False,
 ) -> tuple[list[Event], str | None]:
+    """Events oldest first, a page at a time; or, with ``newest``, the ``limit`` events
+    seen last (by last time, so a repeat moves up), newest first, in one page."""
+    if newest and continue_token:
+        raise Invalid(
+            "order=newest returns one page (the newest events); it takes no continue token",
+            field="continue",
+            rule="order",
+        )
     query = select(EventRow)
     if pool is not None:
         query = query.where(EventRow.pool == pool)
@@ -158,6 +168,9 @@ def list_events(
         query = query.where(EventRow.object_name == name)
     if type is not None:
         query = query.where(EventRow.type == type.value)
+    if newest:
+        query = query.order_by(EventRow.last_time.desc(), EventRow.id.desc()).limit(limit)
+        return [to_event(r) for r in session.scalars(query)], None
     rows, token = page(session, query, EventRow.id, limit=limit, continue_token=continue_token)
     return [to_event(r) for r in rows], token
 

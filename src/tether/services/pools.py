@@ -38,7 +38,7 @@ from tether.errors import Conflict
 from tether.services import desired, events
 from tether.services.profiles import latest_versions, load_profile, target_key
 from tether.services.rollouts import record_of, row_values
-from tether.store.repo import get_named
+from tether.store.repo import by_host, get_named
 from tether.store.schema import (
     ClusterRow,
     DesiredStateRow,
@@ -229,7 +229,7 @@ def load(
         hosts.update((h.name, h) for h in _hosts(session, HostRow.name.in_(missing)))
     names = sorted(hosts)
     docs = _docs(session, names)
-    nodes = _by_host(session, NodeStatusRow, names)
+    nodes = by_host(session, NodeStatusRow, names)
     inventory = _inventories(session)
     members: list[tuple[Member, Observed]] = []
     versions: dict[str, int] = {}
@@ -297,14 +297,6 @@ def members_at_steps(session: Session, name: str) -> tuple[str, list[Member], fl
         )
     ]
     return spec.cluster, busy, float(spec.update_strategy.drain_timeout_seconds)
-
-
-def _by_host(session: Session, row_cls: Any, names: Sequence[str]) -> dict[str, Any]:
-    if not names:
-        return {}
-    return {
-        r.host_name: r for r in session.scalars(select(row_cls).where(row_cls.host_name.in_(names)))
-    }
 
 
 def _docs(session: Session, names: Sequence[str]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from tether.domain import models as m
 from tether.domain import resources as r
+from tether.domain.attention import site_status
 from tether.domain.base import Model
 from tether.domain.models import ObjectKind, semver_key
 from tether.domain.profiles import REDACTED
@@ -26,11 +27,20 @@ from tether.domain.states import (
 )
 from tether.errors import Conflict, Invalid
 from tether.services import events, network, profiles
-from tether.store.repo import delete_checked, get_named, insert, page, update_checked
+from tether.store.repo import (
+    by_host,
+    delete_checked,
+    get_named,
+    insert,
+    page,
+    update_checked,
+)
 from tether.store.schema import (
     ClusterRow,
     DesiredStateRow,
+    HostAgentRow,
     HostRow,
+    NodeStatusRow,
     PoolMemberRow,
     PoolRow,
     ProfileRow,
@@ -139,8 +149,39 @@ def create_site(session: Session, body: r.SiteCreate) -> r.Site:
     return to_site(row)
 
 
+def site_views(session: Session, rows: Sequence[SiteRow]) -> list[r.Site]:
+    """Sites as shown, with their status: hosts by state, pools, tunnel and BGP health."""
+    names = [row.name for row in rows]
+    states: dict[str, dict[str, int]] = {name: {} for name in names}
+    for site, state, count in session.execute(
+        select(HostRow.site, HostRow.state, func.count())
+        .where(HostRow.site.in_(names))
+        .group_by(HostRow.site, HostRow.state)
+    ):
+        states[site][state] = count
+    failing: dict[str, dict[str, dict[str, str]]] = {name: {} for name in names}
+    for site, host, checks in session.execute(
+        select(HostRow.site, HostRow.name, HostAgentRow.failing_checks)
+        .join(HostAgentRow, HostAgentRow.host_name == HostRow.name)
+        .where(HostRow.site.in_(names))
+    ):
+        if checks:
+            failing[site][host] = checks
+    pools: dict[str, list[str]] = {name: [] for name in names}
+    for site, pool in session.execute(
+        select(PoolRow.site, PoolRow.name).where(PoolRow.site.in_(names))
+    ):
+        pools[site].append(pool)
+    return [
+        to_site(row).model_copy(
+            update={"status": site_status(states[row.name], failing[row.name], pools[row.name])}
+        )
+        for row in rows
+    ]
+
+
 def get_site(session: Session, name: str) -> r.Site:
-    return to_site(get_named(session, SiteRow, "site", name))
+    return site_views(session, [get_named(session, SiteRow, "site", name)])[0]
 
 
 def list_sites(
@@ -149,7 +190,7 @@ def list_sites(
     rows, token = page(
         session, select(SiteRow), SiteRow.id, limit=limit, continue_token=continue_token
     )
-    return [to_site(x) for x in rows], token
+    return site_views(session, rows), token
 
 
 def update_site(session: Session, name: str, body: r.SiteUpdate) -> r.Site:
@@ -473,18 +514,20 @@ def host_views(session: Session | None, rows: Sequence[HostRow]) -> list[r.Host]
     names = [h.name for h in rows]
     members: dict[str, PoolMemberRow] = {}
     plans: dict[str, DesiredStateRow] = {}
+    nodes: dict[str, NodeStatusRow] = {}
+    checks: dict[str, dict[str, str]] = {}
     if session is not None and names:
-        members = {
-            row.host_name: row
-            for row in session.scalars(
-                select(PoolMemberRow).where(PoolMemberRow.host_name.in_(names))
+        members = by_host(session, PoolMemberRow, names)
+        plans = by_host(session, DesiredStateRow, names)
+        nodes = by_host(session, NodeStatusRow, names)
+        checks = {
+            name: failing
+            for name, failing in session.execute(
+                select(HostAgentRow.host_name, HostAgentRow.failing_checks).where(
+                    HostAgentRow.host_name.in_(names)
+                )
             )
-        }
-        plans = {
-            row.host_name: row
-            for row in session.scalars(
-                select(DesiredStateRow).where(DesiredStateRow.host_name.in_(names))
-            )
+            if failing
         }
     views = []
     for row in rows:
@@ -492,6 +535,7 @@ def host_views(session: Session | None, rows: Sequence[HostRow]) -> list[r.Host]
         health = row.health
         if plan is not None and plan.state == "Failed" and health == "Healthy":
             health = "Unhealthy"
+        node = nodes.get(row.name)
         views.append(
             r.Host(
                 **_meta(row),
@@ -504,6 +548,8 @@ def host_views(session: Session | None, rows: Sequence[HostRow]) -> list[r.Host]
                     inventory=row.inventory,
                     member=_member_view(members.get(row.name)),
                     plan=plan,
+                    node=m.NodeStatus.model_validate(node, from_attributes=True) if node else None,
+                    failing_checks=checks.get(row.name, {}),
                 ),
             )
         )

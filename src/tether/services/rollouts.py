@@ -110,7 +110,7 @@ def row_values(record: RolloutRecord) -> dict[str, Any]:
     }
 
 
-def to_view(record: RolloutRecord) -> r.Rollout:
+def to_view(record: RolloutRecord, updated_at: datetime | None = None) -> r.Rollout:
     return r.Rollout(
         name=record.name,
         pool=record.pool,
@@ -130,8 +130,13 @@ def to_view(record: RolloutRecord) -> r.Rollout:
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
+        updated_at=updated_at,
         resource_version=record.resource_version,
     )
+
+
+def row_view(row: RolloutRow) -> r.Rollout:
+    return to_view(record_of(row), row.updated_at)
 
 
 def _save(session: Session, record: RolloutRecord, now: datetime) -> RolloutRecord:
@@ -310,7 +315,7 @@ def create(
         f"{spec.profile.name} {spec.profile.version} -> {to}: {action.value} on "
         f"{len(nodes)} node(s); waiting for approval",
     )
-    return to_view(record_of(_row(session, record.name)))
+    return row_view(_row(session, record.name))
 
 
 def _approve(session: Session, record: RolloutRecord, actor: str, now: datetime) -> RolloutRecord:
@@ -387,7 +392,7 @@ def act(session: Session, name: str, verb: str, *, actor: str, now: datetime) ->
     past = {"approve": "approved", "pause": "paused", "resume": "resumed", "abort": "aborted"}
     saved = _save(session, record.with_state(new_state, now, f"{past[verb]} by {actor}"), now)
     _note(session, saved, f"Rollout{past[verb].capitalize()}", f"{past[verb]} by {actor}")
-    return to_view(saved)
+    return to_view(saved, now)
 
 
 def rollback(session: Session, name: str, *, actor: str, now: datetime) -> r.Rollout:
@@ -418,7 +423,7 @@ def rollback(session: Session, name: str, *, actor: str, now: datetime) -> r.Rol
 
 
 def get(session: Session, name: str) -> r.Rollout:
-    return to_view(record_of(_row(session, name)))
+    return row_view(_row(session, name))
 
 
 def list_rollouts(
@@ -435,4 +440,4 @@ def list_rollouts(
     if state is not None:
         query = query.where(RolloutRow.state == state.value)
     rows, token = page(session, query, RolloutRow.id, limit=limit, continue_token=continue_token)
-    return [to_view(record_of(row)) for row in rows], token
+    return [row_view(row) for row in rows], token

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(
             args.config,
             node_host=host,
-            node_facts=lambda _: SimulatedFacts(),
+            node_facts=lambda _: SimulatedFacts(args.address or None),
             collect_inventory=collect,
         )
 

@@ -12,14 +12,26 @@ alone, so a second ``make demo`` reuses the data it made the first time.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tether.domain import resources as r
+from tether.domain.models import EventType, ObjectKind
+from tether.services import events
 from tether.services import resources as svc
-from tether.store.schema import ClusterRow
+from tether.store.db import Database
+from tether.store.schema import ClusterRow, EventRow, PoolMemberRow, utcnow
+
+log = logging.getLogger(__name__)
+
+#: An event stamped before a look but committed after it is still found by the next.
+LATE_COMMIT = timedelta(seconds=5)
 
 CLUSTER: dict[str, Any] = {
     "kubernetesVersion": "1.37",
@@ -128,3 +140,83 @@ def node_address(site: str, n: int) -> str:
     """The SIMULATED address of the ``n``-th demo agent of ``site`` (in its node CIDR)."""
     network = ipaddress.IPv4Network(SITES[site]["nodeCIDR"])
     return f"{network.network_address + 10 + n}/{network.prefixlen}"
+
+
+#: Warning events the demo announces loudly, and what each means.
+ALARMS = {
+    "JoinFailed": "JOIN FAILED",
+    "DesiredStateFailed": "PLAN FAILED",
+    "NodeUpdateFailed": "NODE UPDATE FAILED",
+    "LeaveFailed": "LEAVE FAILED",
+    "RolloutFailed": "ROLLOUT FAILED",
+}
+
+
+def alarm(event: r.Event, operation: str | None, dashboard: str) -> str:
+    """The loud line for a failure event; ``operation`` is what the host's pool was doing
+    with it (a failed plan of a joining host is a failed join)."""
+    what = ALARMS[event.reason]
+    if event.reason == "DesiredStateFailed" and operation == "join":
+        what = ALARMS["JoinFailed"]
+    pool = f" (pool {event.pool})" if event.pool else ""
+    where = f"{dashboard}#pool/{event.pool}" if event.pool else dashboard
+    return (
+        f"!!! {what}: {event.object_kind.value} {event.object_name}{pool}: {event.message}\n"
+        f"    see {where} or: tether event list --name {event.object_name}"
+    )
+
+
+class FailureWatch:
+    """Polls the store for failure events (:data:`ALARMS`) and hands each new one, as a
+    loud line, to ``say``; runs in a daemon thread until :meth:`stop`."""
+
+    def __init__(
+        self, db: Database, say: Callable[[str], None], dashboard: str, poll: float = 1.0
+    ) -> None:
+        self.db, self.say, self.dashboard, self.poll = db, say, dashboard, poll
+        self._since = utcnow()
+        self._seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-alarms", daemon=True)
+
+    def start(self) -> FailureWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def check(self) -> list[str]:
+        """One look: the lines for failure events not announced yet (each event once)."""
+        lines = []
+        looked = utcnow()
+        with self.db.session() as session:
+            rows = session.scalars(
+                select(EventRow)
+                .where(
+                    EventRow.first_time >= self._since - LATE_COMMIT,
+                    EventRow.type == EventType.WARNING.value,
+                    EventRow.reason.in_(ALARMS),
+                )
+                .order_by(EventRow.id)
+            ).all()
+            for row in rows:
+                if row.id in self._seen:
+                    continue
+                self._seen.add(row.id)
+                operation = None
+                host = session.get(PoolMemberRow, row.object_name)
+                if row.object_kind == ObjectKind.HOST.value and host is not None and host.op:
+                    operation = host.op.get("kind")
+                lines.append(alarm(events.to_event(row), operation, self.dashboard))
+        self._since = looked
+        return lines
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll):
+            try:
+                for line in self.check():
+                    self.say(line)
+            except Exception:  # the demo goes on; the next look tries again
+                log.exception("watching for failures")

@@ -21,6 +21,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
@@ -125,15 +126,22 @@ class SimulatedKubeletHost(RecordingHost):
 
 
 class SimulatedFacts:
-    """What node validation sees of a SIMULATED host: its node IP is on it, no swap, and the
-    kubelet's ports are free (a simulated kubelet listens on none), whatever the machine
-    running the simulation has."""
+    """What node validation sees of a SIMULATED host: no swap, the kubelet's ports free (a
+    simulated kubelet listens on none), whatever the machine running the simulation has;
+    and its node IP on it: any address, or with ``addresses`` only those (the addresses
+    the simulated host reports, so a node IP set to another one fails validation as it
+    would on a real host)."""
+
+    def __init__(self, addresses: Iterable[str] | None = None) -> None:
+        self.addresses = (
+            None if addresses is None else {ipaddress.IPv4Interface(a).ip for a in addresses}
+        )
 
     def active_swaps(self) -> list[str]:
         return []
 
     def has_address(self, ip: ipaddress.IPv4Address) -> bool:
-        return True
+        return self.addresses is None or ip in self.addresses
 
     def port_in_use(self, port: int) -> bool:
         return False

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, delete, select, update
@@ -51,15 +51,32 @@ def page(
     *,
     limit: int,
     continue_token: str | None,
+    newest_first: bool = False,
 ) -> tuple[list[Any], str | None]:
-    """Run ``query`` keyset-paginated by id: stable under inserts, O(limit) per page."""
+    """Run ``query`` keyset-paginated by id: stable under inserts, O(limit) per page;
+    ``newest_first`` walks from the highest id down."""
     after = decode_continue(continue_token)
-    rows = session.scalars(query.where(id_column > after).order_by(id_column).limit(limit + 1))
+    if newest_first:
+        if after:
+            query = query.where(id_column < after)
+        query = query.order_by(id_column.desc())
+    else:
+        query = query.where(id_column > after).order_by(id_column)
+    rows = session.scalars(query.limit(limit + 1))
     items: list[Any] = list(rows)
     more = len(items) > limit
     items = items[:limit]
     next_token = encode_continue(int(getattr(items[-1], "id"))) if more else None  # noqa: B009
     return items, next_token
+
+
+def by_host(session: Session, row_cls: type[T], names: Sequence[str]) -> dict[str, T]:
+    """Rows of a per-host table (keyed by ``host_name``) for these hosts, by host name."""
+    if not names:
+        return {}
+    key = "host_name"  # every per-host table's key column
+    rows = session.scalars(select(row_cls).where(getattr(row_cls, key).in_(names)))
+    return {str(getattr(row, key)): row for row in rows}
 
 
 def get_by(

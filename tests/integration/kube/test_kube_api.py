@@ -10,7 +10,10 @@ from fastapi.testclient import TestClient
 from lightkube.models.core_v1 import Container, PodSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Node, Pod
+from typer.testing import CliRunner
 
+from tether.cli.client import Client
+from tether.cli.main import app
 from tether.domain.resources import Role
 from tether.kube.client import KubeClient
 from tether.sim.kubesim import KubeletFleet, SimulatedNode
@@ -33,6 +36,7 @@ def test_host_operations_through_the_api(
     kube: KubeClient,
     unique_name: Namer,
     replicaset_pod: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cluster = unique_name("api")
     host, spare = unique_name("edge"), unique_name("spare")
@@ -83,6 +87,19 @@ def test_host_operations_through_the_api(
         blocked = api.post(f"/api/v1/hosts/{host}/drain", json={})
         assert blocked.status_code == 409 and blocked.json()["code"] == "drain_blocked"
         kube.delete(Pod, "bare", namespace=namespace, grace_period=0)
+
+        # `tether host drain` shows each step above a bar of the pods evicted.
+        assert api.post(f"/api/v1/hosts/{host}/uncordon").json()["changed"] is True
+        replicaset_pod(kube, "web-2", namespace, host)
+        cli = Client("http://testserver", None)
+        cli.http = api
+        monkeypatch.setattr(Client, "from_config", classmethod(lambda cls: cli))
+        drained_by_cli = CliRunner().invoke(app, ["host", "drain", host, "--timeout", "60"])
+        assert drained_by_cli.exit_code == 0, drained_by_cli.output
+        assert f"DrainStarted: 1 pod(s) to evict from node {host}" in drained_by_cli.stderr
+        assert f"Evicted: {namespace}/web-2 evicted" in drained_by_cli.stderr
+        assert f"draining {host}" in drained_by_cli.stderr and "1/1" in drained_by_cli.stderr
+        assert f"{namespace}/web-2" in drained_by_cli.stdout  # the report
     fleet.stop(delete=True)
     kube.delete(Namespace, namespace)
 

@@ -181,6 +181,8 @@ def test_the_cli_testbed_command(tmp_path: Path, example: dict[str, Any]) -> Non
     report = json.loads(result.stdout)
     assert report["ok"] is True
     assert len(report["probes"]) == 8
+    # A progress bar of the pings (each node and pod address), on stderr only.
+    assert "pinging from the VPC" in result.stderr and "8/8" in result.stderr
     assert existing_namespaces(report["prefix"]) == []
     leftover = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert report["prefix"] not in leftover

@@ -184,6 +184,9 @@ def test_cli_install_and_sync(tmp_path: Path, source: Path, keys: tuple[str, byt
          "--to", str(mirror), "--keyring", ring, "--arch", "amd64"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    # A bar of the artifacts mirrored, on stderr; stdout keeps the table.
+    assert f"mirroring Kubernetes {VERSION}" in result.stderr and "4/4" in result.stderr
+    assert "fetched" in result.stdout and "mirroring" not in result.stdout
     root = tmp_path / "root"
     args = ["node", "install", VERSION, "--root", str(root), "--source", str(mirror),
             "--keyring", ring, "--arch", "amd64"]  # fmt: skip
