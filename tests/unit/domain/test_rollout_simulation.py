@@ -29,6 +29,8 @@ import os
 import random
 import sys
 from collections import Counter
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -151,3 +153,61 @@ def test_expand_first_without_a_spare_waits_and_says_why() -> None:
     assert world.rollout.state is RolloutState.PROGRESSING
     assert world.rollout.progress["waiting"] == "WaitingForSpareHost"
     assert all(m.op is None for m in world.members.values())
+
+
+@pytest.mark.parametrize("seed", [308, 1933])
+def test_seeds_that_stalled_on_a_lost_updated_member_now_fail_the_rollout(seed: int) -> None:
+    """Seeds 308 (ContractFirst) and 1933 (ExpandFirst) once waited for availability for
+    ever: h000's host was lost after its update, its Node stayed NotReady, and it used up
+    the whole ``maxUnavailable`` budget with old members still to move."""
+    world = _world(seed)
+    size = len(world.members)
+    run(world)
+    assert _check_run(seed, world, size) == []
+    assert world.agents["h000"].lost and world.members["h000"].version == "2.0.0"
+    rollout = world.rollout
+    assert rollout is not None and rollout.state is RolloutState.FAILED
+    assert rollout.message == "stopped: nothing else can move; node(s) failed: h000"
+    assert rollout.failures == {
+        "h000": "unavailable (host Unreachable; Node not Ready): the rollout waited 300s "
+        "for it to serve"
+    }
+
+
+def test_a_lost_updated_member_fails_the_rollout_after_the_node_timeout_and_resume_ends_it() -> (
+    None
+):
+    strategy = UpdateStrategy(type="ContractFirst", min_ready_seconds=0)
+    world = make_world(11, size=3, spares=0, strategy=strategy)
+    while world.members["h000"].version != "2.0.0":
+        world.tick()
+        world.step_world(5)
+    world.agents["h000"].lost = True  # gone for good: its Node turns NotReady
+    stalled: str | None = None
+    for _ in range(1000):
+        world.step_world(5)
+        world.tick()
+        assert world.rollout is not None
+        stalled = world.rollout.progress.get("stalledSince", stalled)
+        if world.rollout.state is not RolloutState.PROGRESSING:
+            break
+    rollout = world.rollout
+    assert rollout.state is RolloutState.FAILED, rollout.progress
+    assert rollout.failures == {
+        "h000": "unavailable (host Unreachable; Node not Ready): the rollout waited 900s "
+        "for it to serve"
+    }
+    # Waited exactly nodeTimeoutSeconds with nothing moving, and never broke the budget.
+    assert stalled is not None and rollout.finished_at is not None
+    assert rollout.finished_at - datetime.fromisoformat(stalled) == timedelta(seconds=900)
+    assert ("h000", "NodeUnavailable", rollout.failures["h000"]) in world.events
+    assert world.violations == []
+    # The host comes back; `tether rollout resume` clears the failures and the rollout ends.
+    world.agents["h000"].lost = False
+    world.rollout = replace(rollout, failures={}).with_state(
+        RolloutState.PROGRESSING, world.now, "resumed"
+    )
+    run(world)
+    assert world.rollout.state is RolloutState.COMPLETED
+    assert {h: m.version for h, m in world.members.items()} == dict.fromkeys(world.members, "2.0.0")
+    assert world.violations == []
