@@ -20,7 +20,9 @@ And at the end of each run:
   else to move, and then nothing starts any more;
 * no node's drain is started twice for one step.
 
-``TETHER_SIM_RUNS`` sets the number of runs (default 2000).
+``TETHER_SIM_RUNS`` sets the number of runs (default 2000; for a sweep of many more add
+``--timeout 0``, as pytest stops a test after 600 s); ``TETHER_SIM_SEEDS=308,1933`` runs
+just those worlds (to reproduce a failure; the share of outcomes is then not checked).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from tether.domain.models import UpdateStrategy
 from tether.domain.rollout import RolloutState
 
 RUNS = int(os.environ.get("TETHER_SIM_RUNS", "2000"))
+CHOSEN = [int(seed) for seed in os.environ.get("TETHER_SIM_SEEDS", "").split(",") if seed.strip()]
 
 
 def _strategy(rng: random.Random) -> UpdateStrategy:
@@ -119,7 +122,7 @@ def _check_run(seed: int, world: World, size: int) -> list[str]:
 def test_random_worlds_keep_every_invariant() -> None:
     problems: list[str] = []
     outcomes: Counter[str] = Counter()
-    for seed in range(RUNS):
+    for seed in CHOSEN or range(RUNS):
         world = _world(seed)
         size = len(world.members)
         run(world)
@@ -128,9 +131,9 @@ def test_random_worlds_keep_every_invariant() -> None:
         if len(problems) > 20:
             break
     assert problems == [], "\n".join(problems)
-    # The worlds really exercise both ends: most complete, some fail.
-    assert outcomes[RolloutState.COMPLETED.value] > RUNS // 2
-    assert outcomes[RolloutState.FAILED.value] > 0
+    if not CHOSEN:  # The worlds really exercise both ends: most complete, some fail.
+        assert outcomes[RolloutState.COMPLETED.value] > RUNS // 2
+        assert outcomes[RolloutState.FAILED.value] > 0
 
 
 @pytest.mark.parametrize("kind", ["ExpandFirst", "ContractFirst"])
