@@ -12,8 +12,10 @@ performs the Kubernetes steps its members now stand at, and plans again.
 
 In order, a plan: starts the leaves people asked for (release, pool delete) and the joins
 of newly assigned hosts; moves every operation as far as observations allow; keeps a
-pool with ``hostSelector`` at its ``size``; creates, moves or completes the rollout; and
-derives conditions and state.
+pool with ``hostSelector`` at its ``size``; creates, moves, completes or fails the rollout;
+and derives conditions and state. A rollout does not wait for availability for ever: once
+it has waited with nothing moving for ``nodeTimeoutSeconds``, the members that keep it
+waiting (unavailable, not moving) count as its failed nodes.
 """
 
 from __future__ import annotations
@@ -388,8 +390,29 @@ def _progress_rollout(
             work, work.members[old], f"replaced by {partner} (rollout {rollout.name})", rollout.name
         )
         work.put(replace(work.members[partner], surge=False))
-    if moves.update or moves.join_spares or moves.leave:
+    moved = bool(moves.update or moves.join_spares or moves.leave)
+    if moved:
         work.plan.wake_in(0)
+    # A node that turns available later (minReadySeconds) may let the rollout move on.
+    timers = False
+    for host in work.members:
+        node = work.obs[host].node
+        if node is not None and node.ready and node.ready_since is not None:
+            left = node.ready_since + timedelta(seconds=bound.min_ready_seconds) - now
+            if left > timedelta(0):
+                timers = True
+                work.plan.wake_in(left.total_seconds())
+    moving = any(m.op is not None and m.op.failed is None for m in work.members.values())
+    quiet = not (moving or timers or moved)
+    stalled_since = _stalled_since(rollout, moves.waiting, quiet=quiet, now=now)
+    if stalled_since is not None:
+        left = stalled_since + timedelta(seconds=strategy.node_timeout_seconds) - now
+        if left > timedelta(0):
+            work.plan.wake_in(left.total_seconds())
+        else:
+            rollout = _fail_blockers(work, rollout, bound, strategy.node_timeout_seconds)
+            if rollout.failures:  # it stops below: nothing can move
+                stalled_since = None
     # Done when every member runs the target, serves, and no surge member is unpaired.
     candidates = _candidates(work, bound)
     staying = [c for c in candidates if not c.leaving]
@@ -405,37 +428,82 @@ def _progress_rollout(
         for h, m in sorted(work.members.items())
         if m.op is not None and m.op.rollout == rollout.name
     }
-    progress = {
+    progress: dict[str, Any] = {
         "updated": updated,
         "total": len(staying),
         "busy": busy,
         "waiting": moves.waiting,
         "bounds": {"maxSurge": bound.max_surge, "maxUnavailable": bound.max_unavailable},
     }
+    if stalled_since is not None:
+        progress["stalledSince"] = stalled_since.isoformat()
     if progress != rollout.progress:
         rollout = replace(rollout, progress=progress)
-    # A node that turns available later (minReadySeconds) may let the rollout move on.
-    timers = False
-    for host in work.members:
-        node = work.obs[host].node
-        if node is not None and node.ready and node.ready_since is not None:
-            left = node.ready_since + timedelta(seconds=bound.min_ready_seconds) - now
-            if left > timedelta(0):
-                timers = True
-                work.plan.wake_in(left.total_seconds())
-    moving = any(m.op is not None and m.op.failed is None for m in work.members.values())
     if done:
         rollout = rollout.with_state(
             RolloutState.COMPLETED, now, f"{updated} node(s) run the target"
         )
         work.note(EventNote(ObjectKind.ROLLOUT, rollout.name, "RolloutCompleted", rollout.message))
-    elif (
-        rollout.state is RolloutState.PROGRESSING
-        and rollout.failures
-        and not (moving or timers or moves.update or moves.join_spares or moves.leave)
-    ):
+    elif rollout.state is RolloutState.PROGRESSING and rollout.failures and quiet:
         rollout = _fail(work, rollout, "stopped: nothing else can move; node(s) failed")
     return rollout
+
+
+def _stalled_since(
+    rollout: RolloutRecord, waiting: str, *, quiet: bool, now: datetime
+) -> datetime | None:
+    """Since when the rollout has waited for availability with nothing in the pool moving
+    and no node about to turn available (``None``: it is not stalled). The time is kept
+    in the rollout's progress, so a restarted plane keeps counting."""
+    if not quiet or rollout.state is not RolloutState.PROGRESSING:
+        return None
+    if waiting != "WaitingForAvailability":
+        return None
+    recorded = rollout.progress.get("stalledSince")
+    return datetime.fromisoformat(recorded) if isinstance(recorded, str) else now
+
+
+def _fail_blockers(
+    work: _Work, rollout: RolloutRecord, bound: Bounds, timeout: int
+) -> RolloutRecord:
+    """Count the members that keep a stalled rollout waiting as its failures.
+
+    They are staying, unavailable and not moving: each counts against ``maxUnavailable``
+    for as long as it stays so (a lost host, a Node NotReady or cordoned by someone), so
+    the rollout would otherwise wait for ever. As failures they count against
+    ``maxFailedNodes``, and with nothing else able to move the rollout stops as Failed
+    naming them; ``resume`` clears them and waits again."""
+    failures = dict(rollout.failures)
+    for host, member in sorted(work.members.items()):
+        if not member.staying or host in failures:
+            continue
+        if member.op is not None and member.op.failed is None:
+            continue
+        obs = work.obs[host]
+        if _available(member, obs, work.inp.now, bound.min_ready_seconds):
+            continue
+        why = _why_unavailable(member, obs)
+        failures[host] = f"unavailable ({why}): the rollout waited {timeout}s for it to serve"
+        work.note(
+            EventNote(ObjectKind.HOST, host, "NodeUnavailable", failures[host], EventType.WARNING)
+        )
+    return replace(rollout, failures=failures)
+
+
+def _why_unavailable(member: Member, obs: Observed) -> str:
+    node = obs.node
+    why = []
+    if obs.host_state in (HostState.UNREACHABLE, HostState.UNHEALTHY):
+        why.append(f"host {obs.host_state.value}")
+    if node is None:
+        why.append("no Node")
+    elif node.ready is not True:
+        why.append("Node not Ready")
+    elif node.unschedulable:
+        why.append("Node cordoned")
+    if member.op is not None and member.op.failed is not None:
+        why.append(f"{member.op.kind.value} failed: {member.op.failed}")
+    return "; ".join(why) or "not serving"
 
 
 def _fail(work: _Work, rollout: RolloutRecord, why: str) -> RolloutRecord:

@@ -10,8 +10,9 @@ The planner (:func:`plan_moves`) follows Cluster API's MachineDeployment rolling
   disruptive operation in progress, host neither Unhealthy nor Unreachable;
 * with ``D`` the pool's size (members, not counting surge members), at least
   ``D - maxUnavailable`` members stay available whenever the planner takes one down
-  (members that were unavailable before count against the budget too), and at most
-  ``maxSurge`` surge members exist at once;
+  (members that were unavailable before count against the budget too: one that stays
+  so while the rollout waits is failed by the pool planner, see
+  :mod:`tether.domain.poolplan`), and at most ``maxSurge`` surge members exist at once;
 * **surge**: a spare Ready host of the site joins with the target; once it is available
   it is paired with an old member, which then leaves the pool;
 * **in place**: an old member is cordoned, drained, updated and uncordoned; members
