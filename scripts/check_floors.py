@@ -94,10 +94,21 @@ def check_installed(python: Path, pinned: list[str]) -> None:
         sys.exit(f"installed versions differ from the floors: {wrong}")
 
 
+def console_script(python: Path) -> None:
+    """The ``tether`` command beside ``python``, as pip makes it from ``[project.scripts]``
+    (the CLI tests run the installed command; Tether itself comes from ``PYTHONPATH``)."""
+    script = python.parent / "tether"
+    script.write_text(
+        f"#!{python}\nimport sys\nfrom tether.cli.main import main\nsys.exit(main())\n"
+    )
+    script.chmod(0o755)
+
+
 def main(argv: list[str]) -> int:
     pinned = pins()
     python = environment(pinned)
     check_installed(python, pinned)
+    console_script(python)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     print("floors: running the tests at the floors", flush=True)
     done = subprocess.run(
