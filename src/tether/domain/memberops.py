@@ -182,11 +182,30 @@ class Operation:
         return self.target.hash if self.target is not None else None
 
     @property
+    def waits_for_target(self) -> bool:
+        """Whether it stands still at a send that needs the target it lacks: a join begun
+        while the host's target could not be computed waits until it can."""
+        return self.target is None and self.step in (Step.SEND_JOIN, Step.SEND_UPGRADE)
+
+    @property
     def takes_node_down(self) -> bool:
         """Whether the member stops serving while this runs (it counts as unavailable)."""
         if self.kind is not OpKind.UPDATE:
             return True
         return self.action.rank >= Action.RESTART.rank
+
+    def retried(self, now: datetime) -> Operation:
+        """The failed operation going again from the step that failed (a plan that failed
+        is sent again under a new attempt, so the agent runs it)."""
+        index = self.index - 1 if self.step is Step.WAIT_APPLIED else self.index
+        return replace(
+            self,
+            index=index,
+            failed=None,
+            message="",
+            step_started_at=now,
+            attempt=self.attempt + 1,
+        )
 
     def advanced(self, now: datetime, **changes: Any) -> Operation:
         return replace(self, index=self.index + 1, step_started_at=now, message="", **changes)
@@ -434,7 +453,7 @@ def advance(
         step = op.step
         assert step is not None
         if step in _SENDS:
-            if op.target is None and step in (Step.SEND_JOIN, Step.SEND_UPGRADE):
+            if op.waits_for_target:
                 op = replace(op, message=f"waiting for a valid target: {obs.target_problem}")
                 break
             doc = _document(_SENDS[step], op)

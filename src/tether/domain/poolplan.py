@@ -15,7 +15,9 @@ of newly assigned hosts; moves every operation as far as observations allow; kee
 pool with ``hostSelector`` at its ``size``; creates, moves, completes or fails the rollout;
 and derives conditions and state. A rollout does not wait for availability for ever: once
 it has waited with nothing moving for ``nodeTimeoutSeconds``, the members that keep it
-waiting (unavailable, not moving) count as its failed nodes.
+waiting (unavailable, not moving) count as its failed nodes. Nor for a member whose
+target cannot be computed (a host with no node IP): it counts for availability by its
+Node but is never moved, and is a failed node of a progressing rollout at once.
 """
 
 from __future__ import annotations
@@ -272,21 +274,25 @@ def _candidates(work: _Work, bound: Bounds) -> list[Candidate]:
         obs = work.obs[host]
         target = obs.target
         op = member.op
-        if target is None:
-            continue
-        up_to_date = member.spec_hash == target.hash or (
-            op is not None and op.target_hash == target.hash
-        )
-        action = Action.NONE if up_to_date else member_action(member, target)
+        # Without a target nothing says what it should run: it is not moved, but it
+        # serves (or not) like any member, so it counts for availability.
+        up_to_date, action = False, Action.NONE
+        if target is not None:
+            up_to_date = member.spec_hash == target.hash or (
+                op is not None and op.target_hash == target.hash
+            )
+            action = Action.NONE if up_to_date else member_action(member, target)
+            up_to_date = up_to_date or member.phase is MemberPhase.JOINING
         out.append(
             Candidate(
                 host=host,
-                up_to_date=up_to_date or member.phase is MemberPhase.JOINING,
+                up_to_date=up_to_date,
                 available=_available(member, obs, work.inp.now, bound.min_ready_seconds),
                 busy=op is not None,
                 surge=member.surge,
                 leaving=not member.staying,
                 action=action,
+                movable=target is not None,
             )
         )
     return out
@@ -345,6 +351,8 @@ def _progress_rollout(
     bound = bounds(strategy, size)
     if failures:
         rollout = replace(rollout, failures={**rollout.failures, **failures})
+    if rollout.state is RolloutState.PROGRESSING:
+        rollout = _fail_untargeted(work, rollout)
     if (
         rollout.state is RolloutState.PROGRESSING
         and len(rollout.failures) >= bound.max_failed_nodes
@@ -402,7 +410,10 @@ def _progress_rollout(
             if left > timedelta(0):
                 timers = True
                 work.plan.wake_in(left.total_seconds())
-    moving = any(m.op is not None and m.op.failed is None for m in work.members.values())
+    moving = any(
+        m.op is not None and m.op.failed is None and not m.op.waits_for_target
+        for m in work.members.values()
+    )
     quiet = not (moving or timers or moved)
     stalled_since = _stalled_since(rollout, moves.waiting, quiet=quiet, now=now)
     if stalled_since is not None:
@@ -419,7 +430,6 @@ def _progress_rollout(
     updated = sum(1 for c in staying if c.up_to_date and not c.busy)
     done = (
         rollout.state is RolloutState.PROGRESSING
-        and len(staying) == sum(1 for m in work.members.values() if m.staying)
         and all(c.up_to_date and not c.busy and not c.surge for c in staying)
         and not any(not m.staying for m in work.members.values())
     )
@@ -486,6 +496,26 @@ def _fail_blockers(
         failures[host] = f"unavailable ({why}): the rollout waited {timeout}s for it to serve"
         work.note(
             EventNote(ObjectKind.HOST, host, "NodeUnavailable", failures[host], EventType.WARNING)
+        )
+    return replace(rollout, failures=failures)
+
+
+def _fail_untargeted(work: _Work, rollout: RolloutRecord) -> RolloutRecord:
+    """Count each staying member whose target cannot be computed as a failed node.
+
+    Nothing says what it should run, so the rollout cannot move it and would never end;
+    as a failure it counts against ``maxFailedNodes``, and once nothing else can move the
+    rollout stops as Failed naming it. ``resume`` clears it: a target valid by then moves
+    the member, one still invalid fails it again."""
+    failures = dict(rollout.failures)
+    for host, member in sorted(work.members.items()):
+        obs = work.obs[host]
+        if not member.staying or obs.target is not None or host in failures:
+            continue
+        problem = obs.target_problem or "the target cannot be computed"
+        failures[host] = f"no valid node target: {problem}"
+        work.note(
+            EventNote(ObjectKind.HOST, host, "NodeTargetInvalid", failures[host], EventType.WARNING)
         )
     return replace(rollout, failures=failures)
 

@@ -18,7 +18,9 @@ The planner (:func:`plan_moves`) follows Cluster API's MachineDeployment rolling
 * **in place**: an old member is cordoned, drained, updated and uncordoned; members
   already unavailable go first (updating them costs no availability), and members
   reserved as a surge member's partner are not touched;
-* ``inPlace`` and ``none`` changes take nothing down: they apply to every member at once.
+* ``inPlace`` and ``none`` changes take nothing down: they apply to every member at once;
+* a member whose target cannot be computed is never moved, but it serves (or not) like
+  any other and counts towards availability.
 
 Pure: the caller passes the clock's reading.
 """
@@ -179,6 +181,9 @@ class Candidate:
     surge: bool  # joined as a surge member and not yet paired with an old one
     leaving: bool
     action: Action  # what moving it to the target needs (none when up to date)
+    #: False: its target cannot be computed, so it is not moved (it still counts as
+    #: available or not, and the pool planner fails the rollout on it).
+    movable: bool = True
 
 
 @dataclass(frozen=True)
@@ -198,7 +203,7 @@ def plan_moves(
     if not allow_disruption:
         return Moves(waiting="the rollout is not progressing")
     staying = [m for m in members if not m.leaving]
-    old = [m for m in staying if not m.up_to_date and not m.busy]
+    old = [m for m in staying if not m.up_to_date and not m.busy and m.movable]
     gentle = [m for m in old if not m.action.drains and m.action is not Action.RESTART]
     if gentle:  # nothing goes down: every such member at once
         return Moves(update=tuple(m.host for m in gentle))

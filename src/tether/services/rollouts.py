@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tether.domain import resources as r
-from tether.domain.memberops import Member, MemberPhase, Operation, Step, member_action
+from tether.domain.memberops import Member, MemberPhase, Operation, member_action
 from tether.domain.models import (
     Change,
     ClusterSpec,
@@ -363,10 +363,7 @@ def _retry_failed(session: Session, record: RolloutRecord, now: datetime) -> Non
         op = Operation.from_json(row.host_name, row.op)
         if op.failed is None or op.rollout != record.name:
             continue
-        index = op.index - 1 if op.step is Step.WAIT_APPLIED else op.index
-        retried = replace(
-            op, index=index, failed=None, message="", step_started_at=now, attempt=op.attempt + 1
-        )
+        retried = op.retried(now)
         row.op = retried.to_json()
         row.step = retried.step.value if retried.step else None
         row.resource_version += 1

@@ -5,7 +5,8 @@ other part in memory, the way Cluster API tests its rollout planner: agents appl
 documents they are sent after a random delay (sometimes failing), Nodes turn Ready or
 not, hosts get lost, and the "controller" performs Kubernetes steps and writes plans
 back. Each :meth:`World.tick` is one reconcile; :attr:`World.violations` collects every
-broken invariant.
+broken invariant. A host's node target can be made invalid (:attr:`World.no_target`, or
+for a while by a :class:`TargetOutage`), as a host with no node IP makes it.
 """
 
 from __future__ import annotations
@@ -94,6 +95,16 @@ class Agent:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class TargetOutage:
+    """``host``'s target cannot be computed from ``start`` until ``end`` (None: for good)."""
+
+    host: str
+    start: datetime
+    end: datetime | None
+    problem: str = "host.spec.nodeIP: the host reports no address inside the node CIDR"
+
+
 @dataclass
 class World:
     rng: random.Random
@@ -117,11 +128,15 @@ class World:
     drains: Counter[tuple[str, str]] = field(default_factory=Counter)
     released: set[str] = field(default_factory=set)
     injected_failures: int = 0
+    no_target: dict[str, str] = field(default_factory=dict)  # host: why its target is invalid
+    outage: TargetOutage | None = None
     _targets: dict[str, NodeTarget] = field(default_factory=dict)
 
     # -- the world as the plane sees it ----------------------------------------------
 
-    def target(self, host: str) -> NodeTarget:
+    def target(self, host: str) -> NodeTarget | None:
+        if host in self.no_target:
+            return None
         if host not in self._targets:
             self._targets[host] = NodeTarget(host, self.target_version, self.target_spec)
         return self._targets[host]
@@ -148,6 +163,7 @@ class World:
             ),
             external=external,
             target=self.target(host),
+            target_problem=self.no_target.get(host),
         )
 
     def _external(self, member: Member) -> tuple[StepResult, ...]:
@@ -255,6 +271,13 @@ class World:
             started = [e for e in plan.events if e.reason == "NodeUpdateStarted"]
             if started:
                 self.violations.append(f"{self.now}: started {started} while {self.rollout.state}")
+        moved = [e.name for e in plan.events if e.reason == "NodeUpdateStarted"]
+        if set(moved) & set(self.no_target):
+            self.violations.append(f"{self.now}: moved {moved} without a valid target")
+        if plan.rollout is not None and plan.rollout.state is RolloutState.COMPLETED:
+            staying = [h for h, m in self.members.items() if m.staying]
+            if set(staying) & set(self.no_target):
+                self.violations.append(f"{self.now}: completed with invalid targets")
 
     def _apply(self, plan: PoolPlan) -> None:
         for host, member in plan.members.items():
@@ -279,8 +302,27 @@ class World:
 
     # -- the rest of the world moves on ----------------------------------------------
 
+    def resume(self) -> None:
+        """``tether rollout resume`` of a failed rollout: its failed node operations go
+        again, and its failures are cleared."""
+        rollout = self.rollout
+        assert rollout is not None
+        for host, member in self.members.items():
+            op = member.op
+            if op is not None and op.failed is not None and op.rollout == rollout.name:
+                self.members[host] = replace(member, op=op.retried(self.now))
+        self.rollout = replace(self.rollout, failures={}).with_state(
+            RolloutState.PROGRESSING, self.now, "resumed"
+        )
+
     def step_world(self, dt: float) -> None:
         self.now += timedelta(seconds=dt)
+        outage = self.outage
+        if outage is not None and outage.start <= self.now:
+            if outage.end is None or self.now < outage.end:
+                self.no_target[outage.host] = outage.problem
+            else:
+                self.no_target.pop(outage.host, None)
         for host, agent in self.agents.items():
             if agent.lost:
                 continue
@@ -396,4 +438,4 @@ def run(world: World, *, max_ticks: int = 5000) -> World:
     return world
 
 
-__all__ = ["World", "make_world", "run"]
+__all__ = ["TargetOutage", "World", "make_world", "run"]

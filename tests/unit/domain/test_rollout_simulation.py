@@ -3,13 +3,16 @@
 Each run builds a pool (1-8 members, 0-3 spare hosts), a strategy (ExpandFirst,
 ContractFirst, or Rolling with random counts or percentages), an action (upgrade,
 repave, in place), and a world in which agents apply plans after random delays, some
-fail, some hosts are lost and some are slow; then it reconciles until the rollout ends.
+fail, some hosts are lost and some are slow, and in some one member's node target turns
+invalid for a while or for good; then it reconciles until the rollout ends.
 After every reconcile the world checks (:mod:`poolsim`):
 
 * no member is taken down while fewer than ``size - maxUnavailable`` would serve,
   counting members that were already unavailable;
 * never more than ``maxSurge`` surge members;
-* nothing starts while the rollout is not progressing.
+* nothing starts while the rollout is not progressing;
+* a member without a valid target is never moved, and no rollout completes while one
+  has none.
 
 And at the end of each run:
 
@@ -18,7 +21,9 @@ And at the end of each run:
   pool at its original size;
 * it fails only after ``maxFailedNodes`` failures, or when failed nodes leave nothing
   else to move, and then nothing starts any more;
-* no node's drain is started twice for one step.
+* no node's drain is started twice for one step;
+* where a target turned invalid, once it is valid again and the rollout (if failed) is
+  resumed, the rollout ends again; without failures or lost hosts it completes.
 
 ``TETHER_SIM_RUNS`` sets the number of runs (default 2000; for a sweep of many more add
 ``--timeout 0``, as pytest stops a test after 600 s); ``TETHER_SIM_SEEDS=308,1933`` runs
@@ -31,7 +36,6 @@ import os
 import random
 import sys
 from collections import Counter
-from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -39,7 +43,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from poolsim import World, make_world, run
+from poolsim import START, TargetOutage, World, make_world, run
 
 from tether.domain.memberops import MemberPhase
 from tether.domain.models import UpdateStrategy
@@ -71,7 +75,7 @@ def _strategy(rng: random.Random) -> UpdateStrategy:
 def _world(seed: int) -> World:
     rng = random.Random(seed)
     chaos = rng.random() < 0.5
-    return make_world(
+    world = make_world(
         seed,
         size=rng.randint(1, 8),
         spares=rng.randint(0, 3),
@@ -81,6 +85,17 @@ def _world(seed: int) -> World:
         lose_rate=rng.choice([0.0, 0.0005]) if chaos else 0.0,
         slow_rate=rng.choice([0.0, 0.3]),
     )
+    # A draw of its own, so that every world without an outage stays as it was.
+    outages = random.Random(f"outage-{seed}")
+    if outages.random() < 0.2:
+        start = START + timedelta(seconds=outages.uniform(0, 600))
+        lasts = outages.choice([None, outages.uniform(10, 900)])
+        world.outage = TargetOutage(
+            host=outages.choice(sorted(world.members)),
+            start=start,
+            end=None if lasts is None else start + timedelta(seconds=lasts),
+        )
+    return world
 
 
 def _check_run(seed: int, world: World, size: int) -> list[str]:
@@ -92,7 +107,11 @@ def _check_run(seed: int, world: World, size: int) -> list[str]:
     waits = no_spare and rollout.progress.get("waiting") == "WaitingForSpareHost"
     if rollout.state not in (RolloutState.COMPLETED, RolloutState.FAILED) and not waits:
         problems.append(f"seed {seed}: did not end ({rollout.state}, {rollout.progress})")
-    clean = world.injected_failures == 0 and not any(a.lost for a in world.agents.values())
+    clean = (
+        world.injected_failures == 0
+        and not any(a.lost for a in world.agents.values())
+        and world.outage is None
+    )
     if clean and rollout.state is not RolloutState.COMPLETED and not waits:
         problems.append(f"seed {seed}: failed without failures ({rollout.message})")
     if rollout.state is RolloutState.COMPLETED:
@@ -128,12 +147,21 @@ def test_random_worlds_keep_every_invariant() -> None:
         run(world)
         outcomes[world.rollout.state.value if world.rollout else "none"] += 1
         problems.extend(_check_run(seed, world, size))
+        if world.outage is not None:  # the target is fixed for good, and the person resumes
+            outcomes["outage"] += 1
+            world.outage, world.no_target = None, {}
+            assert world.rollout is not None
+            if world.rollout.state is RolloutState.FAILED:
+                world.resume()
+                run(world)
+            problems.extend(_check_run(seed, world, size))
         if len(problems) > 20:
             break
     assert problems == [], "\n".join(problems)
     if not CHOSEN:  # The worlds really exercise both ends: most complete, some fail.
         assert outcomes[RolloutState.COMPLETED.value] > RUNS // 2
         assert outcomes[RolloutState.FAILED.value] > 0
+        assert outcomes["outage"] > RUNS // 10
 
 
 @pytest.mark.parametrize("kind", ["ExpandFirst", "ContractFirst"])
@@ -164,6 +192,7 @@ def test_seeds_that_stalled_on_a_lost_updated_member_now_fail_the_rollout(seed: 
     ever: h000's host was lost after its update, its Node stayed NotReady, and it used up
     the whole ``maxUnavailable`` budget with old members still to move."""
     world = _world(seed)
+    world.outage = None  # as the world was then, before worlds had target outages
     size = len(world.members)
     run(world)
     assert _check_run(seed, world, size) == []
@@ -207,9 +236,50 @@ def test_a_lost_updated_member_fails_the_rollout_after_the_node_timeout_and_resu
     assert world.violations == []
     # The host comes back; `tether rollout resume` clears the failures and the rollout ends.
     world.agents["h000"].lost = False
-    world.rollout = replace(rollout, failures={}).with_state(
-        RolloutState.PROGRESSING, world.now, "resumed"
+    world.resume()
+    run(world)
+    assert world.rollout.state is RolloutState.COMPLETED
+    assert {h: m.version for h, m in world.members.items()} == dict.fromkeys(world.members, "2.0.0")
+    assert world.violations == []
+
+
+@pytest.mark.parametrize("max_failed", [1, 2])
+def test_a_member_without_a_valid_target_fails_the_rollout_and_resume_ends_it(
+    max_failed: int,
+) -> None:
+    """h001's target cannot be computed (its host reports no node IP) but its Node is
+    Ready: it serves, so ContractFirst still updates the others one at a time, and the
+    rollout fails on h001 instead of waiting for availability for ever."""
+    strategy = UpdateStrategy(
+        type="ContractFirst", min_ready_seconds=0, max_failed_nodes=max_failed
     )
+    world = make_world(5, size=3, spares=0, strategy=strategy)
+    world.no_target["h001"] = "host.h001.spec.nodeIP: no address inside the node CIDR"
+    first = world.tick()
+    run(world, max_ticks=1000)
+    rollout = world.rollout
+    assert rollout is not None
+    reason = "no valid node target: host.h001.spec.nodeIP: no address inside the node CIDR"
+    assert rollout.failures == {"h001": reason}
+    assert ("h001", "NodeTargetInvalid", reason) in world.events
+    versions = {h: m.version for h, m in world.members.items()}
+    if max_failed == 1:  # the first failure stops it: nothing is taken down
+        assert rollout.message == "1 node(s) failed: h001"
+        assert versions == {"h000": "1.0.0", "h001": "1.0.0", "h002": "1.0.0"}
+    else:  # h001 counts as available: h000 goes down at once, then h002
+        assert [e.name for e in first.events if e.reason == "NodeUpdateStarted"] == ["h000"]
+        assert rollout.message == "stopped: nothing else can move; node(s) failed: h001"
+        assert versions == {"h000": "2.0.0", "h001": "1.0.0", "h002": "2.0.0"}
+    assert rollout.state is RolloutState.FAILED
+    assert world.violations == []
+    # Resumed while the target is still invalid, it fails again at once.
+    world.resume()
+    world.tick()
+    assert world.rollout.state is RolloutState.FAILED
+    assert world.rollout.failures == {"h001": reason}
+    # The host gets its node IP; `tether rollout resume` and the rollout completes.
+    world.no_target.clear()
+    world.resume()
     run(world)
     assert world.rollout.state is RolloutState.COMPLETED
     assert {h: m.version for h, m in world.members.items()} == dict.fromkeys(world.members, "2.0.0")
