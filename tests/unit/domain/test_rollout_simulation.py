@@ -43,9 +43,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from poolsim import START, TargetOutage, World, make_world, run
+from poolsim import START, Agent, TargetOutage, World, make_world, run
 
-from tether.domain.memberops import MemberPhase
+from tether.domain.memberops import Member, MemberPhase
 from tether.domain.models import UpdateStrategy
 from tether.domain.rollout import RolloutState
 
@@ -283,4 +283,24 @@ def test_a_member_without_a_valid_target_fails_the_rollout_and_resume_ends_it(
     run(world)
     assert world.rollout.state is RolloutState.COMPLETED
     assert {h: m.version for h, m in world.members.items()} == dict.fromkeys(world.members, "2.0.0")
+    assert world.violations == []
+
+
+def test_a_join_waiting_for_a_valid_target_does_not_keep_the_rollout_waiting() -> None:
+    """h003 was put in the pool while its host reports no node IP: its join waits for a
+    valid target, which is no movement the rollout can wait for. It is not available, so
+    ContractFirst can take no other member down, and the rollout stops on it at once."""
+    strategy = UpdateStrategy(type="ContractFirst", min_ready_seconds=0, max_failed_nodes=2)
+    world = make_world(5, size=3, spares=0, strategy=strategy)
+    world.members["h003"] = Member("h003", MemberPhase.JOINING)
+    world.agents["h003"] = Agent()
+    problem = "host.h003.spec.nodeIP: no address inside the node CIDR"
+    world.no_target["h003"] = problem
+    run(world, max_ticks=200)
+    rollout = world.rollout
+    assert rollout is not None and rollout.state is RolloutState.FAILED, rollout
+    assert rollout.message == "stopped: nothing else can move; node(s) failed: h003"
+    assert rollout.failures == {"h003": f"no valid node target: {problem}"}
+    op = world.members["h003"].op
+    assert op is not None and op.message == f"waiting for a valid target: {problem}"
     assert world.violations == []
