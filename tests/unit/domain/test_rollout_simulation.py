@@ -6,14 +6,17 @@ repave, in place), and a world in which agents apply plans after random delays, 
 fail, some hosts are lost and some are slow; then it reconciles until the rollout ends.
 After every reconcile the world checks (:mod:`poolsim`):
 
-* no member is taken down while fewer than ``size - maxUnavailable`` would serve,
-  counting members that were already unavailable;
+* no serving member (Node Ready and schedulable, for however short a time) is taken down
+  while fewer than ``size - maxUnavailable`` members would stay available, counting
+  members that were already unavailable (half the worlds start with every Node just
+  turned Ready, younger than ``minReadySeconds``);
 * never more than ``maxSurge`` surge members;
 * nothing starts while the rollout is not progressing.
 
 And at the end of each run:
 
-* the rollout ends (completed or failed) in bounded time;
+* the rollout ends (completed or failed) in bounded time, or waits, saying so, for a
+  spare host (none left) or for availability (lost hosts hold it below the budget);
 * without failures or lost hosts it completes, with every member on the target and the
   pool at its original size;
 * it fails only after ``maxFailedNodes`` failures, or when failed nodes leave nothing
@@ -29,6 +32,7 @@ import os
 import random
 import sys
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -75,6 +79,7 @@ def _world(seed: int) -> World:
         fail_rate=rng.choice([0.02, 0.1]) if chaos else 0.0,
         lose_rate=rng.choice([0.0, 0.0005]) if chaos else 0.0,
         slow_rate=rng.choice([0.0, 0.3]),
+        ready_for=timedelta(seconds=rng.choice([3600, 0])),
     )
 
 
@@ -85,6 +90,11 @@ def _check_run(seed: int, world: World, size: int) -> list[str]:
     # ExpandFirst with no spare host left waits, as it should (the condition says so).
     no_spare = not [h for h in world.spares if not world.agents[h].lost]
     waits = no_spare and rollout.progress.get("waiting") == "WaitingForSpareHost"
+    # A lost member's Node serves nothing: with maxUnavailable 0 (or already at the
+    # budget) nothing serving may go down, and the rollout waits, as it should.
+    lost = any(world.agents[h].lost for h, m in world.members.items() if m.staying)
+    stuck = not rollout.progress.get("busy")
+    waits |= lost and stuck and rollout.progress.get("waiting") == "WaitingForAvailability"
     if rollout.state not in (RolloutState.COMPLETED, RolloutState.FAILED) and not waits:
         problems.append(f"seed {seed}: did not end ({rollout.state}, {rollout.progress})")
     clean = world.injected_failures == 0 and not any(a.lost for a in world.agents.values())
