@@ -53,16 +53,17 @@ def test_a_rollout_approved_on_fresh_nodes_takes_none_down_until_they_are_availa
     assert [h for h, m in world.members.items() if m.op is not None] == ["h000"]
 
 
-def _candidate(host: str, *, available: bool, down: bool) -> Candidate:
+def _candidate(host: str, *, available: bool, down: bool, surge: bool = False) -> Candidate:
+    """An old member to upgrade, or (``surge``) a surge member that runs the target."""
     return Candidate(
         host=host,
-        up_to_date=False,
+        up_to_date=surge,
         available=available,
         down=down,
         busy=False,
-        surge=False,
+        surge=surge,
         leaving=False,
-        action=Action.UPGRADE,
+        action=Action.NONE if surge else Action.UPGRADE,
     )
 
 
@@ -106,16 +107,10 @@ def test_a_surge_partner_does_not_replace_a_fresh_serving_node_below_the_budget(
     one away would leave 1 available of the 4 that must stay (maxUnavailable 0)."""
     bound = Bounds(size=4, max_surge=1, max_unavailable=0, min_ready_seconds=30, max_failed_nodes=1)
     old = [_candidate(f"h{i}", available=False, down=False) for i in range(4)]
-    surge = Candidate(
-        host="s0",
-        up_to_date=True,
-        available=True,
-        down=False,
-        busy=False,
-        surge=True,
-        leaving=False,
-        action=Action.NONE,
-    )
+    surge = _candidate("s0", available=True, down=False, surge=True)
     moves = plan_moves([*old, surge], bound, spares=0)
-    assert moves.leave == ()
-    assert moves.update == ()
+    assert (moves.leave, moves.update) == ((), ())
+
+    old = [_candidate(f"h{i}", available=True, down=False) for i in range(4)]
+    moves = plan_moves([*old, surge], bound, spares=0)  # 30 s later: all five available
+    assert (moves.leave, moves.update) == ((("h0", "s0"),), ())
