@@ -160,6 +160,14 @@ def _available(member: Member, obs: Observed, now: datetime, min_ready: int) -> 
     return since is None or now - since >= timedelta(seconds=min_ready)
 
 
+def _down(obs: Observed) -> bool:
+    """Whether the member's Node serves nothing now (missing, not Ready, or cordoned):
+    taking it down costs no availability. A Node Ready for less than ``minReadySeconds``
+    is not down: it serves, though it does not count as available yet."""
+    node = obs.node
+    return node is None or node.ready is not True or node.unschedulable
+
+
 def _leave(work: _Work, member: Member, why: str, rollout: str | None = None) -> None:
     op = start_leave(work.inp.now, rollout)
     work.put(replace(member, phase=MemberPhase.LEAVING, op=op, surge=False))
@@ -288,6 +296,7 @@ def _candidates(work: _Work, bound: Bounds) -> list[Candidate]:
                 host=host,
                 up_to_date=up_to_date,
                 available=_available(member, obs, work.inp.now, bound.min_ready_seconds),
+                down=_down(obs),
                 busy=op is not None,
                 surge=member.surge,
                 leaving=not member.staying,

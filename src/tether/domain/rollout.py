@@ -7,17 +7,20 @@ version, or a changed pool spec), under the pool's update strategy. It is create
 The planner (:func:`plan_moves`) follows Cluster API's MachineDeployment rolling update:
 
 * **available** members: Node Ready for at least ``minReadySeconds``, schedulable, no
-  disruptive operation in progress, host neither Unhealthy nor Unreachable;
+  disruptive operation in progress;
+* **down** members serve nothing: Node missing, not Ready, or cordoned. A member that is
+  neither (its Node turned Ready less than ``minReadySeconds`` ago) is not available yet
+  but serves, so taking it down costs availability like taking an available one;
 * with ``D`` the pool's size (members, not counting surge members), at least
-  ``D - maxUnavailable`` members stay available whenever the planner takes one down
-  (members that were unavailable before count against the budget too: one that stays
-  so while the rollout waits is failed by the pool planner, see
+  ``D - maxUnavailable`` members stay available whenever the planner takes a serving one
+  down (members that were unavailable before count against the budget too: one that
+  stays so while the rollout waits is failed by the pool planner, see
   :mod:`tether.domain.poolplan`), and at most ``maxSurge`` surge members exist at once;
 * **surge**: a spare Ready host of the site joins with the target; once it is available
   it is paired with an old member, which then leaves the pool;
 * **in place**: an old member is cordoned, drained, updated and uncordoned; members
-  already unavailable go first (updating them costs no availability), and members
-  reserved as a surge member's partner are not touched;
+  already down go first (moving them takes nothing more down), and members reserved as a
+  surge member's partner are not touched;
 * ``inPlace`` and ``none`` changes take nothing down: they apply to every member at once;
 * a member whose target cannot be computed is never moved, but it serves (or not) like
   any other and counts towards availability.
@@ -177,6 +180,7 @@ class Candidate:
     host: str
     up_to_date: bool  # runs the target (or is moving to it)
     available: bool
+    down: bool  # serves nothing now (module doc): moving it costs no availability
     busy: bool  # an operation is in progress
     surge: bool  # joined as a surge member and not yet paired with an old one
     leaving: bool
@@ -192,6 +196,12 @@ class Moves:
     join_spares: int = 0  # this many spare hosts join as surge members
     leave: tuple[tuple[str, str], ...] = ()  # (old member that leaves, surge member it pairs)
     waiting: str = ""  # why nothing (more) moves, for the pool's condition
+
+
+def _within_budget(member: Candidate, available: int, bounds: Bounds) -> bool:
+    """Whether taking ``member`` down leaves ``D - maxUnavailable`` members available, of
+    the ``available`` now; one already down is free (module doc)."""
+    return member.down or available - int(member.available) >= bounds.min_available
 
 
 def plan_moves(
@@ -211,13 +221,13 @@ def plan_moves(
     surge_ready = [m for m in staying if m.surge and m.available and not m.busy]
     surge_total = sum(1 for m in staying if m.surge)
     leave: list[tuple[str, str]] = []
-    # Old members, the unavailable first: pairing or updating them costs no availability.
-    queue = sorted(old, key=lambda m: (m.available, m.host))
+    # Old members, those down first: pairing or updating them takes nothing more down.
+    queue = sorted(old, key=lambda m: (not m.down, m.available, m.host))
     for partner in surge_ready:
         if not queue:
             break
         victim = queue[0]
-        if victim.available and available - 1 < bounds.min_available:
+        if not _within_budget(victim, available, bounds):
             break
         queue.pop(0)
         leave.append((victim.host, partner.host))
@@ -230,7 +240,7 @@ def plan_moves(
     # In place: what is not reserved for a surge partner, within the availability budget.
     update: list[str] = []
     for member in queue[: max(0, len(queue) - reserved)]:
-        if member.available and available - 1 < bounds.min_available:
+        if not _within_budget(member, available, bounds):
             break
         update.append(member.host)
         available -= int(member.available)

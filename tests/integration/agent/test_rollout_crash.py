@@ -8,7 +8,8 @@ seeded random moments and started again each time. Afterwards:
 * no node was cordoned, drained, sent a plan or uncordoned twice for one step, and no
   step's event is missing (each node's steps appear once each, in order);
 * a watch on the Nodes never saw more than ``maxUnavailable`` (1) of the pool's nodes
-  cordoned or NotReady at once.
+  cordoned or NotReady at once, although the rollout starts while every Node is younger
+  than ``minReadySeconds``.
 
 Real: the plane process, SQLite or PostgreSQL, the kube-apiserver, the agent processes
 over mutual TLS. SIMULATED: each host's kubelet and systemd.
@@ -234,7 +235,11 @@ def test_a_rollout_survives_twenty_kills_of_the_plane(
                     "podCIDR": "10.85.0.0/18",
                     "vpnServer": {"publicIP": "203.0.113.5", "insideIP": "10.80.1.1"},
                     "profile": {"name": profile, "version": "1.0.0"},
-                    "updateStrategy": {"type": "ContractFirst", "minReadySeconds": 1},
+                    # The rollout is approved right after the pool turns Ready: with
+                    # 3 s (more than a Ready condition's 1 s timestamp resolution) its
+                    # Nodes are surely younger than minReadySeconds then, serving but
+                    # not yet available, and none may be taken down for free.
+                    "updateStrategy": {"type": "ContractFirst", "minReadySeconds": 3},
                 },
             },
         )

@@ -224,40 +224,45 @@ class World:
     def _size(self) -> int:
         return sum(1 for m in self.members.values() if m.staying and not m.surge)
 
+    def _serves(self, host: str, member: Member) -> bool:
+        """The member's Node serves workloads: Ready and schedulable (however recently)."""
+        node = self.nodes.get(host)
+        return (
+            member.phase is MemberPhase.ACTIVE
+            and member.staying
+            and node is not None
+            and node.ready
+            and not node.unschedulable
+            and not self.agents[host].lost  # a lost host's Node stops serving
+        )
+
     def _available_after(self, plan: PoolPlan) -> tuple[int, set[str]]:
-        """Members serving after the plan, and those the plan newly took down."""
+        """Members available (serving for minReadySeconds) after the plan, and the serving
+        members the plan newly took down (updated disruptively, or made to leave)."""
         after = {**self.members, **{h: m for h, m in plan.members.items() if m is not None}}
         for host, m in plan.members.items():
             if m is None:
                 after.pop(host, None)
         newly_down: set[str] = set()
-        serving = 0
+        available = 0
         min_ready = timedelta(seconds=self.spec.update_strategy.min_ready_seconds)
         for host, m in after.items():
             node = self.nodes.get(host)
-            up = (
-                m.phase is MemberPhase.ACTIVE
-                and m.staying
-                and node is not None
-                and node.ready
-                and not node.unschedulable
-                and not self.agents[host].lost  # a lost host's Node stops serving
-                and self.now - node.ready_since >= min_ready
-            )
             down_now = m.op is not None and (m.op.failed is not None or m.op.takes_node_down)
             before = self.members.get(host)
             started_now = m.op is not None and (before is None or before.op is None)
-            if up and not down_now and m.staying:
-                serving += 1
-            elif up and started_now and (m.op.takes_node_down or not m.staying):  # type: ignore[union-attr]
+            if self._serves(host, m) and not down_now:
+                assert node is not None
+                available += self.now - node.ready_since >= min_ready
+            elif before is not None and self._serves(host, before) and started_now and down_now:
                 newly_down.add(host)
-        return serving, newly_down
+        return available, newly_down
 
     def _check(self, inp: PoolInput, plan: PoolPlan, bound: Any) -> None:
-        serving, newly_down = self._available_after(plan)
-        if newly_down and serving < bound.min_available:
+        available, newly_down = self._available_after(plan)
+        if newly_down and available < bound.min_available:
             self.violations.append(
-                f"{self.now}: took {sorted(newly_down)} down with {serving} serving, "
+                f"{self.now}: took {sorted(newly_down)} down with {available} available, "
                 f"min available {bound.min_available}"
             )
         surge = sum(
@@ -372,8 +377,11 @@ def make_world(
     fail_rate: float = 0.0,
     lose_rate: float = 0.0,
     slow_rate: float = 0.0,
+    ready_for: timedelta = timedelta(hours=1),
 ) -> World:
-    """A pool of ``size`` Active members on 1.33 and an approved rollout to the new spec."""
+    """A pool of ``size`` Active members on 1.33 and an approved rollout to the new spec;
+    their Nodes have been Ready for ``ready_for`` (less than ``minReadySeconds``: the pool
+    has just turned Ready)."""
     rng = random.Random(seed)
     old = spec_for("1.33")
     new = {
@@ -405,7 +413,7 @@ def make_world(
         target_spec=new,
         target_version="2.0.0",
         members=members,
-        nodes={h: SimNode(True, START - timedelta(hours=1), "v1.33") for h in members},
+        nodes={h: SimNode(True, START - ready_for, "v1.33") for h in members},
         agents=agents,
         spares=spare_names,
         rollout=RolloutRecord(

@@ -7,8 +7,10 @@ fail, some hosts are lost and some are slow, and in some one member's node targe
 invalid for a while or for good; then it reconciles until the rollout ends.
 After every reconcile the world checks (:mod:`poolsim`):
 
-* no member is taken down while fewer than ``size - maxUnavailable`` would serve,
-  counting members that were already unavailable;
+* no serving member (Node Ready and schedulable, for however short a time) is taken down
+  while fewer than ``size - maxUnavailable`` members would stay available, counting
+  members that were already unavailable (half the worlds start with every Node just
+  turned Ready, younger than ``minReadySeconds``);
 * never more than ``maxSurge`` surge members;
 * nothing starts while the rollout is not progressing;
 * a member without a valid target is never moved, and no rollout completes while one
@@ -16,7 +18,8 @@ After every reconcile the world checks (:mod:`poolsim`):
 
 And at the end of each run:
 
-* the rollout ends (completed or failed) in bounded time;
+* the rollout ends (completed or failed) in bounded time, or waits, saying so, for a
+  spare host (none left) or for availability (lost hosts hold it below the budget);
 * without failures or lost hosts it completes, with every member on the target and the
   pool at its original size;
 * it fails only after ``maxFailedNodes`` failures, or when failed nodes leave nothing
@@ -72,7 +75,14 @@ def _strategy(rng: random.Random) -> UpdateStrategy:
             )
 
 
-def _world(seed: int) -> World:
+def _ready_for(rng: random.Random, given: timedelta | None) -> timedelta:
+    """How long the Nodes have been Ready: drawn (half the worlds start on fresh Nodes)
+    unless ``given``; drawn either way, so the draws after it stay the same."""
+    drawn = timedelta(seconds=rng.choice([3600, 0]))
+    return drawn if given is None else given
+
+
+def _world(seed: int, ready_for: timedelta | None = None) -> World:
     rng = random.Random(seed)
     chaos = rng.random() < 0.5
     world = make_world(
@@ -84,6 +94,7 @@ def _world(seed: int) -> World:
         fail_rate=rng.choice([0.02, 0.1]) if chaos else 0.0,
         lose_rate=rng.choice([0.0, 0.0005]) if chaos else 0.0,
         slow_rate=rng.choice([0.0, 0.3]),
+        ready_for=_ready_for(rng, ready_for),
     )
     # A draw of its own, so that every world without an outage stays as it was.
     outages = random.Random(f"outage-{seed}")
@@ -191,8 +202,9 @@ def test_seeds_that_stalled_on_a_lost_updated_member_now_fail_the_rollout(seed: 
     """Seeds 308 (ContractFirst) and 1933 (ExpandFirst) once waited for availability for
     ever: h000's host was lost after its update, its Node stayed NotReady, and it used up
     the whole ``maxUnavailable`` budget with old members still to move."""
-    world = _world(seed)
-    world.outage = None  # as the world was then, before worlds had target outages
+    # As the world was then: Nodes Ready long before, no target outage.
+    world = _world(seed, ready_for=timedelta(hours=1))
+    world.outage = None
     size = len(world.members)
     run(world)
     assert _check_run(seed, world, size) == []
