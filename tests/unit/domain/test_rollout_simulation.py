@@ -19,7 +19,7 @@ After every reconcile the world checks (:mod:`poolsim`):
 And at the end of each run:
 
 * the rollout ends (completed or failed) in bounded time, or waits, saying so, for a
-  spare host (none left) or for availability (lost hosts hold it below the budget);
+  spare host (none left);
 * without failures or lost hosts it completes, with every member on the target and the
   pool at its original size;
 * it fails only after ``maxFailedNodes`` failures, or when failed nodes leave nothing
