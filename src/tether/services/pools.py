@@ -13,11 +13,11 @@ again from the new state.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from tether.domain.memberops import (
@@ -38,7 +38,7 @@ from tether.errors import Conflict
 from tether.services import desired, events
 from tether.services.profiles import latest_versions, load_profile, target_key
 from tether.services.rollouts import record_of, row_values
-from tether.store.repo import by_host, get_named
+from tether.store.repo import get_named
 from tether.store.schema import (
     ClusterRow,
     DesiredStateRow,
@@ -93,15 +93,53 @@ def _member(row: PoolMemberRow) -> Member:
     )
 
 
-def _node(row: NodeStatusRow | None) -> NodeObs | None:
-    if row is None:
-        return None
-    return NodeObs(
-        ready=row.ready,
-        ready_since=row.ready_since,
-        unschedulable=row.unschedulable,
-        kubelet_version=row.kubelet_version,
-    )
+#: Each host's member as last parsed, with the (resourceVersion, updatedAt) it was read
+#: at. Every write of a member row changes both, so a pass reads and parses only the rows
+#: that changed since the last one (a pass costs what changed, not the pool's size).
+_MEMBERS: dict[str, tuple[tuple[int, datetime], Member]] = {}
+
+
+def _members(session: Session, pool: str) -> dict[str, Member]:
+    """The pool's members by host, parsing only rows changed since they were last read."""
+    heads = session.execute(
+        select(
+            PoolMemberRow.host_name, PoolMemberRow.resource_version, PoolMemberRow.updated_at
+        ).where(PoolMemberRow.pool == pool)
+    ).all()
+    found: dict[str, Member] = {}
+    stale: list[str] = []
+    for host, version, at in heads:
+        cached = _MEMBERS.get(host)
+        if cached is not None and cached[0] == (version, at):
+            found[host] = cached[1]
+        else:
+            stale.append(host)
+    if stale:
+        query = select(PoolMemberRow).where(
+            PoolMemberRow.pool == pool, PoolMemberRow.host_name.in_(stale)
+        )
+        for row in session.scalars(query):
+            member = _member(row)
+            _MEMBERS[row.host_name] = ((row.resource_version, row.updated_at), member)
+            found[row.host_name] = member
+    return found
+
+
+def _nodes(session: Session, names: Sequence[str]) -> dict[str, NodeObs]:
+    """The observed Nodes of these hosts (only the columns the planner reads)."""
+    rows = session.execute(
+        select(
+            NodeStatusRow.host_name,
+            NodeStatusRow.ready,
+            NodeStatusRow.ready_since,
+            NodeStatusRow.unschedulable,
+            NodeStatusRow.kubelet_version,
+        ).where(NodeStatusRow.host_name.in_(names))
+    ).all()
+    return {
+        host: NodeObs(ready=ready, ready_since=since, unschedulable=cordoned, kubelet_version=v)
+        for host, ready, since, cordoned, v in rows
+    }
 
 
 #: Node targets by (pool target key, host, host resourceVersion): a host's target changes
@@ -178,7 +216,7 @@ def _inventories(session: Session) -> Callable[[str], Mapping[str, Any]]:
 def _observed(
     host: _HostView,
     doc: Any,
-    node: NodeStatusRow | None,
+    node: NodeObs | None,
     external: tuple[StepResult, ...],
     target: tuple[NodeTarget | None, str | None],
 ) -> Observed:
@@ -191,7 +229,7 @@ def _observed(
         applied_ok=bool(result.get("ok", True)) if doc and doc.applied_hash else None,
         applied_retryable=bool(result.get("retryable", True)),
         applied_message=str(result.get("message", ""))[:500],
-        node=_node(node),
+        node=node,
         external=external,
         target=target[0],
         target_problem=target[1],
@@ -219,27 +257,23 @@ def load(
     ctx = (spec.cluster, cluster, name, spec, profile) if profile is not None else None
 
     key = target_key(spec.cluster, cluster, spec, profile) if profile is not None else None
-    rows = {
-        m.host_name: m
-        for m in session.scalars(select(PoolMemberRow).where(PoolMemberRow.pool == name))
-    }
+    rows = _members(session, name)
     hosts = {h.name: h for h in _hosts(session, HostRow.pool == name)}
     missing = sorted(set(rows) - set(hosts))  # leaving hosts already released elsewhere
     if missing:
         hosts.update((h.name, h) for h in _hosts(session, HostRow.name.in_(missing)))
     names = sorted(hosts)
     docs = _docs(session, names)
-    nodes = by_host(session, NodeStatusRow, names)
+    nodes = _nodes(session, names)
     inventory = _inventories(session)
     members: list[tuple[Member, Observed]] = []
     versions: dict[str, int] = {}
     for host_name in names:
         host = hosts[host_name]
-        member_row = rows.get(host_name)
         # A host assigned without a member record (assigned before pools ran themselves)
         # joins like any newly assigned host; a join plan is idempotent on a joined node.
-        member = _member(member_row) if member_row else Member(host_name, MemberPhase.JOINING)
-        versions[host_name] = member_row.resource_version if member_row else 0
+        member = rows.get(host_name) or Member(host_name, MemberPhase.JOINING)
+        versions[host_name] = member.resource_version
         target = _target(ctx, key, host, inventory)
         observed = _observed(
             host, docs.get(host_name), nodes.get(host_name), external.get(host_name, ()), target
@@ -343,9 +377,7 @@ def _conflict(what: str) -> Conflict:
     )
 
 
-def _write_member(
-    session: Session, pool: str, member: Member, seen: int, before: Member | None
-) -> None:
+def _member_values(pool: str, member: Member, before: Member | None) -> dict[str, Any]:
     values: dict[str, Any] = {
         "pool": pool,
         "phase": member.phase.value,
@@ -362,21 +394,46 @@ def _write_member(
     }
     if before is not None and before.spec is member.spec:
         del values["spec"]  # unchanged: a node target is large, skip writing it again
-    if seen == 0:
-        exists = session.get(PoolMemberRow, member.host)
-        if exists is not None:
-            raise _conflict(f"member {member.host}")
-        session.add(PoolMemberRow(host_name=member.host, resource_version=1, **values))
-        session.flush()
-        return
-    done = session.execute(
-        update(PoolMemberRow)
-        .where(PoolMemberRow.host_name == member.host, PoolMemberRow.resource_version == seen)
-        .values(resource_version=seen + 1, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
-        raise _conflict(f"member {member.host}")
+    return values
+
+
+def _write_members(
+    session: Session,
+    pool: str,
+    members: Sequence[tuple[Member, int, Member | None]],
+) -> None:
+    """Write changed members (member, version read, member as read), each guarded by the
+    version it was read with. Updates go out as one batch per set of columns (a rollout
+    changes a hundred members a pass at a thousand nodes; one statement each was most of
+    a pass); the batch's summed row count tells whether any guard failed."""
+    table = cast(Table, PoolMemberRow.__table__)
+    batches: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    written = []
+    for member, seen, before in members:
+        values = _member_values(pool, member, before)
+        written.append((replace(member, resource_version=seen + 1), values["updated_at"]))
+        if seen == 0:
+            if session.get(PoolMemberRow, member.host) is not None:
+                raise _conflict(f"member {member.host}")
+            session.add(PoolMemberRow(host_name=member.host, resource_version=1, **values))
+            session.flush()
+            continue
+        params = {**values, "resource_version": seen + 1, "_host": member.host, "_seen": seen}
+        batches.setdefault(tuple(sorted(values)), []).append(params)
+    for rows in batches.values():
+        done = session.connection().execute(
+            update(table).where(
+                table.c.host_name == bindparam("_host"),
+                table.c.resource_version == bindparam("_seen"),
+            ),
+            rows,
+        )
+        if done.rowcount != len(rows):
+            raise _conflict(f"a member of {pool}")
+    # What was written is what the next pass would read: remember it (if this transaction
+    # rolls back, the row keeps its old version and the next pass reads it again).
+    for member, at in written:
+        _MEMBERS[member.host] = ((member.resource_version, at), member)
 
 
 def _move_host(session: Session, name: str, pool: str | None, event: HostEvent) -> None:
@@ -417,13 +474,13 @@ def write(session: Session, loaded: Loaded, plan: PoolPlan) -> None:
         raise _conflict(f"pool {pool}")
     for host in plan.assign:
         _move_host(session, host, pool, HostEvent.ASSIGN)
+    writes = []
     for host, member in plan.members.items():
         if member is None:
             session.execute(delete(PoolMemberRow).where(PoolMemberRow.host_name == host))
         else:
-            _write_member(
-                session, pool, member, loaded.member_versions.get(host, 0), before.get(host)
-            )
+            writes.append((member, loaded.member_versions.get(host, 0), before.get(host)))
+    _write_members(session, pool, writes)
     notes = desired.set_many(session, plan.documents, now=now)
     for host in plan.release:
         _move_host(session, host, None, HostEvent.RELEASE)

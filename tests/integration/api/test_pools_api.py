@@ -5,14 +5,17 @@ these tests are about what people may do and what they are told."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from tether.controllers.pools import PoolController
 from tether.domain.resources import Role
 from tether.store.schema import PoolMemberRow
 
-from .conftest import fail_a_join, layers, make_token, post
+from .conftest import add_host, fail_a_join, layers, make_token, post
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +128,61 @@ def test_a_failed_plan_shows_on_the_host_and_the_pool(
     }
     with db.session() as s:
         assert s.get(PoolMemberRow, "edge-1").phase == "Joining"
+
+
+def test_a_pass_reads_and_writes_only_the_members_that_changed(
+    client: TestClient, admin: dict[str, str], pool: str
+) -> None:
+    """A pass re-reads (and parses) only member rows changed since the last pass, and
+    writes all changed members in one batched statement, whatever their number."""
+    db = client.app.state.db  # type: ignore[attr-defined]
+    controller = PoolController(db, lambda _: None)
+    hosts = [f"edge-{n}" for n in range(1, 5)]
+    for n, host in enumerate(hosts):
+        add_host(client, host, f"10.80.1.{11 + n}")
+        post(client, admin, f"/api/v1/pools/{pool}/hosts", {"host": host}, 201)
+    seen: list[tuple[str, Any, bool]] = []
+
+    def note(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool) -> None:
+        seen.append((" ".join(statement.split()), params, many))
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        controller.reconcile(pool)  # every member is new: all are read
+        assert _members_read(seen) == [set(hosts)]
+        seen.clear()
+        controller.reconcile(pool)  # nothing changed since
+        assert _members_read(seen) == []
+        for host in hosts[:3]:
+            response = client.delete(f"/api/v1/pools/{pool}/hosts/{host}", headers=admin)
+            assert response.status_code == 202, response.text
+        seen.clear()
+        controller.reconcile(pool)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+    # The three asked to leave are read again; edge-4 comes from memory.
+    assert _members_read(seen) == [set(hosts[:3])]
+    updates = [s for s in seen if s[0].startswith("UPDATE pool_members")]
+    assert len(updates) == 1 and updates[0][2]  # one executemany ...
+    assert set().union(*map(_hosts_in, updates[0][1])) == set(hosts[:3])  # ... of the three
+    with db.session() as s:
+        phases = {h: s.get(PoolMemberRow, h).phase for h in hosts}
+    assert phases == {**dict.fromkeys(hosts[:3], "Leaving"), "edge-4": "Joining"}
+
+
+def _hosts_in(params: Any) -> set[str]:
+    """The test's host names among a statement's parameters (named on SQLite, positional
+    on PostgreSQL)."""
+    values = params.values() if isinstance(params, dict) else params
+    return {str(v) for v in values if str(v).startswith("edge-")}
+
+
+def _members_read(seen: list[tuple[str, Any, bool]]) -> list[set[str]]:
+    """The hosts named by each whole-row read of pool members by host."""
+    return [
+        _hosts_in(params)
+        for statement, params, _ in seen
+        if statement.startswith("SELECT")
+        and "pool_members.spec" in statement
+        and "pool_members.host_name IN" in statement
+    ]
