@@ -54,12 +54,15 @@ def network_crds(kube_cluster: LocalControlPlane) -> list[str]:
             pytest.fail(f"CI=true but no CRDs: {exc}", pytrace=False)
         pytest.skip(str(exc))
     names = []
+    served = []  # (apiVersion, plural) of each
     with KubeClient(kube_cluster.kubeconfig) as admin:
         for path in files:
             crd = yaml.safe_load(path.read_text())
             crd.pop("status", None)
             admin.apply_object("customresourcedefinitions", crd, force=True)
             names.append(crd["metadata"]["name"])
+            version = next(v["name"] for v in crd["spec"]["versions"] if v.get("storage"))
+            served.append((f"{crd['spec']['group']}/{version}", crd["spec"]["names"]["plural"]))
 
         def established() -> bool:
             crds = admin.list_objects("apiextensions.k8s.io/v1", "customresourcedefinitions")
@@ -70,6 +73,8 @@ def network_crds(kube_cluster: LocalControlPlane) -> list[str]:
                 if c["type"] == "Established" and c["status"] == "True"
             }
             assert set(names) <= ready, sorted(set(names) - ready)
+            for api_version, plural in served:  # storage ready: no 429 "initializing"
+                admin.list_objects(api_version, plural)
             return True
 
         wait_until(established)

@@ -19,6 +19,7 @@ from sqlalchemy import delete, select
 from tether import netplan
 from tether.controllers.nodes import NodeHealthController
 from tether.controllers.pools import PoolController
+from tether.domain import resources as r
 from tether.domain.models import ObjectKind
 from tether.kube.client import KubeClient
 from tether.kube.errors import Invalid
@@ -310,3 +311,52 @@ def test_nodes_controller_gives_a_node_its_block_when_it_registers_and_pools_kee
         status = s.scalars(select(PoolRow.status).where(PoolRow.name == pool)).one()
     types = [c["type"] for c in status["conditions"]]
     assert "Ready" in types and types.count("NetworkApplied") == 1
+
+
+def test_a_calico_profile_gets_calico_crds_and_the_node_as_annotation(
+    plane: Any,
+    kube: KubeClient,
+    network_crds: list[str],
+    unique_name: Namer,
+    nodes: list[str],
+) -> None:
+    cluster, pool = new_cluster(plane, unique_name)
+    profile = unique_name("calico")
+    layers = {
+        "os": {"image": "img"},
+        "kubernetes": {"version": "1.37"},
+        "network": {"cni": "calico"},
+    }
+    with plane.db.session() as s:
+        svc.create_profile(
+            s,
+            r.ProfileCreate.model_validate(
+                {"name": profile, "spec": {"version": "1.0.0", "layers": layers}}
+            ),
+        )
+    host = unique_name("n")
+    vpn = {"publicIP": "203.0.113.5", "insideIP": "10.80.1.1", "asn": 64513}
+    spec = {
+        "routing": "bgp",
+        "nodeASN": 64600,
+        "vpnServer": vpn,
+        "profile": {"name": profile, "version": "1.0.0"},
+    }
+    plane.pool(cluster, pool, {host: inventory("10.80.1.11")}, spec=spec)
+    nodes.append(host)
+    register_nodes(kube, [host])
+    with plane.client(cluster) as client:
+        reconcile_network(plane.db, cluster, client)
+
+    objects = tether_objects(kube, cluster)
+    assert sorted(objects) == [f"BGPPeer/tether-{pool}-vpn-server", f"IPPool/tether-{pool}"]
+    peer = objects[f"BGPPeer/tether-{pool}-vpn-server"]["spec"]
+    assert (peer["peerIP"], peer["asNumber"]) == ("10.80.1.1", 64513)
+    node = kube.get(Node, host)
+    assert node.metadata.annotations["projectcalico.org/ASNumber"] == "64600"
+    assert node.spec.podCIDR is not None
+    assert condition(plane, pool)["message"].endswith("2 calico BGP resource(s) applied")
+    for name in objects:  # leave nothing behind for other tests' clusters
+        kind_name, obj_name = name.split("/")
+        kind = next(k for k in KINDS if k.kind == kind_name)
+        kube.delete_object(kind.api_version, kind.plural, obj_name)
