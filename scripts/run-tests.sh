@@ -22,10 +22,11 @@ if [ "$(id -u)" = 0 ]; then
   scripts/install-test-deps.sh || fail "installing test dependencies"
 fi
 
-step "Kubernetes, etcd, containerd 2 and crictl for the Kubernetes and real-node tests"
+step "Kubernetes, etcd, containerd 2, crictl and the Cilium/Calico CRDs for the Kubernetes and real-node tests"
 if command -v go >/dev/null 2>&1; then
   echo "(the first build compiles from the Go module proxy and takes several minutes; cached after)"
   scripts/build-kube.sh || fail "building the test binaries (scripts/build-kube.sh)"
+  scripts/fetch-crds.sh || fail "fetching the Cilium and Calico CRDs (scripts/fetch-crds.sh)"
 elif [ "${CI:-}" = "true" ]; then
   fail "Go is missing: the Kubernetes integration tests cannot be built, and CI=true forbids skipping"
 else

@@ -92,6 +92,7 @@ class ControllerManager:
                     client,
                     resync_seconds=self.resync_seconds,
                     hybrid_client=client,
+                    network_client=client,
                     on_pools=self.pools.poke,
                 ),
                 csr=CSRApprover(

@@ -25,9 +25,11 @@ from tether.controllers.watch import ListWatchLoop, WatchController, WatchingCli
 from tether.domain.nodehealth import HealthPlan, NodeSnapshot
 from tether.errors import PlaneError
 from tether.kube.client import KubeClient, WatchEvent
+from tether.kube.errors import KubeError
 from tether.kube.facts import node_snapshot
 from tether.kube.resources import Node
 from tether.metrics import reconciling
+from tether.services.clusternet import reconcile_network
 from tether.services.health import reconcile_cluster_health, record_nodes
 from tether.services.hybrid import set_hybrid
 from tether.services.resources import get_cluster
@@ -50,6 +52,7 @@ class NodeHealthController(WatchController[Node]):
         resync_seconds: int = 30,
         sleep: Callable[[float], Any] | None = None,
         hybrid_client: KubeClient | None = None,
+        network_client: KubeClient | None = None,
         on_pools: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.db = db
@@ -57,6 +60,8 @@ class NodeHealthController(WatchController[Node]):
         self.on_pools = on_pools
         #: When given, hybrid mode is kept on the cluster's nodes as they change.
         self.hybrid_client = hybrid_client
+        #: When given, the pools' network objects and Node pod CIDRs are kept too.
+        self.network_client = network_client
         self._nodes: dict[str, NodeSnapshot] = {}
         self._lock = threading.Lock()
         self.loop: ListWatchLoop[Node] = ListWatchLoop(
@@ -115,6 +120,8 @@ class NodeHealthController(WatchController[Node]):
             self.on_pools(pools)
         if self.hybrid_client is not None:
             self._keep_hybrid(self.hybrid_client)
+        if self.network_client is not None:
+            self._keep_network(self.network_client)
         if not plan.empty:
             self.applied.append(plan)
             for host in plan.hosts:
@@ -126,6 +133,15 @@ class NodeHealthController(WatchController[Node]):
                     host.message,
                 )
         return plan
+
+    def _keep_network(self, client: KubeClient) -> None:
+        """Keep the pools' BGP objects and every pool Node's pod CIDR (level-triggered:
+        on every Node change and resync, so a Node gets its block as soon as it registers,
+        before its CNI starts; a deleted pool's objects go at the next resync)."""
+        try:
+            reconcile_network(self.db, self.cluster, client)
+        except (PlaneError, KubeError) as exc:
+            log.warning("cluster %s: keeping the pools' network failed: %s", self.cluster, exc)
 
     def _keep_hybrid(self, client: KubeClient) -> None:
         """While hybrid mode is on, label nodes that joined since (idempotent, level-triggered)."""

@@ -18,6 +18,7 @@ or generic resources for CRDs); methods are generic over them.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import json
 import os
@@ -55,8 +56,10 @@ from lightkube.types import PatchType as _LkPatchType
 from tether.kube.errors import (
     ConfigError,
     Conflict,
+    Invalid,
     KubeError,
     NotFound,
+    Unavailable,
     from_exception,
     from_status,
 )
@@ -588,6 +591,65 @@ class KubeClient:
                     dry_run=dry_run,
                 ),
             )
+
+    # -- cluster-scoped objects as plain data (CRDs and their custom resources) -----------
+
+    @staticmethod
+    def _custom_path(api_version: str, plural: str, name: str | None = None) -> str:
+        group, _, version = api_version.rpartition("/")
+        path = f"/apis/{group}/{version}/{plural}" if group else f"/api/{version}/{plural}"
+        return path if name is None else f"{path}/{name}"
+
+    def _custom_request(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        with _translated():
+            response = self._http.request(method, path, params=params, **kwargs)
+            if response.is_error:
+                raise _status_error(response)
+            return cast(dict[str, Any], response.json())
+
+    def apply_object(
+        self, plural: str, obj: Mapping[str, Any], *, force: bool = False
+    ) -> dict[str, Any]:
+        """Server-side apply a cluster-scoped object given as data (its ``apiVersion``,
+        ``kind``, ``metadata.name`` and the fields Tether owns), as :attr:`field_manager`.
+
+        ``fieldValidation=Strict``: a field the server's schema does not know is refused
+        (``Invalid``) instead of silently dropped, so a CRD's schema judges every field.
+        """
+        path = self._custom_path(str(obj["apiVersion"]), plural, str(obj["metadata"]["name"]))
+        params = {"fieldManager": self.field_manager, "fieldValidation": "Strict"}
+        if force:
+            params["force"] = "true"
+        try:
+            return self._custom_request(
+                "PATCH",
+                path,
+                params=params,
+                content=json.dumps(obj).encode(),
+                headers={"Content-Type": "application/apply-patch+yaml"},
+            )
+        except Unavailable as exc:
+            # The API server answers an apply with a field its schema lacks with a 500
+            # ("failed to create typed patch object ... field not declared in schema"):
+            # a refusal of the object, which no retry changes.
+            if "failed to create typed patch object" not in exc.message:
+                raise
+            raise Invalid(exc.message, status_code=exc.status_code, reason="Invalid") from exc
+
+    def list_objects(
+        self, api_version: str, plural: str, *, labels: Selector | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """List cluster-scoped objects as data (one page: Tether's own, a few per pool)."""
+        params = {"labelSelector": build_selector(dict(labels))} if labels else None
+        body = self._custom_request("GET", self._custom_path(api_version, plural), params=params)
+        return list(body.get("items") or [])
+
+    def delete_object(self, api_version: str, plural: str, name: str) -> None:
+        """Delete a cluster-scoped object given by name; gone already is fine."""
+        with suppress(NotFound):
+            self._custom_request("DELETE", self._custom_path(api_version, plural, name))
 
     def delete(
         self,

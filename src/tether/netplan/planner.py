@@ -123,6 +123,8 @@ class Plan:
             "cni/calico-node-affinity-patch.yaml": kube.affinity_patch(
                 "calico-node", "calico-system"
             ),
+            "cni/cilium-values.yaml": kube.cilium_values(),
+            "cni/calico-cni-ipam.yaml": kube.calico_cni_ipam(),
         }
         if include_secrets:
             out["cloud/swanctl/secrets.conf"] = strongswan.secrets_conf(
@@ -136,6 +138,9 @@ class Plan:
                     p.tunnels, self.psks
                 )
             out[f"{base}/vpn-server/routes.sh"] = site.vpn_server_routes_sh(c, p)
+            out[f"{base}/vpn-server/{site.routes_unit_name(p, 'vpn-server')}"] = site.routes_unit(
+                p, "vpn-server"
+            )
             if p.routing == "bgp":
                 out[f"{base}/vpn-server/bird.conf"] = site.bird_conf(c, p)
                 if p.nodes:
@@ -143,6 +148,9 @@ class Plan:
                     out[f"{base}/calico-bgp.yaml"] = kube.calico_bgp(c, p)
             if not p.is_main_router:
                 out[f"{base}/main-router/routes.sh"] = site.main_router_routes_sh(c, p)
+                out[f"{base}/main-router/{site.routes_unit_name(p, 'main-router')}"] = (
+                    site.routes_unit(p, "main-router")
+                )
         return out
 
     def executable_files(self) -> frozenset[str]:

@@ -126,6 +126,22 @@ def manifests() -> list[Any]:
                     resourceNames=daemonsets,
                     verbs=["get", "patch"],
                 ),
+                # The pools' network: BGP resources of bgp pools (Cilium or Calico), server-
+                # side applied and removed with their pool (Node pod CIDRs: nodes/patch).
+                PolicyRule(
+                    apiGroups=["cilium.io"],
+                    resources=[
+                        "ciliumbgpclusterconfigs",
+                        "ciliumbgppeerconfigs",
+                        "ciliumbgpadvertisements",
+                    ],
+                    verbs=["get", "list", "create", "patch", "delete"],
+                ),
+                PolicyRule(
+                    apiGroups=["crd.projectcalico.org"],
+                    resources=["ippools", "bgppeers"],
+                    verbs=["get", "list", "create", "patch", "delete"],
+                ),
                 # Node identity: approve or deny kubelet CSRs, for the kubelet signers only.
                 PolicyRule(
                     apiGroups=["certificates.k8s.io"],

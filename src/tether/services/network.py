@@ -105,11 +105,18 @@ def document(
     }
 
 
+def with_endpoint(data: dict[str, Any]) -> dict[str, Any]:
+    """The document with a stand-in cloud VPN endpoint when it has none, for what does
+    not need the real one (the CIDR rules, the cluster's own resources)."""
+    if "vpnEndpoint" in data["cluster"]:
+        return data
+    return {**data, "cluster": {**data["cluster"], "vpnEndpoint": {"publicIP": _NO_ENDPOINT}}}
+
+
 def _errors(data: dict[str, Any]) -> set[tuple[str, str, str]]:
     """The document's errors; a missing cloud VPN endpoint is not one (yet)."""
     known = "vpnEndpoint" in data["cluster"]
-    if not known:
-        data = {**data, "cluster": {**data["cluster"], "vpnEndpoint": {"publicIP": _NO_ENDPOINT}}}
+    data = with_endpoint(data)
     return {
         (f.rule, f.path, f.message)
         for f in netplan.check_data(data)

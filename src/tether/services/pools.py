@@ -451,19 +451,31 @@ def _move_host(session: Session, name: str, pool: str | None, event: HostEvent) 
     )
 
 
+#: The pool condition the cluster network pass owns (:mod:`tether.services.clusternet`):
+#: a pool's reconcile keeps it as it is.
+NETWORK_CONDITION = "NetworkApplied"
+
+
 def write(session: Session, loaded: Loaded, plan: PoolPlan) -> None:
     """Apply ``plan`` in the caller's transaction (guarded: module doc)."""
     inp = loaded.input
     before = {m.host: m for m, _ in inp.members}
     pool = inp.name
     now = inp.now
+    kept = [
+        c
+        for c in (session.scalar(select(PoolRow.status).where(PoolRow.name == pool)) or {}).get(
+            "conditions", []
+        )
+        if c.get("type") == NETWORK_CONDITION
+    ]
     done = session.execute(
         update(PoolRow)
         .where(PoolRow.name == pool, PoolRow.resource_version == loaded.pool_version)
         .values(
             state=plan.state.value,
             status={
-                "conditions": [c.to_json() for c in plan.conditions],
+                "conditions": [c.to_json() for c in plan.conditions] + kept,
                 "counts": plan.counts,
                 "observedAt": now.isoformat(),
             },

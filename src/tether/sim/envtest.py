@@ -77,6 +77,7 @@ __all__ = [
     "NodeBinaries",
     "default_bin_dir",
     "find_binaries",
+    "find_network_crds",
     "find_node_binaries",
 ]
 
@@ -90,6 +91,9 @@ KUBELET_PREVIOUS = "1.36.3"
 CONTAINERD2_VERSION = "2.4.2"
 #: crictl release built by ``scripts/build-kube.sh``.
 CRICTL_VERSION = "1.37.0"
+#: Cilium and Calico modules whose CRDs ``scripts/fetch-crds.sh`` caches (keep in step).
+CILIUM_VERSION = "1.20.2"
+CALICO_VERSION = "v1.11.0-cni-plugin.0.20250813170300-a0db560f0520"
 #: The controllers a control plane starts unless told otherwise.
 COMPONENTS = ("kube-controller-manager", "kube-scheduler")
 
@@ -137,6 +141,15 @@ def default_bin_dir() -> Path:
 def _cache_root() -> Path:
     cache = os.environ.get("TETHER_KUBE_CACHE") or str(Path.home() / ".cache/tether/kube")
     return Path(cache).expanduser()
+
+
+def find_network_crds() -> list[Path]:
+    """The cached upstream Cilium and Calico CRD files (``scripts/fetch-crds.sh``);
+    :class:`BinariesNotFoundError` when they were not fetched."""
+    folder = _cache_root() / f"crds-cilium-{CILIUM_VERSION}-calico-{CALICO_VERSION}"
+    if not (folder / "VERSIONS").is_file():
+        raise BinariesNotFoundError(f"no CRDs in {folder}; fetch them with scripts/fetch-crds.sh")
+    return sorted(folder.glob("*.yaml"))
 
 
 @dataclass(frozen=True)
@@ -550,6 +563,8 @@ class LocalControlPlane:
             "--leader-elect=false",
         ]
         specific = {
+            # No --allocate-node-cidrs: kcm's node IPAM stays off (its default), so a
+            # Node's spec.podCIDR is set by Tether alone, from its pool's plan.
             "kube-controller-manager": [
                 f"--cluster-signing-cert-file={certs / 'ca.crt'}",
                 f"--cluster-signing-key-file={certs / 'ca.key'}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from lightkube.models.core_v1 import Container, PodSpec
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
@@ -34,11 +36,49 @@ from tether.services import resources as svc
 from tether.services.kubeconn import open_cluster
 from tether.services.nodeidentity import mint_bootstrap_token
 from tether.settings import Settings
-from tether.sim.envtest import LocalControlPlane
+from tether.sim.envtest import BinariesNotFoundError, LocalControlPlane, find_network_crds
 from tether.store.db import Database, migrate
 from tether.store.schema import HostRow
 
 from ...conftest import wait_until
+
+
+@pytest.fixture(scope="session")
+def network_crds(kube_cluster: LocalControlPlane) -> list[str]:
+    """The upstream Cilium and Calico CRDs (``scripts/fetch-crds.sh``), installed in the
+    session's API server and Established; their names. Missing: skip, or fail under CI."""
+    try:
+        files = find_network_crds()
+    except BinariesNotFoundError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but no CRDs: {exc}", pytrace=False)
+        pytest.skip(str(exc))
+    names = []
+    served = []  # (apiVersion, plural) of each
+    with KubeClient(kube_cluster.kubeconfig) as admin:
+        for path in files:
+            crd = yaml.safe_load(path.read_text())
+            crd.pop("status", None)
+            admin.apply_object("customresourcedefinitions", crd, force=True)
+            names.append(crd["metadata"]["name"])
+            version = next(v["name"] for v in crd["spec"]["versions"] if v.get("storage"))
+            served.append((f"{crd['spec']['group']}/{version}", crd["spec"]["names"]["plural"]))
+
+        def established() -> bool:
+            crds = admin.list_objects("apiextensions.k8s.io/v1", "customresourcedefinitions")
+            ready = {
+                crd["metadata"]["name"]
+                for crd in crds
+                for c in crd.get("status", {}).get("conditions", [])
+                if c["type"] == "Established" and c["status"] == "True"
+            }
+            assert set(names) <= ready, sorted(set(names) - ready)
+            for api_version, plural in served:  # storage ready: no 429 "initializing"
+                admin.list_objects(api_version, plural)
+            return True
+
+        wait_until(established)
+    return names
 
 
 @pytest.fixture
@@ -172,10 +212,12 @@ class Plane:
         *,
         site: str | None = None,
         spare: tuple[str, ...] = (),
+        spec: dict[str, object] | None = None,
     ) -> None:
         """Site + pool in *cluster*; *hosts* (name -> inventory) Ready and assigned to it.
 
-        *spare* hosts are made Ready in the same site but not assigned.
+        *spare* hosts are made Ready in the same site but not assigned; *spec* adds to
+        (or replaces fields of) the pool's spec.
         """
         site = site or f"{pool}-site"
         inventories = hosts if isinstance(hosts, dict) else {h: {} for h in hosts}
@@ -192,6 +234,7 @@ class Plane:
                             "nodeCIDR": "10.80.1.0/24",
                             "podCIDR": "10.85.0.0/18",
                             "vpnServer": {"publicIP": "203.0.113.5", "insideIP": "10.80.1.1"},
+                            **(spec or {}),
                         },
                     }
                 ),

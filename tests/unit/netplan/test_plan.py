@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -280,3 +283,45 @@ def test_plan_json_is_complete_and_secret_free(doc: Doc) -> None:
     assert dc1["vpnConnection"]["staticRoutes"] == ["10.80.1.0/24", "10.85.0.0/18"]
     assert len(dc1["vpnConnection"]["tunnels"]) == 2
     assert all(len(t["children"]) == 2 for t in dc1["vpnConnection"]["tunnels"])
+
+
+def test_calico_peer_carries_only_bgppeer_fields_and_names_the_node_as(doc: Doc) -> None:
+    text = _plan(doc).files()["pools/dc1/calico-bgp.yaml"]
+    _, peer = [d for d in yaml.safe_load_all(text) if d]
+    # BGPPeer has no field for the nodes' own AS: Calico reads it from a Node annotation.
+    assert set(peer["spec"]) == {"peerIP", "asNumber", "nodeSelector", "keepOriginalNextHop"}
+    assert "projectcalico.org/ASNumber=64512" in text
+
+
+def test_cni_config_says_kubernetes_ipam(doc: Doc) -> None:
+    files = _plan(doc).files()
+    values = yaml.safe_load(files["cni/cilium-values.yaml"])
+    assert values["ipam"] == {"mode": "kubernetes"}
+    assert values["k8s"] == {"requireIPv4PodCIDR": True}
+    assert yaml.safe_load(files["cni/calico-cni-ipam.yaml"]) == {
+        "ipam": {"type": "host-local", "subnet": "usePodCidr"}
+    }
+
+
+def test_route_scripts_come_with_a_boot_unit(doc: Doc, tmp_path: Path) -> None:
+    files = _plan(doc).files()
+    units = {p: t for p, t in files.items() if p.endswith(".service")}
+    assert sorted(units) == [
+        "pools/dc1/vpn-server/tether-routes-dc1-vpn-server.service",
+        "pools/store7/main-router/tether-routes-store7-main-router.service",
+        "pools/store7/vpn-server/tether-routes-store7-vpn-server.service",
+    ]
+    unit = units["pools/store7/vpn-server/tether-routes-store7-vpn-server.service"]
+    lines = unit.splitlines()
+    assert "ExecStart=/bin/sh /etc/tether/routes/store7-vpn-server.sh" in lines
+    assert {"Type=oneshot", "RemainAfterExit=yes", "WantedBy=multi-user.target"} <= set(lines)
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    for path, text in units.items():
+        target = tmp_path / path.rsplit("/", 1)[1]
+        target.write_text(text)
+        checked = subprocess.run(
+            [analyze, "verify", str(target)], capture_output=True, text=True, check=False
+        )
+        assert (checked.returncode, checked.stderr) == (0, ""), path
