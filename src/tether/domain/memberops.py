@@ -46,6 +46,7 @@ __all__ = [
     "StepOutcome",
     "StepResult",
     "advance",
+    "as_left_by_own_steps",
     "member_action",
     "start_join",
     "start_leave",
@@ -308,6 +309,24 @@ class Observed:
     external: tuple[StepResult, ...] = ()
     target: NodeTarget | None = None
     target_problem: str | None = None
+
+
+#: Whether a Node is unschedulable after each step that changes it.
+_UNSCHEDULABLE_AFTER: Mapping[Step, bool] = {Step.CORDON: True, Step.UNCORDON: False}
+
+
+def as_left_by_own_steps(obs: Observed) -> Observed:
+    """What is observed of a member, with the cordon or uncordon the controller took this
+    pass already in effect. The API server accepted it; the Node's status in the store
+    follows only when the Node watch reports it. Reading our own write saves a pass per
+    node in a rollout: the next member may start in the pass that uncordons this one."""
+    node = obs.node
+    if node is None:
+        return obs
+    for result in obs.external:
+        if result.outcome is StepOutcome.DONE and result.step in _UNSCHEDULABLE_AFTER:
+            node = replace(node, unschedulable=_UNSCHEDULABLE_AFTER[result.step])
+    return obs if node is obs.node else replace(obs, node=node)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from tether.domain.memberops import (
     Operation,
     OpKind,
     advance,
+    as_left_by_own_steps,
     member_action,
     start_join,
     start_leave,
@@ -746,7 +747,7 @@ def plan_pool(inp: PoolInput) -> PoolPlan:
         inp=inp,
         plan=PoolPlan(),
         members={m.host: m for m, _ in inp.members},
-        obs={m.host: o for m, o in inp.members},
+        obs={m.host: as_left_by_own_steps(o) for m, o in inp.members},
     )
     failures: dict[str, str] = {}
     _start_requested(work)
