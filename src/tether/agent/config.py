@@ -84,6 +84,14 @@ class AgentConfig(Model):
     )
     desired: DesiredConfig = Field(default_factory=DesiredConfig)
     node: NodeAgentConfig = Field(default_factory=NodeAgentConfig)
+    ip_command: list[str] = Field(
+        default_factory=lambda: ["ip"],
+        min_length=1,
+        description=(
+            "How the agent runs iproute2 for the desired state's static routes "
+            "(e.g. [ip, -n, NAME] for a network namespace)."
+        ),
+    )
     heartbeat_seconds: float | None = Field(default=None, gt=0, le=3600)
     lock_file: Path | None = None
     request_timeout: float = Field(default=15.0, gt=0, le=600)

@@ -237,3 +237,26 @@ def test_targets_hash_what_decides_the_node() -> None:
     assert strongest(diff(a.spec, b.spec)) is Action.IN_PLACE
     c = node_target(pool=_pool(variables={"pods": 99}), **kwargs)
     assert strongest(diff(a.spec, c.spec)) is Action.RESTART
+
+
+def test_a_host_with_its_own_vpn_server_gets_a_vpc_route_kept_in_place() -> None:
+    kwargs: dict[str, Any] = {
+        "cluster_name": "prod",
+        "cluster": _cluster(),
+        "pool_name": "dc1",
+        "pool": _pool(),
+        "host_name": "edge-1",
+        "inventory": INVENTORY,
+        "profile": _profile(),
+    }
+    plain = node_target(host=HostSpec(site="dc1"), **kwargs)
+    routed = node_target(host=HostSpec(site="dc1", vpnServerIP="10.80.1.200"), **kwargs)
+    route = {"destination": "10.226.0.0/16", "via": "10.80.1.200"}
+    assert routed.spec["node"]["routes"] == [route]
+    assert "routes" not in plain.spec["node"]  # hosts without one keep their hash
+    changes = diff(plain.spec, routed.spec)
+    assert [(c.field, c.action) for c in changes] == [("node.routes", Action.IN_PLACE)]
+    for action in ("join", "upgrade", "reboot"):
+        assert plan_document(action, routed, step="s")["routes"] == [route]  # type: ignore[arg-type]
+    assert "routes" not in plan_document("uninstall", routed, step="s")
+    assert "routes" not in plan_document("join", plain, step="s")
