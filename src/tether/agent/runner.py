@@ -34,6 +34,7 @@ from tether.agent.identity import Identity, choose_names, write_private
 from tether.agent.lock import SingleInstance
 from tether.agent.routes import Kept, RouteKeeper
 from tether.agent.timing import Backoff, jittered, renewal_time
+from tether.agent.vpnserver import VpnServer
 from tether.domain.agent import Inventory
 from tether.domain.routes import ROUTE_CHECK, RouteError
 from tether.errors import HostError, Permanent, PlaneError, is_permanent
@@ -106,6 +107,9 @@ class Agent:
         self.node_facts = node_facts
         #: The static routes of the desired state, kept on every document and heartbeat.
         self.routes = RouteKeeper(config.state_dir, IpRoutes(config.ip_command), config.node.root)
+        #: A vpn-server host's tunnels and BGP sessions, reported as checks.
+        self.vpn = VpnServer(config.vpn_server)
+        self.vpn_problems: dict[str, str | None] = {}
         cap = config.max_backoff_seconds
         self.beat_backoff = Backoff(base=1.0, cap=cap, rng=self.rng)
         self.renew_backoff = Backoff(base=5.0, cap=cap, rng=self.rng)
@@ -214,6 +218,24 @@ class Agent:
             log.warning("cannot keep route %s: %s", route, message)
         return kept
 
+    def _note_vpn(self, problems: dict[str, str | None], status: dict[str, Any]) -> None:
+        """An event each time a VPN server's tunnels or BGP sessions go up or down."""
+        for check, problem in problems.items():
+            if check in self.vpn_problems and (self.vpn_problems[check] is None) == (
+                problem is None
+            ):
+                continue
+            what = {"tunnel": "Tunnels", "bgp": "BGP"}[check]
+            counts = ", ".join(
+                f"{k} {v}"
+                for k, v in status.get("tunnels" if check == "tunnel" else "bgp", {}).items()
+            )
+            if problem is None:
+                self._event(f"{what}Up", f"{what.lower()} up: {counts}")
+            else:
+                self._event(f"{what}Down", problem, warning=True)
+        self.vpn_problems = dict(problems)
+
     def heartbeat(self) -> None:
         assert self.api is not None
         failing = checks.run_all(self.config.checks)
@@ -224,6 +246,10 @@ class Agent:
             message = kept.failing()
             if message:
                 failing[ROUTE_CHECK] = message[:256]
+        problems, status = self.vpn.checks()
+        self._note_vpn(problems, status)
+        count += len(problems)
+        failing.update({k: v[:256] for k, v in problems.items() if v})
         body: dict[str, Any] = {"n": count}
         if failing:
             body["f"] = failing
@@ -311,6 +337,11 @@ class Agent:
     def _apply_rest(
         self, document: dict[str, Any], path: Path, api: PlaneAPI | None
     ) -> dict[str, Any]:
+        if "vpnServer" in document:
+            result = self.vpn.apply(document["vpnServer"])
+            result["status"] = self.vpn.checks()[1]
+            return result
+        self.vpn.want(None)
         if "node" in document:
             return self.apply_node(document["node"], api or self.api)
         command = self.config.desired.command
@@ -447,14 +478,17 @@ class Agent:
 
     def _want_stored_routes(self) -> None:
         """The routes of the stored document: kept from the first heartbeat on, so they
-        come back after a reboot before the plane answers."""
+        come back after a reboot before the plane answers. Likewise what a VPN server
+        reports on."""
         try:
             stored = json.loads((self.config.state_dir / "desired.json").read_text())
             self.routes.want(stored if isinstance(stored, dict) else None)
+            if isinstance(stored, dict) and "vpnServer" in stored:
+                self.vpn.want(stored["vpnServer"])
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:  # RouteError is a ValueError
-            log.warning("stored desired state unusable for routes: %s", exc)
+        except (OSError, ValueError, HostError) as exc:  # RouteError is a ValueError
+            log.warning("stored desired state unusable: %s", exc)
 
     def run(self) -> int:
         """Run until stopped: the ``tether agent run`` command. Returns an exit code."""

@@ -1,0 +1,31 @@
+"""A site VPN server's desired state: what ``tether net plan`` renders for it, as one document.
+
+``{"vpnServer": {"pool": ..., "site": ..., "files": {"swanctl/swanctl.conf": ...,
+"swanctl/secrets.conf": ..., "routes.sh": ..., "bird.conf": ...}}}``: the files of
+``pools/<pool>/vpn-server/`` of :meth:`Plan.files`, by their path below that folder. The
+agent of a host with the ``vpn-server`` role applies it (:mod:`tether.agent.vpnserver`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether.netplan.planner import Plan
+
+__all__ = ["vpn_server_document"]
+
+
+def vpn_server_document(result: Plan, pool: str) -> dict[str, Any]:
+    """The desired-state document of ``pool``'s VPN server (module doc); KeyError if no
+    such pool."""
+    spec = next((p for p in result.pools if p.name == pool), None)
+    if spec is None:
+        raise KeyError(pool)
+    base = f"pools/{pool}/vpn-server/"
+    files = {k.removeprefix(base): v for k, v in result.files().items() if k.startswith(base)}
+    expect = {
+        "tunnels": len(spec.tunnels),
+        "children": sum(len(t.children) for t in spec.tunnels),
+        "bgpSessions": len(spec.nodes) if spec.routing == "bgp" else 0,
+    }
+    return {"vpnServer": {"pool": pool, "site": spec.site, "expect": expect, "files": files}}
