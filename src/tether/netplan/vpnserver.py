@@ -12,7 +12,10 @@ from typing import Any
 
 from tether.netplan.planner import Plan
 
-__all__ = ["vpn_server_document"]
+__all__ = ["KEY_FILE", "hide_keys", "vpn_server_document"]
+
+#: The file of a VPN server document that holds the tunnels' keys.
+KEY_FILE = "swanctl/secrets.conf"
 
 
 def vpn_server_document(result: Plan, pool: str) -> dict[str, Any]:
@@ -29,3 +32,15 @@ def vpn_server_document(result: Plan, pool: str) -> dict[str, Any]:
         "bgpSessions": len(spec.nodes) if spec.routing == "bgp" else 0,
     }
     return {"vpnServer": {"pool": pool, "site": spec.site, "expect": expect, "files": files}}
+
+
+def hide_keys(document: dict[str, Any], shown: str) -> dict[str, Any]:
+    """``document`` as people may see it: a VPN server's key file replaced by ``shown``
+    (only the host's agent gets the keys)."""
+    section = document.get("vpnServer")
+    if not isinstance(section, dict):
+        return document
+    files = section.get("files")
+    if not isinstance(files, dict) or KEY_FILE not in files:
+        return document
+    return {**document, "vpnServer": {**section, "files": {**files, KEY_FILE: shown}}}
