@@ -261,6 +261,55 @@ class Testbed:
         if not self.agent_sites:
             self.wait_up()
 
+    def update(self, network_plan: Plan) -> None:
+        """Move to a changed plan of the same pools and nodes (a new pod CIDR, say): the
+        cloud side, the VPC route table, the main routers and the addresses standing for
+        pods follow it; the VPN servers are left to their agent (``agent_sites``)."""
+        assert self.agent_sites, "update() leaves the VPN servers to an agent"
+        old = self.topology
+        self.plan, self._files = network_plan, network_plan.files()
+        self.topology = topo = layout(network_plan, self.prefix)
+        gateway = str(topo.vpc_gateway.ip)
+        for pool in network_plan.pools:
+            for route in pool.vpc_routes:
+                self._ip(topo.vpc_ns, "route", "replace", str(route.destination), "via", gateway)
+        for before, site in zip(old.sites, topo.sites, strict=True):
+            if site.vpn_pod_address != before.vpn_pod_address:
+                self._ip(site.vpn_ns, "addr", "add", f"{site.vpn_pod_address}/32", "dev", "lo")
+            for was, spot in zip(before.nodes, site.nodes, strict=True):
+                if spot.node.pod_address != was.node.pod_address:
+                    self._ip(spot.ns, "addr", "add", f"{spot.node.pod_address}/32", "dev", "lo")
+            if site.router_ns is not None:
+                self._run_script(site.router_ns, f"pools/{site.pool.name}/main-router/routes.sh")
+        assert self.workdir is not None
+        swanctl = self._write(
+            f"{topo.cgw_ns}/swanctl/swanctl.conf", self._files["cloud/swanctl/swanctl.conf"]
+        )
+        self._write(
+            f"{topo.cgw_ns}/swanctl/secrets.conf", self._files["cloud/swanctl/secrets.conf"]
+        )
+        env = {
+            "STRONGSWAN_CONF": str(self.workdir / topo.cgw_ns / "strongswan.conf"),
+            "SWANCTL_DIR": str(swanctl.parent),
+        }
+        self._run(
+            [
+                _tool("swanctl"),
+                "--load-all",
+                "--file",
+                str(swanctl),
+                "--uri",
+                self._vici(topo.cgw_ns),
+            ],
+            ns=topo.cgw_ns,
+            env=env,
+        )
+        self._log("moved to the changed plan")
+
+    def list_sas(self, site: SiteSpot) -> str:
+        """``swanctl --list-sas`` of a site's VPN server."""
+        return self._sas(site.vpn_ns)
+
     def wait_up(self) -> None:
         """Wait for every pool's tunnels and child SAs, and its BGP sessions and routes."""
         self._wait_tunnels()

@@ -3,15 +3,19 @@ server namespaces, configured only by what the agent applies from its desired st
 
 Real: namespaces, strongSwan (kernel-libipsec), BIRD 2, the agent (``Agent.apply`` and its
 heartbeat) with its commands run in each VPN server namespace. In memory: the plane the
-agent talks to (the agent unit tests' ``FakePlane``). NOT here: a plane pushing the
-document to an agent enrolled over mTLS; the document is what the plane would push,
-``vpn_server_document`` of the plan.
+agent talks to (the agent unit tests' ``FakePlane``; ``tests/integration/agent/
+test_vpn_server.py`` runs enrolled agent processes against a real plane). Also: a pod CIDR
+change applied by the agent re-creates the pod children only.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 import stat
+import time
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from tether.agent.runner import Agent
 from tether.netplan import HybridNetwork, plan
 from tether.netplan.vpnserver import vpn_server_document
 from tether.nettest import Testbed, missing_requirements, random_psks
+from tether.nettest.topology import SiteSpot
 
 from ...unit.agent.test_agent_unit import FakePlane, VirtualClock, make_agent
 
@@ -46,8 +51,25 @@ def _requirements() -> None:
         pytest.skip("network testbed needs: " + "; ".join(missing))
 
 
+_CHILD = re.compile(
+    r"^\s+(\S+): #(\d+), reqid \d+, INSTALLED.*?\n\s+(?:installed.*\n\s+)?in\s+(\w+),", re.M
+)
+_TS = re.compile(r"^\s+(\S+-pod): #\d+, .*?local\s+(\S+)", re.M | re.S)
+
+
+def children(sas: str) -> dict[str, tuple[str, str]]:
+    """Installed child SAs of ``swanctl --list-sas``: name -> (unique id, inbound SPI)."""
+    return {m[1]: (m[2], m[3]) for m in _CHILD.finditer(sas)}
+
+
+def pod_selectors(sas: str) -> set[str]:
+    """The local traffic selectors of the pod children."""
+    return {m[2] for m in _TS.finditer(sas)}
+
+
 def test_agents_apply_each_site_and_report_tunnels_and_bgp(tmp_path: Path) -> None:
-    doc = HybridNetwork.model_validate(yaml.safe_load(EXAMPLE.read_text()))
+    data = yaml.safe_load(EXAMPLE.read_text())
+    doc = HybridNetwork.model_validate(data)
     psks = random_psks(doc)
     network = plan(doc, psks)
     clock = VirtualClock()
@@ -89,3 +111,35 @@ def test_agents_apply_each_site_and_report_tunnels_and_bgp(tmp_path: Path) -> No
             # No key leaves the host: not in results, heartbeats or events.
             sent = json.dumps([[b.decode() for _, b in plane.beats], plane.events, status])
             assert not any(key in sent for key in psks.values())
+
+        # store7's pod CIDR changes: the agent applies the new document; the pod children
+        # move to the new CIDR, the node children are the same SAs as before.
+        store7: SiteSpot = next(s for s in bed.topology.sites if s.pool.name == "store7")
+        before = children(bed.list_sas(store7))
+        assert set(before) == {"store7-t1-node", "store7-t1-pod", "store7-t2-node", "store7-t2-pod"}
+        changed = copy.deepcopy(data)
+        pool = next(p for p in changed["pools"] if p["name"] == "store7")
+        pool["podCIDR"] = "10.85.80.0/20"
+        for node in pool["nodes"]:
+            node.pop("podCIDR", None)
+        moved = plan(HybridNetwork.model_validate(changed), psks)
+        bed.update(moved)
+        agent, _ = agents["store7"]
+        result = agent.apply(vpn_server_document(moved, "store7"))
+        assert result["ok"] is True, result
+        bed.wait_up()
+        for _ in range(40):
+            if pod_selectors(bed.list_sas(store7)) == {"10.85.80.0/20"}:
+                break
+            time.sleep(0.25)
+        sas = bed.list_sas(store7)
+        assert pod_selectors(sas) == {"10.85.80.0/20"}, sas
+        after = children(sas)
+        for name in ("store7-t1-node", "store7-t2-node"):
+            assert after[name] == before[name]  # not restarted: same SA, same SPI
+        for name in ("store7-t1-pod", "store7-t2-pod"):
+            assert after[name] != before[name]
+        probes = bed.probe()
+        pods = [p for p in probes if p.pool == "store7" and p.kind == "pod"]
+        assert pods and all(p.address in IPv4Network("10.85.80.0/20") for p in pods)
+        assert all(p.ok for p in probes), [p.as_dict() for p in probes]
