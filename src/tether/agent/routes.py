@@ -20,13 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tether.domain.routes import (
-    Route,
-    RouteState,
-    parse_routes,
-    route_actions,
-    routes_document,
-)
+from tether.domain.routes import Route, RouteState, parse_routes, route_actions, routes_document
 from tether.errors import HostError
 from tether.files import write_atomic
 from tether.node.routes import write_boot_unit
@@ -117,6 +111,8 @@ class RouteKeeper:
             # Remember every wanted route before the next step can fail, and a route
             # that could not be removed, to try again.
             still = [r for r in actions.delete if r not in kept.removed]
-            write_atomic(self.path, json.dumps(routes_document([*self.wanted, *still])))
-            write_boot_unit(self.root, self.wanted)
+            remember = [*self.wanted, *still]
+            if remember != managed or kept.restored or kept.removed:  # no write per beat
+                write_atomic(self.path, json.dumps(routes_document(remember)))
+                write_boot_unit(self.root, self.wanted)
             return kept

@@ -24,20 +24,18 @@ ROUTE = {"destination": "10.226.0.0/16", "via": "10.80.1.200"}
 UNIT = "etc/systemd/system/tether-routes.service"
 
 
-class RecordingPlane(FakePlane):
-    def __init__(self, clock: VirtualClock) -> None:
-        super().__init__(clock, lifetime=86400)
-        self.events: list[dict[str, Any]] = []
-
-    def event(self, name: str, body: dict[str, Any]) -> None:
-        self.events.append(body)
-
-
 def agent_in(ns: RouteNetns, tmp_path: Path, plane: FakePlane, clock: VirtualClock) -> Agent:
     config = {"ipCommand": ns.ip, "node": {"root": str(tmp_path / "root")}}
     agent = make_agent(tmp_path, plane, clock, config)
     agent.start()
     return agent
+
+
+def started(ns: RouteNetns, tmp_path: Path) -> tuple[Agent, FakePlane, VirtualClock]:
+    """An enrolled agent keeping routes in ``ns``, its plane and its clock."""
+    clock = VirtualClock()
+    plane = FakePlane(clock, lifetime=86400)
+    return agent_in(ns, tmp_path, plane, clock), plane, clock
 
 
 def last_beat(plane: FakePlane) -> dict[str, Any]:
@@ -48,9 +46,7 @@ def last_beat(plane: FakePlane) -> dict[str, Any]:
 def test_routes_installed_restored_after_drift_and_reboot_and_removed(
     route_netns: RouteNetns, tmp_path: Path
 ) -> None:
-    clock = VirtualClock()
-    plane = RecordingPlane(clock)
-    agent = agent_in(route_netns, tmp_path, plane, clock)
+    agent, plane, clock = started(route_netns, tmp_path)
     result = agent.apply({"routes": [ROUTE]})
     assert result["ok"] is True
     assert result["routes"] == {"10.226.0.0/16 via 10.80.1.200": "present"}
@@ -86,9 +82,7 @@ def test_routes_installed_restored_after_drift_and_reboot_and_removed(
 def test_a_route_that_cannot_be_installed_fails_the_heartbeat_check(
     route_netns: RouteNetns, tmp_path: Path
 ) -> None:
-    clock = VirtualClock()
-    plane = RecordingPlane(clock)
-    agent = agent_in(route_netns, tmp_path, plane, clock)
+    agent, plane, _ = started(route_netns, tmp_path)
     unreachable = {"destination": "10.226.0.0/16", "via": "192.168.77.1"}  # on no link
     result = agent.apply({"routes": [unreachable]})
     report = result["routes"]["10.226.0.0/16 via 192.168.77.1"]
@@ -102,8 +96,7 @@ def test_a_route_that_cannot_be_installed_fails_the_heartbeat_check(
 def test_a_bad_routes_entry_is_refused_naming_the_field(
     route_netns: RouteNetns, tmp_path: Path
 ) -> None:
-    clock = VirtualClock()
-    agent = agent_in(route_netns, tmp_path, RecordingPlane(clock), clock)
+    agent, _, _ = started(route_netns, tmp_path)
     result = agent.apply({"routes": [{"destination": "10.226.0.1/16", "via": "10.80.1.200"}]})
     assert result == {
         "ok": False,
