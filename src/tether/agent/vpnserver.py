@@ -20,7 +20,7 @@ import logging
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from tether.agent.config import VpnServerConfig
 from tether.domain.vpnstatus import (
@@ -33,18 +33,11 @@ from tether.domain.vpnstatus import (
 )
 from tether.errors import HostError, Permanent
 from tether.files import write_atomic
+from tether.netplan.vpnserver import FILES
 
 log = logging.getLogger("tether.agent.vpnserver")
 
-__all__ = ["FILES", "VpnServer", "VpnServerError"]
-
-#: The files a document may carry, and their modes.
-FILES: Final = {
-    "swanctl/swanctl.conf": 0o600,
-    "swanctl/secrets.conf": 0o600,
-    "routes.sh": 0o700,
-    "bird.conf": 0o600,
-}
+__all__ = ["VpnServer", "VpnServerError"]
 
 
 class VpnServerError(HostError):

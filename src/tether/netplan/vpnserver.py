@@ -2,20 +2,28 @@
 
 ``{"vpnServer": {"pool": ..., "site": ..., "files": {"swanctl/swanctl.conf": ...,
 "swanctl/secrets.conf": ..., "routes.sh": ..., "bird.conf": ...}}}``: the files of
-``pools/<pool>/vpn-server/`` of :meth:`Plan.files`, by their path below that folder. The
+``pools/<pool>/vpn-server/`` of :meth:`Plan.files` (:data:`FILES`), by their path below
+that folder. The
 agent of a host with the ``vpn-server`` role applies it (:mod:`tether.agent.vpnserver`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from tether.netplan.planner import Plan
 
-__all__ = ["KEY_FILE", "hide_keys", "vpn_server_document"]
+__all__ = ["FILES", "KEY_FILE", "hide_keys", "vpn_server_document"]
 
 #: The file of a VPN server document that holds the tunnels' keys.
-KEY_FILE = "swanctl/secrets.conf"
+KEY_FILE: Final = "swanctl/secrets.conf"
+#: The files a document carries (the agent applies each), and the modes they get.
+FILES: Final = {
+    "swanctl/swanctl.conf": 0o600,
+    KEY_FILE: 0o600,
+    "routes.sh": 0o700,
+    "bird.conf": 0o600,
+}
 
 
 def vpn_server_document(result: Plan, pool: str) -> dict[str, Any]:
@@ -25,7 +33,13 @@ def vpn_server_document(result: Plan, pool: str) -> dict[str, Any]:
     if spec is None:
         raise KeyError(pool)
     base = f"pools/{pool}/vpn-server/"
-    files = {k.removeprefix(base): v for k, v in result.files().items() if k.startswith(base)}
+    # The folder's systemd unit for routes.sh is for hand installs: the agent itself runs
+    # routes.sh on every document.
+    files = {
+        name: text
+        for path, text in result.files().items()
+        if path.startswith(base) and (name := path.removeprefix(base)) in FILES
+    }
     expect = {
         "tunnels": len(spec.tunnels),
         "children": sum(len(t.children) for t in spec.tunnels),
