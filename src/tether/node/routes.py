@@ -22,6 +22,7 @@ from typing import Final
 from tether.domain.routes import Route
 from tether.errors import HostError
 from tether.files import write_atomic
+from tether.netplan.render.site import oneshot_unit
 from tether.node.tracker import host_path
 
 __all__ = ["BOOT_UNIT", "IpRoutes", "RouteCommandError", "write_boot_unit"]
@@ -83,23 +84,12 @@ def write_boot_unit(root: Path, routes: Sequence[Route], ip: str = "/sbin/ip") -
         unit.unlink(missing_ok=True)
         wants.unlink(missing_ok=True)
         return
-    lines = [
-        "# Written by the Tether agent: static routes the plane asks this host to keep.",
-        "[Unit]",
-        "Description=Tether static routes",
-        "Wants=network-online.target",
-        "After=network-online.target",
-        "",
-        "[Service]",
-        "Type=oneshot",
-        "RemainAfterExit=yes",
-        *(f"ExecStart={ip} route replace {r.destination} via {r.via}" for r in routes),
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-        "",
-    ]
-    write_atomic(unit, "\n".join(lines), 0o644, dir_mode=0o755)
+    text = oneshot_unit(
+        ["Written by the Tether agent: static routes the plane asks this host to keep."],
+        "Tether static routes",
+        [f"{ip} route replace {r.destination} via {r.via}" for r in routes],
+    )
+    write_atomic(unit, text, 0o644, dir_mode=0o755)
     wants.parent.mkdir(parents=True, exist_ok=True)
     if not wants.is_symlink():
         wants.symlink_to(BOOT_UNIT)
