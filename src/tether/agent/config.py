@@ -72,6 +72,23 @@ class NodeAgentConfig(Model):
     )
 
 
+class VpnServerConfig(Model):
+    """How a ``vpn-server`` host applies its site's configuration (docs/network.md)."""
+
+    dir: Path = Field(
+        default=Path("/etc/tether/vpn-server"),
+        description="Where swanctl/swanctl.conf, swanctl/secrets.conf and routes.sh go.",
+    )
+    swanctl: list[str] = Field(default_factory=lambda: ["swanctl"], min_length=1)
+    vici: str | None = Field(
+        default=None, description="charon's vici socket (swanctl --uri), default swanctl's."
+    )
+    birdc: list[str] = Field(default_factory=lambda: ["birdc"], min_length=1)
+    bird_config: Path = Field(default=Path("/etc/bird/bird.conf"))
+    shell: list[str] = Field(default_factory=lambda: ["/bin/sh"], min_length=1)
+    timeout: float = Field(default=30.0, gt=0, le=600)
+
+
 class AgentConfig(Model):
     server: Annotated[str, StringConstraints(pattern=r"^https://\S+$")]
     ca_file: Path
@@ -84,6 +101,15 @@ class AgentConfig(Model):
     )
     desired: DesiredConfig = Field(default_factory=DesiredConfig)
     node: NodeAgentConfig = Field(default_factory=NodeAgentConfig)
+    vpn_server: VpnServerConfig = Field(default_factory=VpnServerConfig)
+    ip_command: list[str] = Field(
+        default_factory=lambda: ["ip"],
+        min_length=1,
+        description=(
+            "How the agent runs iproute2 for the desired state's static routes "
+            "(e.g. [ip, -n, NAME] for a network namespace)."
+        ),
+    )
     heartbeat_seconds: float | None = Field(default=None, gt=0, le=3600)
     lock_file: Path | None = None
     request_timeout: float = Field(default=15.0, gt=0, le=600)

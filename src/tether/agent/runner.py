@@ -32,8 +32,11 @@ from tether.agent import AGENT_VERSION, checks, inventory, tags
 from tether.agent.config import ActivationConfig, AgentConfig, ConfigError
 from tether.agent.identity import Identity, choose_names, write_private
 from tether.agent.lock import SingleInstance
+from tether.agent.routes import Kept, RouteKeeper
 from tether.agent.timing import Backoff, jittered, renewal_time
+from tether.agent.vpnserver import VpnServer
 from tether.domain.agent import Inventory
+from tether.domain.routes import ROUTE_CHECK, RouteError
 from tether.errors import HostError, Permanent, PlaneError, is_permanent
 from tether.node.actions import HostFacts
 from tether.node.artifacts import Keyring
@@ -42,6 +45,7 @@ from tether.node.install import https_client
 from tether.node.nodeconfig import NodeConfig
 from tether.node.phases import PhaseEvent
 from tether.node.plan import PlanContext, execute, failure, parse_plan
+from tether.node.routes import IpRoutes
 from tether.node.supervisor import service_manager
 from tether.planeclient import HttpPlaneAPI, PlaneAPI, Refused, Unavailable, compact
 
@@ -101,6 +105,11 @@ class Agent:
         )
         #: What node validation reads of the host (the real one unless a simulation says).
         self.node_facts = node_facts
+        #: The static routes of the desired state, kept on every document and heartbeat.
+        self.routes = RouteKeeper(config.state_dir, IpRoutes(config.ip_command), config.node.root)
+        #: A vpn-server host's tunnels and BGP sessions, reported as checks.
+        self.vpn = VpnServer(config.vpn_server)
+        self.vpn_problems: dict[str, str | None] = {}
         cap = config.max_backoff_seconds
         self.beat_backoff = Backoff(base=1.0, cap=cap, rng=self.rng)
         self.renew_backoff = Backoff(base=5.0, cap=cap, rng=self.rng)
@@ -198,10 +207,50 @@ class Agent:
 
     # --- the loop ------------------------------------------------------------------------
 
+    def keep_routes(self, api: PlaneAPI | None = None) -> Kept:
+        """Keep the desired routes (:mod:`tether.agent.routes`); each change is an event."""
+        kept = self.routes.keep()
+        for route in kept.restored:
+            self._event("RouteInstalled", f"route {route} installed", api=api)
+        for route in kept.removed:
+            self._event("RouteRemoved", f"route {route} removed: no longer desired", api=api)
+        for route, message in kept.errors.items():
+            log.warning("cannot keep route %s: %s", route, message)
+        return kept
+
+    def _note_vpn(self, problems: dict[str, str | None], status: dict[str, Any]) -> None:
+        """An event each time a VPN server's tunnels or BGP sessions go up or down."""
+        for check, problem in problems.items():
+            if check in self.vpn_problems and (self.vpn_problems[check] is None) == (
+                problem is None
+            ):
+                continue
+            what = {"tunnel": "Tunnels", "bgp": "BGP"}[check]
+            counts = ", ".join(
+                f"{k} {v}"
+                for k, v in status.get("tunnels" if check == "tunnel" else "bgp", {}).items()
+            )
+            if problem is None:
+                self._event(f"{what}Up", f"{what.lower()} up: {counts}")
+            else:
+                self._event(f"{what}Down", problem, warning=True)
+        self.vpn_problems = dict(problems)
+
     def heartbeat(self) -> None:
         assert self.api is not None
         failing = checks.run_all(self.config.checks)
-        body: dict[str, Any] = {"n": len(self.config.checks)}
+        count = len(self.config.checks)
+        kept = self.keep_routes()
+        if kept.states:  # the routes count as one more check
+            count += 1
+            message = kept.failing()
+            if message:
+                failing[ROUTE_CHECK] = message[:256]
+        problems, status = self.vpn.checks()
+        self._note_vpn(problems, status)
+        count += len(problems)
+        failing.update({k: v[:256] for k, v in problems.items() if v})
+        body: dict[str, Any] = {"n": count}
         if failing:
             body["f"] = failing
         if not self.sent_version:
@@ -275,6 +324,24 @@ class Agent:
     def apply(self, document: dict[str, Any], api: PlaneAPI | None = None) -> dict[str, Any]:
         path = self.config.state_dir / "desired.json"
         write_private(path, json.dumps(document, indent=2).encode())
+        try:
+            self.routes.want(document)
+        except RouteError as exc:
+            return {"ok": False, "retryable": False, "message": str(exc)}
+        kept = self.keep_routes(api)
+        result = self._apply_rest(document, path, api)
+        if kept.states:
+            result["routes"] = kept.report()
+        return result
+
+    def _apply_rest(
+        self, document: dict[str, Any], path: Path, api: PlaneAPI | None
+    ) -> dict[str, Any]:
+        if "vpnServer" in document:
+            result = self.vpn.apply(document["vpnServer"])
+            result["status"] = self.vpn.checks()[1]
+            return result
+        self.vpn.want(None)
         if "node" in document:
             return self.apply_node(document["node"], api or self.api)
         command = self.config.desired.command
@@ -407,6 +474,21 @@ class Agent:
             self.resume()
         else:
             self.register()
+        self._want_stored_routes()
+
+    def _want_stored_routes(self) -> None:
+        """The routes of the stored document: kept from the first heartbeat on, so they
+        come back after a reboot before the plane answers. Likewise what a VPN server
+        reports on."""
+        try:
+            stored = json.loads((self.config.state_dir / "desired.json").read_text())
+            self.routes.want(stored if isinstance(stored, dict) else None)
+            if isinstance(stored, dict) and "vpnServer" in stored:
+                self.vpn.want(stored["vpnServer"])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, HostError) as exc:  # RouteError is a ValueError
+            log.warning("stored desired state unusable: %s", exc)
 
     def run(self) -> int:
         """Run until stopped: the ``tether agent run`` command. Returns an exit code."""

@@ -24,6 +24,7 @@ from typing import Any, Final, Literal
 
 from tether.domain.models import ClusterSpec, HostSpec, PoolSpec, ProfileSpec
 from tether.domain.profiles import Problem, UnknownVariable, render, resolve_values
+from tether.domain.routes import Route, routes_document
 
 __all__ = [
     "POOL_LABEL",
@@ -131,6 +132,15 @@ def node_target(
     if problems:
         raise TargetError(problems)
     labels = {**pool.node_labels, POOL_LABEL: pool_name, SITE_LABEL: pool.site}
+    node: dict[str, Any] = {
+        "ip": str(ip),
+        "nodeCIDR": str(pool.node_cidr),
+        "labels": dict(sorted(labels.items())),
+        "taints": [t.model_dump(mode="json") for t in pool.node_taints],
+    }
+    if host.vpn_server_ip is not None:
+        # The host's own VPN server: the VPC is reached through it (docs/network.md).
+        node["routes"] = routes_document([Route(cluster.vpc_cidr, host.vpn_server_ip)])
     spec = {
         "cluster": {
             "name": cluster_name,
@@ -139,12 +149,7 @@ def node_target(
             "serviceCIDR": str(cluster.service_cidr),
             "eksLabels": cluster.eks_compute_type_label,
         },
-        "node": {
-            "ip": str(ip),
-            "nodeCIDR": str(pool.node_cidr),
-            "labels": dict(sorted(labels.items())),
-            "taints": [t.model_dump(mode="json") for t in pool.node_taints],
-        },
+        "node": node,
         "os": rendered["os"],
         "kubernetes": rendered["kubernetes"],
     }
@@ -191,7 +196,8 @@ def plan_document(action: PlanAction, target: NodeTarget, *, step: str = "") -> 
 
     ``step`` names the rollout step (the pool's rollout and the node's attempt): a
     document differs from the last one even when the action repeats (a second reboot),
-    so the agent runs it again."""
+    so the agent runs it again. The target's static routes go along with every action
+    but ``uninstall``: a document without them has the agent remove them."""
     node: dict[str, Any] = {"action": action}
     if action in ("join", "upgrade"):
         node["version"] = target.kubernetes_version
@@ -199,4 +205,7 @@ def plan_document(action: PlanAction, target: NodeTarget, *, step: str = "") -> 
         node["nodeConfig"] = node_config(target)
     if step:
         node["step"] = step
+    routes = target.spec["node"].get("routes")
+    if routes and action != "uninstall":
+        return {"node": node, "routes": routes}
     return {"node": node}

@@ -267,6 +267,7 @@ RULES: Final[tuple[tuple[str, Action, str], ...]] = (
     ("cluster", Action.RESTART, "the kubelet reconnects to the cluster"),
     ("node.labels", Action.IN_PLACE, "labels change on the Node, no drain"),
     ("node.taints", Action.IN_PLACE, "taints change on the Node, no drain"),
+    ("node.routes", Action.IN_PLACE, "the agent replaces the host's static routes live"),
     ("network", Action.NONE, "the CNI runs in the cluster"),
     ("addons", Action.NONE, "add-ons run in the cluster"),
     ("variables", Action.NONE, "a variable matters only where a layer uses it"),

@@ -143,6 +143,7 @@ class Testbed:
         timeout: float = 60.0,
         host_link: bool = False,
         real_nodes: Collection[str] = (),
+        agent_sites: bool = False,
     ) -> None:
         self.plan = network_plan
         self.prefix = prefix or f"tnt{secrets.token_hex(3)}"
@@ -155,6 +156,10 @@ class Testbed:
         self.workdir: Path | None = None
         self.real_nodes = frozenset(real_nodes)
         self.host_link = host_link
+        #: The VPN servers' swanctl.conf, bird.conf and routes.sh are left to an agent
+        #: (:meth:`vpn_server_config`): charon starts with no connection, BIRD with a
+        #: placeholder config, and :meth:`wait_up` is for the caller to call.
+        self.agent_sites = agent_sites
         #: The host's end of the management link (``host_link``): its name and address.
         self.host_if: str | None = None
         self.host_ip: IPv4Address | None = None
@@ -249,11 +254,86 @@ class Testbed:
             self._build_site(topo, site)
         self._start_charon(topo.cgw_ns, "cloud/swanctl")
         for site in topo.sites:
-            self._start_charon(site.vpn_ns, f"pools/{site.pool.name}/vpn-server/swanctl")
+            swanctl = f"pools/{site.pool.name}/vpn-server/swanctl"
+            self._start_charon(site.vpn_ns, swanctl, load=not self.agent_sites)
             if site.pool.routing == "bgp":
                 self._start_bgp(site)
+        if not self.agent_sites:
+            self.wait_up()
+
+    def update(self, network_plan: Plan) -> None:
+        """Move to a changed plan of the same pools and nodes (a new pod CIDR, say): the
+        cloud side, the VPC route table, the main routers and the addresses standing for
+        pods follow it; the VPN servers are left to their agent (``agent_sites``)."""
+        assert self.agent_sites, "update() leaves the VPN servers to an agent"
+        old = self.topology
+        self.plan, self._files = network_plan, network_plan.files()
+        self.topology = topo = layout(network_plan, self.prefix)
+        gateway = str(topo.vpc_gateway.ip)
+        for pool in network_plan.pools:
+            for route in pool.vpc_routes:
+                self._ip(topo.vpc_ns, "route", "replace", str(route.destination), "via", gateway)
+        for before, site in zip(old.sites, topo.sites, strict=True):
+            if site.vpn_pod_address != before.vpn_pod_address:
+                self._ip(site.vpn_ns, "addr", "add", f"{site.vpn_pod_address}/32", "dev", "lo")
+            for was, spot in zip(before.nodes, site.nodes, strict=True):
+                if spot.node.pod_address != was.node.pod_address:
+                    self._ip(spot.ns, "addr", "add", f"{spot.node.pod_address}/32", "dev", "lo")
+            if site.router_ns is not None:
+                self._run_script(site.router_ns, f"pools/{site.pool.name}/main-router/routes.sh")
+        assert self.workdir is not None
+        swanctl = self._write(
+            f"{topo.cgw_ns}/swanctl/swanctl.conf", self._files["cloud/swanctl/swanctl.conf"]
+        )
+        self._write(
+            f"{topo.cgw_ns}/swanctl/secrets.conf", self._files["cloud/swanctl/secrets.conf"]
+        )
+        env = {
+            "STRONGSWAN_CONF": str(self.workdir / topo.cgw_ns / "strongswan.conf"),
+            "SWANCTL_DIR": str(swanctl.parent),
+        }
+        self._run(
+            [
+                _tool("swanctl"),
+                "--load-all",
+                "--file",
+                str(swanctl),
+                "--uri",
+                self._vici(topo.cgw_ns),
+            ],
+            ns=topo.cgw_ns,
+            env=env,
+        )
+        self._log("moved to the changed plan")
+
+    def list_sas(self, site: SiteSpot) -> str:
+        """``swanctl --list-sas`` of a site's VPN server."""
+        return self._sas(site.vpn_ns)
+
+    def wait_up(self) -> None:
+        """Wait for every pool's tunnels and child SAs, and its BGP sessions and routes."""
         self._wait_tunnels()
         self._wait_bgp()
+
+    def vpn_server_config(self, site: SiteSpot) -> dict[str, object]:
+        """The agent's ``vpnServer`` config that applies ``site``'s VPN server in its
+        namespace (``agent_sites``): commands run there, files go to the work directory."""
+        assert self.workdir is not None
+        home = self.workdir / site.vpn_ns
+        agent_dir = home / "agent"
+        env = [
+            f"STRONGSWAN_CONF={home / 'strongswan.conf'}",
+            f"SWANCTL_DIR={agent_dir / 'swanctl'}",
+        ]
+        in_ns = [_tool("ip"), "netns", "exec", site.vpn_ns]
+        return {
+            "dir": str(agent_dir),
+            "swanctl": [*in_ns, "env", *env, _tool("swanctl")],
+            "vici": self._vici(site.vpn_ns),
+            "birdc": [_tool("birdc"), "-s", str(home / "bird.ctl")],
+            "birdConfig": str(home / "bird.conf"),
+            "shell": [*in_ns, "/bin/sh"],
+        }
 
     def _veth(self, ns_a: str, name_a: str, ns_b: str, name_b: str) -> None:
         self._run(
@@ -337,7 +417,8 @@ class Testbed:
             self._ip(site.router_ns, "addr", "add", f"{site.router_ip}/{prefixlen}", "dev", "lan0")
             self._sysctl(site.router_ns, "net.ipv4.ip_forward=1")
             self._run_script(site.router_ns, f"pools/{pool.name}/main-router/routes.sh")
-        self._run_script(vs, f"pools/{pool.name}/vpn-server/routes.sh")
+        if not self.agent_sites:
+            self._run_script(vs, f"pools/{pool.name}/vpn-server/routes.sh")
 
     def _write(self, rel: str, content: str, mode: int = 0o600) -> Path:
         assert self.workdir is not None
@@ -354,7 +435,7 @@ class Testbed:
         assert self.workdir is not None
         return f"unix://{self.workdir / ns / 'charon.vici'}"
 
-    def _start_charon(self, ns: str, swanctl_dir: str) -> None:
+    def _start_charon(self, ns: str, swanctl_dir: str, *, load: bool = True) -> None:
         assert self.workdir is not None
         home = self.workdir / ns
         home.mkdir(mode=0o700, exist_ok=True)
@@ -369,6 +450,8 @@ class Testbed:
         env = {"STRONGSWAN_CONF": str(conf), "SWANCTL_DIR": str(swanctl.parent)}
         self._spawn(f"charon-{ns}", ns, [_tool("charon-systemd")], env)
         self._wait(lambda: socket.exists(), f"charon's vici socket in {ns}", 15)
+        if not load:
+            return
         self._run(
             [_tool("swanctl"), "--load-all", "--file", str(swanctl), "--uri", self._vici(ns)],
             ns=ns,
@@ -392,7 +475,12 @@ class Testbed:
 
     def _start_bgp(self, site: SiteSpot) -> None:
         rel = f"pools/{site.pool.name}/vpn-server/bird.conf"
-        self._start_bird(site.vpn_ns, f"bird-{site.vpn_ns}", self._write(rel, self._files[rel]))
+        if self.agent_sites:  # the agent writes the real one and has BIRD read it
+            placeholder = f"router id {site.inside.ip};\nprotocol device {{}}\n"
+            config = self._write(f"{site.vpn_ns}/bird.conf", placeholder)
+        else:
+            config = self._write(rel, self._files[rel])
+        self._start_bird(site.vpn_ns, f"bird-{site.vpn_ns}", config)
         for spot in site.nodes:
             conf = self._write(f"{spot.ns}/bird.conf", node_bird_conf(site.pool, spot.node))
             self._start_bird(spot.ns, f"bird-{spot.ns}", conf)

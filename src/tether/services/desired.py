@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session
 
 from tether.domain.agent import AppliedReport, DesiredDocument, DesiredStatus, document_hash
 from tether.domain.models import EventType, ObjectKind, PoolSpec
-from tether.domain.profiles import redact, sensitive_values
+from tether.domain.profiles import REDACTED, redact, sensitive_values
 from tether.errors import Conflict, NotFound
+from tether.netplan.vpnserver import hide_keys
 from tether.services import events
 from tether.services.profiles import load_profile
 from tether.store.db import Database
@@ -34,10 +35,11 @@ from tether.store.schema import DesiredStateRow, HostRow, PoolRow, utcnow
 
 
 def to_status(row: DesiredStateRow) -> DesiredStatus:
+    """The row as people see it: a VPN server's keys are hidden (the agent alone gets them)."""
     return DesiredStatus(
         host=row.host_name,
         hash=row.hash,
-        document=row.document,
+        document=hide_keys(row.document, REDACTED),
         updated_at=row.updated_at,
         applied_hash=row.applied_hash,
         applied_result=row.applied_result,

@@ -3,7 +3,10 @@ hosts: real agent processes, or hand-made clients with certificates from the pla
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -343,3 +346,50 @@ def host_events(plane: Plane, host: str) -> list[dict[str, Any]]:
     assert response.status_code == 200, response.text
     items: list[dict[str, Any]] = response.json()["items"]
     return items
+
+
+# A network namespace whose routing table an agent keeps ---------------------------------------
+
+
+@dataclass
+class RouteNetns:
+    """A namespace with a link in 10.80.1.0/24 (address .11), so a route via another
+    address of that subnet can be installed; ``ip`` is the agent's ``ipCommand``."""
+
+    name: str
+
+    @property
+    def ip(self) -> list[str]:
+        return ["ip", "-n", self.name]
+
+    def routes(self) -> dict[str, str | None]:
+        out = subprocess.run(
+            [*self.ip, "-j", "-4", "route", "show"], check=True, capture_output=True, text=True
+        ).stdout
+        return {e["dst"]: e.get("gateway") for e in json.loads(out or "[]")}
+
+    def delete(self, destination: str) -> None:
+        subprocess.run([*self.ip, "route", "del", destination], check=True)
+
+
+@pytest.fixture
+def route_netns() -> Iterator[RouteNetns]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("route tests need root and iproute2 (CI=true)")
+        pytest.skip("route tests need root and iproute2")
+    tag = uuid.uuid4().hex[:6]
+    ns = RouteNetns(f"trt-{tag}")
+    subprocess.run(["ip", "netns", "add", ns.name], check=True)
+    try:
+        for cmd in (
+            f"link add rta-{tag} type veth peer name rtb-{tag}",
+            f"addr add 10.80.1.11/24 dev rta-{tag}",
+            f"link set rta-{tag} up",
+            f"link set rtb-{tag} up",
+            "link set lo up",
+        ):
+            subprocess.run([*ns.ip, *cmd.split()], check=True)
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns.name], check=False)

@@ -19,7 +19,7 @@ from tether.kube.resources import Node
 from tether.node.mirror import sync
 from tether.sim.envtest import LocalControlPlane
 
-from .conftest import Plane, import_cluster, ready, unique
+from .conftest import Plane, RouteNetns, host_events, import_cluster, ready, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.controllers]
 
@@ -74,11 +74,14 @@ class Fleet:
         spec = {"version": version, "layers": layers, "variables": VARIABLES}
         self.call("POST", "/api/v1/profiles", 201, json={"name": self.profile, "spec": spec})
 
-    def add_agent(self, ip: str) -> str:
+    def add_agent(self, ip: str, *, spec: dict[str, Any] | None = None, **config: Any) -> str:
+        """An agent's host with node IP ``ip``, ``spec`` added to the host's spec and
+        ``config`` to the agent's."""
         host = unique("edge")
-        config = self.plane.agent_config(
+        path = self.plane.agent_config(
             host,
             self.plane.activation(),
+            **config,
             desired={"enabled": True},
             node={
                 "root": str(self.tmp / f"{host}-root"),
@@ -87,10 +90,10 @@ class Fleet:
                 "retrySeconds": 1,
             },
         )
-        self.plane.start_agent(config, simulate_kubelet=self.cp.kubeconfig)
+        self.plane.start_agent(path, simulate_kubelet=self.cp.kubeconfig)
         ready(self.plane, host)
         view = self.call("GET", f"/api/v1/hosts/{host}", 200)
-        spec = {**view["spec"], "nodeIP": ip}
+        spec = {**view["spec"], "nodeIP": ip, **(spec or {})}
         self.call(
             "PUT",
             f"/api/v1/hosts/{host}",
@@ -209,3 +212,33 @@ def test_hosts_join_roll_out_after_approval_and_leave(fleet: Fleet, kube: KubeCl
         "pool deleted",
     )
     assert fleet.call("GET", f"/api/v1/hosts/{b}", 200)["status"]["state"] == "Ready"
+
+
+def test_a_host_with_its_own_vpn_server_keeps_its_vpc_route_until_it_leaves(
+    fleet: Fleet, route_netns: RouteNetns
+) -> None:
+    """HostSpec.vpnServerIP -> the join plan's route -> the agent's kernel table (a real
+    namespace), put back after a hand deletion, removed when the host leaves."""
+    host = fleet.add_agent(
+        "10.80.1.11", spec={"vpnServerIP": "10.80.1.200"}, ipCommand=route_netns.ip
+    )
+    fleet.call("POST", f"/api/v1/pools/{fleet.pool}/hosts", 201, json={"host": host})
+    vpc = "10.226.0.0/16"
+
+    def routed() -> bool:
+        return route_netns.routes().get(vpc) == "10.80.1.200"
+
+    fleet.plane.wait_for(routed, 60, "the VPC route installed")
+    fleet.wait_state("Ready")
+    desired = fleet.call("GET", f"/api/v1/hosts/{host}/desired", 200)
+    assert desired["document"]["routes"] == [{"destination": vpc, "via": "10.80.1.200"}]
+    assert desired["appliedResult"]["routes"] == {f"{vpc} via 10.80.1.200": "present"}
+
+    route_netns.delete(vpc)
+    fleet.plane.wait_for(routed, 10, "the VPC route restored by a heartbeat")
+    installed = [e for e in host_events(fleet.plane, host) if e["reason"] == "RouteInstalled"]
+    assert sum(e["count"] for e in installed) == 2  # the same event again counts up
+
+    fleet.call("DELETE", f"/api/v1/pools/{fleet.pool}/hosts/{host}", 202)
+    fleet.plane.wait_for(lambda: vpc not in route_netns.routes(), 120, "the route removed")
+    assert "RouteRemoved" in [e["reason"] for e in host_events(fleet.plane, host)]

@@ -48,6 +48,7 @@ class FakePlane:
         self.beats: list[tuple[float, bytes]] = []
         self.renewals: list[float] = []
         self.registrations = 0
+        self.events: list[dict[str, Any]] = []
 
     def _enrolment(self) -> dict[str, Any]:
         from cryptography import x509
@@ -100,7 +101,7 @@ class FakePlane:
         pass
 
     def event(self, name: str, body: dict[str, Any]) -> None:
-        pass
+        self.events.append(body)
 
     def close(self) -> None:
         pass

@@ -9,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tether.domain.models import ClusterSpec, HostSpec, PoolSpec, ProfileSpec, ProfileVariable
-from tether.domain.nodeplan import TargetError, node_config, node_target, plan_document
+from tether.domain.nodeplan import (
+    NodeTarget,
+    TargetError,
+    node_config,
+    node_target,
+    plan_document,
+)
 from tether.domain.profiles import (
     REDACTED,
     Action,
@@ -237,3 +243,30 @@ def test_targets_hash_what_decides_the_node() -> None:
     assert strongest(diff(a.spec, b.spec)) is Action.IN_PLACE
     c = node_target(pool=_pool(variables={"pods": 99}), **kwargs)
     assert strongest(diff(a.spec, c.spec)) is Action.RESTART
+
+
+def _host_target(host: HostSpec) -> NodeTarget:
+    return node_target(
+        cluster_name="prod",
+        cluster=_cluster(),
+        pool_name="dc1",
+        pool=_pool(),
+        host_name="edge-1",
+        host=host,
+        inventory=INVENTORY,
+        profile=_profile(),
+    )
+
+
+def test_a_host_with_its_own_vpn_server_gets_a_vpc_route_kept_in_place() -> None:
+    plain = _host_target(HostSpec(site="dc1"))
+    routed = _host_target(HostSpec(site="dc1", vpnServerIP="10.80.1.200"))
+    route = {"destination": "10.226.0.0/16", "via": "10.80.1.200"}
+    assert routed.spec["node"]["routes"] == [route]
+    assert "routes" not in plain.spec["node"]  # hosts without one keep their hash
+    changes = diff(plain.spec, routed.spec)
+    assert [(c.field, c.action) for c in changes] == [("node.routes", Action.IN_PLACE)]
+    for action in ("join", "upgrade", "reboot"):
+        assert plan_document(action, routed, step="s")["routes"] == [route]  # type: ignore[arg-type]
+    assert "routes" not in plan_document("uninstall", routed, step="s")
+    assert "routes" not in plan_document("join", plain, step="s")
