@@ -42,6 +42,7 @@ question, :func:`is_permanent`, instead of knowing every class::
     │   ├── EnrolmentFailed         agent.runner: enrolment for tether node init failed
     │   ├── ConfigError             agent.config: the agent's configuration is unusable
     │   ├── TagError                agent.tags: a tags file or script gave no usable tags
+    │   ├── InvalidVpnDocument      agent.vpnserver: the vpnServer section breaks a rule
     │   └── AlreadyRunning          agent.lock: another agent holds this host's lock
     └── Temporary                   the same input may succeed later: retry with backoff
         ├── PhaseError              node.phases: a phase cannot reach its goal yet (the node
@@ -49,6 +50,10 @@ question, :func:`is_permanent`, instead of knowing every class::
         ├── FetchError              node.install: a manifest or artifact cannot be fetched
         ├── NodeViewError           node.kubeview: the API server cannot answer
         ├── HostOpsError            node.host: systemctl, sysctl or modprobe failed
+        ├── RouteCommandError       node.routes: ip route failed (the gateway's link may
+        │                           not be up yet)
+        ├── VpnServerError          agent.vpnserver: swanctl, birdc or routes.sh failed (the
+        │                           daemon may not be up yet)
         └── Unavailable             planeclient: the plane is unreachable, failed (5xx) or
                                     throttled (429)
 

@@ -31,7 +31,7 @@ from tether.domain.vpnstatus import (
     tunnel_problem,
     tunnel_state,
 )
-from tether.errors import HostError, Permanent
+from tether.errors import Permanent, Temporary
 from tether.files import write_atomic
 from tether.netplan.vpnserver import FILES
 
@@ -40,8 +40,9 @@ log = logging.getLogger("tether.agent.vpnserver")
 __all__ = ["VpnServer", "VpnServerError"]
 
 
-class VpnServerError(HostError):
-    """A command failed; the message names it, never the content of a file."""
+class VpnServerError(Temporary):
+    """A command failed; the message names it, never the content of a file. Retried: the
+    daemon it talks to may not be up yet."""
 
 
 class InvalidVpnDocument(Permanent):

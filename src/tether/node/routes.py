@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from tether.domain.routes import Route
-from tether.errors import HostError
+from tether.errors import Temporary
 from tether.files import write_atomic
 from tether.netplan.render.site import oneshot_unit
 from tether.node.tracker import host_path
@@ -31,8 +31,9 @@ BOOT_UNIT: Final = "/etc/systemd/system/tether-routes.service"
 _WANTS: Final = "/etc/systemd/system/multi-user.target.wants/tether-routes.service"
 
 
-class RouteCommandError(HostError):
-    """``ip`` failed; the message is its own."""
+class RouteCommandError(Temporary):
+    """``ip`` failed; the message is its own. Retried: a route via a gateway whose link
+    is not up yet fails now and succeeds later."""
 
 
 class IpRoutes:
