@@ -29,30 +29,13 @@ from pathlib import Path
 import pycdlib
 import yaml
 
+from tether.domain.imageplan import AGENT_UNIT, AGENT_UNIT_PATH
 from tether.files import write_atomic
 
 AGENT_CONFIG = "/etc/tether/agent.yaml"
 CA_FILE = "/etc/tether/ca.pem"
 CODE_FILE = "/etc/tether/activation-code"
 STATE_DIR = "/var/lib/tether-agent"
-UNIT_PATH = "/etc/systemd/system/tether-agent.service"
-UNIT = """[Unit]
-Description=Tether edge agent
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-ExecStart=/opt/tether/bin/tether agent run --config /etc/tether/agent.yaml
-Restart=always
-RestartSec=5
-# The agent makes outbound connections only.
-NoNewPrivileges=yes
-ProtectSystem=full
-ReadWritePaths=/var/lib/tether-agent
-
-[Install]
-WantedBy=multi-user.target
-"""
 
 
 class _Literal(str):
@@ -165,7 +148,9 @@ def seed_files(
     cloud_config: dict[str, object] = {"write_files": write_files}
     runcmd: list[list[str]] = []
     if install is not None:
-        write_files.append({"path": UNIT_PATH, "permissions": "0644", "content": _Literal(UNIT)})
+        write_files.append(
+            {"path": AGENT_UNIT_PATH, "permissions": "0644", "content": _Literal(AGENT_UNIT)}
+        )
         cloud_config["packages"] = ["python3-venv"]
         runcmd += [["python3", "-m", "venv", "/opt/tether"], ["sh", "-c", install]]
     runcmd += [

@@ -50,7 +50,7 @@ def test_install_command_adds_the_venv_the_command_and_the_unit() -> None:
         ["python3", "-m", "venv", "/opt/tether"],
         ["sh", "-c", "/opt/tether/bin/pip install /mnt/tether.whl"],
     ]
-    unit = {f["path"]: f["content"] for f in cloud["write_files"]}[seed.UNIT_PATH]
+    unit = {f["path"]: f["content"] for f in cloud["write_files"]}[seed.AGENT_UNIT_PATH]
     assert "ExecStart=/opt/tether/bin/tether agent run" in unit
 
 
