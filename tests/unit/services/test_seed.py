@@ -20,8 +20,8 @@ CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 STATIC = seed.StaticAddress("10.20.0.5/24", "10.20.0.1", ("10.20.0.2", "10.20.0.3"))
 
 
-def _files(**kwargs: Any) -> dict[str, Any]:
-    files = seed.seed_files(
+def _raw(**kwargs: Any) -> dict[str, bytes]:
+    return seed.seed_files(
         agent_url="https://plane.example:8444",
         ca_bundle=CA,
         activation_id="act-abcdefghijkl",
@@ -29,7 +29,10 @@ def _files(**kwargs: Any) -> dict[str, Any]:
         site="dc1",
         **kwargs,
     )
-    return {name: yaml.safe_load(data) for name, data in files.items()}
+
+
+def _files(**kwargs: Any) -> dict[str, Any]:
+    return {name: yaml.safe_load(data) for name, data in _raw(**kwargs).items()}
 
 
 def test_default_seed_installs_nothing_and_starts_the_agent_the_image_carries() -> None:
@@ -144,15 +147,7 @@ CHECK = textwrap.dedent(
 def test_cloud_init_accepts_the_seed_and_renders_the_network(
     tmp_path: Path, static: seed.StaticAddress | None
 ) -> None:
-    files = seed.seed_files(
-        agent_url="https://plane.example:8444",
-        ca_bundle=CA,
-        activation_id="act-abcdefghijkl",
-        code="SECRET-CODE",
-        site="dc1",
-        static=static,
-    )
-    for name, data in files.items():
+    for name, data in _raw(static=static).items():
         (tmp_path / name).write_bytes(data)
     done = subprocess.run(
         ["/usr/bin/python3", "-c", CHECK, tmp_path / "user-data", tmp_path / "network-config"],
