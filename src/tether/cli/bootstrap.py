@@ -281,13 +281,32 @@ def site_seed(
     max_registrations: int = typer.Option(10, help="Uses of a created activation."),
     out: Path = typer.Option(..., help="Directory for user-data, meta-data and seed.iso."),
     agent_url: str | None = typer.Option(None, help="Agent server URL (default: the plane's)."),
-    install: str | None = typer.Option(None, help="Shell command that installs the agent."),
+    address: str | None = typer.Option(
+        None, help="Static address with prefix, like 10.0.0.5/24 (one host); default DHCP."
+    ),
+    gateway: str | None = typer.Option(None, help="Default gateway (with --address)."),
+    dns: list[str] = typer.Option([], help="DNS server (with --address; repeat for more)."),
+    interface: str = typer.Option(
+        "eth0", help="Interface to configure (Tether images name the first NIC eth0)."
+    ),
+    install: str | None = typer.Option(
+        None,
+        help="Shell command that installs the agent into /opt/tether, for an OS not built "
+        "by `tether image build` (default: the image carries the agent).",
+    ),
 ) -> None:
     """Write a cloud-init NoCloud seed (files and an ISO labelled cidata) for a site."""
     from tether.services import seed
 
     if (activation is None) != (code is None):
         raise CLIError("give both --activation and --code, or neither (to create one)", 2)
+    if address is None and (gateway is not None or dns):
+        raise CLIError("--gateway and --dns need --address (with DHCP the network gives them)", 2)
+    static = None if address is None else seed.StaticAddress(address, gateway, tuple(dns))
+    problems = seed.interface_problems(interface)
+    problems += [] if static is None else seed.static_address_problems(static)
+    if problems:
+        raise CLIError("; ".join(f"--{option}: {rule}" for option, rule in problems), 2)
     if activation is None:
         created = _create_activation(site, expires, max_registrations)
         activation, code = str(created["id"]), str(created["code"])
@@ -300,6 +319,8 @@ def site_seed(
         activation_id=activation,
         code=code,
         site=site,
+        static=static,
+        interface=interface,
         install=install,
     )
     for path in seed.write_seed(out, files):

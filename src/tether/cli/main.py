@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import typer
 
-from tether.cli import bootstrap, config, net, node, nodelife, pools
+from tether.cli import bootstrap, config, image, net, node, nodelife, pools
 from tether.cli import kube as kube_cli
 from tether.cli.client import EXIT_CODES, Client, CLIError
 from tether.cli.output import Format, OutputOption, console, errors, field, render
@@ -55,6 +55,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
 app.add_typer(net.app, name="net")
+app.add_typer(image.app, name="image")
 nodelife.attach(node.app)
 node.register(app)
 kube_cli.register(app, cluster_app, host_app)

@@ -359,7 +359,12 @@ def test_seed_iso_reads_back_with_label_and_files(tmp_path: Path) -> None:
     )
     written = seed.write_seed(tmp_path / "seed", files)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in written}
-    assert modes == {"user-data": 0o600, "meta-data": 0o644, "seed.iso": 0o600}
+    assert modes == {
+        "user-data": 0o600,
+        "meta-data": 0o644,
+        "network-config": 0o644,
+        "seed.iso": 0o600,
+    }
     label, content = seed.read_iso((tmp_path / "seed" / "seed.iso").read_bytes())
     assert label == "cidata"
     assert content == files

@@ -1,0 +1,70 @@
+"""``tether image build``: an edge OS image from a profile's OS layer (root, debootstrap)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+
+from tether.cli.client import CLIError
+from tether.cli.resources import spec_from
+
+app = typer.Typer(help="Edge OS images built from a profile's OS layer.", no_args_is_help=True)
+
+
+@app.command("build")
+def build(
+    file: Path = typer.Option(..., "-f", "--file", help="A profile version (its layers.os)."),
+    out: Path = typer.Option(..., help="Directory for disk.img, vmlinuz, initrd.img, manifest."),
+    release: str = typer.Option("bookworm", help="Debian release."),
+    mirror: str = typer.Option("http://deb.debian.org/debian", help="Debian mirror."),
+    disk_size: str = typer.Option("3G", help="Size of the raw disk image."),
+    wheel: Path | None = typer.Option(
+        None, help="The tether wheel to install (default: built from this source tree)."
+    ),
+) -> None:
+    """Build a raw disk image with kernel and initrd, and a manifest with its sha256."""
+    from tether.domain import imageplan
+    from tether.domain.models import OSLayer
+    from tether.services import imagebuild
+
+    layers = spec_from(file, []).get("layers")
+    try:
+        os_layer = OSLayer.model_validate(layers.get("os") if isinstance(layers, dict) else None)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(["layers", "os", *(str(p) for p in first["loc"])])
+        raise CLIError(f"{file}: {where}: {first['msg']}", 2) from None
+    if wheel is not None and not wheel.name.startswith("tether-"):
+        raise CLIError(f"--wheel: {wheel} is not a tether wheel (tether-*.whl)", 2)
+    inputs = imageplan.ImageInputs(os=os_layer, release=release, mirror=mirror, disk_size=disk_size)
+    problems = imageplan.problems(inputs)
+    if problems:
+        raise CLIError("; ".join(f"--{f}: {rule}" for f, rule in problems), 2)
+    if os.geteuid() != 0:
+        raise CLIError("building an image needs root (debootstrap, chroot)", 2)
+
+    start = time.monotonic()
+
+    def progress(line: str) -> None:
+        typer.echo(f"[{time.monotonic() - start:6.1f}s] {line}")
+
+    with tempfile.TemporaryDirectory(prefix="tether-wheels-") as tmp:
+        wheels = Path(tmp)
+        progress("wheels: the agent and its dependencies")
+        try:
+            imagebuild.build_wheels(wheels, release, progress, wheel)
+            sums = {w.name: imagebuild.sha256_file(w) for w in sorted(wheels.glob("*.whl"))}
+            inputs = imageplan.ImageInputs(
+                os=os_layer, release=release, mirror=mirror, disk_size=disk_size, wheels=sums
+            )
+            doc = imagebuild.build(inputs, out, wheels, progress)
+        except imagebuild.BuildError as exc:
+            raise CLIError(str(exc), 1) from None
+    progress(f"done: {out / 'disk.img'}")
+    typer.echo(f"image: {doc['image']}")
+    typer.echo("put it in the profile's OS layer (layers.os.image) to roll it out as a repave.")
