@@ -55,6 +55,7 @@ PSK_STORE = "psks.json"
 FINDING_COLUMNS = [
     ("SEVERITY", field("severity")),
     ("RULE", field("rule")),
+    ("PATH", field("path")),
     ("MESSAGE", field("message")),
 ]
 SUMMARY_COLUMNS = [
@@ -206,7 +207,7 @@ def plan_command(
     if output.tabular:
         _table(result.summary(), SUMMARY_COLUMNS)
         for warning in result.warnings:
-            errors.print(f"[yellow]warning:[/yellow] {warning.message}", highlight=False)
+            errors.print(f"[yellow]warning:[/yellow] {warning.text}", highlight=False)
         moved = sum(1 for p in result.pools for n in p.nodes if n.source.value == "allocated")
         console.print(
             f"wrote {len(written)} files to {out} ({len(secret)} with keys, mode 0600; "

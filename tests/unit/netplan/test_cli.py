@@ -35,7 +35,7 @@ def test_check_json_lists_findings_with_four_keys_and_exits_1(tmp_path: Path, do
     findings = json.loads(result.stdout)
     assert findings
     assert all(set(f) == {"rule", "path", "message", "severity"} for f in findings)
-    assert ("pool.overlap", "pools[1].podCIDR") in {(f["rule"], f["path"]) for f in findings}
+    assert ("pool.overlap", "pools[store7].podCIDR") in {(f["rule"], f["path"]) for f in findings}
 
 
 def test_check_accepts_json_yaml_output_and_stdin(doc: Doc) -> None:
