@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
 from tether.cli import bootstrap, pools
 from tether.cli import kube as kube_cli
@@ -466,8 +467,8 @@ def main() -> None:
     try:
         app()
     except CLIError as exc:
-        errors.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        errors.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
         sys.exit(exc.exit_code)
     except PlaneError as exc:  # raised by commands that work on the database directly
-        errors.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        errors.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
         sys.exit(EXIT_CODES.get(exc.status, 1))

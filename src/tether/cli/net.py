@@ -16,7 +16,9 @@ from typing import Any
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from tether.cli.lazy import help_of
 from tether.cli.output import (
@@ -81,7 +83,7 @@ PROBE_COLUMNS = [
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {message}", highlight=False)
+    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -98,12 +100,14 @@ def read_document(path: str) -> Any:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, Any]]) -> None:
-    """A table whose cells wrap instead of being cut (addresses must stay whole)."""
+    """A table whose cells wrap instead of being cut (addresses must stay whole).
+
+    Cells are plain text, never Rich markup: ``pools[dc1]`` would read as a style tag."""
     table = Table(show_header=True, header_style="bold", box=None)
     for header, _ in columns:
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(*("-" if (v := get(row)) is None else str(v) for _, get in columns))
+        table.add_row(*(Text("-" if (v := get(row)) is None else str(v)) for _, get in columns))
     show(table)
 
 
@@ -252,7 +256,7 @@ def plan_command(
     if output.tabular:
         _table(result.summary(), SUMMARY_COLUMNS)
         for warning in result.warnings:
-            errors.print(f"[yellow]warning:[/yellow] {warning.text}", highlight=False)
+            errors.print(f"[yellow]warning:[/yellow] {escape(warning.text)}", highlight=False)
         moved = sum(1 for p in result.pools for n in p.nodes if n.source.value == "allocated")
         console.print(
             f"wrote {len(written)} files to {out} ({len(secret)} with keys, mode 0600; "

@@ -207,3 +207,20 @@ def test_plan_never_removes_outside_out_through_a_tampered_manifest(
         runner.invoke(app, ["plan", str(_write(tmp_path, doc)), "--out", str(out)]).exit_code == 0
     )
     assert victim.read_text() == "keep"
+
+
+def test_the_findings_table_shows_paths_with_pool_names(tmp_path: Path, doc: Doc) -> None:
+    del doc["pools"][0]["nodeCIDR"]
+    doc["pools"][1]["podCIDR"] = doc["pools"][0]["podCIDR"]
+    result = runner.invoke(app, ["check", str(_write(tmp_path, doc))], terminal_width=200)
+    assert result.exit_code == 1
+    assert "pools[dc1].nodeCIDR" in result.output
+    assert "overlaps pools[dc1].podCIDR" in result.output
+
+
+def test_plan_warnings_show_paths_with_pool_names(tmp_path: Path, doc: Doc) -> None:
+    doc["pools"][1]["nodes"] = []
+    out = tmp_path / "plan"
+    result = runner.invoke(app, ["plan", str(_write(tmp_path, doc)), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "warning: pools[store7].nodes: the pool has no nodes" in result.output
