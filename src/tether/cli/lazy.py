@@ -1,10 +1,10 @@
 """Sub-commands imported only when they run, so ``tether --help`` starts fast.
 
 ``tether net`` pulls in the network planner, ``tether image`` the image builder and
-``tether node``/``tether artifacts`` the whole node tool (installers, Kubernetes views, the agent's enrolment); none of that is
-needed to print the top-level help or to list pools. The root group knows those
-sub-commands by name and one-line help, and imports a module the first time its
-command is looked up to run (or to print its own help).
+``tether node``/``tether artifacts`` the whole node tool (installers, Kubernetes views,
+the agent's enrolment); none of that is needed to print the top-level help or to list
+pools. The root group knows those sub-commands by name and one-line help, and imports a
+module the first time its command is looked up to run (or to print its own help).
 """
 
 from __future__ import annotations

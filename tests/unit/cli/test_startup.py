@@ -71,6 +71,7 @@ def test_help_imports_nothing_heavy() -> None:
         (("net", "--help"), "check", "tether.netplan"),
         (("node", "--help"), "uninstall", "tether.node.actions"),
         (("artifacts", "--help"), "publish", "tether.node.mirror"),
+        (("image", "--help"), "build", "tether.cli.image"),
     ],
 )
 def test_lazy_commands_load_when_used(args: tuple[str, ...], shown: str, loaded: str) -> None:
