@@ -15,16 +15,18 @@ the next write into the same directory removes those of writers that are gone
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "fsync_dir",
+    "parse_yaml_or_json",
     "private_dir",
     "private_file",
     "staged_file",
@@ -110,13 +112,18 @@ def sweep_stale(directory: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def staged_file(path: Path, mode: int, *, dir_mode: int | None = 0o700) -> Iterator[Path]:
+def staged_file(
+    path: Path, mode: int, *, dir_mode: int | None = 0o700, sync: bool = True
+) -> Iterator[Path]:
     """A temporary file next to ``path`` (created 0600) for the ``with`` block to fill;
     on a normal exit it gets ``mode``, is fsynced and renamed over ``path``, and the
     directory is fsynced. On an exception it is removed and ``path`` is left as it was.
 
     Stale temporary files of dead writers in the directory are swept first. A missing
-    parent directory is created with ``dir_mode`` (``None``: the default umask)."""
+    parent directory is created with ``dir_mode`` (``None``: the default umask).
+    ``sync=False`` leaves out both fsyncs, for a writer of many files that syncs once
+    at the end (``os.sync()``): two fsyncs per file made writing a 47,000-file network
+    plan take minutes."""
     if dir_mode is None:
         path.parent.mkdir(parents=True, exist_ok=True)
     else:
@@ -132,7 +139,8 @@ def staged_file(path: Path, mode: int, *, dir_mode: int | None = 0o700) -> Itera
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fchmod(fd, mode)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -140,16 +148,47 @@ def staged_file(path: Path, mode: int, *, dir_mode: int | None = 0o700) -> Itera
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
 
 
 def write_atomic(
-    path: Path, data: bytes | str, mode: int = 0o600, *, dir_mode: int | None = 0o700
+    path: Path,
+    data: bytes | str,
+    mode: int = 0o600,
+    *,
+    dir_mode: int | None = 0o700,
+    sync: bool = True,
 ) -> None:
     """Write ``data`` to ``path`` with ``mode``, atomically (see the module docstring).
 
-    A missing parent directory is created with ``dir_mode`` (``None``: the default umask).
+    A missing parent directory is created with ``dir_mode`` (``None``: the default umask);
+    ``sync``: see :func:`staged_file`.
     """
     payload = data.encode() if isinstance(data, str) else data
-    with staged_file(path, mode, dir_mode=dir_mode) as tmp:
+    with staged_file(path, mode, dir_mode=dir_mode, sync=sync) as tmp:
         tmp.write_bytes(payload)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN/Infinity: let YAML decide
+
+
+def parse_yaml_or_json(text: str) -> Any:
+    """Parse a document a person wrote, YAML or JSON, fast.
+
+    JSON (a subset of YAML) goes to the JSON parser; YAML, or text the JSON parser
+    refuses, to libyaml (``yaml.CSafeLoader``) where PyYAML was built with it, else the
+    pure-Python ``SafeLoader``. The JSON parser is many times faster than either on a
+    10,000-pool network document, and reads JSON as JSON: YAML 1.1 would turn ``1e3``
+    into a string. Raises ``yaml.YAMLError``.
+    """
+    if text.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(text, parse_constant=_no_constant)
+        except ValueError:
+            pass  # YAML flow style that is not JSON: the YAML parser says what is wrong
+    import yaml  # only documents need it; tether.files stays cheap to import
+
+    loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, chosen above

@@ -10,6 +10,7 @@ from pydantic import Field, StringConstraints, ValidationError, field_validator
 
 from tether.domain.base import Model
 from tether.errors import Permanent
+from tether.files import parse_yaml_or_json
 
 
 class ConfigError(Permanent):
@@ -128,7 +129,7 @@ class AgentConfig(Model):
 
 def load(path: Path) -> AgentConfig:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = parse_yaml_or_json(path.read_text()) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:

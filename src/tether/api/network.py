@@ -32,7 +32,7 @@ def _refuse(findings: list[netplan.Finding]) -> Invalid:
     errors = [f for f in findings if f.is_error]
     first = errors[0]
     return Invalid(
-        first.message,
+        first.text,
         field=first.path,
         rule=first.rule,
         details=[{"field": f.path, "rule": f.rule, "message": f.message} for f in errors],

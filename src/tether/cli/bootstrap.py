@@ -22,7 +22,7 @@ import yaml
 
 from tether.cli.client import Client, CLIError
 from tether.cli.output import Format, OutputOption, field, render
-from tether.domain.agent import format_duration, parse_duration
+from tether.cli.resources import read_yaml
 from tether.files import write_atomic
 from tether.processes import die_with_parent
 
@@ -48,6 +48,8 @@ DataOpt = typer.Option(None, "--data-dir", help="Data directory (TETHER_DATA_DIR
 
 
 def _duration(text: str, what: str) -> timedelta:
+    from tether.domain.agent import parse_duration
+
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -352,7 +354,7 @@ def host_set_desired(
     name: str, file: Path = typer.Option(..., "--file", "-f", help="YAML or JSON document.")
 ) -> None:
     """Store a host's desired-state document; its agent applies it."""
-    document = yaml.safe_load(file.read_text())
+    document = read_yaml(file)
     result = Client.from_config().request(
         "PUT", f"/api/v1/hosts/{name}/desired", json={"document": document}
     )
@@ -460,4 +462,4 @@ def register(app: typer.Typer, *, site_app: typer.Typer, host_app: typer.Typer) 
     host_app.command("get-desired")(host_get_desired)
 
 
-__all__ = ["demo_agents", "format_duration", "register"]
+__all__ = ["demo_agents", "register"]

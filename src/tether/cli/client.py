@@ -11,11 +11,13 @@ import difflib
 import os
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
-from tether.cli import config
+# httpx and the CLI config (pydantic) are imported where used: ``tether --help`` needs
+# neither (see tether.cli.lazy).
 
 EXIT_CODES = {404: 3, 409: 4, 401: 5, 403: 5, 400: 7, 422: 7}
 
@@ -61,6 +63,8 @@ def _describe(response: httpx.Response) -> CLIError:
 
 class Client:
     def __init__(self, server: str, token: str | None, timeout: float = 30.0) -> None:
+        import httpx
+
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.server = server.rstrip("/")
         self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
@@ -68,6 +72,8 @@ class Client:
     @classmethod
     def from_config(cls) -> Client:
         """Server and token from ``TETHER_SERVER``/``TETHER_TOKEN`` or the config file."""
+        from tether.cli import config
+
         saved = config.load()
         server = os.environ.get("TETHER_SERVER") or (saved.server if saved else None)
         token = os.environ.get("TETHER_TOKEN") or (saved.token if saved else None)
@@ -76,6 +82,8 @@ class Client:
         return cls(server, token)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -94,6 +102,8 @@ class Client:
         match = _NOT_FOUND.search(message)
         if match is None or match["kind"] not in _NAMES:
             return ""
+        import httpx
+
         path, name_of = _NAMES[match["kind"]]
         try:
             response = self.http.get(path, params={"limit": 1000})

@@ -11,9 +11,10 @@ import typer
 from pydantic import ValidationError
 
 from tether.cli.client import CLIError
+from tether.cli.lazy import help_of
 from tether.cli.resources import spec_from
 
-app = typer.Typer(help="Edge OS images built from a profile's OS layer.", no_args_is_help=True)
+app = typer.Typer(help=help_of("image"), no_args_is_help=True)
 
 
 @app.command("build")

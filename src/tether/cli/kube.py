@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-import httpx
 import typer
 import yaml
 
@@ -291,7 +290,7 @@ def register(app: typer.Typer, cluster_app: typer.Typer, host_app: typer.Typer) 
             "force": force,
         }
         drainer = Client.from_config()  # a client of its own: httpx clients are per thread
-        drainer.http.timeout = httpx.Timeout(timeout + 30)
+        drainer.http.timeout = type(drainer.http.timeout)(timeout + 30)
         with ThreadPoolExecutor(1) as pool, progress(f"draining {name}") as bar:
             done = pool.submit(drainer.request, "POST", f"/api/v1/hosts/{name}/drain", json=body)
             while True:

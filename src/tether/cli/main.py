@@ -1,4 +1,9 @@
-"""The ``tether`` command: run the plane, log in, and manage resources."""
+"""The ``tether`` command: run the plane, log in, and manage resources.
+
+Start-up time matters (``tether --help``, ``tether pool list``): this module and what it
+imports at the top stay light, heavy sub-commands load on first use (:mod:`.lazy`), and
+commands import what only they need inside their bodies.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +15,27 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import typer
+from rich.markup import escape
 
-from tether.cli import bootstrap, config, image, net, node, nodelife, pools
+from tether.cli import bootstrap, pools
 from tether.cli import kube as kube_cli
 from tether.cli.client import EXIT_CODES, Client, CLIError
+from tether.cli.lazy import LazyGroup
 from tether.cli.output import Format, OutputOption, console, errors, field, render
 from tether.cli.resources import CLUSTER, HOST, POOL, SITE, Kind, add_verbs, spec_from
 from tether.errors import PlaneError
 from tether.files import private_dir, write_atomic
-from tether.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    pass
+    from tether.settings import Settings
 
 app = typer.Typer(
     name="tether",
     help="Tether: one Kubernetes cluster across the cloud and your sites.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=LazyGroup,
 )
 
 
@@ -54,10 +60,6 @@ app.add_typer(event_app, name="event")
 app.add_typer(admin_app, name="admin")
 app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
-app.add_typer(net.app, name="net")
-app.add_typer(image.app, name="image")
-nodelife.attach(node.app)
-node.register(app)
 kube_cli.register(app, cluster_app, host_app)
 bootstrap.register(app, site_app=site_app, host_app=host_app)
 pools.register(app, pool_app, profile_app)
@@ -99,6 +101,8 @@ TOKEN_COLUMNS = [
 
 
 def _settings(host: str | None, port: int | None, data_dir: Path | None) -> Settings:
+    from tether.settings import load_settings
+
     settings = load_settings()
     if data_dir is not None:
         settings.paths.data_dir = data_dir
@@ -143,6 +147,7 @@ def demo(
 
 
 def _demo(stack: ExitStack, settings: Settings) -> None:
+    from tether.cli import config
     from tether.domain.resources import Role, TokenCreate
     from tether.services import tokens
     from tether.sim import demo as demo_objects
@@ -244,6 +249,8 @@ def login(
     token: str = typer.Option(..., prompt=True, hide_input=True, help="Your API token."),
 ) -> None:
     """Check the token against the server and save both to the CLI config (0600)."""
+    from tether.cli import config
+
     who = Client(server, token).request("GET", "/api/v1/whoami")
     path = config.save(config.CLIConfig(server=server, token=token))
     typer.echo(f"logged in to {server} as {who['name']} ({who['role']}); saved to {path}")
@@ -431,6 +438,8 @@ def event_watch(
     timeout: float | None = typer.Option(None, help="Stop after this many seconds."),
 ) -> None:
     """Stream events as they happen (server-sent events), one JSON object per line."""
+    import httpx
+
     client = Client.from_config()
     params: dict[str, Any] = {
         "kind": kind,
@@ -458,8 +467,8 @@ def main() -> None:
     try:
         app()
     except CLIError as exc:
-        errors.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        errors.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
         sys.exit(exc.exit_code)
     except PlaneError as exc:  # raised by commands that work on the database directly
-        errors.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        errors.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
         sys.exit(EXIT_CODES.get(exc.status, 1))

@@ -15,6 +15,7 @@ from typing import cast
 
 import typer
 
+from tether.cli.lazy import help_of
 from tether.cli.nodeopts import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -33,11 +34,8 @@ from tether.node.artifacts import ArtifactName, ManifestError, generate_signing_
 from tether.node.install import default_arch, install
 from tether.node.mirror import SyncedFile, add, publish_draft, sync
 
-app = typer.Typer(help="Install Kubernetes node components on this host.", no_args_is_help=True)
-artifacts_app = typer.Typer(
-    help="Signed node artifacts: build a mirror from files, sign it, copy one.",
-    no_args_is_help=True,
-)
+app = typer.Typer(help=help_of("node"), no_args_is_help=True)
+artifacts_app = typer.Typer(help=help_of("artifacts"), no_args_is_help=True)
 
 INSTALL_COLUMNS = [
     ("NAME", field("name")),

@@ -338,3 +338,12 @@ def attach(app: typer.Typer) -> None:
     app.command("uninstall")(uninstall_command)
     app.command("debug")(debug_command)
     app.add_typer(config_app, name="config")
+
+
+def node_app() -> typer.Typer:
+    """``tether node``: install (:mod:`tether.cli.node`) and the life-cycle phases."""
+    from tether.cli import node
+
+    if not any(info.name == "config" for info in node.app.registered_groups):
+        attach(node.app)
+    return node.app

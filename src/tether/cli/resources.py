@@ -17,6 +17,7 @@ import yaml
 from tether.cli.client import Client, CLIError
 from tether.cli.output import Column, Format, OutputOption, render
 from tether.cli.output import field as col
+from tether.files import parse_yaml_or_json
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Kind:
 def read_yaml(path: Path, what: str = "YAML or JSON") -> Any:
     """Parse a YAML (or JSON) file; an unreadable or malformed one is a usage error."""
     try:
-        return yaml.safe_load(path.read_text())
+        return parse_yaml_or_json(path.read_text())
     except OSError as exc:
         raise CLIError(f"cannot read {path}: {exc.strerror}", 2) from exc
     except yaml.YAMLError as exc:

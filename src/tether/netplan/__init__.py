@@ -18,8 +18,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
 from tether.netplan.allocate import Source
 from tether.netplan.document import (
     API_VERSION,
@@ -30,8 +28,10 @@ from tether.netplan.document import (
     Pool,
     VpnEndpoint,
     VpnServer,
+    member_keys,
     parse_document,
     schema_findings,
+    stand_in_document,
 )
 from tether.netplan.findings import RULE_IDS, RULES, Finding, Rule, Severity, has_errors
 from tether.netplan.model import NodePlan, PoolPlan, Route, Tunnel
@@ -57,41 +57,52 @@ def check(doc: HybridNetwork) -> list[Finding]:
     return check_document(doc)[1]
 
 
+#: Rules that judge one field against another: when that other one has a schema error,
+#: its stand-in would make them fire wrongly, so they are dropped. A path starting with
+#: ``.`` is in the same pool as the finding.
+_JUDGED_AGAINST = {
+    "pool.node-cidr-in-remote": "cluster.remoteNodeNetworks",
+    "pool.pod-cidr-in-remote": "cluster.remotePodNetworks",
+    "cluster.remote-unused": "pools",
+    "pool.main-router-ip": ".vpnServer.isMainRouter",
+    "pool.pod-utilisation": ".podCIDRMaskPerNode",
+    "node.pod-cidr-mask": ".podCIDRMaskPerNode",
+}
+
+
+def _judged_against(finding: Finding) -> str:
+    other = _JUDGED_AGAINST.get(finding.rule, "$")
+    if other.startswith("."):
+        return finding.path[: finding.path.index("]") + 1] + other
+    return other
+
+
+def _related(path: str, other: str) -> bool:
+    """Whether ``path`` is ``other``, inside it, or contains it."""
+    inner, outer = (path, other) if len(path) >= len(other) else (other, path)
+    return inner == outer or (inner.startswith(outer) and inner[len(outer)] in ".[")
+
+
 def check_data(data: Any) -> list[Finding]:
     """Check a parsed document that may not even be well-formed.
 
-    Schema findings come first; the rules then still run over the cluster and every
-    pool that is well-formed on its own, so one typo does not hide the other problems.
+    Schema findings come first; the rules then still run over a stand-in document
+    (:func:`~tether.netplan.document.stand_in_document`) where each bad field is
+    replaced, so a missing field or a typo does not hide the other problems. Findings
+    about replaced fields are left out: the schema finding already names them.
     """
     doc, findings = parse_document(data)
     if doc is not None:
         return check(doc)
-    if not isinstance(data, Mapping):
+    stand_in = stand_in_document(data) if isinstance(data, Mapping) else None
+    if stand_in is None:
         return findings
-    try:
-        cluster = Cluster.model_validate(data.get("cluster"))
-    except ValidationError:
-        return findings
-    raw_pools = data.get("pools")
-    pools: list[Pool] = []
-    indices: list[int] = []
-    if isinstance(raw_pools, list):
-        for i, raw in enumerate(raw_pools):
-            try:
-                pools.append(Pool.model_validate(raw))
-                indices.append(i)
-            except ValidationError:
-                continue
-    partial = HybridNetwork.model_construct(
-        api_version=str(data.get("apiVersion", "")),
-        kind=str(data.get("kind", "")),
-        cluster=cluster,
-        pools=pools,
-    )
-    rule_findings = check_document(partial, indices)[1]
-    # the partial document lacks apiVersion/kind when those were the schema errors
-    reported = {f.path for f in findings}
-    return findings + [f for f in rule_findings if f.path not in reported]
+    reported = [f.path for f in findings]
+    return findings + [
+        f
+        for f in check(stand_in)
+        if not any(_related(f.path, r) or _related(_judged_against(f), r) for r in reported)
+    ]
 
 
 __all__ = [
@@ -121,6 +132,7 @@ __all__ = [
     "check_data",
     "has_errors",
     "load_document",
+    "member_keys",
     "parse_allocations",
     "plan",
     "psk_ids",

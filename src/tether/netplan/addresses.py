@@ -63,19 +63,17 @@ def parse_cidr(value: str, path: str, out: list[Finding]) -> IPv4Network | None:
         loose = None
     if loose is None:
         if ":" in value:
-            out.append(Finding("address.ipv4-only", path, f"{path}: {value!r} is not IPv4"))
+            out.append(Finding("address.ipv4-only", path, f"{value!r} is not IPv4"))
         else:
-            out.append(
-                Finding("address.cidr", path, f"{path}: {value!r} is not an IPv4 CIDR (a.b.c.d/n)")
-            )
+            out.append(Finding("address.cidr", path, f"{value!r} is not an IPv4 CIDR (a.b.c.d/n)"))
     elif loose.version != 4:
-        out.append(Finding("address.ipv4-only", path, f"{path}: {value!r} is IPv6; use IPv4"))
+        out.append(Finding("address.ipv4-only", path, f"{value!r} is IPv6; use IPv4"))
     else:
         out.append(
             Finding(
                 "address.host-bits",
                 path,
-                f"{path}: {value!r} has host bits set; did you mean {loose}?",
+                f"{value!r} has host bits set; did you mean {loose}?",
             )
         )
     return None
@@ -96,9 +94,9 @@ def parse_ip(value: str, path: str, out: list[Finding]) -> IPv4Address | None:
     except ValueError:
         other = None
     if other is not None or ":" in value:
-        out.append(Finding("address.ipv4-only", path, f"{path}: {value!r} is not IPv4"))
+        out.append(Finding("address.ipv4-only", path, f"{value!r} is not IPv4"))
     else:
-        out.append(Finding("address.ip", path, f"{path}: {value!r} is not an IPv4 address"))
+        out.append(Finding("address.ip", path, f"{value!r} is not an IPv4 address"))
     return None
 
 

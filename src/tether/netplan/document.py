@@ -7,13 +7,17 @@ a rule id and a path, instead of letting one parse error hide all the others.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from copy import deepcopy
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from tether.domain.base import Model
-from tether.netplan.addresses import collector_paused
+from tether.netplan.addresses import collector_paused, is_dns1123_subdomain
 from tether.netplan.findings import Finding
 
 API_VERSION = "tether.io/v1alpha1"
@@ -109,38 +113,153 @@ class HybridNetwork(Model):
     pools: list[Pool] = Field(default_factory=list)
 
 
-def loc_path(loc: tuple[int | str, ...]) -> str:
-    """Render a pydantic error location as a wire path: ``pools[0].vpnServer.publicIP``."""
+def member_keys(names: Sequence[object]) -> list[str]:
+    """How finding paths name the members of a list: ``pools[edge1]``, ``nodes[edge1-n0]``.
+
+    A member is named by its ``name`` when that is a DNS-1123 subdomain, not only digits
+    (which would read as a position) and unique in its list; otherwise by its position
+    counting from 0 (``pools[3]``), so every path stays unambiguous.
+    """
+    counts = Counter(n for n in names if isinstance(n, str))
+    return [
+        n
+        if isinstance(n, str) and counts[n] == 1 and not n.isdigit() and is_dns1123_subdomain(n)
+        else str(i)
+        for i, n in enumerate(names)
+    ]
+
+
+def _names(items: Sequence[Any]) -> list[object]:
+    return [item.get("name") if isinstance(item, Mapping) else None for item in items]
+
+
+def _loc_path(loc: tuple[int | str, ...], data: Any, keys: dict[int, list[str]]) -> str:
+    """Render an error location in ``data`` as a wire path: ``pools[edge1].vpnServer.asn``.
+
+    ``keys`` caches each list's :func:`member_keys` by identity, so rendering every error
+    of a large document stays linear.
+    """
     out = ""
     for part in loc:
         if isinstance(part, int):
-            out += f"[{part}]"
+            if isinstance(data, list) and 0 <= part < len(data):
+                if id(data) not in keys:
+                    keys[id(data)] = member_keys(_names(data))
+                out += f"[{keys[id(data)][part]}]"
+                data = data[part]
+            else:
+                out += f"[{part}]"
+                data = None
         else:
             out += f".{part}" if out else part
+            data = data.get(part) if isinstance(data, Mapping) else None
     return out or "$"
 
 
-def schema_findings(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[Finding]:
-    """Turn a pydantic ``ValidationError`` into ``schema`` findings."""
+def _clean(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    return tuple(part for part in loc if not isinstance(part, str) or part)
+
+
+def _message(item: ErrorDetails) -> str:
+    if item["type"] == "extra_forbidden":
+        return "unknown field"
+    if item["type"] == "missing":
+        return "required field is missing"
+    return item["msg"]
+
+
+def schema_findings(error: ValidationError, data: Any = None) -> list[Finding]:
+    """Turn a pydantic ``ValidationError`` about ``data`` into ``schema`` findings."""
+    keys: dict[int, list[str]] = {}
     findings = []
     for item in error.errors(include_url=False):
-        loc = prefix + tuple(part for part in item["loc"] if not isinstance(part, str) or part)
-        path = loc_path(loc)
-        msg = item["msg"]
-        if item["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif item["type"] == "missing":
-            msg = "required field is missing"
-        findings.append(Finding("schema", path, f"{path}: {msg}"))
+        findings.append(
+            Finding("schema", _loc_path(_clean(item["loc"]), data, keys), _message(item))
+        )
     return findings
 
 
 def parse_document(data: Any) -> tuple[HybridNetwork | None, list[Finding]]:
     """Validate the shape of ``data``; return the document or ``schema`` findings."""
     if not isinstance(data, Mapping):
-        return None, [Finding("schema", "$", "$: the document must be a mapping")]
+        return None, [Finding("schema", "$", "the document must be a mapping")]
     try:
         with collector_paused():
             return HybridNetwork.model_validate(data), []
     except ValidationError as error:
-        return None, schema_findings(error)
+        return None, schema_findings(error, data)
+
+
+#: At most this many rounds of :func:`stand_in_document`; each round fixes one level of
+#: nesting (a missing ``vpnServer``, then its missing fields), and the model is 4 deep.
+_REPAIR_ROUNDS = 8
+_ABSENT = object()
+
+
+def stand_in_document(data: Mapping[str, Any]) -> HybridNetwork | None:
+    """A well-formed stand-in for a malformed ``data``, so the rules can still run.
+
+    Every field with a schema error is replaced: unknown fields and bad optional ones
+    are dropped (their default applies), bad required ones get an empty placeholder
+    (``""``, ``{}``, ``[]``) that the rules treat as unparseable. Findings about those
+    fields must then be dropped by the caller: they repeat the schema finding.
+    ``None`` when no stand-in is found.
+    """
+    copy: Any = deepcopy(dict(data))
+    for _ in range(_REPAIR_ROUNDS):
+        try:
+            with collector_paused():
+                return HybridNetwork.model_validate(copy)
+        except ValidationError as error:
+            changed = [_stand_in(copy, _clean(item["loc"])) for item in error.errors()]
+            if not any(changed):
+                return None
+    return None
+
+
+def _stand_in(data: Any, loc: tuple[int | str, ...]) -> bool:
+    """Replace or drop the value at ``loc`` in ``data``; whether anything changed."""
+    *outer, last = loc
+    parent = data
+    for part in outer:
+        try:
+            parent = parent[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    info, annotation = _field_at(loc)
+    if isinstance(parent, dict) and isinstance(last, str):
+        if info is None or not info.is_required():
+            return parent.pop(last, _ABSENT) is not _ABSENT
+        parent[last] = _placeholder(annotation)
+        return True
+    if isinstance(parent, list) and isinstance(last, int) and 0 <= last < len(parent):
+        parent[last] = _placeholder(annotation)
+        return True
+    return False
+
+
+def _field_at(loc: tuple[int | str, ...]) -> tuple[FieldInfo | None, Any]:
+    """The model field at ``loc`` (``None`` for list items) and the type expected there."""
+    annotation: Any = HybridNetwork
+    info: FieldInfo | None = None
+    for part in loc:
+        if isinstance(part, int):
+            annotation = (get_args(annotation) or (None,))[0]
+            info = None
+            continue
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None, None
+        by_wire = {f.alias or name: f for name, f in annotation.model_fields.items()}
+        info = by_wire.get(part)
+        if info is None:
+            return None, None
+        annotation = info.annotation
+    return info, annotation
+
+
+def _placeholder(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {}
+    if get_origin(annotation) is list:
+        return []
+    return ""

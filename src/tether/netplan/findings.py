@@ -1,8 +1,9 @@
 """Findings: what the checker reports, and the catalogue of rules it reports them under.
 
 Every finding names a rule by a stable id (``pool.overlap``), the field it is about by
-its wire path (``pools[2].podCIDR``), a message that names that path, and a severity.
-Errors make a document unplannable; warnings never do.
+its wire path (``pools[edge1].podCIDR``: pools and nodes by name, see
+:func:`tether.netplan.document.member_keys`), a message about that field that does not
+repeat the path, and a severity. Errors make a document unplannable; warnings never do.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class Finding:
     @property
     def is_error(self) -> bool:
         return self.severity is Severity.ERROR
+
+    @property
+    def text(self) -> str:
+        """One line for a person: ``path: message``."""
+        return f"{self.path}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ class PlanError(ValueError):
     def __init__(self, findings: list[Finding]) -> None:
         self.findings = findings
         errors = [f for f in findings if f.is_error]
-        super().__init__(f"the document has {len(errors)} error(s); first: {errors[0].message}")
+        super().__init__(f"the document has {len(errors)} error(s); first: {errors[0].text}")
 
 
 class MissingSecretError(ValueError):

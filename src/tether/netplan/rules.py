@@ -7,7 +7,6 @@ comparing every pair, so ten thousand pools check in well under a second.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
@@ -24,7 +23,7 @@ from tether.netplan.addresses import (
     sweep_overlaps,
     usable_host,
 )
-from tether.netplan.document import API_VERSION, KIND, HybridNetwork, Pool
+from tether.netplan.document import API_VERSION, KIND, HybridNetwork, Pool, member_keys
 from tether.netplan.findings import Finding, Severity
 
 MAX_REMOTE_NETWORKS = 15
@@ -35,7 +34,6 @@ MAX_ASN = 4_294_967_294
 
 @dataclass(slots=True)
 class RNode:
-    index: int
     name: str
     ip: IPv4Address | None
     pod_cidr: IPv4Network | None  # pinned in the document
@@ -43,7 +41,7 @@ class RNode:
 
 @dataclass(slots=True)
 class RPool:
-    index: int  # position in the document's pools list
+    path: str  # pools[edge1]: how findings name this pool
     pool: Pool
     node_cidr: IPv4Network | None
     pod_cidr: IPv4Network | None
@@ -51,10 +49,6 @@ class RPool:
     public_ip: IPv4Address | None
     main_router_ip: IPv4Address | None
     nodes: list[RNode] = field(default_factory=list)
-
-    @property
-    def path(self) -> str:
-        return f"pools[{self.index}]"
 
 
 @dataclass(slots=True)
@@ -71,37 +65,27 @@ class Resolved:
 
 
 def _err(out: list[Finding], rule: str, path: str, message: str) -> None:
-    out.append(Finding(rule, path, f"{path}: {message}"))
+    out.append(Finding(rule, path, message))
 
 
 def _warn(out: list[Finding], rule: str, path: str, message: str) -> None:
-    out.append(Finding(rule, path, f"{path}: {message}", Severity.WARNING))
+    out.append(Finding(rule, path, message, Severity.WARNING))
 
 
-def check_document(
-    doc: HybridNetwork, pool_indices: Sequence[int] | None = None
-) -> tuple[Resolved, list[Finding]]:
-    """Run every rule over ``doc``; return the parsed view and all findings.
-
-    ``pool_indices`` gives each pool's position in the original document when ``doc``
-    holds only the pools that passed schema validation, so paths still point at the
-    right place.
-    """
+def check_document(doc: HybridNetwork) -> tuple[Resolved, list[Finding]]:
+    """Run every rule over ``doc``; return the parsed view and all findings."""
     with collector_paused():
-        return _check(doc, pool_indices)
+        return _check(doc)
 
 
-def _check(
-    doc: HybridNetwork, pool_indices: Sequence[int] | None
-) -> tuple[Resolved, list[Finding]]:
+def _check(doc: HybridNetwork) -> tuple[Resolved, list[Finding]]:
     out: list[Finding] = []
     if doc.api_version != API_VERSION:
         _err(out, "document.api-version", "apiVersion", f"must be {API_VERSION}")
     if doc.kind != KIND:
         _err(out, "document.kind", "kind", f"must be {KIND}")
     resolved = _check_cluster(doc, out)
-    indices = list(pool_indices) if pool_indices is not None else list(range(len(doc.pools)))
-    _check_pools(resolved, indices, out)
+    _check_pools(resolved, out)
     return resolved, out
 
 
@@ -224,20 +208,21 @@ def _within_any(net: IPv4Network, candidates: list[tuple[tuple[int, int], int]])
     return None
 
 
-def _check_pools(res: Resolved, indices: list[int], out: list[Finding]) -> None:
+def _check_pools(res: Resolved, out: list[Finding]) -> None:
     remote_node_spans = [(span(net), i) for i, (net, _) in enumerate(res.remote_nodes)]
     remote_pod_spans = [(span(net), i) for i, (net, _) in enumerate(res.remote_pods)]
     used_nodes: set[int] = set()
     used_pods: set[int] = set()
-    pool_names: dict[str, int] = {}
+    pool_names: dict[str, str] = {}
     node_names: dict[str, str] = {}
     node_ips: dict[IPv4Address, str] = {}
     public_ips: dict[IPv4Address, str] = dict.fromkeys(res.endpoint_ips, "cluster.vpnEndpoint")
     intervals: list[tuple[int, int, tuple[str, IPv4Network]]] = []
     remote = res.remote_nodes + res.remote_pods
 
-    for index, pool in zip(indices, res.doc.pools, strict=True):
-        p = f"pools[{index}]"
+    keys = member_keys([pool.name for pool in res.doc.pools])
+    for key, pool in zip(keys, res.doc.pools, strict=True):
+        p = f"pools[{key}]"
         if not is_dns1123_label(pool.name):
             _err(out, "pool.name", f"{p}.name", f"{pool.name!r} is not a DNS-1123 label")
         elif pool.name in pool_names:
@@ -245,10 +230,10 @@ def _check_pools(res: Resolved, indices: list[int], out: list[Finding]) -> None:
                 out,
                 "pool.name",
                 f"{p}.name",
-                f"{pool.name!r} is already the name of pools[{pool_names[pool.name]}]",
+                f"{pool.name!r} is already the name of {pool_names[pool.name]}",
             )
         else:
-            pool_names[pool.name] = index
+            pool_names[pool.name] = p
         if not is_dns1123_label(pool.site):
             _err(out, "pool.site", f"{p}.site", f"{pool.site!r} is not a DNS-1123 label")
 
@@ -262,7 +247,7 @@ def _check_pools(res: Resolved, indices: list[int], out: list[Finding]) -> None:
             if pool.main_router_ip is not None
             else None
         )
-        rpool = RPool(index, pool, node_cidr, pod_cidr, inside_ip, public_ip, main_router_ip)
+        rpool = RPool(p, pool, node_cidr, pod_cidr, inside_ip, public_ip, main_router_ip)
         res.pools.append(rpool)
 
         if node_cidr is not None:
@@ -415,8 +400,9 @@ def _check_nodes(
     pod_cidr = rpool.pod_cidr
     mask = rpool.pool.pod_cidr_mask_per_node
     pinned: list[tuple[int, int, tuple[str, IPv4Network]]] = []
-    for j, node in enumerate(rpool.pool.nodes):
-        n = f"{p}.nodes[{j}]"
+    keys = member_keys([node.name for node in rpool.pool.nodes])
+    for key, node in zip(keys, rpool.pool.nodes, strict=True):
+        n = f"{p}.nodes[{key}]"
         if not is_dns1123_subdomain(node.name):
             _err(out, "node.name", f"{n}.name", f"{node.name!r} is not a DNS-1123 subdomain")
         elif node.name in node_names:
@@ -476,7 +462,7 @@ def _check_nodes(
                     pinned_cidr = None
                 else:
                     pinned.append((*span(pinned_cidr), (where, pinned_cidr)))
-        rpool.nodes.append(RNode(j, node.name, ip, pinned_cidr))
+        rpool.nodes.append(RNode(node.name, ip, pinned_cidr))
     for later, earlier in sweep_overlaps(pinned):
         _err(
             out,

@@ -62,6 +62,7 @@ from pydantic import (
 from tether.domain.agent import NodeName
 from tether.domain.base import Model
 from tether.errors import Permanent
+from tether.files import parse_yaml_or_json
 
 __all__ = [
     "EKS_HYBRID_LABEL",
@@ -422,7 +423,7 @@ def load_node_config(location: str) -> NodeConfig:
             [Problem(field="(location)", message=f"cannot read {path}: {exc}")]
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml_or_json(text)
     except yaml.YAMLError as exc:
         raise NodeConfigError(
             [Problem(field="(document)", message=f"is not YAML: {exc}")]

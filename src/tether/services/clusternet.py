@@ -182,7 +182,7 @@ def reconcile_network(db: Database, cluster: str, client: KubeClient) -> Network
     if errors:  # say so on every pool, touch nothing in the cluster
         with db.session() as session:
             names = session.scalars(select(PoolRow.name).where(PoolRow.cluster == cluster))
-            bad = {n: PoolNetwork("False", "NetworkInvalid", errors[0].message) for n in names}
+            bad = {n: PoolNetwork("False", "NetworkInvalid", errors[0].text) for n in names}
             _record(session, bad, [])
         return NetworkPass(plan=ClusterNetworkPlan(pools=bad))
     plan = plan_cluster(cluster, pools, cni, nodes, _observe_managed(client, cluster))

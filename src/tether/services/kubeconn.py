@@ -28,7 +28,7 @@ import yaml
 from sqlalchemy.orm import Session
 
 from tether.errors import Conflict, Invalid, PlaneError
-from tether.files import write_atomic
+from tether.files import parse_yaml_or_json, write_atomic
 from tether.kube.client import KubeClient
 from tether.kube.errors import (
     Forbidden,
@@ -228,7 +228,7 @@ def _decode_pem(data: Any, what: str) -> str:
 def parse_kubeconfig(text: str, context: str | None = None) -> ResolvedKubeconfig:
     """Check a kubeconfig (rules: module doc) and resolve one context of it."""
     try:
-        doc = yaml.safe_load(text)
+        doc = parse_yaml_or_json(text)
     except yaml.YAMLError as exc:
         raise _invalid(f"the kubeconfig is not valid YAML: {exc}") from None
     if not isinstance(doc, Mapping):

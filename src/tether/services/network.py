@@ -69,7 +69,7 @@ def document(
     """The cluster's network as a HybridNetwork document, optionally with one change.
 
     ``cluster_spec`` replaces the stored cluster spec; ``pool=(name, spec)`` replaces one
-    pool in place (so every pool keeps its position in finding paths), or adds it last
+    pool in place (so before and after name the same paths), or adds it last
     when it is new.
     """
     if cluster_spec is None:
@@ -134,15 +134,16 @@ def check_pool_change(session: Session, name: str, spec: PoolSpec) -> None:
     """Refuse a pool create/update that breaks a network rule of its cluster."""
     before = document(session, spec.cluster)
     after = document(session, spec.cluster, pool=(name, spec))
-    index = next(i for i, p in enumerate(after["pools"]) if p["name"] == name)
-    refuse_new_errors(before, after, prefix=f"pools[{index}]")
+    names = [p["name"] for p in after["pools"]]
+    key = netplan.member_keys(names)[names.index(name)]
+    refuse_new_errors(before, after, prefix=f"pools[{key}]")
 
 
 def refuse_new_errors(before: dict[str, Any] | None, after: dict[str, Any], *, prefix: str) -> None:
     """Raise :class:`Invalid` listing every error ``after`` has that ``before`` had not.
 
     ``prefix`` is the document path of the object being changed (``cluster`` or
-    ``pools[N]``); it is shown as ``spec`` so the field matches the request body.
+    ``pools[NAME]``); it is shown as ``spec`` so the field matches the request body.
     """
     added = sorted(_errors(after) - (_errors(before) if before else set()), key=lambda f: f[1])
     if not added:
@@ -153,7 +154,7 @@ def refuse_new_errors(before: dict[str, Any] | None, after: dict[str, Any], *, p
 
     rule, path, message = added[0]
     raise Invalid(
-        f"{field(path)}: {message.split(': ', 1)[-1]}",
+        f"{field(path)}: {message}",
         field=field(path),
         rule=rule,
         details=[{"field": field(p), "rule": r, "message": m} for r, p, m in added],

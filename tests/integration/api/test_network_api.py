@@ -84,7 +84,7 @@ def test_check_returns_the_cli_finding_list(client: TestClient, admin: dict[str,
     assert bad.status_code == 422
     findings = bad.json()["findings"]
     assert findings and set(findings[0]) == {"rule", "path", "message", "severity"}
-    assert any(f["path"] == "pools[0].nodeCIDR" for f in findings)
+    assert any(f["path"] == "pools[dc1].nodeCIDR" for f in findings)
 
 
 def test_plan_returns_configs_without_secrets(client: TestClient, admin: dict[str, str]) -> None:

@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -35,7 +36,7 @@ def test_check_json_lists_findings_with_four_keys_and_exits_1(tmp_path: Path, do
     findings = json.loads(result.stdout)
     assert findings
     assert all(set(f) == {"rule", "path", "message", "severity"} for f in findings)
-    assert ("pool.overlap", "pools[1].podCIDR") in {(f["rule"], f["path"]) for f in findings}
+    assert ("pool.overlap", "pools[store7].podCIDR") in {(f["rule"], f["path"]) for f in findings}
 
 
 def test_check_accepts_json_yaml_output_and_stdin(doc: Doc) -> None:
@@ -132,3 +133,94 @@ def test_plan_with_an_explicit_previous_file(tmp_path: Path, doc: Doc) -> None:
     assert json.loads(result.stdout)["allocations"]["dc1-n1"] == "10.85.9.0/24"
     missing = runner.invoke(app, [*args[:-1], str(tmp_path / "none.json")])
     assert missing.exit_code == 2
+
+
+def test_json_is_read_as_json(tmp_path: Path, doc: Doc) -> None:
+    """``2.5e1`` is the number 25 in JSON; YAML 1.1 (the old loader) reads a string."""
+    text = json.dumps(doc).replace('"podCIDRMaskPerNode": 24', '"podCIDRMaskPerNode": 2.5e1', 1)
+    assert "2.5e1" in text
+    (tmp_path / "net.json").write_text(text)
+    result = runner.invoke(app, ["check", "-o", "json", str(tmp_path / "net.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == []
+
+
+def test_yaml_is_read_with_libyaml(
+    tmp_path: Path, doc: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    used: list[str] = []
+
+    class Recording(yaml.CSafeLoader):  # type: ignore[name-defined,misc]
+        def __init__(self, stream: str) -> None:
+            used.append(stream[:10])
+            super().__init__(stream)
+
+    monkeypatch.setattr(yaml, "CSafeLoader", Recording)
+    result = runner.invoke(app, ["check", str(_write(tmp_path, doc))])
+    assert result.exit_code == 0, result.output
+    assert len(used) == 1
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_plan_removes_the_files_of_pools_no_longer_in_the_document(
+    tmp_path: Path, doc: Doc
+) -> None:
+    out = tmp_path / "plan"
+    assert (
+        runner.invoke(app, ["plan", str(_write(tmp_path, doc)), "--out", str(out)]).exit_code == 0
+    )
+    before = _files(out)
+    assert any(f.startswith("pools/store7/") for f in before)
+    (out / "pools" / "dc1" / "vpn-server" / "notes.txt").write_text("mine")  # not Tether's
+    (out / "pools" / "gone").mkdir()
+    (out / "pools" / "gone" / "routes.sh").write_text("not in any manifest")
+
+    doc["pools"] = [p for p in doc["pools"] if p["name"] != "dc1"]
+    result = runner.invoke(
+        app, ["plan", str(_write(tmp_path, doc)), "--out", str(out), "-o", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    removed = set(json.loads(result.stdout)["removedFiles"])
+    assert removed == {f for f in before if f.startswith("pools/dc1/")}
+    after = _files(out)
+    assert not any(f.startswith("pools/dc1/") for f in after - {"pools/dc1/vpn-server/notes.txt"})
+    assert {"pools/dc1/vpn-server/notes.txt", "pools/gone/routes.sh"} <= after
+    assert not (out / "pools" / "dc1" / "vpn-server" / "swanctl").exists()  # emptied: removed
+    assert {f for f in before if f.startswith("pools/store7/")} <= after
+
+
+def test_plan_never_removes_outside_out_through_a_tampered_manifest(
+    tmp_path: Path, doc: Doc
+) -> None:
+    out = tmp_path / "plan"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    assert (
+        runner.invoke(app, ["plan", str(_write(tmp_path, doc)), "--out", str(out)]).exit_code == 0
+    )
+    manifest = out / ".tether-plan-files"
+    manifest.write_text(manifest.read_text() + f"../victim.txt\n{victim}\n")
+    assert (
+        runner.invoke(app, ["plan", str(_write(tmp_path, doc)), "--out", str(out)]).exit_code == 0
+    )
+    assert victim.read_text() == "keep"
+
+
+def test_the_findings_table_shows_paths_with_pool_names(tmp_path: Path, doc: Doc) -> None:
+    del doc["pools"][0]["nodeCIDR"]
+    doc["pools"][1]["podCIDR"] = doc["pools"][0]["podCIDR"]
+    result = runner.invoke(app, ["check", str(_write(tmp_path, doc))], terminal_width=200)
+    assert result.exit_code == 1
+    assert "pools[dc1].nodeCIDR" in result.output
+    assert "overlaps pools[dc1].podCIDR" in result.output
+
+
+def test_plan_warnings_show_paths_with_pool_names(tmp_path: Path, doc: Doc) -> None:
+    doc["pools"][1]["nodes"] = []
+    out = tmp_path / "plan"
+    result = runner.invoke(app, ["plan", str(_write(tmp_path, doc)), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "warning: pools[store7].nodes: the pool has no nodes" in result.output

@@ -15,6 +15,7 @@ from tether.netplan import (
     check,
     check_data,
     load_document,
+    member_keys,
 )
 
 Doc = dict[str, Any]
@@ -44,7 +45,7 @@ def test_the_shipped_example_files_are_valid() -> None:
         assert _errors(check_data(yaml.safe_load(path.read_text()))) == [], path
 
 
-def test_every_mutation_reports_its_rule_with_a_path_in_the_message(
+def test_every_mutation_reports_its_rule_with_a_path_not_repeated_in_the_message(
     make_doc: Callable[[], Doc], mutations: Any, mutate: Any
 ) -> None:
     seen: set[str] = set()
@@ -56,7 +57,7 @@ def test_every_mutation_reports_its_rule_with_a_path_in_the_message(
         assert mutation.rule in rules, (mutation.name, findings)
         assert rules <= {mutation.rule} | mutation.also, (mutation.name, findings)
         for finding in findings:
-            assert finding.path in finding.message
+            assert finding.path and finding.path not in finding.message
             assert finding.rule in RULE_IDS
         seen.add(mutation.rule)
     warnings_only = {r.id for r in RULES if r.severity == "warning"}
@@ -69,21 +70,22 @@ def test_every_mutation_reports_its_rule_with_a_path_in_the_message(
         (lambda d: d["cluster"]["remoteNodeNetworks"].append("8.8.8.0/24"),
          "cluster.remote-private", "cluster.remoteNodeNetworks[1]"),
         (lambda d: d["pools"][0]["nodes"][1].update(ip="10.80.1.11"),
-         "node.ip-unique", "pools[0].nodes[1].ip"),
+         "node.ip-unique", "pools[dc1].nodes[dc1-n2].ip"),
         (lambda d: d["pools"][1].update(podCIDR="10.85.32.0/20"),
-         "pool.overlap", "pools[1].podCIDR"),
+         "pool.overlap", "pools[store7].podCIDR"),
         (lambda d: d["pools"][1]["nodes"][1].update(podCIDR="10.85.70.0/25"),
-         "node.pod-cidr-mask", "pools[1].nodes[1].podCIDR"),
+         "node.pod-cidr-mask", "pools[store7].nodes[store7-n2].podCIDR"),
         (lambda d: d["pools"][0]["vpnServer"].update(asn=None),
-         "vpn.asn-required", "pools[0].vpnServer.asn"),
-        (lambda d: d["pools"][0].pop("nodeCIDR"), "schema", "pools[0].nodeCIDR"),
+         "vpn.asn-required", "pools[dc1].vpnServer.asn"),
+        (lambda d: d["pools"][0].pop("nodeCIDR"), "schema", "pools[dc1].nodeCIDR"),
     ],
 )  # fmt: skip
 def test_paths_name_the_field(doc: Doc, setup: Callable[[Doc], Any], rule: str, path: str) -> None:
     setup(doc)
     found = [f for f in check_data(doc) if f.rule == rule]
     assert [f.path for f in found] == [path]
-    assert found[0].message.startswith(path + ": ")
+    assert path not in found[0].message
+    assert found[0].text == f"{path}: {found[0].message}"
 
 
 def test_all_errors_are_reported_at_once(doc: Doc) -> None:
@@ -107,12 +109,68 @@ def test_a_schema_error_does_not_hide_rule_errors_elsewhere(doc: Doc) -> None:
     doc["pools"][1]["nodes"][0]["ip"] = "10.80.9.9"
     findings = check_data(doc)
     assert {(f.rule, f.path) for f in _errors(findings)} == {
-        ("schema", "pools[0].vpnServer.colour"),
-        ("node.ip-in-node-cidr", "pools[1].nodes[0].ip"),
+        ("schema", "pools[dc1].vpnServer.colour"),
+        ("node.ip-in-node-cidr", "pools[store7].nodes[store7-n1].ip"),
     }
     parsed, schema = load_document(doc)
     assert parsed is None
     assert [f.rule for f in schema] == ["schema"]
+
+
+def test_a_missing_required_field_does_not_hide_the_pools_other_findings(doc: Doc) -> None:
+    del doc["pools"][0]["nodeCIDR"]
+    doc["pools"][0]["podCIDR"] = "10.85.0.1/18"
+    doc["pools"][0]["nodes"][1]["name"] = "Bad_Name"
+    del doc["pools"][1]["vpnServer"]
+    doc["pools"][1]["nodes"][0]["ip"] = "10.80.9.9"
+    assert {(f.rule, f.path) for f in check_data(doc)} == {
+        ("schema", "pools[dc1].nodeCIDR"),
+        ("address.host-bits", "pools[dc1].podCIDR"),
+        ("node.name", "pools[dc1].nodes[1].name"),
+        ("schema", "pools[store7].vpnServer"),
+        # the stand-in vpnServer (isMainRouter true) does not make mainRouterIP wrong
+        ("node.ip-in-node-cidr", "pools[store7].nodes[store7-n1].ip"),
+    }
+
+
+def test_a_broken_cluster_does_not_hide_the_pools_findings(doc: Doc) -> None:
+    del doc["cluster"]["name"]
+    doc["cluster"]["remoteNodeNetworks"] = "10.80.0.0/16"  # a string, not a list
+    doc["cluster"]["vpnEndpoint"] = None
+    doc["pools"][1]["nodes"][0]["ip"] = "10.80.9.9"
+    assert {(f.rule, f.path) for f in check_data(doc)} == {
+        ("schema", "cluster.name"),
+        ("schema", "cluster.remoteNodeNetworks"),
+        ("schema", "cluster.vpnEndpoint"),
+        # nodeCIDRs are not judged against the unreadable remoteNodeNetworks
+        ("node.ip-in-node-cidr", "pools[store7].nodes[store7-n1].ip"),
+    }
+
+
+def test_a_pool_that_is_not_a_mapping_is_one_finding(doc: Doc) -> None:
+    doc["pools"].insert(1, "store9")
+    assert [(f.rule, f.path) for f in check_data(doc)] == [("schema", "pools[1]")]
+
+
+@pytest.mark.parametrize(
+    ("names", "keys"),
+    [
+        (["dc1", "store7"], ["dc1", "store7"]),
+        (["a", "b", "a"], ["0", "b", "2"]),  # duplicates: by position, never ambiguous
+        (["7", "Bad_Name", "", None, 3, "n.example"], ["0", "1", "2", "3", "4", "n.example"]),
+    ],
+)
+def test_members_are_named_by_name_when_unambiguous(names: list[Any], keys: list[str]) -> None:
+    assert member_keys(names) == keys
+
+
+def test_schema_findings_name_pools_and_nodes_by_name(doc: Doc) -> None:
+    doc["pools"][1]["nodes"][1]["ip"] = 7
+    doc["pools"][0]["nodes"][0]["colour"] = "blue"
+    assert [(f.path, f.message) for f in check_data(doc)] == [
+        ("pools[dc1].nodes[dc1-n1].colour", "unknown field"),
+        ("pools[store7].nodes[store7-n2].ip", "Input should be a valid string"),
+    ]
 
 
 def test_not_a_mapping_is_a_schema_error() -> None:
@@ -120,7 +178,7 @@ def test_not_a_mapping_is_a_schema_error() -> None:
         {
             "rule": "schema",
             "path": "$",
-            "message": "$: the document must be a mapping",
+            "message": "the document must be a mapping",
             "severity": "error",
         }
     ]
@@ -132,7 +190,7 @@ def test_findings_serialise_with_exactly_four_keys(doc: Doc) -> None:
     assert finding.as_dict() == {
         "rule": "document.kind",
         "path": "kind",
-        "message": "kind: must be HybridNetwork",
+        "message": "must be HybridNetwork",
         "severity": "error",
     }
 
@@ -184,8 +242,8 @@ def test_warnings_are_separate_from_errors(doc: Doc) -> None:
     warnings = {(f.rule, f.path) for f in findings if f.severity is Severity.WARNING}
     assert warnings == {
         ("cluster.remote-unused", "cluster.remotePodNetworks[1]"),
-        ("pool.pod-utilisation", "pools[1].podCIDR"),
-        ("pool.empty", "pools[2].nodes"),
+        ("pool.pod-utilisation", "pools[store7].podCIDR"),
+        ("pool.empty", "pools[empty].nodes"),
     }
 
 
@@ -197,8 +255,8 @@ def test_overlap_reports_name_both_sides(doc: Doc) -> None:
     doc["pools"][1]["nodes"][1]["ip"] = "10.80.1.141"
     (finding,) = _errors(check_data(doc))
     assert finding.rule == "pool.overlap"
-    assert finding.path == "pools[1].nodeCIDR"
-    assert "pools[0].nodeCIDR (10.80.1.0/24)" in finding.message
+    assert finding.path == "pools[store7].nodeCIDR"
+    assert "pools[dc1].nodeCIDR (10.80.1.0/24)" in finding.message
 
 
 def test_rule_catalogue_is_unique_and_documented() -> None:
