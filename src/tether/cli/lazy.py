@@ -10,11 +10,14 @@ module the first time its command is looked up to run (or to print its own help)
 from __future__ import annotations
 
 from importlib import import_module
+from typing import TYPE_CHECKING
 
 import typer
 import typer.main
-from typer._click import Command, Context, HelpFormatter
 from typer.core import TyperGroup
+
+if TYPE_CHECKING:  # Typer vendors Click as typer._click from 0.2x; older ones use click
+    from typer._click import Command, Context, HelpFormatter
 
 #: name -> ("module:attribute", one-line help). The attribute is a ``typer.Typer`` or a
 #: function returning one; the help is what ``tether --help`` lists without importing,
