@@ -218,7 +218,10 @@ def stand_in_document(data: Mapping[str, Any]) -> HybridNetwork | None:
 
 
 def _stand_in(data: Any, loc: tuple[int | str, ...]) -> bool:
-    """Replace or drop the value at ``loc`` in ``data``; whether anything changed."""
+    """Replace or drop the value at ``loc`` in ``data``; whether anything changed (never
+    for the document itself: an error with no path, such as an unknown field named ``""``)."""
+    if not loc:
+        return False
     *outer, last = loc
     parent = data
     for part in outer:

@@ -268,3 +268,11 @@ def test_rule_catalogue_is_unique_and_documented() -> None:
     text = doc_file.read_text()
     missing = [rule_id for rule_id in ids if f"`{rule_id}`" not in text]
     assert missing == []
+
+
+def test_an_error_without_a_path_is_a_finding_not_a_crash() -> None:
+    """Schemathesis sent ``{"": null, ...}``: the unknown field ``""`` has an empty path,
+    which the stand-in document cannot replace (the API answered 500)."""
+    findings = check_data({"": None, "apiVersion": "", "kind": "", "cluster": {}})
+    assert findings and all(f.rule == "schema" for f in findings if f.is_error)
+    assert any("cluster" in f.path for f in findings)
