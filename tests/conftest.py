@@ -9,6 +9,8 @@ except under ``CI=true`` where a missing PostgreSQL is a failure.
 from __future__ import annotations
 
 import os
+import random
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +29,24 @@ from tether.node.mirror import SourceFile, publish
 from tether.settings import Settings
 from tether.sim.envtest import BinariesNotFoundError, LocalControlPlane, find_binaries
 from tether.store.db import Database, migrate
+
+
+def free_port() -> int:
+    """A free loopback port below the kernel's ephemeral range, so no outgoing connection
+    of the process under test can take it before that process binds it (CI saw a demo
+    fail to bind a port picked with ``bind(0)``, which hands out ephemeral ports)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    pick = random.SystemRandom()
+    for _ in range(200):
+        port = pick.randrange(10_000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
+
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = os.environ.get("TETHER_TEST_POSTGRES_URL")

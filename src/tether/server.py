@@ -456,6 +456,21 @@ def _tls_auditor(auditor: Auditor) -> Callable[[str, str], None]:
     return refused
 
 
+class ServerStartError(RuntimeError):
+    """One of the plane's servers could not start (its port is taken, say)."""
+
+
+async def _serve_one(
+    name: str, server: uvicorn.Server, sockets: list[socket.socket] | None
+) -> None:
+    try:
+        await server.serve(sockets=sockets)
+    except SystemExit as exc:
+        # uvicorn exits the process when it cannot bind; here that would skip stopping
+        # the other server and the controllers' threads, and the process would hang.
+        raise ServerStartError(f"the {name} server could not start (see the error above)") from exc
+
+
 async def serve(
     settings: Settings,
     *,
@@ -542,7 +557,7 @@ async def serve(
     socks = sockets or {}
     tasks = {
         name: asyncio.create_task(
-            server.serve(sockets=[socks[name]] if name in socks else None), name=name
+            _serve_one(name, server, [socks[name]] if name in socks else None), name=name
         )
         for name, server in servers.items()
     }
@@ -550,6 +565,10 @@ async def serve(
     async def watch() -> None:
         while not all(s.started for s in servers.values()):
             if any(t.done() for t in tasks.values()):
+                # One server could not start (its port is taken, say): stop the other
+                # too, so the plane exits with the error instead of running half.
+                for server in servers.values():
+                    server.should_exit = True
                 return
             await asyncio.sleep(0.05)
         ports = {}
@@ -618,8 +637,12 @@ def run(settings: Settings, *, controllers: bool = True) -> None:
             loop.add_signal_handler(sig, stopping, sig)
         await serve(settings, log_level=settings.log.level, controllers=controllers, stop=stop)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main())
+    except ServerStartError as exc:
+        log.error("%s", exc)
+        raise SystemExit(1) from None
 
 
 class ServerThread:

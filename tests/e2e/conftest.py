@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import httpx
 import pytest
 
 from tether.processes import stop_process
+
+from ..conftest import free_port
 
 ServerStarter = Callable[[Sequence[str], Mapping[str, str]], str]
 
@@ -43,10 +44,10 @@ def start_server(tmp_path: Path) -> Iterator[ServerStarter]:
 
 
 def wait_until_up(proc: subprocess.Popen[bytes], env: Mapping[str, str], log: Path) -> str:
-    """The URL of the plane ``proc`` runs, once ``/healthz`` says 200 (within 90 s, or the
+    """The URL of the plane ``proc`` runs, once ``/healthz`` says 200 (within 180 s, or the
     test fails with the process's output, from ``log``)."""
     url = f"http://127.0.0.1:{env['TETHER_API_PORT']}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180
     while True:
         try:
             if httpx.get(f"{url}/healthz").status_code == 200:
@@ -67,12 +68,6 @@ def demo_env(tmp_path: Path) -> dict[str, str]:
         "TETHER_API_PORT": str(free_port()),
         "TETHER_AGENT_PORT": str(free_port()),
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -47,6 +47,8 @@ from tether.services.trust import PlaneTrust
 from tether.settings import Settings
 from tether.store.schema import utcnow
 
+from ..conftest import free_port
+
 #: The limits the plane under attack runs with (small, so the run stays short).
 HEADER_TIMEOUT = 1.5
 LIMITS = {
@@ -124,12 +126,6 @@ class Report:
             f"run time: {self.seconds:.1f} s",
         ]
         return "\n".join(rows)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mib(pid: int) -> float:

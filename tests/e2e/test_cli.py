@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -166,3 +167,16 @@ def test_plane_processes_log_json_lines_off_a_terminal(env: dict[str, str], tmp_
     lines = [json.loads(line) for line in proc.stderr.read().splitlines()]
     assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     assert any(line["logger"].startswith("tether.") for line in lines)
+
+
+def test_serve_exits_when_a_port_is_taken(env: dict[str, str]) -> None:
+    """One server that cannot bind stops the plane: it exits with the error instead of
+    running half (the other port kept serving, and the process never ended)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", int(env["TETHER_AGENT_PORT"])))
+        taken.listen()
+        done = subprocess.run(
+            [*TETHER, "serve"], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode != 0
+    assert "address already in use" in done.stderr + done.stdout

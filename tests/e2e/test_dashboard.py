@@ -180,8 +180,11 @@ def test_dashboard_a_platform_team_lives_in(
                 shot = True
             time.sleep(0.3)
         seen = set(page.evaluate("window.seenDoing"))
-        # Seen while it moved, without a reload: nodes at their steps.
-        assert any("| now: dc1-agent" in s for s in seen), seen
+        # Painted while it moved, without a reload: the count of nodes updated went up.
+        # (A node "now: <host>: <step>" shows when a repaint falls inside a step; the
+        # simulated hosts' steps can be shorter than a repaint, so it is not required.)
+        progress = {s.split(" | ")[0] for s in seen}
+        assert {"1/3 nodes updated", "2/3 nodes updated"} <= progress, seen
         expect(page.locator("#rollout-progress")).to_have_text("2/2 nodes updated")
         for n in range(2):
             expect(nodes.nth(n)).to_contain_text("v1.35.1", timeout=30_000)

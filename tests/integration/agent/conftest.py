@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -37,13 +36,7 @@ from tether.settings import Settings
 from tether.sim.envtest import LocalControlPlane
 from tether.store.db import Database
 
-from ...conftest import wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from ...conftest import free_port, wait_until
 
 
 class LogCapture(logging.Handler):
