@@ -23,61 +23,20 @@ import os
 import sys
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
-
 from machine import facts
 from tether.controllers.pools import PoolController
-from tether.domain import resources as r
-from tether.domain.agent import document_hash
-from tether.domain.models import ClusterSpec, HostSpec, PoolSpec, ProfileSpec
-from tether.domain.nodeplan import node_target, plan_document
+from tether.domain.models import PoolSpec
 from tether.domain.rollout import bounds
-from tether.services import resources as svc
 from tether.services import rollouts
 from tether.sim.fleet import SimulatedFleet
+from tether.sim.seed import POOL, seed_running_pool
 from tether.store.db import Database, migrate
-from tether.store.schema import (
-    DesiredStateRow,
-    HostAgentRow,
-    HostRow,
-    NodeStatusRow,
-    PoolMemberRow,
-    utcnow,
-)
+from tether.store.schema import utcnow
 
 RESULTS = Path(__file__).parent / "results" / "repave.json"
-CA = "-----BEGIN CERTIFICATE-----\nYmVuY2g=\n-----END CERTIFICATE-----\n"
-CLUSTER = {
-    "kubernetesVersion": "1.37",
-    "apiEndpoint": "https://10.226.0.10:6443",
-    "caBundle": CA,
-    "vpcCIDR": "10.226.0.0/16",
-    "serviceCIDR": "172.20.0.0/16",
-    "remoteNodeNetworks": ["10.80.0.0/16"],
-    "remotePodNetworks": ["10.85.0.0/16"],
-}
-POOL = {
-    "cluster": "bench",
-    "site": "dc1",
-    "nodeCIDR": "10.80.0.0/20",
-    "podCIDR": "10.85.0.0/16",
-    "vpnServer": {"publicIP": "203.0.113.5", "insideIP": "10.80.15.254"},
-    "profile": {"name": "std", "version": "1.0.0"},
-    "updateStrategy": {
-        "type": "Rolling",
-        "maxSurge": 0,
-        "maxUnavailable": "10%",
-        "minReadySeconds": 0,
-    },
-}
-
-
-def _layers(kubernetes: str) -> dict[str, Any]:
-    return {"os": {"image": "debian-12"}, "kubernetes": {"version": kubernetes}}
 
 
 def _thread_cpu(native_id: int) -> float:
@@ -86,104 +45,10 @@ def _thread_cpu(native_id: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def setup(db: Database, n: int) -> None:
-    """A pool of ``n`` hosts already running version 1.0.0, written straight to the store."""
-    with db.session() as s:
-        svc.create_cluster(s, r.ClusterCreate.model_validate({"name": "bench", "spec": CLUSTER}))
-        svc.create_site(s, r.SiteCreate(name="dc1"))
-        for version, kube in (("1.0.0", "1.34.2"), ("2.0.0", "1.35.1")):
-            spec = {"version": version, "layers": _layers(kube)}
-            svc.create_profile(s, r.ProfileCreate.model_validate({"name": "std", "spec": spec}))
-        svc.create_pool(s, r.PoolCreate.model_validate({"name": "pool", "spec": POOL}))
-    cluster, pool = ClusterSpec.model_validate(CLUSTER), PoolSpec.model_validate(POOL)
-    profile = ProfileSpec.model_validate({"version": "1.0.0", "layers": _layers("1.34.2")})
-    now = utcnow()
-    hosts, agents, members, docs, nodes = [], [], [], [], []
-    for i in range(n):
-        name = f"h{i:04d}"
-        ip = str(pool.node_cidr.network_address + 1 + i)
-        spec = HostSpec(site="dc1", pool="pool", node_ip=ip)
-        target = node_target(
-            cluster_name="bench",
-            cluster=cluster,
-            pool_name="pool",
-            pool=pool,
-            host_name=name,
-            host=spec,
-            inventory={},
-            profile=profile,
-        )
-        doc = plan_document("join", target, step="setup")
-        digest = document_hash(doc)
-        hosts.append(
-            {
-                "name": name,
-                "host_id": name,
-                "site": "dc1",
-                "pool": "pool",
-                "state": "InUse",
-                "health": "Healthy",
-                "last_heartbeat": now,
-                "inventory": {},
-                "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-                "resource_version": 1,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-        agents.append({"host_name": name, "failing_checks": {}, "enrolled_at": now})
-        members.append(
-            {
-                "host_name": name,
-                "pool": "pool",
-                "phase": "Active",
-                "spec": dict(target.spec),
-                "spec_hash": target.hash,
-                "version": "1.0.0",
-                "leave_requested": False,
-                "surge": False,
-                "resource_version": 1,
-                "updated_at": now,
-            }
-        )
-        docs.append(
-            {
-                "host_name": name,
-                "document": doc,
-                "hash": digest,
-                "updated_at": now,
-                "applied_hash": digest,
-                "applied_result": {"ok": True},
-                "applied_at": now,
-            }
-        )
-        nodes.append(
-            {
-                "host_name": name,
-                "cluster": "bench",
-                "ready": True,
-                "reason": "KubeletReady",
-                "ready_since": now - timedelta(hours=1),
-                "unschedulable": False,
-                "kubelet_version": "v1.34.2",
-                "observed_at": now,
-            }
-        )
-    with db.session() as s:
-        for table, rows in (
-            (HostRow, hosts),
-            (HostAgentRow, agents),
-            (PoolMemberRow, members),
-            (DesiredStateRow, docs),
-            (NodeStatusRow, nodes),
-        ):
-            s.execute(insert(table), rows)
-
-
 def run_one(database_url: str, n: int, step: float) -> dict[str, Any]:
     db = Database.connect(database_url)
     migrate(db.engine)
-    setup(db, n)
+    seed_running_pool(db, n)
     fleet = SimulatedFleet(db, lambda action: step if action == "upgrade" else 0.0)
     controller = PoolController(db, lambda _: fleet, resync_seconds=5, on_desired=fleet.sent)
     fleet.on_applied = controller.poke_hosts

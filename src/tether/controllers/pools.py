@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from tether.domain.agent import document_hash
 from tether.domain.memberops import StepResult
-from tether.domain.poolplan import PoolPlan, plan_pool
+from tether.domain.poolplan import PoolPlan, newly_at_steps, plan_pool
 from tether.errors import Conflict, NotFound
 from tether.metrics import reconciling
 from tether.services import pools
@@ -121,15 +121,16 @@ class PoolController:
     # -- one pool --------------------------------------------------------------------
 
     def reconcile(self, name: str) -> PoolPlan | None:
-        """Act, fetch, plan and write pool ``name`` once; None if it no longer exists."""
-        now = self.clock()
+        """Act, fetch, plan and write pool ``name``; None if it no longer exists.
+
+        When the plan records Kubernetes steps (cordon the next node, uncordon one that
+        is done), they are taken at once and the pool planned again from what was just
+        written (:func:`tether.services.pools.followed`), up to ``MAX_ROUNDS`` times: a
+        node goes from cordon to its plan sent in one reconcile, each step still recorded
+        before it is taken."""
         try:
             with reconciling("pools", expected=(NotFound, Conflict)):
-                outcomes = self._act(name)
-                with self.db.session() as session:
-                    loaded = pools.load(session, name, now, outcomes)
-                    plan = plan_pool(loaded.input)
-                    pools.write(session, loaded, plan)
+                return self._rounds(name)
         except NotFound:
             return None
         except Conflict as exc:
@@ -137,17 +138,41 @@ class PoolController:
             log.debug("pool %s: %s", name, exc.message)
             self.poke([name])
             return None
+
+    #: Plans written in one reconcile at most (each after the steps the one before recorded).
+    MAX_ROUNDS = 4
+
+    def _rounds(self, name: str) -> PoolPlan:
+        outcomes = self._act(name)
+        loaded: pools.Loaded | None = None
+        for round_ in range(1, self.MAX_ROUNDS + 1):
+            with self.db.session() as session:
+                if loaded is None:
+                    loaded = pools.load(session, name, self.clock(), outcomes)
+                plan = plan_pool(loaded.input)
+                pools.write(session, loaded, plan)
+            self._written(name, loaded, plan)
+            moved = newly_at_steps(loaded.input, plan)
+            if not moved or plan.delete_pool or round_ == self.MAX_ROUNDS:
+                break
+            ops = self.ops_for(loaded.cluster)
+            timeout = float(loaded.input.spec.update_strategy.drain_timeout_seconds)
+            outcomes = {m.host: perform(ops, m, timeout) for m in moved}
+            loaded = pools.followed(loaded, plan, outcomes, self.clock())
+        if plan.requeue is not None and not plan.delete_pool:
+            self.poke([name], plan.requeue)
+        return plan
+
+    def _written(self, name: str, loaded: pools.Loaded, plan: PoolPlan) -> None:
+        """What follows a plan written: counts, the host map, listeners, the log."""
         self.reconciles += 1
         for member, _ in loaded.input.members:
             self._hosts[member.host] = name
         if self.on_desired is not None:
             for host, doc in plan.documents.items():
                 self.on_desired(host, None if doc is None else document_hash(doc))
-        if plan.requeue is not None and not plan.delete_pool:
-            self.poke([name], plan.requeue)
         for note in plan.events:
             log.info("pool %s: %s %s: %s", name, note.name, note.reason, note.message)
-        return plan
 
     def _act(self, name: str) -> dict[str, tuple[StepResult, ...]]:
         with self.db.session() as session:

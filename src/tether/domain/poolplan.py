@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from tether.domain.agent import document_hash
 from tether.domain.memberops import (
     EXTERNAL_STEPS,
     EventNote,
@@ -35,6 +36,7 @@ from tether.domain.memberops import (
     Observed,
     Operation,
     OpKind,
+    StepResult,
     advance,
     as_left_by_own_steps,
     member_action,
@@ -57,7 +59,15 @@ from tether.domain.rollout import (
 )
 from tether.domain.states import HostState, PoolState
 
-__all__ = ["Condition", "PoolInput", "PoolPlan", "Spare", "plan_pool"]
+__all__ = [
+    "Condition",
+    "PoolInput",
+    "PoolPlan",
+    "Spare",
+    "newly_at_steps",
+    "plan_pool",
+    "successor",
+]
 
 
 @dataclass(frozen=True)
@@ -804,3 +814,64 @@ def plan_pool(inp: PoolInput) -> PoolPlan:
         )
     plan.delete_pool = inp.deleting and not work.members
     return plan
+
+
+# The next pass, without reading the store again --------------------------------------------
+
+
+def newly_at_steps(inp: PoolInput, plan: PoolPlan) -> list[Member]:
+    """The members this plan moved to a Kubernetes step (recorded, not yet taken)."""
+    before = {m.host: m for m, _ in inp.members}
+    moved = []
+    for host, member in plan.members.items():
+        op = member.op if member is not None else None
+        if member is None or op is None or op.failed is not None or op.step not in EXTERNAL_STEPS:
+            continue
+        old = before.get(host)
+        if old is None or old.op is None or old.op.key != op.key:
+            moved.append(member)
+    return moved
+
+
+def successor(
+    inp: PoolInput,
+    plan: PoolPlan,
+    external: Mapping[str, tuple[StepResult, ...]],
+    now: datetime,
+) -> PoolInput | None:
+    """The input the next pass would read once ``plan`` is written, if nothing changed the
+    store but that write, with ``external`` the Kubernetes steps taken since.
+
+    A rollout step records a member's next step, takes it, and plans again: cordon, drain
+    and send the plan, or uncordon one node and cordon the next. Planning again from this
+    input takes those steps one after another without reading the whole pool back each
+    time (at a thousand nodes the read is most of a pass). Whatever others changed
+    meanwhile (a Node's status, an agent's report) the pass after sees; a person's change
+    is caught by the write's guards. None when the plan did more than this view follows
+    (hosts assigned or released, a member removed, a rollout made or superseded, the pool
+    deleted): read the store again."""
+    if (
+        plan.assign
+        or plan.release
+        or plan.delete_pool
+        or plan.rollout_is_new
+        or plan.superseded is not None
+        or any(m is None for m in plan.members.values())
+    ):
+        return None
+    members: list[tuple[Member, Observed]] = []
+    for member, obs in inp.members:
+        changed = plan.members.get(member.host)
+        if changed is not None:
+            member = replace(changed, resource_version=member.resource_version + 1)
+        if member.host in plan.documents:
+            doc = plan.documents[member.host]
+            if doc is None:
+                obs = replace(obs, doc_hash=None, applied_hash=None, applied_ok=None)
+            else:
+                obs = replace(obs, doc_hash=document_hash(doc))
+        members.append((member, replace(obs, external=external.get(member.host, ()))))
+    rollout = inp.rollout
+    if plan.rollout is not None:
+        rollout = replace(plan.rollout, resource_version=plan.rollout.resource_version + 1)
+    return replace(inp, state=plan.state, members=members, rollout=rollout, now=now)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from tether.domain.memberops import (
@@ -31,7 +31,7 @@ from tether.domain.memberops import (
 )
 from tether.domain.models import ClusterSpec, HostSpec, ObjectKind, PoolSpec, ProfileSpec
 from tether.domain.nodeplan import NodeTarget, TargetError, node_target
-from tether.domain.poolplan import PoolInput, PoolPlan, Spare
+from tether.domain.poolplan import PoolInput, PoolPlan, Spare, successor
 from tether.domain.profiles import sensitive_values
 from tether.domain.states import HostEvent, HostState, PoolState, next_host_state
 from tether.errors import Conflict
@@ -50,7 +50,7 @@ from tether.store.schema import (
     utcnow,
 )
 
-__all__ = ["Loaded", "load", "matches", "members_at_steps", "write"]
+__all__ = ["Loaded", "followed", "load", "matches", "members_at_steps", "write"]
 
 
 @dataclass
@@ -125,8 +125,17 @@ def _members(session: Session, pool: str) -> dict[str, Member]:
     return found
 
 
-def _nodes(session: Session, names: Sequence[str]) -> dict[str, NodeObs]:
-    """The observed Nodes of these hosts (only the columns the planner reads)."""
+def _of_pool(column: Any, pool: str) -> Any:
+    """``column`` names a host of the pool or one of its members (a leaving host may be
+    in no pool already). A subquery, not a list of a thousand bound names."""
+    return or_(
+        column.in_(select(HostRow.name).where(HostRow.pool == pool)),
+        column.in_(select(PoolMemberRow.host_name).where(PoolMemberRow.pool == pool)),
+    )
+
+
+def _nodes(session: Session, pool: str) -> dict[str, NodeObs]:
+    """The observed Nodes of the pool's hosts (only the columns the planner reads)."""
     rows = session.execute(
         select(
             NodeStatusRow.host_name,
@@ -134,7 +143,7 @@ def _nodes(session: Session, names: Sequence[str]) -> dict[str, NodeObs]:
             NodeStatusRow.ready_since,
             NodeStatusRow.unschedulable,
             NodeStatusRow.kubelet_version,
-        ).where(NodeStatusRow.host_name.in_(names))
+        ).where(_of_pool(NodeStatusRow.host_name, pool))
     ).all()
     return {
         host: NodeObs(ready=ready, ready_since=since, unschedulable=cordoned, kubelet_version=v)
@@ -203,10 +212,18 @@ def _hosts(session: Session, *where: Any) -> list[_HostView]:
     return [_HostView(*row) for row in rows]
 
 
-def _inventories(session: Session) -> Callable[[str], Mapping[str, Any]]:
-    """Reads one host's inventory when a target must be computed (a cache miss)."""
+def _inventories(session: Session, ahead: Sequence[str] = ()) -> Callable[[str], Mapping[str, Any]]:
+    """Reads a host's inventory when a target must be computed (a cache miss): those of
+    ``ahead`` in one query (a new target for the whole pool, when a rollout starts, is a
+    thousand misses at once), any other alone."""
+    known: dict[str, Any] = {}
+    if ahead:
+        query = select(HostRow.name, HostRow.inventory).where(HostRow.name.in_(ahead))
+        known.update((name, inventory) for name, inventory in session.execute(query))
 
     def read(name: str) -> Mapping[str, Any]:
+        if name in known:
+            return known[name] or {}
         found = session.scalars(select(HostRow.inventory).where(HostRow.name == name)).first()
         return found or {}
 
@@ -263,9 +280,10 @@ def load(
     if missing:
         hosts.update((h.name, h) for h in _hosts(session, HostRow.name.in_(missing)))
     names = sorted(hosts)
-    docs = _docs(session, names)
-    nodes = _nodes(session, names)
-    inventory = _inventories(session)
+    docs = _docs(session, name)
+    nodes = _nodes(session, name)
+    misses = [h for h in names if (key, h, hosts[h].resource_version) not in _TARGETS]
+    inventory = _inventories(session, misses if ctx is not None else ())
     members: list[tuple[Member, Observed]] = []
     versions: dict[str, int] = {}
     for host_name in names:
@@ -316,6 +334,25 @@ def load(
     )
 
 
+def followed(
+    loaded: Loaded,
+    plan: PoolPlan,
+    external: Mapping[str, tuple[StepResult, ...]],
+    now: datetime,
+) -> Loaded | None:
+    """The pool as the next pass would read it once ``plan`` is written (see
+    :func:`tether.domain.poolplan.successor`); None: read it again."""
+    nxt = successor(loaded.input, plan, external, now)
+    if nxt is None:
+        return None
+    return replace(
+        loaded,
+        input=nxt,
+        member_versions={m.host: m.resource_version for m, _ in nxt.members},
+        rollout_version=nxt.rollout.resource_version if nxt.rollout else None,
+    )
+
+
 def members_at_steps(session: Session, name: str) -> tuple[str, list[Member], float]:
     """The pool's cluster, its members whose operation stands at a Kubernetes step, and
     the drain timeout (what the controller acts on before planning)."""
@@ -333,17 +370,15 @@ def members_at_steps(session: Session, name: str) -> tuple[str, list[Member], fl
     return spec.cluster, busy, float(spec.update_strategy.drain_timeout_seconds)
 
 
-def _docs(session: Session, names: Sequence[str]) -> dict[str, Any]:
+def _docs(session: Session, pool: str) -> dict[str, Any]:
     """The members' desired-state hashes and applied results (not the documents)."""
-    if not names:
-        return {}
     rows = session.execute(
         select(
             DesiredStateRow.host_name,
             DesiredStateRow.hash,
             DesiredStateRow.applied_hash,
             DesiredStateRow.applied_result,
-        ).where(DesiredStateRow.host_name.in_(names))
+        ).where(_of_pool(DesiredStateRow.host_name, pool))
     ).all()
     return {row.host_name: row for row in rows}
 

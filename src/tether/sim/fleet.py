@@ -122,7 +122,10 @@ class SimulatedFleet:
                 heapq.heappush(self._due, (now + self.plan_seconds(action), host, digest))
         return list(cordons)
 
-    def _apply(self, batch: list[tuple[str, str]]) -> list[str]:
+    def apply_plans(self, batch: Sequence[tuple[str, str]]) -> list[str]:
+        """The agents of these hosts apply these plans (host, hash) now: report them
+        applied and show the Node the plan leaves (tests call it to step a rollout by
+        hand); return the hosts whose plan was still current."""
         done = []
         with self.db.session() as session:
             for host, digest in batch:
@@ -161,7 +164,7 @@ class SimulatedFleet:
                     self._cond.wait(min(wait, 0.5))
                     continue
             done = self._schedule(sent, cordons) if sent or cordons else []
-            done += self._apply(batch) if batch else []
+            done += self.apply_plans(batch) if batch else []
             if done and self.on_applied is not None:
                 self.on_applied(done)
 
