@@ -180,3 +180,37 @@ def test_serve_exits_when_a_port_is_taken(env: dict[str, str]) -> None:
         )
     assert done.returncode != 0
     assert "address already in use" in done.stderr + done.stdout
+
+
+def test_host_role_set_refused_round_tripped_and_cleared_through_the_cli(
+    server: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    token = tether(env, "admin", "bootstrap").stdout.strip().splitlines()[-1]
+    assert tether(env, "login", "--server", server, "--token", token).returncode == 0
+    assert tether(env, "site", "create", "dc1").returncode == 0
+    for name in ("vpn1", "vpn2"):
+        assert tether(env, "host", "create", name, "--set", "site=dc1").returncode == 0
+
+    made = tether(env, "host", "update", "vpn1", "--set", "role=vpn-server", "-o", "json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["spec"]["role"] == "vpn-server"
+    second = tether(env, "host", "update", "vpn2", "--set", "role=vpn-server")
+    assert second.returncode == 7 and "spec.role" in second.stderr and "vpn1" in second.stderr
+    wide = tether(env, "host", "list", "-o", "wide").stdout.splitlines()
+    rows = {row.split()[0]: row.split() for row in wide}
+    assert rows["NAME"][-3:] == ["ROLE", "FAILING", "CHECKS"]
+    assert rows["vpn1"][-2:] == ["vpn-server", "-"] and rows["vpn2"][-2:] == ["-", "-"]
+
+    # get -o yaml goes back into update -f with the role (a tag changed on the way).
+    printed = tether(env, "host", "get", "vpn1", "-o", "yaml").stdout
+    assert "role: vpn-server" in printed
+    saved = tmp_path / "host.yaml"
+    saved.write_text(printed.replace("tags: {}", "tags: {rack: r1}"))
+    again = tether(env, "host", "update", "vpn1", "-f", str(saved), "-o", "json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["spec"]["role"] == "vpn-server"
+    assert json.loads(again.stdout)["spec"]["tags"] == {"rack": "r1"}
+
+    cleared = tether(env, "host", "update", "vpn1", "--set", "role=null", "-o", "json")
+    assert json.loads(cleared.stdout)["spec"].get("role") is None
+    assert tether(env, "host", "update", "vpn2", "--set", "role=vpn-server").returncode == 0

@@ -110,6 +110,10 @@ class Agent:
         #: A vpn-server host's tunnels and BGP sessions, reported as checks.
         self.vpn = VpnServer(config.vpn_server)
         self.vpn_problems: dict[str, str | None] = {}
+        #: The stored ``vpnServer`` section while applying it at start has not worked
+        #: yet (charon not up, say): tried again at each heartbeat until a document comes.
+        self.vpn_restore: Any = None
+        self.vpn_lock = threading.Lock()
         cap = config.max_backoff_seconds
         self.beat_backoff = Backoff(base=1.0, cap=cap, rng=self.rng)
         self.renew_backoff = Backoff(base=5.0, cap=cap, rng=self.rng)
@@ -246,6 +250,7 @@ class Agent:
             message = kept.failing()
             if message:
                 failing[ROUTE_CHECK] = message[:256]
+        self._restore_vpn()
         problems, status = self.vpn.checks()
         self._note_vpn(problems, status)
         count += len(problems)
@@ -337,11 +342,15 @@ class Agent:
     def _apply_rest(
         self, document: dict[str, Any], path: Path, api: PlaneAPI | None
     ) -> dict[str, Any]:
+        with self.vpn_lock:
+            self.vpn_restore = None
+            if "vpnServer" in document:
+                result = self.vpn.apply(document["vpnServer"])
+            else:
+                self.vpn.want(None)
         if "vpnServer" in document:
-            result = self.vpn.apply(document["vpnServer"])
             result["status"] = self.vpn.checks()[1]
             return result
-        self.vpn.want(None)
         if "node" in document:
             return self.apply_node(document["node"], api or self.api)
         command = self.config.desired.command
@@ -474,21 +483,38 @@ class Agent:
             self.resume()
         else:
             self.register()
-        self._want_stored_routes()
+        self._restore_stored()
 
-    def _want_stored_routes(self) -> None:
-        """The routes of the stored document: kept from the first heartbeat on, so they
-        come back after a reboot before the plane answers. Likewise what a VPN server
-        reports on."""
+    def _restore_stored(self) -> None:
+        """The stored document, so a rebooted host is back before the plane answers: its
+        routes are kept from the first heartbeat on, and a VPN server's configuration is
+        applied again now (charon and BIRD start empty)."""
         try:
             stored = json.loads((self.config.state_dir / "desired.json").read_text())
             self.routes.want(stored if isinstance(stored, dict) else None)
-            if isinstance(stored, dict) and "vpnServer" in stored:
-                self.vpn.want(stored["vpnServer"])
         except FileNotFoundError:
             return
         except (OSError, ValueError, HostError) as exc:  # RouteError is a ValueError
             log.warning("stored desired state unusable: %s", exc)
+            return
+        if isinstance(stored, dict) and "vpnServer" in stored:
+            self.vpn_restore = stored["vpnServer"]
+            self._restore_vpn()
+
+    def _restore_vpn(self) -> None:
+        """Apply the stored ``vpnServer`` section again, while :attr:`vpn_restore` holds
+        it: done once it worked, or for good when it is invalid."""
+        with self.vpn_lock:
+            section = self.vpn_restore
+            if section is None:
+                return
+            result = self.vpn.apply(section)
+            if result["ok"] or not result.get("retryable", True):
+                self.vpn_restore = None
+        if result["ok"]:
+            self._event("VPNServerRestored", f"stored VPN server configuration {result['message']}")
+        else:
+            log.warning("stored VPN server configuration not applied: %s", result["message"])
 
     def run(self) -> int:
         """Run until stopped: the ``tether agent run`` command. Returns an exit code."""

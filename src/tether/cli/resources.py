@@ -265,6 +265,7 @@ HOST = Kind(
         ("NODE", _node),
         ("KUBELET", col("status.node.kubeletVersion")),
         ("NODE IP", col("spec.nodeIP")),
+        ("ROLE", col("spec.role")),
         ("FAILING CHECKS", col("status.failingChecks")),
     ],
 )

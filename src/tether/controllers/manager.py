@@ -4,7 +4,9 @@ A cluster is *imported* when the plane holds its kubeconfig
 (``<data dir>/clusters/<name>/kubeconfig``) and the Cluster exists in the store. The
 manager looks every ``rescan_seconds`` and starts controllers for newly imported
 clusters and stops those of deleted ones. The pool reconciler
-(:class:`~tether.controllers.pools.PoolController`) acts on a cluster through the
+(:class:`~tether.controllers.pools.PoolController`) and the VPN server pass
+(:class:`~tether.controllers.vpnservers.VpnServerController`) run beside them. The pool
+reconciler acts on a cluster through the
 manager's client of that cluster, and is poked when a cluster's Nodes change. The plane's
 server (:mod:`tether.server`) starts the manager next to the APIs.
 
@@ -27,6 +29,7 @@ from sqlalchemy import select
 from tether.controllers.csr import CSRApprover
 from tether.controllers.nodes import NodeHealthController
 from tether.controllers.pools import DesiredNotify, PoolController
+from tether.controllers.vpnservers import VpnServerController
 from tether.kube.client import KubeClient
 from tether.services.clusterops import ClusterOps, KubeClusterOps
 from tether.services.kubeconn import imported_clusters, open_cluster
@@ -72,6 +75,9 @@ class ControllerManager:
         self.failures: dict[str, str] = {}
         self.pools = PoolController(
             db, self._ops, resync_seconds=pool_resync_seconds, on_desired=on_desired
+        )
+        self.vpn_servers = VpnServerController(
+            db, resync_seconds=pool_resync_seconds, on_desired=on_desired
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,8 +159,10 @@ class ControllerManager:
         self._thread = threading.Thread(target=self._run, name="controllers", daemon=True)
         self._thread.start()
         self.pools.start()
+        self.vpn_servers.start()
 
     def stop(self) -> None:
+        self.vpn_servers.stop()
         self.pools.stop()
         self._stop.set()
         if self._thread is not None:

@@ -52,6 +52,12 @@ class HostAuthMode(StrEnum):
     X509 = "x509"  # hosts present certificates from the user's own PKI
 
 
+class HostRole(StrEnum):
+    """What a host is for besides being a node (none: it may join a pool)."""
+
+    VPN_SERVER = "vpn-server"  # runs its site's VPN server (tunnels, BGP); never a node
+
+
 class RoutingMode(StrEnum):
     BGP = "bgp"  # the CNI on each node advertises its pod CIDR to the VPN server/router
     STATIC = "static"  # the VPN server carries a static route per node pod CIDR
@@ -355,6 +361,13 @@ class HostSpec(Model):
     )
     vpn_server_ip: IP | None = Field(
         default=None, description="This host's own VPN server address, when not the pool's."
+    )
+    role: HostRole | None = Field(
+        default=None,
+        description=(
+            "vpn-server: the host runs its site's VPN server; the plane pushes it the "
+            "site's tunnels, BGP and routes. At most one per site, never in a pool."
+        ),
     )
 
 

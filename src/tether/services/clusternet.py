@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tether import netplan
-from tether.domain.models import EventType, ObjectKind, PoolSpec
+from tether.domain.models import ObjectKind, PoolSpec
 from tether.domain.poolplan import Condition
 from tether.kube.client import KubeClient
 from tether.kube.errors import KubeError, NotFound
@@ -43,7 +43,7 @@ from tether.netplan.incluster import (
 )
 from tether.netplan.model import PoolPlan
 from tether.services import events, network
-from tether.services.pools import NETWORK_CONDITION
+from tether.services.pools import NETWORK_CONDITION, set_condition
 from tether.services.profiles import load_profile
 from tether.store.db import Database
 from tether.store.schema import PoolRow
@@ -156,22 +156,11 @@ def _record(
 ) -> None:
     for pool, reason, message in notes:
         events.record(session, ObjectKind.POOL, pool, reason, message, pool=pool)
-    for row in session.scalars(select(PoolRow).where(PoolRow.name.in_(list(conditions)))):
-        want = conditions[row.name]
-        status = dict(row.status or {})
-        others = [c for c in status.get("conditions", []) if c.get("type") != NETWORK_CONDITION]
-        before = next(
-            (c for c in status.get("conditions", []) if c.get("type") == NETWORK_CONDITION), None
-        )
-        cond = Condition(NETWORK_CONDITION, want.status, want.reason, want.message).to_json()
-        if before == cond:
-            continue
-        row.status = {**status, "conditions": [*others, cond]}
-        if before is None or before.get("reason") != want.reason:
-            kind = EventType.NORMAL if want.status == "True" else EventType.WARNING
-            events.record(
-                session, ObjectKind.POOL, row.name, f"Network{want.reason}", want.message, kind
-            )
+    wanted = {
+        pool: Condition(NETWORK_CONDITION, want.status, want.reason, want.message)
+        for pool, want in conditions.items()
+    }
+    set_condition(session, NETWORK_CONDITION, wanted, "Network")
 
 
 def reconcile_network(db: Database, cluster: str, client: KubeClient) -> NetworkPass:

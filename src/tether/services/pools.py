@@ -29,9 +29,16 @@ from tether.domain.memberops import (
     Operation,
     StepResult,
 )
-from tether.domain.models import ClusterSpec, HostSpec, ObjectKind, PoolSpec, ProfileSpec
+from tether.domain.models import (
+    ClusterSpec,
+    EventType,
+    HostSpec,
+    ObjectKind,
+    PoolSpec,
+    ProfileSpec,
+)
 from tether.domain.nodeplan import NodeTarget, TargetError, node_target
-from tether.domain.poolplan import PoolInput, PoolPlan, Spare, successor
+from tether.domain.poolplan import Condition, PoolInput, PoolPlan, Spare, successor
 from tether.domain.profiles import sensitive_values
 from tether.domain.states import HostEvent, HostState, PoolState, next_host_state
 from tether.errors import Conflict
@@ -489,6 +496,38 @@ def _move_host(session: Session, name: str, pool: str | None, event: HostEvent) 
 #: The pool condition the cluster network pass owns (:mod:`tether.services.clusternet`):
 #: a pool's reconcile keeps it as it is.
 NETWORK_CONDITION = "NetworkApplied"
+#: The pool condition the VPN server pass owns (:mod:`tether.services.vpnservers`).
+VPN_SERVER_CONDITION = "VPNServerConfigured"
+#: Conditions other passes own: a pool's reconcile keeps them as they are.
+KEPT_CONDITIONS = frozenset({NETWORK_CONDITION, VPN_SERVER_CONDITION})
+
+
+def set_condition(
+    session: Session, kind: str, wanted: Mapping[str, Condition], event_prefix: str
+) -> None:
+    """Write condition ``kind`` of each pool of ``wanted`` (pool -> condition) where it
+    differs, with an event (reason ``event_prefix`` + the condition's reason) when its
+    reason changes."""
+    for row in session.scalars(select(PoolRow).where(PoolRow.name.in_(list(wanted)))):
+        want = wanted[row.name]
+        status = dict(row.status or {})
+        others = [c for c in status.get("conditions", []) if c.get("type") != kind]
+        before = next((c for c in status.get("conditions", []) if c.get("type") == kind), None)
+        cond = want.to_json()
+        if before == cond:
+            continue
+        row.status = {**status, "conditions": [*others, cond]}
+        if before is None or before.get("reason") != want.reason:
+            type_ = EventType.NORMAL if want.status == "True" else EventType.WARNING
+            events.record(
+                session,
+                ObjectKind.POOL,
+                row.name,
+                f"{event_prefix}{want.reason}",
+                want.message,
+                type_,
+                pool=row.name,
+            )
 
 
 def write(session: Session, loaded: Loaded, plan: PoolPlan) -> None:
@@ -502,7 +541,7 @@ def write(session: Session, loaded: Loaded, plan: PoolPlan) -> None:
         for c in (session.scalar(select(PoolRow.status).where(PoolRow.name == pool)) or {}).get(
             "conditions", []
         )
-        if c.get("type") == NETWORK_CONDITION
+        if c.get("type") in KEPT_CONDITIONS
     ]
     done = session.execute(
         update(PoolRow)

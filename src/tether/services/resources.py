@@ -588,9 +588,39 @@ def _plan_view(row: DesiredStateRow | None) -> m.PlanStatus | None:
     )
 
 
-def _check_host_refs(session: Session, spec: m.HostSpec) -> None:
+def vpn_server_hosts(session: Session, site: str | None = None) -> dict[str, str]:
+    """Site -> the name of its host with the ``vpn-server`` role (one of ``site``'s only)."""
+    query = select(HostRow.site, HostRow.name).where(
+        HostRow.spec["role"].as_string() == m.HostRole.VPN_SERVER.value
+    )
+    if site is not None:
+        query = query.where(HostRow.site == site)
+    return dict(session.execute(query.order_by(HostRow.id)).all())
+
+
+def _check_role(session: Session, spec: m.HostSpec, name: str) -> None:
+    """A VPN server is never a node, and a site has one (the plan gives each pool one)."""
+    if spec.role is not m.HostRole.VPN_SERVER:
+        return
+    if spec.pool is not None:
+        raise Invalid(
+            "a vpn-server host cannot be in a pool: release it (pool: null) first",
+            field="spec.role",
+            rule="not_in_pool",
+        )
+    other = vpn_server_hosts(session, spec.site).get(spec.site)
+    if other is not None and other != name:
+        raise Invalid(
+            f"site {spec.site!r} already has a vpn-server host: {other!r}",
+            field="spec.role",
+            rule="one_per_site",
+        )
+
+
+def _check_host_refs(session: Session, spec: m.HostSpec, name: str) -> None:
     if session.scalars(select(SiteRow.id).where(SiteRow.name == spec.site)).first() is None:
         raise Invalid(f"site {spec.site!r} does not exist", field="spec.site", rule="exists")
+    _check_role(session, spec, name)
     if spec.pool is not None:
         pool = session.scalars(select(PoolRow).where(PoolRow.name == spec.pool)).one_or_none()
         if pool is None:
@@ -605,7 +635,7 @@ def _check_host_refs(session: Session, spec: m.HostSpec) -> None:
 
 def create_host(session: Session, body: r.HostCreate) -> r.Host:
     """Register a host by hand. It starts Registered and unassigned."""
-    _check_host_refs(session, body.spec)
+    _check_host_refs(session, body.spec, body.name)
     if body.spec.pool is not None:
         raise Invalid(
             "a new host is Registered; assign it to a pool once it is Ready",
@@ -661,7 +691,7 @@ def update_host(session: Session, name: str, body: r.HostUpdate) -> r.Host:
     spec = body.spec
     if spec.site != row.site:
         raise Invalid("a host's site cannot change", field="spec.site", rule="immutable")
-    _check_host_refs(session, spec)
+    _check_host_refs(session, spec, name)
     if spec.pool != row.pool:
         if row.pool is not None and spec.pool is not None:
             raise Invalid(
@@ -699,6 +729,12 @@ def add_to_pool(
         )
     if PoolState(pool_row.state) is PoolState.DELETING:
         raise Conflict(f"pool {pool!r} is being deleted", field="spec.pool", rule="deleting")
+    if row.spec.get("role") == m.HostRole.VPN_SERVER.value:
+        raise Invalid(
+            f"host {name!r} is its site's vpn-server: it cannot join a pool",
+            field="spec.pool",
+            rule="not_vpn_server",
+        )
     if row.pool is not None or session.get(PoolMemberRow, name) is not None:
         raise Conflict(
             f"host {name!r} is in pool {row.pool!r} (or still leaving one)",

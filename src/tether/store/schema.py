@@ -258,6 +258,19 @@ class DesiredStateRow(Base):
     applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class VpnKeyRow(Base):
+    """A site VPN tunnel's pre-shared key, made when a VPN server first needs it. Only
+    the plane's VPN server pass reads it (into the document of the tunnel's VPN server
+    host); no API returns it."""
+
+    __tablename__ = "vpn_keys"
+
+    #: The tunnel's key id (:func:`tether.netplan.psk_ids`: ``<pool>-t1``, ``<pool>-t2``).
+    tunnel: Mapped[str] = mapped_column(String(80), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class PoolMemberRow(Base):
     """A host of a pool and the operation the pool reconciler is running on it.
 

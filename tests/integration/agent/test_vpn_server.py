@@ -20,6 +20,7 @@ import copy
 import json
 import re
 import stat
+import subprocess
 import time
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -144,6 +145,34 @@ def test_agents_apply_each_site_and_report_tunnels_and_bgp(tmp_path: Path) -> No
         pods = [p for p in probes if p.pool == "store7" and p.kind == "pod"]
         assert pods and all(p.address in IPv4Network("10.85.80.0/20") for p in pods)
         assert all(p.ok for p in probes), [p.as_dict() for p in probes]
+
+        # store7's VPN server reboots: charon comes back with nothing loaded, and the plane
+        # is out of reach. The agent applies its stored document at start.
+        forget_everything(bed, store7)
+        assert children(bed.list_sas(store7)) == {}
+        agent, plane = agents["store7"]
+        plane.down = True
+        again = make_agent(
+            tmp_path / "store7", plane, clock, agent.config.model_dump(by_alias=True)
+        )
+        again.start()
+        bed.wait_up()
+        assert again.vpn_restore is None  # applied at start, not waiting for a retry
+        assert set(children(bed.list_sas(store7))) == set(after)
+        assert all(p.ok for p in bed.probe()), "tunnels back without the plane"
+
+
+def forget_everything(bed: Testbed, site: SiteSpot) -> None:
+    """Leave the site's charon as a reboot would: no connection, no SA."""
+    config = bed.vpn_server_config(site)
+    empty = Path(str(config["dir"])) / "empty.conf"
+    empty.write_text("")
+    swanctl: list[str] = config["swanctl"]  # type: ignore[assignment]
+    uri = ["--uri", str(config["vici"])]
+    subprocess.run([*swanctl, "--load-all", "--file", str(empty), *uri], check=True, timeout=30)
+    for tunnel in (1, 2):
+        ike = ["--ike", f"{site.pool.name}-t{tunnel}", "--force"]
+        subprocess.run([*swanctl, "--terminate", *ike, *uri], check=False, timeout=30)
 
 
 def site_view(plane: Plane, site: str) -> dict[str, Any]:
