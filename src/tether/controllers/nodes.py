@@ -76,6 +76,8 @@ class NodeHealthController(WatchController[Node]):
         )
         #: Plans applied so far that changed something (for tests and logs).
         self.applied: list[HealthPlan] = []
+        #: Network passes run so far (for tests).
+        self.network_passes = 0
 
     # -- cache -------------------------------------------------------------------------
 
@@ -101,16 +103,20 @@ class NodeHealthController(WatchController[Node]):
             else:
                 self._nodes[meta.name] = after
         if before != after:
-            self.reconcile()
+            # A new Node needs its pod CIDR (before its CNI starts) and hybrid labels at
+            # once. Other changes (readiness, cordons: most events, many a second in a
+            # rollout) move only health; the cluster's objects wait for the resync.
+            self.reconcile(cluster_objects=before is None and after is not None)
 
     # -- reconcile ---------------------------------------------------------------------
 
-    def reconcile(self) -> HealthPlan:
-        """Bring the store in line with the last seen Nodes; returns what changed."""
+    def reconcile(self, cluster_objects: bool = True) -> HealthPlan:
+        """Bring the store in line with the last seen Nodes; returns what changed. With
+        ``cluster_objects``, also keep hybrid mode and the pools' network in the cluster."""
         with reconciling("nodes"):
-            return self._reconcile()
+            return self._reconcile(cluster_objects)
 
-    def _reconcile(self) -> HealthPlan:
+    def _reconcile(self, cluster_objects: bool = True) -> HealthPlan:
         with self._lock:
             nodes = dict(self._nodes)
         with self.db.session() as session:
@@ -118,9 +124,9 @@ class NodeHealthController(WatchController[Node]):
             pools = record_nodes(session, self.cluster, nodes)
         if pools and self.on_pools is not None:
             self.on_pools(pools)
-        if self.hybrid_client is not None:
+        if cluster_objects and self.hybrid_client is not None:
             self._keep_hybrid(self.hybrid_client)
-        if self.network_client is not None:
+        if cluster_objects and self.network_client is not None:
             self._keep_network(self.network_client)
         if not plan.empty:
             self.applied.append(plan)
@@ -136,8 +142,9 @@ class NodeHealthController(WatchController[Node]):
 
     def _keep_network(self, client: KubeClient) -> None:
         """Keep the pools' BGP objects and every pool Node's pod CIDR (level-triggered:
-        on every Node change and resync, so a Node gets its block as soon as it registers,
+        on every new Node and resync, so a Node gets its block as soon as it registers,
         before its CNI starts; a deleted pool's objects go at the next resync)."""
+        self.network_passes += 1
         try:
             reconcile_network(self.db, self.cluster, client)
         except (PlaneError, KubeError) as exc:

@@ -27,7 +27,7 @@ from tether.netplan.incluster import KINDS, kind_of
 from tether.netplan.render.kube import CALICO_API, CALICO_CRD_API
 from tether.services import resources as svc
 from tether.services.clusternet import reconcile_network
-from tether.store.schema import HostRow, PoolMemberRow, PoolRow
+from tether.store.schema import HostRow, NodeStatusRow, PoolMemberRow, PoolRow, utcnow
 
 pytestmark = pytest.mark.integration
 
@@ -157,6 +157,15 @@ def new_cluster(plane: Any, unique_name: Namer) -> tuple[str, str]:
     cluster = unique_name("net")
     plane.import_cluster(cluster, serviceCIDR="172.20.0.0/16")
     return cluster, f"{cluster}-p"
+
+
+def _cordoned_in_store(plane: Any, host: str) -> bool:
+    with plane.db.session() as s:
+        return bool(
+            s.scalars(
+                select(NodeStatusRow.unschedulable).where(NodeStatusRow.host_name == host)
+            ).first()
+        )
 
 
 def condition(plane: Any, pool: str) -> dict[str, str]:
@@ -294,14 +303,30 @@ def test_nodes_controller_gives_a_node_its_block_when_it_registers_and_pools_kee
     plane.pool(cluster, pool, {host: inventory("10.80.1.11")})
     nodes.append(host)
     with plane.client(cluster) as tether:
+        # No resync in the test's time: the new Node's own event gives it its block.
         controller = NodeHealthController(
-            plane.db, cluster, tether, resync_seconds=1, network_client=tether
+            plane.db, cluster, tether, resync_seconds=3600, network_client=tether
         )
         controller.start()
         try:
-            register_nodes(kube, [host])  # as the kubelet does, before its CNI runs
+            register_nodes(kube, [host])  # as the kubelet does, before its CNI runs ...
+            not_ready = {
+                "type": "Ready",
+                "status": "False",
+                "reason": "KubeletNotReady",
+                "message": "container runtime network not ready",
+                "lastHeartbeatTime": utcnow().isoformat(),
+                "lastTransitionTime": utcnow().isoformat(),
+            }
+            kube.patch(Node.Status, host, {"status": {"conditions": [not_ready]}})  # ... and so
             wait_for(lambda: kube.get(Node, host).spec.podCIDR is not None)
             wait_for(lambda: condition(plane, pool)["reason"] == "Applied")
+            passes = controller.network_passes
+            # A change to a known Node (a cordon here; readiness alike) moves its health
+            # in the store, and leaves the cluster's network objects to the resync.
+            kube.patch(Node, host, {"spec": {"unschedulable": True}})
+            wait_for(lambda: _cordoned_in_store(plane, host))
+            assert controller.network_passes == passes
         finally:
             controller.stop()
     assert kube.get(Node, host).spec.podCIDR.startswith("10.85.")
