@@ -108,29 +108,12 @@ is_complete() {
 		built "${IMG_DIR}" echo "$(image_stamp echo)"
 }
 
-if is_complete; then
-	echo "build-kube: cached: ${OUT_DIR}, ${PREV_DIR}, ${CTRD_DIR}, ${CRICTL_DIR}, ${IMG_DIR}"
-	exit 0
-fi
-
-command -v go >/dev/null || {
-	echo "build-kube: the Go toolchain (go) is required" >&2
-	exit 1
-}
-
-# Never download another toolchain: fail loudly if a go.mod needs a newer Go.
-export GOTOOLCHAIN=local
+# shellcheck source=lib/cache.sh
+source "${HERE}/lib/cache.sh"
+# One builder at a time (make -j, two shells): the second waits, then finds the cache.
+cache_ready_or_lock build-kube "${CACHE_ROOT}/.build-${KUBE_VERSION}.lock" is_complete
 export CGO_ENABLED=0
 export GOFLAGS="-mod=mod -buildvcs=false"
-
-mkdir -p "${CACHE_ROOT}"
-# One builder at a time (make -j, two shells): the second waits, then finds the cache.
-exec 9>"${CACHE_ROOT}/.build-${KUBE_VERSION}.lock"
-flock 9
-if is_complete; then
-	echo "build-kube: cached (built by another process)"
-	exit 0
-fi
 
 START=$(date +%s)
 elapsed() { echo "$(($(date +%s) - START))s"; }

@@ -49,22 +49,9 @@ esac
 
 complete() { [[ "$(cat "${OUT_DIR}/VERSIONS" 2>/dev/null)" == "${STAMP}" ]]; }
 
-if complete; then
-	echo "fetch-crds: cached: ${OUT_DIR}"
-	exit 0
-fi
-command -v go >/dev/null || {
-	echo "fetch-crds: the Go toolchain (go) is required" >&2
-	exit 1
-}
-export GOTOOLCHAIN=local
-mkdir -p "${CACHE_ROOT}"
-exec 9>"${CACHE_ROOT}/.crds.lock"
-flock 9
-if complete; then
-	echo "fetch-crds: cached (fetched by another process)"
-	exit 0
-fi
+# shellcheck source=lib/cache.sh
+source "$(cd "$(dirname "$0")" && pwd)/lib/cache.sh"
+cache_ready_or_lock fetch-crds "${CACHE_ROOT}/.crds.lock" complete
 
 # module_dir MODULE@VERSION: download the module (outside any go.mod) and print its dir.
 module_dir() {

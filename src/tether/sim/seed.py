@@ -30,7 +30,7 @@ from tether.store.schema import (
     utcnow,
 )
 
-__all__ = ["POOL", "seed_running_pool"]
+__all__ = ["CLUSTER", "POOL", "seed_running_pool"]
 
 CA = "-----BEGIN CERTIFICATE-----\nYmVuY2g=\n-----END CERTIFICATE-----\n"
 CLUSTER: dict[str, Any] = {

@@ -12,6 +12,7 @@ from tether.domain.agent import AppliedReport
 from tether.domain.resources import Role, TokenCreate
 from tether.services import desired, tokens
 from tether.settings import Settings
+from tether.sim.seed import CLUSTER
 from tether.store.schema import HostRow, utcnow
 
 
@@ -47,15 +48,7 @@ def post(client: TestClient, headers: dict[str, str], path: str, body: Any, stat
 
 @pytest.fixture
 def pool(client: TestClient, admin: dict[str, str]) -> str:
-    cluster = {
-        "kubernetesVersion": "1.37",
-        "apiEndpoint": "https://10.226.0.10:6443",
-        "caBundle": CA,
-        "vpcCIDR": "10.226.0.0/16",
-        "serviceCIDR": "172.20.0.0/16",
-        "remoteNodeNetworks": ["10.80.0.0/16"],
-        "remotePodNetworks": ["10.85.0.0/16"],
-    }
+    cluster = {**CLUSTER, "caBundle": CA}
     post(client, admin, "/api/v1/clusters", {"name": "prod", "spec": cluster}, 201)
     post(client, admin, "/api/v1/sites", {"name": "dc1"}, 201)
     variables = [{"name": "pods", "type": "number", "default": 110}]
