@@ -96,6 +96,23 @@ class PoolNetwork:
     message: str
 
 
+def failed_condition(missing: Sequence[Kind], problems: Sequence[str]) -> PoolNetwork:
+    """A pool's condition after some of its objects could not be applied or deleted.
+
+    ``missing`` are the kinds the API server does not serve (it answered an apply with
+    404): their CRDs are not installed, which the condition says by name, as the one thing
+    to do first; ``problems`` are the other failures, as the API server gave them."""
+    if missing:
+        crds = sorted({f"{k.plural}.{k.api_version.split('/')[0]}" for k in missing})
+        project = "Calico" if all(k.api_version == CALICO_CRD_API for k in missing) else "Cilium"
+        message = (
+            f"the cluster does not serve {', '.join(crds)}: install {project}'s CRDs "
+            "(the CNI's own install does) and Tether applies the pool's objects at its next pass"
+        )
+        return PoolNetwork("False", "CRDNotInstalled", "; ".join([message, *problems])[:1000])
+    return PoolNetwork("False", "ApplyFailed", "; ".join(problems)[:1000])
+
+
 @dataclass
 class ClusterNetworkPlan:
     #: Objects to server-side apply, with the pool each belongs to.

@@ -32,9 +32,11 @@ from tether.netplan.incluster import (
     KINDS,
     POOL_LABEL,
     ClusterNetworkPlan,
+    Kind,
     ManagedObject,
     ObservedNode,
     PoolNetwork,
+    failed_condition,
     kind_of,
     managed_selector,
     observed_allocations,
@@ -119,12 +121,16 @@ def _act(client: KubeClient, plan: ClusterNetworkPlan, notes: list[tuple[str, st
     """Apply, delete, patch; return how many objects were applied. Failures turn the
     pool's condition False (``notes`` gets ``(pool, reason, message)`` events)."""
     failures: dict[str, list[str]] = defaultdict(list)
+    missing: dict[str, list[Kind]] = defaultdict(list)  # kinds the API server does not serve
     applied = 0
     for pool, obj in plan.apply:
         what = f"{obj['kind']} {obj['metadata']['name']}"
         try:
             client.apply_object(kind_of(obj).plural, obj, force=True)
             applied += 1
+        except NotFound:  # an apply creates: only the resource type itself can be missing
+            missing[pool].append(kind_of(obj))
+            log.warning("pool %s: applying %s: the cluster does not serve its kind", pool, what)
         except KubeError as exc:
             _fail(failures, pool, f"applying {what}", exc)
     for gone in plan.delete:
@@ -143,9 +149,9 @@ def _act(client: KubeClient, plan: ClusterNetworkPlan, notes: list[tuple[str, st
         cidr = patch.get("spec", {}).get("podCIDR")
         if cidr:
             notes.append((pool, "PodCIDRSet", f"Node {name}: podCIDR {cidr}"))
-    for pool, problems in failures.items():
+    for pool in set(failures) | set(missing):
         if pool in plan.pools:
-            plan.pools[pool] = PoolNetwork("False", "ApplyFailed", "; ".join(problems)[:1000])
+            plan.pools[pool] = failed_condition(missing[pool], failures[pool])
     return applied
 
 

@@ -157,6 +157,13 @@ def test_node_create_and_patch_labels_three_ways(kube: KubeClient, unique_name: 
         kube.delete(Node, name)
 
 
+def test_applying_a_kind_the_cluster_does_not_serve_is_not_found(kube: KubeClient) -> None:
+    """What the cluster network pass reads as "CRD not installed"."""
+    widget = {"apiVersion": "example.tether.io/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    with pytest.raises(NotFound):
+        kube.apply_object("widgets", widget, force=True)
+
+
 def test_server_side_apply_owns_fields(kube: KubeClient, namespace: str) -> None:
     cm = ConfigMap(metadata=ObjectMeta(name="applied", namespace=namespace), data={"k": "1"})
     first = kube.apply(cm)

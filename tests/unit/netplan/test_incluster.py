@@ -9,6 +9,7 @@ from tether.netplan.incluster import (
     KINDS,
     ManagedObject,
     ObservedNode,
+    failed_condition,
     kind_of,
     observed_allocations,
     plan_cluster,
@@ -123,3 +124,18 @@ def test_static_pools_and_empty_bgp_pools_need_no_bgp_objects(doc: Doc) -> None:
     out = plan_cluster("prod", _pools(doc), {}, _registered(*ALL), [])
     assert out.apply == []
     assert out.pools["dc1"].message == "podCIDR set on 0 node(s)"
+
+
+def test_a_missing_crd_is_named_as_the_thing_to_install_first() -> None:
+    cilium = [k for k in KINDS if k.api_version.startswith("cilium.io/")]
+    calico = [k for k in KINDS if k not in cilium]
+    got = failed_condition(cilium[:2], ["deleting BGPPeer x: 403 Forbidden"])
+    assert (got.status, got.reason) == ("False", "CRDNotInstalled")
+    assert got.message.startswith(
+        "the cluster does not serve ciliumbgpclusterconfigs.cilium.io, "
+        "ciliumbgppeerconfigs.cilium.io: install Cilium's CRDs"
+    )
+    assert got.message.endswith("; deleting BGPPeer x: 403 Forbidden")
+    assert "install Calico's CRDs" in failed_condition(calico, []).message
+    other = failed_condition([], ["applying IPPool p: 422 Invalid"])
+    assert (other.reason, other.message) == ("ApplyFailed", "applying IPPool p: 422 Invalid")
