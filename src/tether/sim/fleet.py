@@ -127,6 +127,9 @@ class SimulatedFleet:
         applied and show the Node the plan leaves (tests call it to step a rollout by
         hand); return the hosts whose plan was still current."""
         done = []
+        # The Nodes' new status, as the nodes controller records what its watch saw: the
+        # hosts whose Nodes changed alike in one statement.
+        nodes: dict[tuple[tuple[str, object], ...], list[str]] = {}
         with self.db.session() as session:
             for host, digest in batch:
                 row = session.get(DesiredStateRow, host)
@@ -136,16 +139,20 @@ class SimulatedFleet:
                 desired.report_applied(
                     session, host, AppliedReport(hash=digest, result={"ok": True})
                 )
-                values: dict[str, object] = {"observed_at": utcnow()}
+                values: dict[str, object] = {}
                 if plan.get("action") in ("join", "upgrade"):
                     values["kubelet_version"] = "v" + str(plan["version"])
                     values["ready"] = True
                 if plan.get("action") == "reboot":
                     values["ready_since"] = utcnow() - timedelta(microseconds=1)
-                session.execute(
-                    update(NodeStatusRow).where(NodeStatusRow.host_name == host).values(**values)
-                )
+                nodes.setdefault(tuple(sorted(values.items())), []).append(host)
                 done.append(host)
+            for change, hosts in nodes.items():
+                session.execute(
+                    update(NodeStatusRow)
+                    .where(NodeStatusRow.host_name.in_(hosts))
+                    .values(observed_at=utcnow(), **dict(change))
+                )
         self.applied += len(done)
         return done
 
