@@ -15,12 +15,13 @@ the next write into the same directory removes those of writers that are gone
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,6 +33,7 @@ __all__ = [
     "staged_file",
     "sweep_stale",
     "write_atomic",
+    "write_many",
 ]
 
 
@@ -168,6 +170,58 @@ def write_atomic(
     payload = data.encode() if isinstance(data, str) else data
     with staged_file(path, mode, dir_mode=dir_mode, sync=sync) as tmp:
         tmp.write_bytes(payload)
+
+
+#: Numbers the temporary files of :func:`write_many` in this process (``next`` on it is
+#: atomic, so two threads never take the same name).
+_serial = itertools.count()
+
+
+def _write_staged(path: str, payload: bytes, mode: int) -> None:
+    """:func:`write_atomic` without syncing, in plain ``os`` calls: a temporary file
+    named as :data:`_TEMP` (so :func:`sweep_stale` knows it) created 0600, filled, given
+    ``mode`` and renamed over ``path``."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.tether-{os.getpid()}-{next(_serial) % 16**8:08x}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileExistsError:  # left by a dead process that had this pid: not a live writer
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, 0o600)
+    try:
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_many(root: Path, files: Iterable[tuple[str, bytes | str, int]]) -> None:
+    """Write each ``(relative path, data, mode)`` of ``files`` under ``root``, each
+    atomically like :func:`write_atomic` (never half-written) but none synced: the
+    caller syncs once at the end (``os.sync()``). Missing folders are created with the
+    default umask, and each folder is swept of dead writers' temporary files once.
+
+    For tens of thousands of files (a 10,000-pool network plan writes 60,000): no
+    ``Path`` objects, and no sweep, ``mkdir`` or ``mkstemp`` per file."""
+    base = os.fspath(root)
+    ready: set[str] = set()
+    for rel, data, mode in files:
+        path = os.path.join(base, rel)
+        folder = os.path.dirname(path)
+        if folder not in ready:
+            os.makedirs(folder, exist_ok=True)
+            sweep_stale(Path(folder))
+            ready.add(folder)
+        _write_staged(path, data.encode() if isinstance(data, str) else data, mode)
 
 
 def _no_constant(name: str) -> Any:

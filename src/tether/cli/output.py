@@ -28,7 +28,6 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
 #: Columns wide enough for any line Tether prints (rich needs a number).
 FULL_WIDTH = 100_000
@@ -105,6 +104,55 @@ def show(renderable: RenderableType, whole: bool = False) -> None:
     typer.echo("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()))
 
 
+def _plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]], markup: bool) -> str | None:
+    """The text rich prints for a table without a terminal (``box=None``, one space of
+    padding each side, trailing blanks removed), or ``None`` when rich could print it
+    differently: a cell with markup or an emoji code (``[bold]``, ``:x:``), with anything
+    but printable ASCII (wide characters, tabs, line breaks), or a table too wide.
+
+    Rich lays out a 10,000-row table in seconds; this takes milliseconds."""
+    cells = [list(headers), *(list(row) for row in rows)]
+    for number, row in enumerate(cells):
+        for cell in row:
+            if not (cell.isascii() and cell.isprintable()) or (
+                (markup or number == 0) and ("[" in cell or ":" in cell)
+            ):
+                return None  # (headers are always rich markup)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    if sum(widths) + 2 * len(widths) > FULL_WIDTH:
+        return None
+    return "\n".join(
+        "".join(f" {cell:<{width}} " for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    )
+
+
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    markup: bool = True,
+    fold: bool = False,
+    whole: bool = False,
+) -> None:
+    """Print a table of strings (see :func:`show`). ``markup``: the cells may hold rich
+    markup; ``fold``: on a terminal, cells wrap instead of being cut."""
+    if not console.is_terminal:
+        text = _plain_table(headers, rows, markup)
+        if text is not None:
+            typer.echo(text)
+            return
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table(show_header=True, header_style="bold", box=None)
+    for header in headers:
+        grid.add_column(header, overflow="fold" if fold else "ellipsis")
+    for row in rows:
+        grid.add_row(*(row if markup else (Text(cell) for cell in row)))
+    show(grid, whole=whole)
+
+
 def render(
     data: Any, fmt: Format, columns: Sequence[Column] = (), wide: Sequence[Column] = ()
 ) -> None:
@@ -117,12 +165,11 @@ def render(
     else:
         rows = data if isinstance(data, list) else [data]
         shown = [*columns, *wide] if fmt is Format.WIDE else list(columns)
-        table = Table(show_header=True, header_style="bold", box=None)
-        for header, _ in shown:
-            table.add_column(header)
-        for row in rows:
-            table.add_row(*(_cell(get(row)) for _, get in shown))
-        show(table, whole=fmt is Format.WIDE)
+        table(
+            [header for header, _ in shown],
+            [[_cell(get(row)) for _, get in shown] for row in rows],
+            whole=fmt is Format.WIDE,
+        )
 
 
 class Bar:

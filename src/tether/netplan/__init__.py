@@ -4,6 +4,8 @@ The API the CLI and the REST API call::
 
     doc, findings = load_document(data)      # data: the parsed YAML/JSON mapping
     findings = check(doc)                    # every rule; errors and warnings
+    resolved, findings = check_document(doc) # the same, with the parsed view for:
+    result = plan_checked(resolved, findings, psks)  # plan without checking again
     findings = check_data(data)              # both at once, as complete as possible
     result = plan(doc, psks)                 # raises PlanError when check() has errors
     result.files()                           # relative path -> content
@@ -42,9 +44,10 @@ from tether.netplan.planner import (
     PskSource,
     parse_allocations,
     plan,
+    plan_checked,
     psk_ids,
 )
-from tether.netplan.rules import check_document
+from tether.netplan.rules import Resolved, check_document
 
 
 def load_document(data: Any) -> tuple[HybridNetwork | None, list[Finding]]:
@@ -121,6 +124,7 @@ __all__ = [
     "Pool",
     "PoolPlan",
     "PskSource",
+    "Resolved",
     "Route",
     "Rule",
     "Severity",
@@ -130,11 +134,13 @@ __all__ = [
     "VpnServer",
     "check",
     "check_data",
+    "check_document",
     "has_errors",
     "load_document",
     "member_keys",
     "parse_allocations",
     "plan",
+    "plan_checked",
     "psk_ids",
     "schema_findings",
 ]

@@ -182,12 +182,22 @@ def plan(
     ``0x…``), or is a function returning the key for an id. ``previous`` is the node →
     pod CIDR map of an earlier plan: those blocks are kept where still valid.
     """
+    return plan_checked(*check_document(doc), psks, previous)
+
+
+def plan_checked(
+    resolved: Resolved,
+    findings: list[Finding],
+    psks: PskSource,
+    previous: Mapping[str, str] | None = None,
+) -> Plan:
+    """:func:`plan` of a document :func:`~tether.netplan.rules.check_document` has
+    already checked (its parsed view and findings), so a caller that shows the findings
+    first does not check a 10,000-pool document twice."""
+    if has_errors(findings):
+        raise PlanError(findings)
     with collector_paused():
-        resolved, findings = check_document(doc)
-        if has_errors(findings):
-            raise PlanError(findings)
-        keys = _collect_psks(doc, psks)
-        return build_plan(resolved, findings, keys, previous)
+        return build_plan(resolved, findings, _collect_psks(resolved.doc, psks), previous)
 
 
 def _collect_psks(doc: HybridNetwork, psks: PskSource) -> dict[str, str]:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tether.files import staged_file, sweep_stale, write_atomic
+from tether import files
+from tether.files import staged_file, sweep_stale, write_atomic, write_many
 
 
 def _dead_pid() -> int:
@@ -76,3 +77,32 @@ def test_live_writers_temporary_files_are_kept(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == sorted(
         [names[mine], names[init], ".a.json.x1y2z3w4.tmp", "notes.tmp"]
     )
+
+
+def test_write_many_replaces_files_with_their_modes_and_sweeps_dead_writers(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "old").write_text("old")
+    stale = tmp_path / "a" / f".x.tether-{_dead_pid()}-0000abcd.tmp"
+    stale.write_text("partial")
+    write_many(tmp_path, [("a/old", "new", 0o640), ("a/b/c.sh", b"#!/bin/sh\n", 0o755)])
+    assert (tmp_path / "a" / "old").read_text() == "new"
+    assert stat.S_IMODE((tmp_path / "a" / "old").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "a" / "b" / "c.sh").stat().st_mode) == 0o755
+    assert sorted(os.listdir(tmp_path / "a")) == ["b", "old"]  # the dead writer's swept
+
+
+def test_write_many_leaves_the_old_file_and_no_temporary_when_a_write_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "keep").write_text("old")
+
+    def full(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "write", full)
+    with pytest.raises(OSError, match="No space"):
+        write_many(tmp_path, [("keep", "new", 0o644)])
+    assert (tmp_path / "keep").read_text() == "old"
+    assert os.listdir(tmp_path) == ["keep"]

@@ -1,0 +1,115 @@
+"""The fast YAML writer of the generated manifests writes exactly what PyYAML writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tether.netplan.render import yamltext
+
+
+def pyyaml(data: Any) -> str:
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(data, Dumper=dumper, sort_keys=False, default_flow_style=False, width=4096)
+
+
+#: Strings near the edges of plain style: YAML 1.1 booleans, numbers, null, timestamps,
+#: indicators first or after a space, quotes, a trailing space, non-ASCII, line breaks.
+TRICKY = st.sampled_from(
+    [
+        "yes",
+        "No",
+        "on",
+        "OFF",
+        "y",
+        "null",
+        "~",
+        "",
+        "0x1f",
+        "0o17",
+        "1_000",
+        "1e3",
+        "1.5",
+        ".inf",
+        "1:20",
+        "2026-12-01",
+        "2026-12-01 17:35:00",
+        "<<",
+        "=",
+        "-",
+        "- a",
+        "a: b",
+        "a:b",
+        "a #b",
+        "a#b",
+        "#a",
+        "&a",
+        "*a",
+        "!a",
+        "|a",
+        ">a",
+        "%a",
+        "@a",
+        "`a",
+        "'a'",
+        '"a"',
+        "a'b",
+        "{a}",
+        "a {b}",
+        "[a]",
+        "a, b",
+        "a ",
+        " a",
+        "a  b",
+        "é",
+        "a\nb",
+        "a\tb",
+        "10.80.1.0/24",
+        "tether.io/compute-type == 'hybrid' && x in { 'a', 'b' }",
+        "x" * 600,
+        "--- a",
+        "... a",
+        "?a",
+        "? a",
+    ]
+)
+TEXT = st.one_of(TRICKY, st.text(alphabet="ab1.-_/ :#'\"{},&=\n", max_size=12))
+SCALARS = st.one_of(TEXT, st.integers(), st.booleans(), st.none())
+DATA = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(TEXT, inner, max_size=4)),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(st.dictionaries(TEXT, DATA, max_size=5), st.lists(DATA, max_size=5)))
+def test_dump_writes_what_pyyaml_writes(data: Any) -> None:
+    assert yamltext.dump(data) == pyyaml(data)
+
+
+def test_shared_objects_and_other_types_go_to_pyyaml() -> None:
+    shared: list[Any] = []
+    assert "&id001" in yamltext.dump({"a": shared, "b": shared})
+    assert yamltext.dump({"a": shared, "b": shared}) == pyyaml({"a": shared, "b": shared})
+    assert yamltext.dump({"f": 1.5, "s": "x" * 5000}) == pyyaml({"f": 1.5, "s": "x" * 5000})
+    assert yamltext.dump("bare") == pyyaml("bare")
+
+
+def test_a_manifest_is_written_without_pyyaml(monkeypatch: Any) -> None:
+    """The fast path is taken for what the renderers build (not PyYAML behind it)."""
+    calls: list[Any] = []
+    monkeypatch.setattr(yamltext, "_pyyaml", lambda data: calls.append(data) or "")
+    text = yamltext.dump(
+        {
+            "apiVersion": "cilium.io/v2",
+            "metadata": {"name": "tether-dc1", "labels": {"tether.io/pool": "dc1"}},
+            "spec": {"nodeSelector": {"matchExpressions": [{"values": ["dc1-n1", "dc1-n2"]}]}},
+            "peers": [{"peerASN": 64513, "enabled": True, "asn": None}],
+        }
+    )
+    assert calls == []
+    assert text == pyyaml(yaml.safe_load(text))
