@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-import yaml
 
 from tether.cli.client import Client, CLIError
 from tether.cli.output import Format, OutputOption, field, render
 from tether.cli.resources import read_yaml
 from tether.files import write_atomic
-from tether.processes import die_with_parent
 
 if TYPE_CHECKING:
     from tether.services.trust import PlaneTrust
@@ -397,7 +395,10 @@ def demo_agents(
     simulated kubelet; ``keyring`` verifies the plane's artifact manifest; ``addresses(n)``
     are the SIMULATED interface addresses agent ``n`` reports (its node IP).
     """
+    import yaml
+
     from tether.domain.agent import ActivationCreate
+    from tether.processes import die_with_parent
     from tether.services import activations
     from tether.services.trust import PlaneTrust
     from tether.settings import Settings

@@ -18,12 +18,10 @@ import json
 import os
 import re
 import subprocess
-from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
 from tether.cli.client import Client, CLIError
 from tether.cli.output import Bar, Format, OutputOption, field, progress, render
@@ -121,6 +119,8 @@ def flatten_kubeconfig(path: Path, context: str | None = None) -> str:
         "contexts": [{"name": str(name), "context": {"cluster": "c", "user": "u"}}],
         "current-context": str(name),
     }
+    import yaml
+
     return yaml.safe_dump(flat, sort_keys=False)
 
 
@@ -289,6 +289,8 @@ def register(app: typer.Typer, cluster_app: typer.Typer, host_app: typer.Typer) 
             "deleteEmptyDirData": delete_emptydir_data,
             "force": force,
         }
+        from concurrent.futures import ThreadPoolExecutor, wait
+
         drainer = Client.from_config()  # a client of its own: httpx clients are per thread
         drainer.http.timeout = type(drainer.http.timeout)(timeout + 30)
         with ThreadPoolExecutor(1) as pool, progress(f"draining {name}") as bar:

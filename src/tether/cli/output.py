@@ -14,20 +14,16 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-import yaml
 from rich.console import Console, RenderableType
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+# yaml, rich's tables and progress bars are imported where used: start-up time
+# (``tether --help``, ``tether pool list``) is what a command imports.
 
 #: Columns wide enough for any line Tether prints (rich needs a number).
 FULL_WIDTH = 100_000
@@ -161,6 +157,8 @@ def render(
     if fmt is Format.JSON:
         typer.echo(json.dumps(data, indent=2, sort_keys=False))
     elif fmt is Format.YAML:
+        import yaml
+
         typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
     else:
         rows = data if isinstance(data, list) else [data]
@@ -208,6 +206,15 @@ def progress(description: str, total: float | None = None) -> Iterator[Bar]:
     """A progress bar for long work, on stderr so that stdout stays the command's answer.
 
     On a terminal it redraws in place; elsewhere rich prints it once, when it ends."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     columns = (
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),

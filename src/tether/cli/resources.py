@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
 from tether.cli.client import Client, CLIError
 from tether.cli.output import Column, Format, OutputOption, render
@@ -31,6 +30,8 @@ class Kind:
 
 def read_yaml(path: Path, what: str = "YAML or JSON") -> Any:
     """Parse a YAML (or JSON) file; an unreadable or malformed one is a usage error."""
+    import yaml
+
     try:
         return parse_yaml_or_json(path.read_text())
     except OSError as exc:
@@ -58,8 +59,14 @@ def spec_from(file: Path | None, sets: list[str]) -> dict[str, Any]:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise CLIError(f"--set {key}: {part} is not a mapping", 2)
-        target[leaf] = yaml.safe_load(raw) if raw else ""
+        target[leaf] = _yaml_value(raw) if raw else ""
     return spec
+
+
+def _yaml_value(raw: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(raw)
 
 
 def add_verbs(app: typer.Typer, kind: Kind) -> None:

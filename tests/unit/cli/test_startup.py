@@ -13,8 +13,11 @@ import sys
 import pytest
 
 #: What ``tether --help`` must not import: the plane's server side, Kubernetes, crypto,
-#: HTTP, validation models, the network planner and the node tool.
+#: HTTP, validation models, the network planner and the node tool, YAML, progress bars.
 HEAVY = (
+    "yaml",
+    "rich.progress",
+    "concurrent.futures",
     "fastapi",
     "uvicorn",
     "sqlalchemy",
