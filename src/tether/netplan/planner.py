@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -13,7 +12,7 @@ from tether.netplan.allocate import allocate
 from tether.netplan.document import API_VERSION, HybridNetwork
 from tether.netplan.findings import Finding, has_errors
 from tether.netplan.model import Child, NodePlan, PoolPlan, Route, Tunnel
-from tether.netplan.render import cloud, kube, site, strongswan
+from tether.netplan.render import cloud, jsontext, kube, site, strongswan
 from tether.netplan.rules import Resolved, RPool, check_document
 
 ALLOCATIONS_KIND = "PodCIDRAllocations"
@@ -114,8 +113,8 @@ class Plan:
         """
         c = self.cluster
         out: dict[str, str] = {
-            "plan.json": json.dumps(self.as_dict(), indent=2) + "\n",
-            "allocations.json": json.dumps(self.allocations_document(), indent=2) + "\n",
+            "plan.json": jsontext.dumps(self.as_dict()) + "\n",
+            "allocations.json": jsontext.dumps(self.allocations_document()) + "\n",
             "cloud/vpc-route-table.yaml": cloud.vpc_route_table(c, str(self.vpc_cidr), self.pools),
             "cloud/vpn-connections.yaml": cloud.vpn_connections(c, self.pools),
             "cloud/swanctl/swanctl.conf": strongswan.cloud_swanctl(c, self.pools),
