@@ -25,9 +25,9 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _MAX_KEY = 120
 _RESOLVER = Resolver()
 #: Strings PyYAML writes plain in block context unless they resolve to another type
-#: (``yes``, ``0x1f``, ``null``): no indicator first, no ``: `` or `` #``, no space
-#: last, printable ASCII. Longer ones could be folded at the line width.
-_MAYBE_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/=&,'{}() -]{0,499}(?<! )\Z")
+#: (``yes``, ``0x1f``, ``null``): no indicator first, no ``: `` or `` #``, no ``:`` or
+#: space last, printable ASCII. Longer ones could be folded at the line width.
+_MAYBE_PLAIN = re.compile(r"(?!.*(?:: | #))[A-Za-z0-9][A-Za-z0-9._/=&,'{}()#: -]{0,499}(?<![ :])\Z")
 
 
 class _Unsupported(Exception):
