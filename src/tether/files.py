@@ -208,7 +208,8 @@ def write_many(root: Path, files: Iterable[tuple[str, bytes | str, int]]) -> Non
     """Write each ``(relative path, data, mode)`` of ``files`` under ``root``, each
     atomically like :func:`write_atomic` (never half-written) but none synced: the
     caller syncs once at the end (``os.sync()``). Missing folders are created with the
-    default umask, and each folder is swept of dead writers' temporary files once.
+    default umask, and each existing folder is swept of dead writers' temporary files
+    once.
 
     For tens of thousands of files (a 10,000-pool network plan writes 60,000): no
     ``Path`` objects, and no sweep, ``mkdir`` or ``mkstemp`` per file."""
@@ -218,8 +219,10 @@ def write_many(root: Path, files: Iterable[tuple[str, bytes | str, int]]) -> Non
         path = os.path.join(base, rel)
         folder = os.path.dirname(path)
         if folder not in ready:
-            os.makedirs(folder, exist_ok=True)
-            sweep_stale(Path(folder))
+            if os.path.isdir(folder):
+                sweep_stale(Path(folder))
+            else:
+                os.makedirs(folder, exist_ok=True)  # new: no one's temporary files in it
             ready.add(folder)
         _write_staged(path, data.encode() if isinstance(data, str) else data, mode)
 
