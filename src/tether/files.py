@@ -114,6 +114,18 @@ def sweep_stale(directory: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
+def _replacing(tmp: str | Path, path: str | Path) -> Iterator[None]:
+    """Rename ``tmp`` over ``path`` when the block ends normally; remove it otherwise."""
+    try:
+        yield
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def staged_file(
     path: Path, mode: int, *, dir_mode: int | None = 0o700, sync: bool = True
 ) -> Iterator[Path]:
@@ -136,7 +148,7 @@ def staged_file(
     )
     os.close(fd)
     tmp = Path(tmp_name)
-    try:
+    with _replacing(tmp, path):
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:
@@ -145,11 +157,6 @@ def staged_file(
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     if sync:
         fsync_dir(path.parent)
 
@@ -189,7 +196,7 @@ def _write_staged(path: str, payload: bytes, mode: int) -> None:
     except FileExistsError:  # left by a dead process that had this pid: not a live writer
         os.unlink(tmp)
         fd = os.open(tmp, flags, 0o600)
-    try:
+    with _replacing(tmp, path):
         try:
             view = memoryview(payload)
             while view:
@@ -197,11 +204,6 @@ def _write_staged(path: str, payload: bytes, mode: int) -> None:
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_many(root: Path, files: Iterable[tuple[str, bytes | str, int]]) -> None:

@@ -35,7 +35,9 @@ PSKS = {
 }
 
 
-def golden_doc() -> dict[str, Any]:
+def golden_doc(example: dict[str, Any]) -> dict[str, Any]:
+    """The example document's cluster (see conftest) with other pools."""
+
     def pool(name: str, i: int, **extra: Any) -> dict[str, Any]:
         return {
             "name": name,
@@ -53,14 +55,10 @@ def golden_doc() -> dict[str, Any]:
         }
 
     return {
-        "apiVersion": "tether.io/v1alpha1",
-        "kind": "HybridNetwork",
+        **example,
         "cluster": {
+            **example["cluster"],
             "name": "golden",
-            "vpcCIDR": "10.226.0.0/16",
-            "serviceCIDR": "172.20.0.0/16",
-            "remoteNodeNetworks": ["10.80.0.0/16"],
-            "remotePodNetworks": ["10.85.0.0/16"],
             "vpnEndpoint": {"publicIP": "198.51.100.10", "secondaryPublicIP": "198.51.100.11"},
         },
         "pools": [
@@ -102,9 +100,9 @@ def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
     }
 
 
-def test_a_plan_is_byte_for_byte_the_golden_tree(tmp_path: Path) -> None:
+def test_a_plan_is_byte_for_byte_the_golden_tree(tmp_path: Path, doc: dict[str, Any]) -> None:
     source = tmp_path / "net.json"
-    source.write_text(json.dumps(golden_doc()))
+    source.write_text(json.dumps(golden_doc(doc)))
     out = tmp_path / "plan"
     out.mkdir()
     (out / "psks.json").write_text(json.dumps(PSKS))

@@ -29,36 +29,22 @@ def _write(value: Any, indent: str, out: list[str]) -> None:
         out.append("false")
     elif kind is int:
         out.append(int.__repr__(value))
-    elif kind is dict:
+    elif kind is dict or kind is list:
         if not value:
-            out.append("{}")
+            out.append("{}" if kind is dict else "[]")
             return
         inner = indent + "  "
-        out.append("{")
-        first = True
-        for key, item in value.items():
-            if type(key) is not str:
-                raise _Unsupported
-            out.append(
-                f"\n{inner}{encode_basestring_ascii(key)}: "
-                if first
-                else f",\n{inner}{encode_basestring_ascii(key)}: "
-            )
-            first = False
+        out.append("{" if kind is dict else "[")
+        separator = f"\n{inner}"
+        for key, item in value.items() if kind is dict else enumerate(value):
+            out.append(separator)
+            separator = f",\n{inner}"
+            if kind is dict:
+                if type(key) is not str:
+                    raise _Unsupported
+                out.append(f"{encode_basestring_ascii(key)}: ")
             _write(item, inner, out)
-        out.append(f"\n{indent}}}")
-    elif kind is list:
-        if not value:
-            out.append("[]")
-            return
-        inner = indent + "  "
-        out.append("[")
-        first = True
-        for item in value:
-            out.append(f"\n{inner}" if first else f",\n{inner}")
-            first = False
-            _write(item, inner, out)
-        out.append(f"\n{indent}]")
+        out.append(f"\n{indent}{'}' if kind is dict else ']'}")
     else:
         raise _Unsupported
 
