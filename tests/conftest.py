@@ -173,33 +173,50 @@ def write_source() -> SourceWriter:
     return _write_source
 
 
+def signed_source(
+    where: Path,
+    versions: tuple[str, ...] = tuple(CONTAINERD),
+    key: tuple[str, bytes, bytes] | None = None,
+) -> tuple[Path, Keyring]:
+    """A signed mirror directory ``where``/source of small artifacts of ``versions``, and
+    the keyring trusting it (also written as ``where``/keyring.yaml for the CLI)."""
+    key_id, private_pem, public_pem = key or generate_signing_key()
+    src = where / "source"
+    listing = {
+        kube: [
+            {
+                "name": name,
+                "version": version,
+                "content": artifact_content(name, version),
+                "installPath": path,
+                "mode": mode,
+            }
+            for name, (path, mode) in LAYOUT.items()
+            for version in [CONTAINERD[kube] if name == "containerd" else kube]
+        ]
+        for kube in versions
+    }
+    _write_source(src, listing, (key_id, private_pem))
+    (where / "keyring.yaml").write_text(
+        f"{key_id}: |\n  " + public_pem.decode().replace("\n", "\n  ")
+    )
+    return src, Keyring.from_pems({key_id: public_pem})
+
+
+@pytest.fixture(scope="session")
+def signed_sources() -> Callable[..., tuple[Path, Keyring]]:
+    """:func:`signed_source`, for fixtures wider than a test."""
+    return signed_source
+
+
 @pytest.fixture
 def make_source(tmp_path: Path) -> SourceFactory:
-    """``make_source(versions=...)``: a signed mirror directory and the keyring trusting it
-    (also written as ``<tmp_path>/keyring.yaml`` for the CLI)."""
-    key_id, private_pem, public_pem = generate_signing_key()
+    """``make_source(versions=...)``: :func:`signed_source` in the test's directory, with
+    one key for the test."""
+    key = generate_signing_key()
 
     def make(versions: tuple[str, ...] = tuple(CONTAINERD)) -> tuple[Path, Keyring]:
-        src = tmp_path / "source"
-        listing = {
-            kube: [
-                {
-                    "name": name,
-                    "version": version,
-                    "content": artifact_content(name, version),
-                    "installPath": path,
-                    "mode": mode,
-                }
-                for name, (path, mode) in LAYOUT.items()
-                for version in [CONTAINERD[kube] if name == "containerd" else kube]
-            ]
-            for kube in versions
-        }
-        _write_source(src, listing, (key_id, private_pem))
-        (tmp_path / "keyring.yaml").write_text(
-            f"{key_id}: |\n  " + public_pem.decode().replace("\n", "\n  ")
-        )
-        return src, Keyring.from_pems({key_id: public_pem})
+        return signed_source(tmp_path, versions, key)
 
     return make
 

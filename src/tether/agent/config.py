@@ -9,6 +9,7 @@ import yaml
 from pydantic import Field, StringConstraints, ValidationError, field_validator
 
 from tether.domain.base import Model
+from tether.domain.imageplan import PRESEED_DIR, PRESEED_KEYRING
 from tether.errors import Permanent
 from tether.files import parse_yaml_or_json
 
@@ -61,11 +62,18 @@ class NodeAgentConfig(Model):
     root: Path = Field(default=Path("/"), description="Root prefix node plans act under.")
     keyring: Path | None = Field(
         default=None,
-        description="Trusted artifact-manifest keys (YAML/JSON); needed by install and upgrade.",
+        description="Trusted artifact-manifest keys (YAML/JSON); needed by install and upgrade. "
+        f"Default: {PRESEED_KEYRING} when the image carries one (tether image build "
+        "--artifacts).",
     )
     source: str | None = Field(
         default=None,
-        description="Artifact source; default: the plane's mirror at <server>/agent/v1/artifacts.",
+        description="Artifact source; default: the image's pre-seeded mirror (preseeded) for "
+        "the versions it holds, the plane's mirror at <server>/agent/v1/artifacts for others.",
+    )
+    preseeded: Path = Field(
+        default=Path(PRESEED_DIR),
+        description="The image's pre-seeded artifact mirror (tether image build --artifacts).",
     )
     ready_timeout: float = Field(default=300.0, gt=0, le=3600)
     retry_seconds: float = Field(

@@ -36,12 +36,14 @@ from tether.agent.routes import Kept, RouteKeeper
 from tether.agent.timing import Backoff, jittered, renewal_time
 from tether.agent.vpnserver import VpnServer
 from tether.domain.agent import Inventory
+from tether.domain.imageplan import PRESEED_KEYRING
 from tether.domain.routes import ROUTE_CHECK, RouteError
 from tether.errors import HostError, Permanent, PlaneError, is_permanent
 from tether.node.actions import HostFacts
 from tether.node.artifacts import Keyring
 from tether.node.host import HostOps
 from tether.node.install import https_client
+from tether.node.mirror import holds
 from tether.node.nodeconfig import NodeConfig
 from tether.node.phases import PhaseEvent
 from tether.node.plan import PlanContext, execute, failure, parse_plan
@@ -59,6 +61,12 @@ PERMANENT = 2
 
 class RegistrationRefused(Permanent):
     """The plane refused this host's registration, or there is no activation to use."""
+
+
+def _image_keyring() -> Path | None:
+    """The keyring a pre-seeded image carries (``tether image build --artifacts``), if any."""
+    path = Path(PRESEED_KEYRING)
+    return path if path.is_file() else None
 
 
 def http_api(config: AgentConfig, identity: Identity, with_cert: bool) -> PlaneAPI:
@@ -373,9 +381,10 @@ class Agent:
 
     def apply_node(self, data: Any, api: PlaneAPI | None) -> dict[str, Any]:
         """Run a node plan (see :mod:`tether.node.plan`), each phase reported as an event."""
+        node = self.config.node
         try:
             plan = parse_plan(data)
-            ring_file = self.config.node.keyring
+            ring_file = node.keyring or _image_keyring()
             keyring = Keyring.from_file(ring_file) if ring_file else None
         except (PlaneError, HostError) as exc:  # an invalid plan, an unusable keyring
             return failure(exc)
@@ -385,13 +394,21 @@ class Agent:
             warning = event.status == "Failed"
             self._event(event.reason, event.message, warning=warning, api=api)
 
-        node = self.config.node
         ident = self.identity
+        source = node.source
+        # An air-gapped host's image carries its first version's artifacts.
+        if (
+            source is None
+            and plan.version
+            and keyring is not None
+            and holds(node.preseeded, plan.version, keyring=keyring)
+        ):
+            source = str(node.preseeded)
         # The plane's mirror is fetched with this host's certificate; another mirror
         # (node.source) is trusted through the system's CAs and gets no client certificate.
         client = (
             https_client()
-            if node.source
+            if source
             else https_client(ca=ident.ca_path, cert=ident.cert_path, key=ident.key_path)
         )
         with client:
@@ -403,7 +420,7 @@ class Agent:
                 ca=ident.ca_path,
                 cert=ident.cert_path,
                 key=ident.key_path,
-                source=node.source or f"{self.config.server}/agent/v1/artifacts",
+                source=source or f"{self.config.server}/agent/v1/artifacts",
                 client=client,
                 keyring=keyring,
                 ready_timeout=node.ready_timeout,

@@ -27,6 +27,17 @@ def build(
     wheel: Path | None = typer.Option(
         None, help="The tether wheel to install (default: built from this source tree)."
     ),
+    artifacts: str | None = typer.Option(
+        None,
+        "--artifacts",
+        help="Pre-seed the node artifacts of the profile's Kubernetes version from this "
+        "signed mirror (a directory or https:// URL), for air-gapped sites.",
+    ),
+    keyring: Path | None = typer.Option(
+        None,
+        "--keyring",
+        help="Trusted artifact-manifest keys: verify --artifacts, and the image keeps them.",
+    ),
 ) -> None:
     """Build a raw disk image with kernel and initrd, and a manifest with its sha256."""
     from tether.domain import imageplan
@@ -42,6 +53,13 @@ def build(
         raise CLIError(f"{file}: {where}: {first['msg']}", 2) from None
     if wheel is not None and not wheel.name.startswith("tether-"):
         raise CLIError(f"--wheel: {wheel} is not a tether wheel (tether-*.whl)", 2)
+    seed: tuple[str, str, Path] | None = None  # Kubernetes version, mirror, keyring
+    if artifacts is not None:
+        if keyring is None:
+            raise CLIError("--keyring: required with --artifacts (it verifies them)", 2)
+        seed = (_kubernetes_version(file, layers), artifacts, keyring)
+    elif keyring is not None:
+        raise CLIError("--keyring: only with --artifacts", 2)
     inputs = imageplan.ImageInputs(os=os_layer, release=release, mirror=mirror, disk_size=disk_size)
     problems = imageplan.problems(inputs)
     if problems:
@@ -54,18 +72,47 @@ def build(
     def progress(line: str) -> None:
         typer.echo(f"[{time.monotonic() - start:6.1f}s] {line}")
 
-    with tempfile.TemporaryDirectory(prefix="tether-wheels-") as tmp:
-        wheels = Path(tmp)
-        progress("wheels: the agent and its dependencies")
+    with tempfile.TemporaryDirectory(prefix="tether-image-") as tmp:
+        wheels = Path(tmp) / "wheels"
+        staged = Path(tmp) / "artifacts" if seed is not None else None
         try:
+            preseed = None
+            if seed is not None and staged is not None:
+                version, source, ring = seed
+                progress(f"artifacts: Kubernetes {version} from {source}")
+                preseed = imagebuild.preseed(
+                    version,
+                    source=source,
+                    keyring_file=ring,
+                    arch=inputs.arch,
+                    into=staged,
+                    progress=progress,
+                )
+            progress("wheels: the agent and its dependencies")
             imagebuild.build_wheels(wheels, release, progress, wheel)
             sums = {w.name: imagebuild.sha256_file(w) for w in sorted(wheels.glob("*.whl"))}
             inputs = imageplan.ImageInputs(
-                os=os_layer, release=release, mirror=mirror, disk_size=disk_size, wheels=sums
+                os=os_layer,
+                release=release,
+                mirror=mirror,
+                disk_size=disk_size,
+                wheels=sums,
+                preseed=preseed,
             )
-            doc = imagebuild.build(inputs, out, wheels, progress)
+            doc = imagebuild.build(inputs, out, wheels, progress, staged)
         except imagebuild.BuildError as exc:
             raise CLIError(str(exc), 1) from None
     progress(f"done: {out / 'disk.img'}")
     typer.echo(f"image: {doc['image']}")
     typer.echo("put it in the profile's OS layer (layers.os.image) to roll it out as a repave.")
+
+
+def _kubernetes_version(file: Path, layers: object) -> str:
+    """The profile's ``layers.kubernetes.version``, whose artifacts ``--artifacts`` seeds."""
+    kube = layers.get("kubernetes") if isinstance(layers, dict) else None
+    version = kube.get("version") if isinstance(kube, dict) else None
+    if not isinstance(version, str) or not version:
+        raise CLIError(
+            f"--artifacts: {file} names no Kubernetes version (layers.kubernetes.version)", 2
+        )
+    return version

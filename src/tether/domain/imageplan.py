@@ -17,7 +17,11 @@ What the image carries so a host needs nothing from a network but the plane:
 - the OS layer's files, sysctls and kernel modules;
 - the Tether agent, installed into ``/opt/tether`` from wheels built on the build
   machine (``pip install --no-index``), with its systemd unit enabled: it starts once the
-  seed (``tether site seed``) has written its config.
+  seed (``tether site seed``) has written its config;
+- optionally (:class:`Preseed`), for air-gapped sites, the node artifacts of the profile's
+  Kubernetes version: a verified mirror at :data:`PRESEED_DIR` and the keyring that
+  verified it at :data:`PRESEED_KEYRING`. The agent installs from that mirror first for
+  the versions it holds, so a join needs nothing from a network but the plane.
 """
 
 from __future__ import annotations
@@ -36,9 +40,12 @@ __all__ = [
     "AGENT_UNIT_PATH",
     "BASE_PACKAGES",
     "CMDLINE",
+    "PRESEED_DIR",
+    "PRESEED_KEYRING",
     "PYTHON",
     "ImageFile",
     "ImageInputs",
+    "Preseed",
     "base_key",
     "chroot_commands",
     "files",
@@ -69,6 +76,10 @@ CMDLINE: Final = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
 """Boot with the disk as ``/dev/vda`` (virtio) and the first NIC named ``eth0``."""
 
 AGENT_VENV: Final = "/opt/tether"
+PRESEED_DIR: Final = "/var/lib/tether/artifacts"
+"""A pre-seeded image's artifact mirror (a valid ``--source``, see :mod:`tether.node.mirror`)."""
+PRESEED_KEYRING: Final = "/etc/tether/artifact-keyring.yaml"
+"""The keyring that verified the pre-seeded mirror; the agent's default ``node.keyring``."""
 AGENT_UNIT_PATH: Final = "/etc/systemd/system/tether-agent.service"
 WHEELS_IN_ROOT: Final = "/var/cache/tether-wheels"
 PYTHON: Final = {"bookworm": "3.11", "trixie": "3.13"}
@@ -86,9 +97,9 @@ ConditionPathExists=/etc/tether/agent.yaml
 ExecStart={AGENT_VENV}/bin/tether agent run --config /etc/tether/agent.yaml
 Restart=always
 RestartSec=5
-# The agent makes outbound connections only.
+# The agent makes outbound connections only. It installs the node's artifacts and
+# configuration (/usr/local/bin, /etc, /opt/cni), so /usr and /etc stay writable.
 NoNewPrivileges=yes
-ProtectSystem=full
 StateDirectory=tether-agent
 
 [Install]
@@ -106,6 +117,29 @@ class ImageFile:
 
 
 @dataclass(frozen=True)
+class Preseed:
+    """The node artifacts pre-seeded into an image (``tether image build --artifacts``)."""
+
+    kubernetes_version: str
+    arch: str
+    source: str
+    """Where they were mirrored from (a directory or https URL), as given."""
+    files: Mapping[str, str]
+    """Each file of the mirror (path below :data:`PRESEED_DIR`) with its sha256."""
+    keyring_sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kubernetesVersion": self.kubernetes_version,
+            "arch": self.arch,
+            "source": self.source,
+            "dir": PRESEED_DIR,
+            "files": dict(sorted(self.files.items())),
+            "keyring": {"path": PRESEED_KEYRING, "sha256": self.keyring_sha256},
+        }
+
+
+@dataclass(frozen=True)
 class ImageInputs:
     """Everything an image is built from; the manifest records all of it."""
 
@@ -116,6 +150,7 @@ class ImageInputs:
     disk_size: str = "3G"
     wheels: Mapping[str, str] = field(default_factory=dict)
     """The agent's wheels by file name, each with its sha256."""
+    preseed: Preseed | None = None
 
     @property
     def packages(self) -> list[str]:
@@ -230,6 +265,7 @@ def manifest(
             "baseKey": base_key(inputs),
             "os": inputs.os.model_dump(mode="json", by_alias=True),
             "wheels": dict(sorted(inputs.wheels.items())),
+            "artifacts": inputs.preseed.to_json() if inputs.preseed else None,
             "tools": dict(sorted(versions.items())),
         },
     }

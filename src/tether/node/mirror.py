@@ -28,6 +28,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import ValidationError
 
+from tether.errors import HostError
 from tether.files import staged_file, write_atomic
 from tether.node.artifacts import (
     API_VERSION,
@@ -55,6 +56,7 @@ __all__ = [
     "SyncReport",
     "SyncedFile",
     "add",
+    "holds",
     "mirror_path",
     "publish",
     "publish_draft",
@@ -104,6 +106,23 @@ def mirror_path(artifact: Artifact) -> str:
     if artifact.url.startswith("https://"):
         return f"{BY_SHA256}/{artifact.sha256}"
     return artifact.url
+
+
+def holds(mirror: Path, version: str, *, keyring: Keyring, arch: str | None = None) -> bool:
+    """Whether ``mirror`` (a directory, such as an image's pre-seeded one) holds every
+    artifact of ``version``/``arch`` intact under a manifest ``keyring`` trusts: the agent
+    installs from it then, and from the plane's mirror otherwise."""
+    if not (mirror / MANIFEST_NAME).is_file():
+        return False
+    try:
+        resolved = fetch_resolved(str(mirror), version, keyring=keyring, arch=arch)
+    except HostError:
+        return False
+    for artifact in resolved.artifacts:
+        path = mirror.joinpath(*PurePosixPath(mirror_path(artifact)).parts)
+        if not path.is_file() or file_sha256(path) != artifact.sha256:
+            return False
+    return True
 
 
 def sync(

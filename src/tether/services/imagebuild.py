@@ -5,7 +5,8 @@ progress callback:
 
 1. the agent's wheels: ``pip wheel --no-deps`` of this source tree (or a given wheel),
    and ``pip download --only-binary`` of its dependencies for the image's Python, so the
-   image installs them with ``--no-index``;
+   image installs them with ``--no-index``; with ``--artifacts``, the node artifacts of
+   the profile's Kubernetes version mirrored and verified (:func:`preseed`);
 2. the debootstrap base, cached under ``~/.cache/tether/images/base/<key>`` by what
    debootstrap is given (it takes minutes; the key changes with the packages);
 3. a copy of the base, customised (files, then commands under ``chroot``);
@@ -30,7 +31,11 @@ from pathlib import Path
 
 import tether
 from tether.domain import imageplan
+from tether.errors import HostError
 from tether.files import write_atomic
+from tether.node.artifacts import Keyring
+from tether.node.install import https_client
+from tether.node.mirror import SyncedFile, sync
 
 Progress = Callable[[str], None]
 CACHE = Path(os.environ.get("TETHER_IMAGE_CACHE", Path.home() / ".cache/tether/images"))
@@ -91,6 +96,48 @@ def build_wheels(out: Path, release: str, progress: Progress, wheel: Path | None
     _run("wheel", [*pip, "download", "-q", *target, "-d", out, out / wheel.name], progress)
 
 
+def preseed(
+    version: str, *, source: str, keyring_file: Path, arch: str, into: Path, progress: Progress
+) -> imageplan.Preseed:
+    """Mirror ``version``'s node artifacts for ``arch`` from ``source`` (a directory or
+    https URL) into ``into``/mirror, each verified against the signed manifest and
+    ``keyring_file``, and copy the keyring next to it; what the image's manifest records.
+    Raises :class:`BuildError` saying what is wrong (nothing usable is left in ``into``)."""
+
+    def note(item: SyncedFile, total: int) -> None:
+        progress(f"artifacts: {item.name} {item.version} {item.status} ({total} files)")
+
+    mirror = into / "mirror"
+    try:
+        keyring = Keyring.from_file(keyring_file)
+        with https_client() as client:
+            report = sync(
+                version,
+                source=source,
+                to=mirror,
+                keyring=keyring,
+                arch=arch,
+                client=client,
+                on_file=note,
+            )
+    except HostError as exc:
+        shutil.rmtree(mirror, ignore_errors=True)
+        raise BuildError(f"artifacts: {exc}") from None
+    shutil.copyfile(keyring_file, into / "keyring.yaml")
+    files = {
+        path.relative_to(mirror).as_posix(): sha256_file(path)
+        for path in sorted(mirror.rglob("*"))
+        if path.is_file()
+    }
+    return imageplan.Preseed(
+        kubernetes_version=report.version,
+        arch=report.arch,
+        source=source,
+        files=files,
+        keyring_sha256=sha256_file(keyring_file),
+    )
+
+
 def _base(inputs: imageplan.ImageInputs, progress: Progress) -> Path:
     """The cached debootstrap root for ``inputs`` (made when missing)."""
     base = CACHE / "base" / imageplan.base_key(inputs)
@@ -121,11 +168,24 @@ def _tool_versions() -> dict[str, str]:
     return versions
 
 
-def _customise(root: Path, inputs: imageplan.ImageInputs, wheels: Path, progress: Progress) -> None:
+def _customise(
+    root: Path,
+    inputs: imageplan.ImageInputs,
+    wheels: Path,
+    progress: Progress,
+    artifacts: Path | None,
+) -> None:
     for item in imageplan.files(inputs):
         target = root / item.path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(target, item.content.encode(), item.mode, dir_mode=None)
+    if artifacts is not None:
+        progress(f"customise: the pre-seeded artifacts in {imageplan.PRESEED_DIR}")
+        shutil.copytree(artifacts / "mirror", root / imageplan.PRESEED_DIR.lstrip("/"))
+        ring = root / imageplan.PRESEED_KEYRING.lstrip("/")
+        ring.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(artifacts / "keyring.yaml", ring)
+        ring.chmod(0o644)
     inside = root / imageplan.WHEELS_IN_ROOT.lstrip("/")
     shutil.copytree(wheels, inside, dirs_exist_ok=True)
     for argv in imageplan.chroot_commands(inputs):
@@ -135,9 +195,14 @@ def _customise(root: Path, inputs: imageplan.ImageInputs, wheels: Path, progress
 
 
 def build(
-    inputs: imageplan.ImageInputs, out: Path, wheels: Path, progress: Progress
+    inputs: imageplan.ImageInputs,
+    out: Path,
+    wheels: Path,
+    progress: Progress,
+    artifacts: Path | None = None,
 ) -> dict[str, object]:
-    """Build the image into ``out`` (disk.img, kernel, initrd, manifest.json); the manifest."""
+    """Build the image into ``out`` (disk.img, kernel, initrd, manifest.json); the manifest.
+    ``artifacts``: what :func:`preseed` put there (``inputs.preseed`` records it)."""
     out.mkdir(parents=True, exist_ok=True)
     base = _base(inputs, progress)
     root = out / "rootfs.work"
@@ -146,7 +211,7 @@ def build(
         progress("customise: copying the base")
         _run("copy", ["cp", "-a", "--reflink=auto", base, root], progress)
         (root / ".complete").unlink()
-        _customise(root, inputs, wheels, progress)
+        _customise(root, inputs, wheels, progress, artifacts)
         kernel = max((root / "boot").glob("vmlinuz-*"))
         initrd = max((root / "boot").glob("initrd.img-*"))
         shutil.copyfile(kernel, out / "vmlinuz")

@@ -28,7 +28,7 @@ from tether.domain import imageplan
 from tether.domain.agent import node_name_from_uuid
 from tether.domain.states import HostState
 from tether.processes import die_with_parent, stop_process
-from tether.services import seed
+from tether.services import desired, seed
 from tether.settings import Settings
 
 from .conftest import Plane
@@ -40,6 +40,7 @@ NETNS = "tether-vm-site"
 HOST_IP, GUEST_IP, PREFIX = "10.199.0.1", "10.199.0.10", 24
 TOOLS = ("qemu-system-x86_64", "debootstrap", "mkfs.ext4", "chroot")
 BOOT_TIMEOUT = 900.0
+KUBERNETES = "1.34.2"  # examples/profile.yaml's version, whose artifacts the image carries
 
 
 def _require_vm() -> None:
@@ -97,12 +98,18 @@ def tune_plane(site_net: str) -> Callable[[Settings], None]:
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """The image ``tether image build`` makes from the example profile."""
+def image(
+    tmp_path_factory: pytest.TempPathFactory, signed_sources: Callable[..., object]
+) -> dict[str, object]:
+    """The image ``tether image build`` makes from the example profile, with the node
+    artifacts of its Kubernetes version pre-seeded from a signed mirror."""
     _require_vm()
     out = tmp_path_factory.mktemp("image")
+    mirror = tmp_path_factory.mktemp("mirror")
+    signed_sources(mirror, (KUBERNETES,))
     argv = [str(Path(sys.executable).with_name("tether")), "image", "build"]
     argv += ["-f", str(REPO / "examples/profile.yaml"), "--out", str(out)]
+    argv += ["--artifacts", str(mirror / "source"), "--keyring", str(mirror / "keyring.yaml")]
     start = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -173,5 +180,22 @@ def test_a_vm_from_the_image_enrols_itself_and_turns_ready(
         assert len(eth0) == 1 and GUEST_IP in eth0[0]  # the seed's static address
         assert host.spec.site == "dc1"
         assert act.code not in console.read_text(errors="replace")
+
+        # The image's pre-seeded artifacts install with its own keyring; this plane
+        # serves no artifacts, so nothing came from a network.
+        assert image["inputs"]["artifacts"]["kubernetesVersion"] == KUBERNETES  # type: ignore[index]
+        with plane.db.session() as s:
+            digest = desired.set_desired(
+                s, name, {"node": {"action": "install", "version": KUBERNETES}}
+            ).hash
+
+        def applied() -> bool:
+            with plane.db.session() as s:
+                return desired.get_status(s, name).applied_hash == digest
+
+        plane.wait_for(applied, 300, f"{name} applied the install plan")
+        with plane.db.session() as s:
+            result = desired.get_status(s, name).applied_result or {}
+        assert result.get("ok") is True, result
     finally:
         stop_process(qemu, 30)

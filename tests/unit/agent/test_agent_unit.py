@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tether.agent import inventory, tags
+from tether.agent import inventory, runner, tags
 from tether.agent.config import AgentConfig
 from tether.agent.identity import Identity, choose_names
 from tether.agent.lock import AlreadyRunning, SingleInstance
@@ -34,6 +34,7 @@ from tether.domain.agent import (
 )
 from tether.domain.states import HostEvent, HostState
 from tether.node.host import RecordingHost
+from tether.node.mirror import sync
 from tether.planeclient import Refused, Unavailable
 from tether.services import seed
 
@@ -480,17 +481,24 @@ class LongPollPlane(FakePlane):
 
 
 def plan_agent(
-    tmp_path: Path, plan: dict[str, Any], source: Path, seconds: float
+    tmp_path: Path,
+    plan: dict[str, Any],
+    source: Path | None,
+    seconds: float,
+    **more: str | None,
 ) -> tuple[Agent, LongPollPlane, VirtualClock]:
     """The real agent (plan runner, node tool, phases) with a recording service manager,
-    following a FAKE plane for ``seconds`` of virtual time."""
+    following a FAKE plane for ``seconds`` of virtual time (``more``: node settings, None
+    to leave one out)."""
     clock = VirtualClock()
-    node = {
+    given = {
         "root": str(tmp_path / "root"),
         "keyring": str(tmp_path / "keyring.yaml"),
-        "source": str(source),
+        "source": str(source) if source is not None else None,
         "retrySeconds": 5,
+        **more,
     }
+    node = {k: v for k, v in given.items() if v is not None}
     agent = make_agent(
         tmp_path,
         None,
@@ -560,3 +568,45 @@ def test_a_temporary_plan_failure_is_retried_with_backoff_until_it_succeeds(
     assert 25 <= len(times) <= 100
     assert max(gaps) <= 60
     assert sum(gaps[:3]) < 5 + 10 + 20 <= sum(gaps[-3:])
+
+
+@pytest.mark.parametrize(("version", "seeded"), [("1.34.2", True), ("1.35.1", False)])
+def test_an_image_with_preseeded_artifacts_installs_its_version_offline(
+    tmp_path: Path,
+    make_source: Callable[..., tuple[Path, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    version: str,
+    seeded: bool,
+) -> None:
+    """What ``tether image build --artifacts`` puts in an image: a mirror of one version
+    and the keyring that verified it. The agent, given neither a source nor a keyring,
+    installs that version from the image and fetches any other from the plane."""
+    source, keyring = make_source()
+    preseeded = tmp_path / "image/var/lib/tether/artifacts"
+    sync("1.34.2", source=str(source), to=preseeded, keyring=keyring)
+    image_keyring = tmp_path / "image/etc/tether/artifact-keyring.yaml"
+    image_keyring.parent.mkdir(parents=True)
+    shutil.copyfile(tmp_path / "keyring.yaml", image_keyring)
+    monkeypatch.setattr(runner, "PRESEED_KEYRING", str(image_keyring))
+    clients: list[dict[str, Any]] = []  # the plane's mirror gets this host's certificate
+
+    def client(**given: Any) -> Any:
+        clients.append(given)
+        return real_client()  # this unit test's identity is not a real one
+
+    real_client = runner.https_client
+    monkeypatch.setattr(runner, "https_client", client)
+    plan = {"action": "install", "version": version}
+    agent, plane, _ = plan_agent(tmp_path, plan, None, 60, preseeded=str(preseeded), keyring=None)
+    assert agent.config.node.keyring is None and agent.config.node.source is None
+    agent.follow_desired()
+    result = plane.applies[0][1]
+    if seeded:
+        assert result["ok"] is True, result
+        assert clients == [{}]
+        kubelet = (tmp_path / "root/usr/local/bin/kubelet").read_bytes()
+        assert kubelet == (source / "kubernetes/v1.34.2/amd64/kubelet").read_bytes()
+    else:  # not in the image: the plane's mirror, which this FAKE plane does not serve
+        assert result["ok"] is False and result["retryable"] is True
+        assert "/agent/v1/artifacts" in result["message"]
+        assert clients[0]["cert"] == agent.identity.cert_path

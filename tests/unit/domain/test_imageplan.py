@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,37 @@ def test_manifest_references_the_disk_by_sha256_and_records_the_inputs() -> None
     assert doc["inputs"]["baseKey"] == imageplan.base_key(INPUTS)
 
 
+def test_the_agent_unit_leaves_what_node_plans_write_writable() -> None:
+    # A node plan installs kubelet into /usr/local/bin and its config under /etc.
+    unit = imageplan.AGENT_UNIT
+    assert "ProtectSystem" not in unit and "ReadOnlyPaths" not in unit
+    assert "ExecStart=/opt/tether/bin/tether agent run" in unit
+
+
+def test_manifest_records_the_preseeded_artifacts_and_their_keyring() -> None:
+    preseed = imageplan.Preseed(
+        kubernetes_version="1.34.2",
+        arch="amd64",
+        source="/srv/mirror",
+        files={"manifest.json": "aa" * 32, "kubernetes/v1.34.2/amd64/kubelet": "bb" * 32},
+        keyring_sha256="cc" * 32,
+    )
+    seeded = replace(INPUTS, preseed=preseed)
+    doc = imageplan.manifest(seeded, disk_sha256="cd" * 32, kernel="k", initrd="i", versions={})
+    assert doc["inputs"]["artifacts"] == {
+        "kubernetesVersion": "1.34.2",
+        "arch": "amd64",
+        "source": "/srv/mirror",
+        "dir": "/var/lib/tether/artifacts",
+        "files": {"kubernetes/v1.34.2/amd64/kubelet": "bb" * 32, "manifest.json": "aa" * 32},
+        "keyring": {"path": "/etc/tether/artifact-keyring.yaml", "sha256": "cc" * 32},
+    }
+    plain = imageplan.manifest(INPUTS, disk_sha256="cd" * 32, kernel="k", initrd="i", versions={})
+    assert plain["inputs"]["artifacts"] is None
+    # the base does not depend on what is seeded into the copy of it
+    assert imageplan.base_key(seeded) == imageplan.base_key(INPUTS)
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
@@ -117,6 +149,17 @@ def test_problems_name_the_field(change: dict[str, object], field: str) -> None:
     [
         ({"layers": {"os": {"sysctls": {}}}}, [], "layers.os.image: Field required"),
         ({"layers": {"os": {"image": "x"}}}, ["--release", "sid"], "--release: must be one of"),
+        (
+            {"layers": {"os": {"image": "x"}, "kubernetes": {"version": "1.34.2"}}},
+            ["--artifacts", "/srv/mirror"],
+            "--keyring: required with --artifacts",
+        ),
+        (
+            {"layers": {"os": {"image": "x"}}},
+            ["--artifacts", "/srv/mirror", "--keyring", "ring.yaml"],
+            "names no Kubernetes version (layers.kubernetes.version)",
+        ),
+        ({"layers": {"os": {"image": "x"}}}, ["--keyring", "ring.yaml"], "only with --artifacts"),
     ],
 )
 def test_cli_refuses_bad_input_before_building(
