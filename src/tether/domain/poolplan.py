@@ -287,9 +287,18 @@ def _fill_by_selector(work: _Work, taken: set[str]) -> None:
             _leave(work, member, f"the pool's size is {spec.size}")
 
 
-def _candidates(work: _Work, bound: Bounds) -> list[Candidate]:
-    out = []
+def _candidates(
+    work: _Work, bound: Bounds, before: Mapping[str, tuple[Member, Candidate]] | None = None
+) -> dict[str, tuple[Member, Candidate]]:
+    """Each member as the move planner sees it, by host (with the member it was made
+    from). ``before``: the same pass's earlier answer, whose entries still hold for the
+    members not replaced since (a pool's observations do not change within a pass)."""
+    out: dict[str, tuple[Member, Candidate]] = {}
     for host, member in work.members.items():
+        seen = before.get(host) if before is not None else None
+        if seen is not None and seen[0] is member:
+            out[host] = seen
+            continue
         obs = work.obs[host]
         target = obs.target
         op = member.op
@@ -302,7 +311,8 @@ def _candidates(work: _Work, bound: Bounds) -> list[Candidate]:
             )
             action = Action.NONE if up_to_date else member_action(member, target)
             up_to_date = up_to_date or member.phase is MemberPhase.JOINING
-        out.append(
+        out[host] = (
+            member,
             Candidate(
                 host=host,
                 up_to_date=up_to_date,
@@ -313,7 +323,7 @@ def _candidates(work: _Work, bound: Bounds) -> list[Candidate]:
                 leaving=not member.staying,
                 action=action,
                 movable=target is not None,
-            )
+            ),
         )
     return out
 
@@ -381,7 +391,7 @@ def _progress_rollout(
     candidates = _candidates(work, bound)
     spares = [s for s in inp.spares if s.host not in work.members and s.target is not None]
     moves = plan_moves(
-        candidates,
+        [c for _, c in candidates.values()],
         bound,
         spares=len(spares),
         allow_disruption=rollout.state is RolloutState.PROGRESSING,
@@ -445,8 +455,7 @@ def _progress_rollout(
             if rollout.failures:  # it stops below: nothing can move
                 stalled_since = None
     # Done when every member runs the target, serves, and no surge member is unpaired.
-    candidates = _candidates(work, bound)
-    staying = [c for c in candidates if not c.leaving]
+    staying = [c for _, c in _candidates(work, bound, candidates).values() if not c.leaving]
     updated = sum(1 for c in staying if c.up_to_date and not c.busy)
     done = (
         rollout.state is RolloutState.PROGRESSING

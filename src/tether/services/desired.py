@@ -17,9 +17,9 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from tether.domain.agent import AppliedReport, DesiredDocument, DesiredStatus, document_hash
@@ -69,33 +69,66 @@ def set_desired(
     return to_status(row)
 
 
+_DESIRED = cast(Table, DesiredStateRow.__table__)
+#: The statements of :func:`set_many` and :func:`report_applied`, built once: building
+#: them cost more than running them.
+_READ_FOR_REPORT = (
+    select(_DESIRED.c.hash, _DESIRED.c.document, _DESIRED.c.updated_at, HostRow.pool)
+    .outerjoin(HostRow, HostRow.name == _DESIRED.c.host_name)
+    .where(_DESIRED.c.host_name == bindparam("host"))
+)
+_REPLACE_DOCUMENT = (
+    update(_DESIRED)
+    .where(_DESIRED.c.host_name == bindparam("host"))
+    .values(
+        document=bindparam("document", type_=_DESIRED.c.document.type),
+        hash=bindparam("hash"),
+        updated_at=bindparam("updated_at", type_=_DESIRED.c.updated_at.type),
+    )
+)
+_RECORD_REPORT = (
+    update(_DESIRED)
+    .where(_DESIRED.c.host_name == bindparam("host"))
+    .values(
+        applied_hash=bindparam("applied_hash"),
+        applied_result=bindparam("applied_result", type_=_DESIRED.c.applied_result.type),
+        applied_at=bindparam("applied_at", type_=_DESIRED.c.applied_at.type),
+    )
+)
+
+
 def set_many(
     session: Session, documents: Mapping[str, dict[str, Any] | None], *, now: datetime
 ) -> list[tuple[ObjectKind, str, str, str, EventType]]:
     """Store (or clear, for None) many hosts' documents at once; return the events to
-    record (the pool reconciler records them with the rest of its plan)."""
-    rows = {
-        r.host_name: r
-        for r in session.scalars(
-            select(DesiredStateRow).where(DesiredStateRow.host_name.in_(list(documents)))
-        )
-    }
+    record (the pool reconciler records them with the rest of its plan).
+
+    A rollout step writes a hundred documents at a thousand nodes: the stored hashes are
+    read (not the documents), and the changes go out as one statement per kind."""
+    session.flush()  # the statements below go past the session: what it holds goes first
+    conn = session.connection()
+    stored = dict(
+        conn.execute(
+            select(_DESIRED.c.host_name, _DESIRED.c.hash).where(
+                _DESIRED.c.host_name.in_(list(documents))
+            )
+        ).all()
+    )
+    gone = [name for name, document in documents.items() if document is None and name in stored]
+    new: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
     notes: list[tuple[ObjectKind, str, str, str, EventType]] = []
     for name, document in documents.items():
-        row = rows.get(name)
         if document is None:
-            if row is not None:
-                session.delete(row)
             continue
         digest = document_hash(document)
-        if row is None:
-            session.add(
-                DesiredStateRow(host_name=name, document=document, hash=digest, updated_at=now)
-            )
-        elif row.hash != digest:
-            row.document, row.hash, row.updated_at = document, digest, now
-        else:
+        if stored.get(name) == digest:
             continue
+        values = {"document": document, "hash": digest, "updated_at": now}
+        if name in stored:
+            changed.append({"host": name, **values})
+        else:
+            new.append({"host_name": name, **values})
         notes.append(
             (
                 ObjectKind.HOST,
@@ -105,6 +138,12 @@ def set_many(
                 EventType.NORMAL,
             )
         )
+    if gone:
+        conn.execute(delete(_DESIRED).where(_DESIRED.c.host_name.in_(gone)))
+    if changed:
+        conn.execute(_REPLACE_DOCUMENT, changed)
+    if new:
+        conn.execute(insert(_DESIRED), new)
     return notes
 
 
@@ -140,32 +179,55 @@ def get_document(session: Session, name: str) -> DesiredDocument | None:
 def report_applied(
     session: Session, name: str, report: AppliedReport, *, now: datetime | None = None
 ) -> DesiredStatus:
-    """Record what the agent applied. A report for a hash that is not current is refused."""
+    """Record what the agent applied. A report for a hash that is not current is refused.
+
+    The nodes of one rollout step report at once (a hundred at a thousand nodes), so this
+    is three statements on the session's connection, without the ORM's unit of work: read
+    the row with its host's pool, update it, record the event."""
     now = now or utcnow()
-    row = session.get(DesiredStateRow, name)
-    if row is None:
+    session.flush()  # the statements below go past the session: what it holds goes first
+    conn = session.connection()
+    found = conn.execute(_READ_FOR_REPORT, {"host": name}).first()
+    if found is None:
         raise NotFound("desired state of host", name)
-    if report.hash != row.hash:
+    if report.hash != found.hash:
         raise Conflict(
-            f"hash {report.hash[:12]} is not the current desired state ({row.hash[:12]}); "
+            f"hash {report.hash[:12]} is not the current desired state ({found.hash[:12]}); "
             "fetch it again",
             field="hash",
             rule="current",
         )
-    row.applied_hash, row.applied_result, row.applied_at = report.hash, report.result, now
+    conn.execute(
+        _RECORD_REPORT,
+        {
+            "host": name,
+            "applied_hash": report.hash,
+            "applied_result": report.result,
+            "applied_at": now,
+        },
+    )
     ok = bool(report.result.get("ok", True))
-    events.record(
-        session,
+    message = f"desired state {report.hash[:12]} " + (
+        "applied" if ok else f"failed: {str(report.result.get('message', ''))[:200]}"
+    )
+    note = (
         ObjectKind.HOST,
         name,
         "DesiredStateApplied" if ok else "DesiredStateFailed",
-        f"desired state {report.hash[:12]} "
-        + ("applied" if ok else f"failed: {str(report.result.get('message', ''))[:200]}"),
+        message,
         EventType.NORMAL if ok else EventType.WARNING,
-        now=now,
     )
-    session.flush()
-    return to_status(row)
+    events.record_many(session, [note], now=now, pool=found.pool)
+    return DesiredStatus(
+        host=name,
+        hash=found.hash,
+        document=hide_keys(found.document, REDACTED),
+        updated_at=found.updated_at,
+        applied_hash=report.hash,
+        applied_result=report.result,
+        applied_at=now,
+        in_sync=True,
+    )
 
 
 class DesiredWatcher:

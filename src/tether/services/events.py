@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from tether.domain.models import EventSpec, EventType, ObjectKind
@@ -71,6 +72,34 @@ def record(
     return row
 
 
+_EVENTS = cast(Table, EventRow.__table__)
+#: :func:`record_many`'s statements, built once: it runs for every report of an applied
+#: plan, and building them cost more than running them.
+_RECENT = select(
+    _EVENTS.c.id,
+    _EVENTS.c.object_kind,
+    _EVENTS.c.object_name,
+    _EVENTS.c.type,
+    _EVENTS.c.reason,
+    _EVENTS.c.message,
+).where(
+    # kind and name: the (object_kind, object_name) index finds them
+    _EVENTS.c.object_kind.in_(bindparam("kinds", expanding=True)),
+    _EVENTS.c.object_name.in_(bindparam("names", expanding=True)),
+    _EVENTS.c.reason.in_(bindparam("reasons", expanding=True)),
+    _EVENTS.c.last_time >= bindparam("since", type_=_EVENTS.c.last_time.type),
+)
+_REPEATED = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id == bindparam("event_id"))
+    .values(
+        count=_EVENTS.c.count + bindparam("repeats"),
+        last_time=bindparam("at", type_=_EVENTS.c.last_time.type),
+    )
+)
+_INSERT = insert(_EVENTS)
+
+
 def record_many(
     session: Session,
     notes: Sequence[tuple[ObjectKind, str, str, str, EventType]],
@@ -86,17 +115,20 @@ def record_many(
         EventSpec(object_kind=kind, object_name=name, type=type, reason=reason, message=message)
         for kind, name, reason, message, type in notes
     ]
-    recent = session.scalars(
-        select(EventRow)
-        .where(
-            EventRow.object_name.in_({s.object_name for s in specs}),
-            EventRow.reason.in_({s.reason for s in specs}),
-            EventRow.last_time >= now - DEDUP_WINDOW,
-        )
-        .order_by(EventRow.id)
+    conn = session.connection()
+    recent = conn.execute(
+        _RECENT,
+        {
+            "kinds": sorted({s.object_kind.value for s in specs}),
+            "names": sorted({s.object_name for s in specs}),
+            "reasons": sorted({s.reason for s in specs}),
+            "since": now - DEDUP_WINDOW,
+        },
     ).all()
-    seen = {(r.object_kind, r.object_name, r.type, r.reason, r.message): r for r in recent}
-    new: dict[tuple[str, str, str, str, str], dict[str, object]] = {}
+    # The latest of identical recent events is the one a repeat counts on.
+    seen = {tuple(r[1:]): r.id for r in sorted(recent, key=lambda r: r.id)}
+    bumps: dict[int, int] = {}
+    new: dict[tuple[str, ...], dict[str, object]] = {}
     for spec in specs:
         key = (
             spec.object_kind.value,
@@ -106,8 +138,7 @@ def record_many(
             spec.message,
         )
         if key in seen:
-            seen[key].count += 1
-            seen[key].last_time = now
+            bumps[seen[key]] = bumps.get(seen[key], 0) + 1
         elif key in new:
             new[key]["count"] = int(str(new[key]["count"])) + 1
         else:
@@ -122,8 +153,12 @@ def record_many(
                 "last_time": now,
                 "pool": pool,
             }
+    if bumps:
+        conn.execute(
+            _REPEATED, [{"event_id": i, "repeats": n, "at": now} for i, n in bumps.items()]
+        )
     if new:
-        session.execute(insert(EventRow), list(new.values()))
+        conn.execute(_INSERT, list(new.values()))
 
 
 def _pool_of(session: Session, kind: ObjectKind, name: str) -> str | None:

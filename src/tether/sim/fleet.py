@@ -131,11 +131,19 @@ class SimulatedFleet:
         # hosts whose Nodes changed alike in one statement.
         nodes: dict[tuple[tuple[str, object], ...], list[str]] = {}
         with self.db.session() as session:
+            # What each agent reads from its own desired state, in one query for the batch.
+            current = {
+                host: (digest, document)
+                for host, digest, document in session.execute(
+                    select(
+                        DesiredStateRow.host_name, DesiredStateRow.hash, DesiredStateRow.document
+                    ).where(DesiredStateRow.host_name.in_([host for host, _ in batch]))
+                )
+            }
             for host, digest in batch:
-                row = session.get(DesiredStateRow, host)
-                if row is None or row.hash != digest:
+                if current.get(host, ("", None))[0] != digest:
                     continue  # superseded by a newer plan
-                plan = row.document.get("node", {})
+                plan = current[host][1].get("node", {})
                 desired.report_applied(
                     session, host, AppliedReport(hash=digest, result={"ok": True})
                 )
