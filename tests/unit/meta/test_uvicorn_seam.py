@@ -41,6 +41,16 @@ def test_the_h11_protocol_takes_what_uvicorn_passes_to_its_http_class() -> None:
         assert keyword in source, f"uvicorn.Server.startup no longer passes {keyword}"
 
 
+def test_the_h11_protocol_keeps_the_request_where_the_guard_drops_it() -> None:
+    """GuardedProtocol.forget_request clears these once a response is out (issue 17)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+
+    init = inspect.getsource(H11Protocol.__init__)
+    for attribute in ("self.cycle", "self.scope", "self.headers"):
+        assert f"{attribute}:" in init, f"H11Protocol no longer has {attribute}"
+    assert "self.response_complete" in inspect.getsource(RequestResponseCycle.__init__)
+
+
 def test_uvicorn_serves_through_the_guarded_protocol() -> None:
     """A real uvicorn server with the guarded protocol: a request gets through it, and the
     guard sees the connection open and then closed."""
