@@ -23,7 +23,8 @@ Body sizes and body timeouts are the apps' own (:mod:`tether.api.limits`).
 connection by its peer address and puts its TLS details in the scope (the ASGI TLS
 extension's ``client_cert_chain``, plus the DER form under
 :data:`~tether.api.agent.CLIENT_CERT_DER`); it also tells the connection when a
-response is complete, so that its next byte starts a new head deadline.
+response is complete, so that its next byte starts a new head deadline, and once the
+request is over makes uvicorn forget it (:meth:`GuardedProtocol.forget_request`).
 
 uvicorn is pinned to a tested range in ``pyproject.toml``: :class:`GuardedProtocol` wraps
 uvicorn's h11 protocol (``uvicorn.protocols.http.h11_impl.H11Protocol``, not public
