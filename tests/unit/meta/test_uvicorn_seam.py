@@ -84,3 +84,47 @@ def test_uvicorn_serves_through_the_guarded_protocol() -> None:
     status, text, during, after = asyncio.run(main())
     assert (status, text) == (200, "ok")
     assert (during, after) == (1, 0)
+
+
+def test_pipelined_requests_are_all_answered_and_then_forgotten() -> None:
+    """Two requests in one write: uvicorn starts the second from inside the first one's
+    last send. The guard must leave the second request's cycle alone while it runs, and
+    drop it once it is answered (GuardedProtocol.forget_request)."""
+
+    async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        if scope["type"] != "http":
+            return
+        body = scope["path"].encode()
+        length = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": length})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+
+    guard = Guard("api", max_connections=10, header_timeout=5)
+
+    async def main() -> tuple[bytes, list[object]]:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = server_config(app, guard, "127.0.0.1", port, 5, "warning")
+        config.lifespan = "off"
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"".join(f"GET /{p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in "ab"))
+        answers = b""
+        while not answers.endswith(b"/b"):
+            chunk = await asyncio.wait_for(reader.read(4096), timeout=10)
+            if not chunk:
+                break
+            answers += chunk
+        cycles = [conn.inner.cycle for conn in guard.by_peer.values()]
+        writer.close()
+        server.should_exit = True
+        await task
+        return answers, cycles
+
+    answers, cycles = asyncio.run(main())
+    assert answers.count(b"HTTP/1.1 200") == 2 and answers.index(b"/a") < answers.index(b"/b")
+    assert cycles == [None]
