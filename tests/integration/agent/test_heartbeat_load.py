@@ -253,7 +253,7 @@ def test_a_heartbeat_leaves_the_cyclic_gc_little_to_scan(
     heartbeat, 300,000 at 10,000 agents, and collections of 30-280 ms that stalled the
     event loop (issue 17). The plane drops them once the response is out; what is left
     per heartbeat is the keep-alive timer, h11's state for the next request and the beat
-    waiting for the flush (about 8, measured when written). Counted, not timed."""
+    waiting for the flush (about 10, measured when written). Counted, not timed."""
     names = [f"g{i}" for i in range(40)]
     _unreachable_hosts(fleet_db, names)
     contexts = _contexts(settings, names, tmp_path)
