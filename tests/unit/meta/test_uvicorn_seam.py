@@ -51,30 +51,39 @@ def test_the_h11_protocol_keeps_the_request_where_the_guard_drops_it() -> None:
     assert "self.response_complete" in inspect.getsource(RequestResponseCycle.__init__)
 
 
+async def _echo_path(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+    """An ASGI app that answers each request with its path."""
+    if scope["type"] != "http":
+        return
+    body = scope["path"].encode()
+    length = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": length})  # type: ignore[operator]
+    await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+
+
+async def _serve(guard: Guard) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    """A real uvicorn server with the guarded protocol on a free port, started."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = server_config(_echo_path, guard, "127.0.0.1", port, 5, "warning")
+    config.lifespan = "off"
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    return server, task, port
+
+
 def test_uvicorn_serves_through_the_guarded_protocol() -> None:
     """A real uvicorn server with the guarded protocol: a request gets through it, and the
     guard sees the connection open and then closed."""
-
-    async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
-        if scope["type"] != "http":
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
-        await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
-
     guard = Guard("api", max_connections=10, header_timeout=5)
 
     async def main() -> tuple[int, str, int, int]:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = server_config(app, guard, "127.0.0.1", port, 5, "warning")
-        config.lifespan = "off"
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            await asyncio.sleep(0.01)
+        server, task, port = await _serve(guard)
         async with httpx.AsyncClient() as client:
-            response = await client.get(f"http://127.0.0.1:{port}/")
+            response = await client.get(f"http://127.0.0.1:{port}/ok")
             during = guard.open
         await asyncio.sleep(0.1)
         server.should_exit = True
@@ -82,7 +91,7 @@ def test_uvicorn_serves_through_the_guarded_protocol() -> None:
         return response.status_code, response.text, during, guard.open
 
     status, text, during, after = asyncio.run(main())
-    assert (status, text) == (200, "ok")
+    assert (status, text) == (200, "/ok")
     assert (during, after) == (1, 0)
 
 
@@ -90,27 +99,10 @@ def test_pipelined_requests_are_all_answered_and_then_forgotten() -> None:
     """Two requests in one write: uvicorn starts the second from inside the first one's
     last send. The guard must leave the second request's cycle alone while it runs, and
     drop it once it is answered (GuardedProtocol.forget_request)."""
-
-    async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
-        if scope["type"] != "http":
-            return
-        body = scope["path"].encode()
-        length = [(b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": length})  # type: ignore[operator]
-        await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
-
     guard = Guard("api", max_connections=10, header_timeout=5)
 
     async def main() -> tuple[bytes, list[object]]:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        config = server_config(app, guard, "127.0.0.1", port, 5, "warning")
-        config.lifespan = "off"
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            await asyncio.sleep(0.01)
+        server, task, port = await _serve(guard)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"".join(f"GET /{p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in "ab"))
         answers = b""
