@@ -115,6 +115,7 @@ def record_many(
         EventSpec(object_kind=kind, object_name=name, type=type, reason=reason, message=message)
         for kind, name, reason, message, type in notes
     ]
+    session.flush()  # events the session still holds count as recent repeats too
     conn = session.connection()
     recent = conn.execute(
         _RECENT,

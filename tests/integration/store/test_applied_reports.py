@@ -50,7 +50,9 @@ def test_a_report_takes_four_statements_and_files_its_event_under_the_pool(db: D
             )
     finally:
         event.remove(db.engine, "before_cursor_execute", note)
-    # the row with its host's pool, the guarded update, the event's repeats, the event
+    # the row with its host's pool, the update, the event's repeats, the event: the verbs
+    # pin the count and order of statements, which is what this guards (the tables they
+    # touch are checked below, through what the report recorded)
     assert [s.split()[0] for s in statements] == ["SELECT", "UPDATE", "SELECT", "INSERT"]
     assert status.applied_hash == digest and status.in_sync
     assert status.applied_result == {"ok": False, "message": "disk"}
