@@ -32,18 +32,23 @@ from tether.domain.memberops import (
 from tether.domain.models import (
     ClusterSpec,
     EventType,
-    HostSpec,
     ObjectKind,
     PoolSpec,
-    ProfileSpec,
 )
-from tether.domain.nodeplan import NodeTarget, TargetError, node_target
+from tether.domain.nodeplan import NodeTarget
 from tether.domain.poolplan import Condition, PoolInput, PoolPlan, Spare, successor
 from tether.domain.profiles import sensitive_values
 from tether.domain.states import HostEvent, HostState, PoolState, next_host_state
 from tether.errors import Conflict
 from tether.services import desired, events
-from tether.services.profiles import latest_versions, load_profile, target_key
+from tether.services.profiles import (
+    TargetInputs,
+    host_target,
+    latest_versions,
+    load_profile,
+    target_cached,
+    target_key,
+)
 from tether.services.rollouts import record_of, row_values
 from tether.store.repo import get_named
 from tether.store.schema import (
@@ -158,45 +163,14 @@ def _nodes(session: Session, pool: str) -> dict[str, NodeObs]:
     }
 
 
-#: Node targets by (pool target key, host, host resourceVersion): a host's target changes
-#: only with the pool's inputs or with the host (its spec, or its inventory on re-enrolment,
-#: both of which bump its version), and computing it is most of a reconcile's CPU.
-_TARGETS: dict[tuple[str, str, int], tuple[NodeTarget | None, str | None]] = {}
-
-
 def _target(
-    ctx: tuple[str, ClusterSpec, str, PoolSpec, ProfileSpec] | None,
-    key: str | None,
+    inputs: TargetInputs | None,
     host: _HostView,
     inventory: Callable[[str], Mapping[str, Any]],
 ) -> tuple[NodeTarget | None, str | None]:
-    if ctx is None or key is None:
+    if inputs is None:
         return None, None
-    cache = (key, host.name, host.resource_version)
-    found = _TARGETS.get(cache)
-    if found is not None:
-        return found
-    cluster_name, cluster, pool_name, pool, profile = ctx
-    try:
-        result: tuple[NodeTarget | None, str | None] = (
-            node_target(
-                cluster_name=cluster_name,
-                cluster=cluster,
-                pool_name=pool_name,
-                pool=pool,
-                host_name=host.name,
-                host=HostSpec.model_validate(host.spec),
-                inventory=inventory(host.name),
-                profile=profile,
-            ),
-            None,
-        )
-    except TargetError as exc:
-        result = (None, str(exc))
-    if len(_TARGETS) > 100_000:
-        _TARGETS.clear()
-    _TARGETS[cache] = result
-    return result
+    return host_target(inputs, host.name, host.resource_version, host.spec, inventory)
 
 
 @dataclass(frozen=True)
@@ -210,13 +184,54 @@ class _HostView:
     resource_version: int
 
 
+#: Decoded JSON columns by row, with the version they were read at: a host's spec by its
+#: ``resource_version`` (every change of it bumps the version), an applied result by its
+#: ``(applied_at, applied_hash)``. A pass decodes only the rows changed since the last
+#: one; decoding a thousand specs and results was a third of a load at a thousand members.
+_SPECS: dict[str, tuple[Any, Any]] = {}
+_RESULTS: dict[str, tuple[Any, Any]] = {}
+
+
+def _decoded(
+    session: Session,
+    cache: dict[str, tuple[Any, Any]],
+    key: Any,
+    column: Any,
+    heads: Sequence[tuple[str, Any]],
+) -> dict[str, Any]:
+    """``column`` of each row ``key`` of ``heads`` ((key, version) pairs), read from the
+    store only where the version differs from the cached one. Read in a second statement,
+    a value may be newer than its version: the next pass then sees the version change and
+    reads it again, so the cache is never behind for longer than one pass."""
+    found: dict[str, Any] = {}
+    stale: dict[str, Any] = {}
+    for name, version in heads:
+        hit = cache.get(name)
+        if hit is not None and hit[0] == version:
+            found[name] = hit[1]
+        else:
+            stale[name] = version
+    if stale:
+        if len(cache) > 200_000:
+            cache.clear()
+        for name, value in session.execute(select(key, column).where(key.in_(list(stale)))):
+            cache[name] = (stale[name], value)
+            found[name] = value
+    return found
+
+
 def _hosts(session: Session, *where: Any) -> list[_HostView]:
     rows = session.execute(
-        select(HostRow.name, HostRow.state, HostRow.health, HostRow.spec, HostRow.resource_version)
+        select(HostRow.name, HostRow.state, HostRow.health, HostRow.resource_version)
         .where(*where)
         .order_by(HostRow.name)
     ).all()
-    return [_HostView(*row) for row in rows]
+    specs = _decoded(session, _SPECS, HostRow.name, HostRow.spec, [(r[0], r[3]) for r in rows])
+    return [
+        _HostView(name, state, health, specs[name], version)
+        for name, state, health, version in rows
+        if name in specs  # deleted between the two statements
+    ]
 
 
 def _inventories(session: Session, ahead: Sequence[str] = ()) -> Callable[[str], Mapping[str, Any]]:
@@ -239,7 +254,7 @@ def _inventories(session: Session, ahead: Sequence[str] = ()) -> Callable[[str],
 
 def _observed(
     host: _HostView,
-    doc: Any,
+    doc: _DocView | None,
     node: NodeObs | None,
     external: tuple[StepResult, ...],
     target: tuple[NodeTarget | None, str | None],
@@ -278,9 +293,18 @@ def load(
         problems.append("the pool names no profile (spec.profile)")
     elif profile is None:
         problems.append(f"profile {spec.profile.name}@{spec.profile.version} does not exist")
-    ctx = (spec.cluster, cluster, name, spec, profile) if profile is not None else None
-
-    key = target_key(spec.cluster, cluster, spec, profile) if profile is not None else None
+    inputs = (
+        TargetInputs(
+            target_key(spec.cluster, cluster, spec, profile),
+            spec.cluster,
+            cluster,
+            name,
+            spec,
+            profile,
+        )
+        if profile is not None
+        else None
+    )
     rows = _members(session, name)
     hosts = {h.name: h for h in _hosts(session, HostRow.pool == name)}
     missing = sorted(set(rows) - set(hosts))  # leaving hosts already released elsewhere
@@ -289,8 +313,12 @@ def load(
     names = sorted(hosts)
     docs = _docs(session, name)
     nodes = _nodes(session, name)
-    misses = [h for h in names if (key, h, hosts[h].resource_version) not in _TARGETS]
-    inventory = _inventories(session, misses if ctx is not None else ())
+    misses = (
+        [h for h in names if not target_cached(inputs, h, hosts[h].resource_version)]
+        if inputs is not None
+        else []
+    )
+    inventory = _inventories(session, misses)
     members: list[tuple[Member, Observed]] = []
     versions: dict[str, int] = {}
     for host_name in names:
@@ -299,7 +327,7 @@ def load(
         # joins like any newly assigned host; a join plan is idempotent on a joined node.
         member = rows.get(host_name) or Member(host_name, MemberPhase.JOINING)
         versions[host_name] = member.resource_version
-        target = _target(ctx, key, host, inventory)
+        target = _target(inputs, host, inventory)
         observed = _observed(
             host, docs.get(host_name), nodes.get(host_name), external.get(host_name, ()), target
         )
@@ -308,7 +336,7 @@ def load(
     spares: list[Spare] = []
     if profile is not None and PoolState(row.state) is not PoolState.DELETING:
         for host in _free_hosts(session, spec):
-            spares.append(Spare(host.name, _target(ctx, key, host, inventory)[0]))
+            spares.append(Spare(host.name, _target(inputs, host, inventory)[0]))
 
     rollout_row = session.scalars(
         select(RolloutRow).where(RolloutRow.pool == name).order_by(RolloutRow.id.desc()).limit(1)
@@ -323,7 +351,7 @@ def load(
         deleting=PoolState(row.state) is PoolState.DELETING,
         members=members,
         now=now,
-        target_key=key,
+        target_key=inputs.key if inputs is not None else None,
         problems=problems,
         rollout=record_of(rollout_row) if rollout_row else None,
         spares=spares,
@@ -377,17 +405,37 @@ def members_at_steps(session: Session, name: str) -> tuple[str, list[Member], fl
     return spec.cluster, busy, float(spec.update_strategy.drain_timeout_seconds)
 
 
-def _docs(session: Session, pool: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _DocView:
+    """A member's desired-state hash and what its agent last applied (not the document)."""
+
+    hash: str
+    applied_hash: str | None
+    applied_result: dict[str, Any] | None
+
+
+def _docs(session: Session, pool: str) -> dict[str, _DocView]:
     """The members' desired-state hashes and applied results (not the documents)."""
     rows = session.execute(
         select(
             DesiredStateRow.host_name,
             DesiredStateRow.hash,
             DesiredStateRow.applied_hash,
-            DesiredStateRow.applied_result,
+            DesiredStateRow.applied_at,
         ).where(_of_pool(DesiredStateRow.host_name, pool))
     ).all()
-    return {row.host_name: row for row in rows}
+    results = _decoded(
+        session,
+        _RESULTS,
+        DesiredStateRow.host_name,
+        DesiredStateRow.applied_result,
+        [(host, (at, applied)) for host, _, applied, at in rows],
+    )
+    return {
+        host: _DocView(digest, applied, results[host])
+        for host, digest, applied, _ in rows
+        if host in results
+    }
 
 
 def _free_hosts(session: Session, spec: PoolSpec) -> list[_HostView]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -45,12 +45,15 @@ from tether.store.repo import get_by
 from tether.store.schema import ProfileRow
 
 __all__ = [
+    "TargetInputs",
     "check_pool",
     "check_profile",
     "diff_versions",
+    "host_target",
     "latest_versions",
     "load_profile",
     "sample_target",
+    "target_cached",
     "target_key",
 ]
 
@@ -90,6 +93,66 @@ def target_key(
     }
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+class TargetInputs(NamedTuple):
+    """What every host of a pool shares in its node target, and its digest
+    (:func:`target_key`)."""
+
+    key: str
+    cluster_name: str
+    cluster: ClusterSpec
+    pool_name: str
+    pool: PoolSpec
+    profile: ProfileSpec
+
+
+#: Node targets by (pool target key, host, host resourceVersion): a host's target changes
+#: only with the pool's inputs or with the host (its spec, or its inventory on re-enrolment,
+#: both of which bump its version), and computing it is most of a reconcile's CPU. Shared
+#: by rollout creation and the pool reconciler, so the targets a new rollout computes to
+#: list its nodes' actions are the ones its first reconcile after approval uses.
+_TARGETS: dict[tuple[str, str, int], tuple[NodeTarget | None, str | None]] = {}
+
+
+def host_target(
+    inputs: TargetInputs,
+    name: str,
+    version: int,
+    spec: Mapping[str, Any],
+    inventory: Callable[[str], Mapping[str, Any]],
+) -> tuple[NodeTarget | None, str | None]:
+    """Host ``name``'s node target (at its ``version``, with its ``spec``) or why it has
+    none; ``inventory`` is asked only when the target is not cached."""
+    cache = (inputs.key, name, version)
+    found = _TARGETS.get(cache)
+    if found is not None:
+        return found
+    try:
+        result: tuple[NodeTarget | None, str | None] = (
+            node_target(
+                cluster_name=inputs.cluster_name,
+                cluster=inputs.cluster,
+                pool_name=inputs.pool_name,
+                pool=inputs.pool,
+                host_name=name,
+                host=HostSpec.model_validate(spec),
+                inventory=inventory(name),
+                profile=inputs.profile,
+            ),
+            None,
+        )
+    except TargetError as exc:
+        result = (None, str(exc))
+    if len(_TARGETS) > 100_000:
+        _TARGETS.clear()
+    _TARGETS[cache] = result
+    return result
+
+
+def target_cached(inputs: TargetInputs, name: str, version: int) -> bool:
+    """Whether :func:`host_target` knows this host's target without computing it."""
+    return (inputs.key, name, version) in _TARGETS
 
 
 def profile_row(session: Session, name: str, version: str) -> ProfileRow:

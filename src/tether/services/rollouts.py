@@ -23,13 +23,10 @@ from tether.domain.models import (
     Change,
     ClusterSpec,
     EventType,
-    HostSpec,
     ObjectKind,
     PoolSpec,
     ProfileRef,
-    ProfileSpec,
 )
-from tether.domain.nodeplan import TargetError, node_target
 from tether.domain.profiles import Action, diff, sensitive_values, strongest
 from tether.domain.rollout import (
     ACTIVE_STATES,
@@ -40,7 +37,14 @@ from tether.domain.rollout import (
 )
 from tether.errors import Conflict, Invalid
 from tether.services import events
-from tether.services.profiles import check_pool, load_profile, sample_target, target_key
+from tether.services.profiles import (
+    TargetInputs,
+    check_pool,
+    host_target,
+    load_profile,
+    sample_target,
+    target_key,
+)
 from tether.store.repo import get_by, get_named, page
 from tether.store.schema import ClusterRow, HostRow, PoolMemberRow, PoolRow, RolloutRow
 
@@ -200,38 +204,37 @@ def _make_room(session: Session, pool: str, actor: str, now: datetime) -> None:
 
 
 def _plan_members(
-    session: Session, pool: PoolRow, spec: PoolSpec, profile: ProfileSpec
+    session: Session, pool: PoolRow, spec: PoolSpec, inputs: TargetInputs
 ) -> tuple[dict[str, str], list[Change], Action]:
-    """Each member's action towards ``profile``, the changes, and the strongest action."""
-    cluster = ClusterSpec.model_validate(
-        get_named(session, ClusterRow, "cluster", spec.cluster).spec
-    )
+    """Each member's action from what it runs (pool ``spec``) towards ``inputs`` (the pool
+    moved to the new profile version), the changes, and the strongest action. The
+    members' targets are computed into the reconciler's cache
+    (:func:`tether.services.profiles.host_target`): the first reconcile after approval
+    finds them there."""
+    cluster, profile = inputs.cluster, inputs.profile
     actions: dict[str, Action] = {}
     first: tuple[Any, Any] | None = None
-    rows = session.scalars(select(PoolMemberRow).where(PoolMemberRow.pool == pool.name)).all()
-    for row in rows:
-        host = session.scalars(select(HostRow).where(HostRow.name == row.host_name)).first()
-        if host is None:
-            continue
-        try:
-            target = node_target(
-                cluster_name=spec.cluster,
-                cluster=cluster,
-                pool_name=pool.name,
-                pool=spec,
-                host_name=host.name,
-                host=HostSpec.model_validate(host.spec),
-                inventory=host.inventory or {},
-                profile=profile,
-            )
-        except TargetError as exc:
+    rows = session.execute(
+        select(PoolMemberRow, HostRow.resource_version, HostRow.spec, HostRow.inventory)
+        .join(HostRow, HostRow.name == PoolMemberRow.host_name)
+        .where(PoolMemberRow.pool == pool.name)
+        .order_by(PoolMemberRow.host_name)
+    ).all()
+    inventories = {row.host_name: inventory or {} for row, _, _, inventory in rows}
+    for row, version, host_spec, _ in rows:
+        target, problem = host_target(
+            inputs, row.host_name, version, host_spec, inventories.__getitem__
+        )
+        if target is None:
             raise Invalid(
-                f"host {host.name} cannot run the new version: {exc}",
+                f"host {row.host_name} cannot run the new version: {problem}",
                 field="to",
                 rule="renders_valid_node",
-            ) from None
-        member = Member(host.name, MemberPhase(row.phase), spec=row.spec, spec_hash=row.spec_hash)
-        actions[host.name] = member_action(member, target)
+            )
+        member = Member(
+            row.host_name, MemberPhase(row.phase), spec=row.spec, spec_hash=row.spec_hash
+        )
+        actions[row.host_name] = member_action(member, target)
         if first is None and row.spec is not None:
             first = (row.spec, target.spec)
     if first is None:  # no members yet: compare what a sample host would run
@@ -287,14 +290,16 @@ def create(
     )
     check_pool(spec.cluster, cluster, pool_name, spec, profile)
     _make_room(session, pool_name, actor, now)
-    nodes, changes, action = _plan_members(session, pool, spec, profile)
     moved = spec.model_copy(update={"profile": ref})
+    key = target_key(spec.cluster, cluster, moved, profile)
+    inputs = TargetInputs(key, spec.cluster, cluster, pool_name, moved, profile)
+    nodes, changes, action = _plan_members(session, pool, spec, inputs)
     record = RolloutRecord(
         name=_new_name(session, pool_name),
         pool=pool_name,
         state=RolloutState.PENDING_APPROVAL,
         origin=origin,
-        target_key=target_key(spec.cluster, cluster, moved, profile),
+        target_key=key,
         action=action,
         from_version=spec.profile.version,
         to_version=to,

@@ -11,15 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import event, or_, select
+from sqlalchemy import event, or_, select, update
 
 from tether.controllers.pools import PoolController
 from tether.domain.memberops import Step
-from tether.services import pools, rollouts
+from tether.services import pools, profiles, rollouts
 from tether.sim.fleet import SimulatedFleet
 from tether.sim.seed import seed_running_pool
 from tether.store.db import Database
-from tether.store.schema import DesiredStateRow, PoolMemberRow, utcnow
+from tether.store.schema import DesiredStateRow, HostRow, PoolMemberRow, utcnow
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ def test_one_reconcile_takes_a_node_from_cordon_to_its_plan_reading_the_pool_onc
         return load(session, name, *args)
 
     monkeypatch.setattr(pools, "load", counted)
-    monkeypatch.setattr(pools, "_TARGETS", {})  # as after a start (other tests' pools)
+    monkeypatch.setattr(profiles, "_TARGETS", {})  # as after a start (other tests' pools)
     statements: list[str] = []
 
     def note(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
@@ -104,7 +104,8 @@ def test_the_pool_as_planned_again_is_the_pool_as_read_back(
     def checked(loaded: pools.Loaded, plan: Any, external: Any, now: Any) -> Any:
         nxt = followed(loaded, plan, external, now)
         if nxt is not None:
-            pools._MEMBERS.clear()  # parse every member from its row
+            for cache in (pools._MEMBERS, pools._SPECS, pools._RESULTS):
+                cache.clear()  # read and parse every row
             with db.session() as s:
                 back = pools.load(s, "pool", now, external)
             assert nxt.input == back.input
@@ -122,3 +123,84 @@ def test_the_pool_as_planned_again_is_the_pool_as_read_back(
         _apply_sent_plans(db, fleet)
     assert state == "Completed"
     assert len(compared) >= 6  # at least one chain per node: uncordon, cordon the next
+
+
+def _statements(db: Database) -> Any:
+    """A context manager collecting the SQL statements run on ``db``."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def collect() -> Any:
+        seen: list[str] = []
+
+        def note(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            seen.append(statement)
+
+        event.listen(db.engine, "before_cursor_execute", note)
+        try:
+            yield seen
+        finally:
+            event.remove(db.engine, "before_cursor_execute", note)
+
+    return collect()
+
+
+def test_a_new_rollouts_first_reconcile_computes_no_node_target(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating a rollout computes every member's target to list its actions; the
+    reconcile after approval uses those (it computed them all again)."""
+    computed: list[str] = []
+    node_target = profiles.node_target
+
+    def counted(**kwargs: Any) -> Any:
+        computed.append(kwargs["host_name"])
+        return node_target(**kwargs)
+
+    monkeypatch.setattr(profiles, "node_target", counted)
+    monkeypatch.setattr(profiles, "_TARGETS", {})  # other tests' pools had these names
+    controller, _, _ = _start_rollout(db, 10)
+    hosts = [f"h{i:04d}" for i in range(10)]
+    assert {h for h in computed if h != "sample-host"} == set(hosts)
+    computed.clear()
+    controller.reconcile("pool")
+    with db.session() as s:
+        doc = s.get(DesiredStateRow, "h0000")
+    assert doc is not None and doc.document["node"]["action"] == "upgrade"
+    assert computed == []
+
+
+def test_a_load_decodes_only_the_host_specs_and_results_that_changed(db: Database) -> None:
+    """Host specs and applied results are JSON: a load reads and decodes those of the
+    rows changed since the last load only, and sees every change."""
+    controller, fleet, _ = _start_rollout(db, 10)
+    controller.reconcile("pool")  # h0000's upgrade plan is sent
+    with db.session() as s:
+        pools.load(s, "pool", utcnow())
+    with _statements(db) as seen, db.session() as s:
+        pools.load(s, "pool", utcnow())
+    assert not [q for q in seen if "hosts.spec" in q or "applied_result" in q]
+
+    assert _apply_sent_plans(db, fleet) == 1  # h0000 reports its upgrade applied
+    with db.session() as s:
+        spec = s.scalars(select(HostRow.spec).where(HostRow.name == "h0003")).one()
+        s.execute(
+            update(HostRow)
+            .where(HostRow.name == "h0003")
+            .values(
+                spec={**spec, "tags": {"rack": "r9"}},
+                resource_version=HostRow.resource_version + 1,
+            )
+        )
+    with _statements(db) as seen, db.session() as s:
+        loaded = pools.load(s, "pool", utcnow())
+    specs = [q for q in seen if "hosts.spec" in q]
+    results = [q for q in seen if "applied_result" in q]
+    assert len(specs) == 1 and len(results) == 1
+    observed = {m.host: o for m, o in loaded.input.members}
+    assert observed["h0000"].applied_hash == observed["h0000"].doc_hash
+    assert observed["h0000"].applied_ok is True
+    with db.session() as s:
+        fresh = {r.name: r.spec for r in s.scalars(select(HostRow))}
+    assert fresh["h0003"]["tags"] == {"rack": "r9"}
+    assert pools._SPECS["h0003"][1] == fresh["h0003"]
