@@ -879,7 +879,10 @@ def successor(
                 obs = replace(obs, doc_hash=None, applied_hash=None, applied_ok=None)
             else:
                 obs = replace(obs, doc_hash=document_hash(doc))
-        members.append((member, replace(obs, external=external.get(member.host, ()))))
+        steps = external.get(member.host, ())
+        if steps != obs.external:  # most members took no step: keep their observation
+            obs = replace(obs, external=steps)
+        members.append((member, obs))
     rollout = inp.rollout
     if plan.rollout is not None:
         rollout = replace(plan.rollout, resource_version=plan.rollout.resource_version + 1)
