@@ -32,44 +32,28 @@ def record(
     now: datetime | None = None,
     pool: str | None = None,
 ) -> EventRow:
-    """Record an event in the caller's transaction, so it lands only if the change lands.
+    """Record an event in the caller's transaction, so it lands only if the change lands
+    (:func:`record_many`'s rule: a recent identical event is counted again).
 
     ``pool`` files it under a pool's stream too; a pool's own events and those of a host
     in a pool are filed there without being told."""
-    spec = EventSpec(object_kind=kind, object_name=name, type=type, reason=reason, message=message)
     now = now or utcnow()
     if pool is None:
         pool = _pool_of(session, kind, name)
-    same = session.scalars(
+    record_many(session, [(kind, name, reason, message, type)], now=now, pool=pool)
+    return session.scalars(
         select(EventRow)
         .where(
-            EventRow.object_kind == spec.object_kind.value,
-            EventRow.object_name == spec.object_name,
-            EventRow.type == spec.type.value,
-            EventRow.reason == spec.reason,
-            EventRow.message == spec.message,
-            EventRow.last_time >= now - DEDUP_WINDOW,
+            EventRow.object_kind == kind.value,
+            EventRow.object_name == name,
+            EventRow.type == type.value,
+            EventRow.reason == reason,
+            EventRow.message == message,
         )
         .order_by(EventRow.id.desc())
         .limit(1)
-    ).one_or_none()
-    if same is not None:
-        same.count += 1
-        same.last_time = now
-        return same
-    row = EventRow(
-        object_kind=spec.object_kind.value,
-        object_name=spec.object_name,
-        type=spec.type.value,
-        reason=spec.reason,
-        message=spec.message,
-        count=1,
-        first_time=now,
-        last_time=now,
-        pool=pool,
-    )
-    session.add(row)
-    return row
+        .execution_options(populate_existing=True)
+    ).one()
 
 
 _EVENTS = cast(Table, EventRow.__table__)
@@ -107,8 +91,10 @@ def record_many(
     now: datetime,
     pool: str | None,
 ) -> None:
-    """Record many events of one pool at once, as :func:`record` would one by one: one
-    query finds the recent repeats of all of them, new ones are inserted in one statement."""
+    """Record many events of one pool at once: an event identical to one recorded within
+    :data:`DEDUP_WINDOW` (kind, name, type, reason and message) counts on the latest of
+    those; one query finds the recent repeats of all of them, new ones are inserted in one
+    statement. The messages are checked like any event's (:class:`EventSpec`)."""
     if not notes:
         return
     specs = [

@@ -10,13 +10,13 @@ from alembic.migration import MigrationContext
 
 from tether.controllers.pools import PoolController
 from tether.domain import resources as r
-from tether.domain.models import ObjectKind
+from tether.domain.models import EventType, ObjectKind
 from tether.domain.states import HostEvent, HostState, PoolState
 from tether.errors import Conflict, Invalid, NotFound
 from tether.services import events
 from tether.services import resources as svc
 from tether.store.db import Database, migrate
-from tether.store.schema import Base
+from tether.store.schema import Base, utcnow
 
 CLUSTER = {
     "kubernetesVersion": "1.34",
@@ -172,11 +172,23 @@ def test_host_assignment_follows_the_state_machine(db: Database) -> None:
 
 def test_repeated_events_are_counted(db: Database) -> None:
     with db.session() as s:
-        for _ in range(3):
-            events.record(s, ObjectKind.SITE, "dc1", "Probe", "same message")
+        counts = [
+            events.record(s, ObjectKind.SITE, "dc1", "Probe", "same message").count
+            for _ in range(3)
+        ]
+        # one rule for one event and for many: a batch counts on the same event
+        events.record_many(
+            s,
+            [(ObjectKind.SITE, "dc1", "Probe", "same message", EventType.NORMAL)] * 2,
+            now=utcnow(),
+            pool=None,
+        )
+        after = events.record(s, ObjectKind.SITE, "dc1", "Probe", "same message")
+    assert counts == [1, 2, 3]  # each answer shows the count as recorded
+    assert after.count == 6
     with db.session() as s:
         items, _ = events.list_events(s, limit=10, continue_token=None)
-    assert [(e.reason, e.count) for e in items] == [("Probe", 3)]
+    assert [(e.reason, e.count) for e in items] == [("Probe", 6)]
 
 
 def test_new_profile_version_marks_pools_update_available(db: Database) -> None:
