@@ -74,11 +74,12 @@ def build(
 
     with tempfile.TemporaryDirectory(prefix="tether-image-") as tmp:
         wheels = Path(tmp) / "wheels"
-        staged = Path(tmp) / "artifacts" if seed is not None else None
+        staged: Path | None = None
         try:
             preseed = None
-            if seed is not None and staged is not None:
+            if seed is not None:
                 version, source, ring = seed
+                staged = Path(tmp) / "artifacts"
                 progress(f"artifacts: Kubernetes {version} from {source}")
                 preseed = imagebuild.preseed(
                     version,
