@@ -46,6 +46,7 @@ from tether.netplan.planner import (
     plan,
     plan_checked,
     psk_ids,
+    tunnel_names,
 )
 from tether.netplan.rules import Resolved, check_document
 
@@ -143,4 +144,5 @@ __all__ = [
     "plan_checked",
     "psk_ids",
     "schema_findings",
+    "tunnel_names",
 ]

@@ -33,9 +33,14 @@ class MissingSecretError(ValueError):
     """A pre-shared key the plan needs was not given."""
 
 
+def tunnel_names(pool: str) -> tuple[str, str]:
+    """The names of a pool's two tunnels, which are also their pre-shared keys' ids."""
+    return f"{pool}-t1", f"{pool}-t2"
+
+
 def psk_ids(doc: HybridNetwork) -> list[str]:
     """The ids of the pre-shared keys a plan of ``doc`` needs: two per pool."""
-    return [f"{pool.name}-t{n}" for pool in doc.pools for n in (1, 2)]
+    return [name for pool in doc.pools for name in tunnel_names(pool.name)]
 
 
 @dataclass(frozen=True)
@@ -263,8 +268,7 @@ def _plan_pool(
     )
     attachment = f"vpn-attachment/{pool.name}"
     tunnels = []
-    for number in (1, 2):
-        name = f"{pool.name}-t{number}"
+    for number, name in enumerate(tunnel_names(pool.name), start=1):
         cloud_ip = endpoints[min(number - 1, len(endpoints) - 1)]
         tunnels.append(
             Tunnel(

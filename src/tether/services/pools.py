@@ -40,6 +40,7 @@ from tether.domain.poolplan import Condition, PoolInput, PoolPlan, Spare, succes
 from tether.domain.profiles import sensitive_values
 from tether.domain.states import HostEvent, HostState, PoolState, next_host_state
 from tether.errors import Conflict
+from tether.netplan import tunnel_names
 from tether.services import desired, events
 from tether.services.profiles import (
     TargetInputs,
@@ -59,10 +60,11 @@ from tether.store.schema import (
     PoolMemberRow,
     PoolRow,
     RolloutRow,
+    VpnKeyRow,
     utcnow,
 )
 
-__all__ = ["Loaded", "followed", "load", "matches", "members_at_steps", "write"]
+__all__ = ["Loaded", "followed", "forget", "load", "matches", "members_at_steps", "write"]
 
 
 @dataclass
@@ -578,6 +580,15 @@ def set_condition(
             )
 
 
+def forget(session: Session, pool: str, now: datetime) -> None:
+    """What goes with a pool when it is deleted (the caller deletes its row): its rollouts
+    and its tunnels' keys (a pool made again under the name gets new ones), with a
+    ``Deleted`` event."""
+    session.execute(delete(RolloutRow).where(RolloutRow.pool == pool))
+    session.execute(delete(VpnKeyRow).where(VpnKeyRow.tunnel.in_(tunnel_names(pool))))
+    events.record(session, ObjectKind.POOL, pool, "Deleted", "pool deleted", now=now, pool=pool)
+
+
 def write(session: Session, loaded: Loaded, plan: PoolPlan) -> None:
     """Apply ``plan`` in the caller's transaction (guarded: module doc)."""
     inp = loaded.input
@@ -636,6 +647,5 @@ def write(session: Session, loaded: Loaded, plan: PoolPlan) -> None:
     notes += [(n.kind, n.name, n.reason, n.message, n.type) for n in plan.events]
     events.record_many(session, notes, now=now, pool=pool)
     if plan.delete_pool:
-        session.execute(delete(RolloutRow).where(RolloutRow.pool == pool))
+        forget(session, pool, now)
         session.execute(delete(PoolRow).where(PoolRow.name == pool))
-        events.record(session, ObjectKind.POOL, pool, "Deleted", "pool deleted", now=now, pool=pool)

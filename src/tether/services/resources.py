@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tether.domain import models as m
@@ -26,7 +26,7 @@ from tether.domain.states import (
     next_host_state,
 )
 from tether.errors import Conflict, Invalid
-from tether.services import events, network, profiles
+from tether.services import events, network, pools, profiles
 from tether.store.repo import (
     by_host,
     delete_checked,
@@ -495,9 +495,8 @@ def delete_pool(session: Session, name: str, resource_version: int | None) -> r.
             )
         session.refresh(row)
         return _pool_views(session, [row])[0]
-    session.execute(delete(RolloutRow).where(RolloutRow.pool == name))
+    pools.forget(session, name, utcnow())
     delete_checked(session, row, "pool", resource_version)
-    events.record(session, ObjectKind.POOL, name, "Deleted", "pool deleted")
     return None
 
 

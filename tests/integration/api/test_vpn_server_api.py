@@ -150,6 +150,11 @@ def test_the_pass_pushes_each_change_once_and_never_shows_the_keys(
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(VpnKeyRow)) == 2
 
+    # The keys go with the pool (it has no hosts: deleted at once), so a pool made again
+    # under its name gets new ones.
+    assert client.delete(f"/api/v1/pools/{pool}", headers=admin).status_code == 204
+    assert keys(client) == []
+
 
 def test_a_site_with_pools_of_two_clusters_gets_no_document_and_says_why(
     client: TestClient, admin: dict[str, str], pool: str
