@@ -57,6 +57,11 @@ def run_one(database_url: str, n: int, step: float) -> dict[str, Any]:
     fleet.start()
     controller.reconcile("pool")  # learns its hosts; the pool is Ready
     controller.start()
+    # The thread's first pass (its resync) reads the whole pool. A person approves a
+    # rollout at any time, seldom during a pass of that pool; approved during this one,
+    # the rollout would start with a write conflict the bench made, not the plane.
+    while controller.reconciles < 2:
+        time.sleep(0.01)
     with db.session() as s:
         made = rollouts.create(s, "pool", "2.0.0", actor="bench", now=utcnow())
     tid = controller.thread_id
