@@ -10,14 +10,17 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import httpx
 
-# httpx and the CLI config (pydantic) are imported where used: ``tether --help`` needs
-# neither (see tether.cli.lazy).
+# httpx and the CLI config are imported where used: ``tether --help`` needs neither
+# (see tether.cli.lazy), and httpx itself through :func:`http`.
 
 EXIT_CODES = {404: 3, 409: 4, 401: 5, 403: 5, 400: 7, 422: 7}
 
@@ -33,6 +36,40 @@ _NAMES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "profile version": ("/api/v1/profiles", lambda o: f"{o['name']}@{o['spec']['version']}"),
     "activation": ("/api/v1/activations", lambda o: str(o["id"])),
 }
+
+
+#: What ``import httpx`` pulls in that the CLI never uses: httpx's own command line
+#: (``httpx._main``: Click, Rich's syntax highlighting, Pygments) and HTTP/2 (``h2``,
+#: through httpcore). Together they were about a third of ``tether pool list``.
+_UNUSED_BY_HTTPX = ("httpx._main", "h2")
+
+
+@contextmanager
+def _without_unused() -> Iterator[None]:
+    """Within the block, importing :data:`_UNUSED_BY_HTTPX` fails.
+
+    httpx and httpcore import those inside ``try ... except ImportError`` and fall back
+    to stubs (``httpx.main`` and HTTP/2 then say the extra is missing); a ``None`` in
+    :data:`sys.modules` makes the import fail. httpx imports httpcore (and httpcore h2)
+    only when the first client is made, so that is inside the block too. The ``None``
+    entries go again afterwards: the rest of the process imports either module normally.
+    The CLI's client never asks for HTTP/2."""
+    blocked = [name for name in _UNUSED_BY_HTTPX if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
+def http() -> ModuleType:
+    """``httpx``, imported without :data:`_UNUSED_BY_HTTPX`."""
+    with _without_unused():
+        import httpx
+    return httpx
 
 
 class CLIError(Exception):
@@ -63,26 +100,30 @@ def _describe(response: httpx.Response) -> CLIError:
 
 class Client:
     def __init__(self, server: str, token: str | None, timeout: float = 30.0) -> None:
-        import httpx
-
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.server = server.rstrip("/")
-        self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+        with _without_unused():
+            import httpx
+
+            self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
 
     @classmethod
     def from_config(cls) -> Client:
         """Server and token from ``TETHER_SERVER``/``TETHER_TOKEN`` or the config file."""
-        from tether.cli import config
+        server = os.environ.get("TETHER_SERVER")
+        token = os.environ.get("TETHER_TOKEN")
+        if not (server and token):  # the file only when the environment does not say it all
+            from tether.cli import config
 
-        saved = config.load()
-        server = os.environ.get("TETHER_SERVER") or (saved.server if saved else None)
-        token = os.environ.get("TETHER_TOKEN") or (saved.token if saved else None)
+            saved = config.load()
+            server = server or (saved.server if saved else None)
+            token = token or (saved.token if saved else None)
         if not server:
             raise CLIError("no server configured: run 'tether login --server URL --token TOKEN'", 5)
         return cls(server, token)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
+        httpx = http()
 
         try:
             response = self.http.request(method, path, **kwargs)
@@ -102,8 +143,7 @@ class Client:
         match = _NOT_FOUND.search(message)
         if match is None or match["kind"] not in _NAMES:
             return ""
-        import httpx
-
+        httpx = http()
         path, name_of = _NAMES[match["kind"]]
         try:
             response = self.http.get(path, params={"limit": 1000})

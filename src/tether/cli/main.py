@@ -20,8 +20,8 @@ from rich.markup import escape
 
 from tether.cli import bootstrap, pools
 from tether.cli import kube as kube_cli
-from tether.cli.client import EXIT_CODES, Client, CLIError
-from tether.cli.lazy import LazyGroup
+from tether.cli.client import EXIT_CODES, Client, CLIError, http
+from tether.cli.lazy import LazyGroup, light_help
 from tether.cli.output import Format, OutputOption, console, errors, field, render
 from tether.cli.resources import CLUSTER, HOST, POOL, SITE, Kind, add_verbs, spec_from
 from tether.errors import PlaneError
@@ -438,9 +438,8 @@ def event_watch(
     timeout: float | None = typer.Option(None, help="Stop after this many seconds."),
 ) -> None:
     """Stream events as they happen (server-sent events), one JSON object per line."""
-    import httpx
-
     client = Client.from_config()
+    httpx = http()
     params: dict[str, Any] = {
         "kind": kind,
         "name": name,
@@ -464,6 +463,7 @@ def event_watch(
 
 
 def main() -> None:
+    light_help()
     try:
         app()
     except CLIError as exc:
