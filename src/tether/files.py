@@ -15,10 +15,12 @@ the next write into the same directory removes those of writers that are gone
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -32,8 +34,10 @@ __all__ = [
     "private_file",
     "staged_file",
     "sweep_stale",
+    "sync_filesystem",
     "write_atomic",
     "write_many",
+    "write_tree",
 ]
 
 
@@ -108,7 +112,10 @@ def sweep_stale(directory: Path) -> list[Path]:
         if match is None or _alive(int(match["pid"])):
             continue
         with contextlib.suppress(FileNotFoundError):  # another sweeper was faster
-            os.unlink(entry.path)
+            if entry.is_dir(follow_symlinks=False):  # a staging tree of write_tree
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
             removed.append(Path(entry.path))
     return removed
 
@@ -136,7 +143,7 @@ def staged_file(
     Stale temporary files of dead writers in the directory are swept first. A missing
     parent directory is created with ``dir_mode`` (``None``: the default umask).
     ``sync=False`` leaves out both fsyncs, for a writer of many files that syncs once
-    at the end (``os.sync()``): two fsyncs per file made writing a 47,000-file network
+    at the end (:func:`sync_filesystem`): two fsyncs per file made writing a 47,000-file network
     plan take minutes."""
     if dir_mode is None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,7 +216,7 @@ def _write_staged(path: str, payload: bytes, mode: int) -> None:
 def write_many(root: Path, files: Iterable[tuple[str, bytes | str, int]]) -> None:
     """Write each ``(relative path, data, mode)`` of ``files`` under ``root``, each
     atomically like :func:`write_atomic` (never half-written) but none synced: the
-    caller syncs once at the end (``os.sync()``). Missing folders are created with the
+    caller syncs once at the end (:func:`sync_filesystem`). Missing folders are created with the
     default umask, and each existing folder is swept of dead writers' temporary files
     once.
 
@@ -227,6 +234,78 @@ def write_many(root: Path, files: Iterable[tuple[str, bytes | str, int]]) -> Non
                 os.makedirs(folder, exist_ok=True)  # new: no one's temporary files in it
             ready.add(folder)
         _write_staged(path, data.encode() if isinstance(data, str) else data, mode)
+
+
+def write_tree(root: Path, files: Iterable[tuple[str, bytes | str, int]]) -> None:
+    """Create the directory ``root`` holding exactly ``files`` (``(relative path, data,
+    mode)``), all or nothing: ``root`` must not exist yet.
+
+    The tree is written into a staging directory next to ``root`` (named like a
+    temporary file of :func:`staged_file`, created 0700, so no file in it is readable by
+    others before it is complete whatever its mode), synced with
+    :func:`sync_filesystem`, given the umask's directory mode and renamed to ``root``
+    in one step, and the parent directory is fsynced. A crash leaves either no
+    ``root`` or the whole tree, never part of it; a dead writer's staging directory is
+    removed by the next :func:`sweep_stale` of the parent.
+
+    Each file costs an ``open``, a ``write`` and a ``close`` (and an ``fchmod`` only
+    when the umask would take a bit of ``mode`` away), no temporary name or rename
+    of its own: a 10,000-pool network plan is 60,000 files.
+    """
+    parent = root.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(parent)
+    if os.path.lexists(root):
+        raise FileExistsError(errno.EEXIST, "already exists", str(root))
+    staging = tempfile.mkdtemp(
+        dir=parent, prefix=f".{root.name}.tether-{os.getpid()}-", suffix=".tmp"
+    )
+    umask = os.umask(0)
+    os.umask(umask)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    made = {staging}
+    try:
+        for rel, data, mode in files:
+            path = os.path.join(staging, rel)
+            folder = os.path.dirname(path)
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            fd = os.open(path, flags, mode)
+            try:
+                view = memoryview(data.encode() if isinstance(data, str) else data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if mode & umask:
+                    os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+        sync_filesystem(Path(staging))
+        os.chmod(staging, 0o777 & ~umask)
+        os.rename(staging, root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fsync_dir(parent)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Write the filesystem holding ``path`` to disk: ``syncfs(2)``, where the C
+    library has it, rather than ``os.sync()``, which flushes every filesystem of the
+    machine and waits for other programs' writes too."""
+    import ctypes  # only writers of many files need it
+
+    syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+    if syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(path))
+    finally:
+        os.close(fd)
 
 
 def _no_constant(name: str) -> Any:

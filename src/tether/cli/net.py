@@ -29,7 +29,13 @@ from tether.cli.output import (
     render,
     table,
 )
-from tether.files import parse_yaml_or_json, write_atomic, write_many
+from tether.files import (
+    parse_yaml_or_json,
+    sync_filesystem,
+    write_atomic,
+    write_many,
+    write_tree,
+)
 from tether.netplan import (
     Finding,
     Plan,
@@ -168,24 +174,28 @@ def write_plan(result: Plan, out: Path, psks: Mapping[str, str]) -> tuple[list[s
     remove what the previous plan wrote there and this one does not; the written and
     the removed paths.
 
-    Files are replaced one by one (never half-written) and synced once at the end,
-    not each on its own: a 10,000-pool plan is 60,000 files."""
+    A first plan (no ``out`` yet) is written as one tree and renamed into place
+    (:func:`write_tree`): a crash leaves no ``out`` or the whole plan. Into an existing
+    ``out`` files are replaced one by one (never half-written), beside whatever else
+    lives there. Either way only the output's filesystem is synced, once, not each
+    file: a 10,000-pool plan is 60,000 files."""
     files = result.files()
     secret = result.secret_files()
     written = sorted(files)
-    write_many(
-        out,
-        [
-            (rel, files[rel], 0o600 if rel in secret else 0o755 if rel.endswith(".sh") else 0o644)
-            for rel in written
-        ],
-    )
-    write_atomic(
-        out / PSK_STORE, json.dumps(dict(psks), indent=2) + "\n", 0o600, dir_mode=None, sync=False
-    )
+    entries = [
+        (rel, files[rel], 0o600 if rel in secret else 0o755 if rel.endswith(".sh") else 0o644)
+        for rel in written
+    ]
+    store = (PSK_STORE, json.dumps(dict(psks), indent=2) + "\n", 0o600)
+    manifest = (MANIFEST, "".join(f"{rel}\n" for rel in written), 0o644)
+    if not os.path.lexists(out):
+        write_tree(out, [*entries, store, manifest])
+        return written, []
+    write_many(out, entries)
+    write_atomic(out / store[0], store[1], store[2], dir_mode=None, sync=False)
     removed = _remove_stale(out, _read_manifest(out), set(written))
-    write_atomic(out / MANIFEST, "".join(f"{rel}\n" for rel in written), 0o644, sync=False)
-    os.sync()
+    write_atomic(out / manifest[0], manifest[1], manifest[2], sync=False)
+    sync_filesystem(out)
     return written, removed
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tether import files
-from tether.files import staged_file, sweep_stale, write_atomic, write_many
+from tether.files import staged_file, sweep_stale, write_atomic, write_many, write_tree
 
 
 def _dead_pid() -> int:
@@ -106,3 +106,71 @@ def test_write_many_leaves_the_old_file_and_no_temporary_when_a_write_fails(
         write_many(tmp_path, [("keep", "new", 0o644)])
     assert (tmp_path / "keep").read_text() == "old"
     assert os.listdir(tmp_path) == ["keep"]
+
+
+def test_write_tree_creates_the_whole_tree_with_its_modes_and_one_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renames: list[tuple[str, str]] = []
+    real_rename = os.rename
+    monkeypatch.setattr(
+        files.os, "rename", lambda a, b: renames.append((a, b)) or real_rename(a, b)
+    )
+    monkeypatch.setattr(files.os, "replace", None)  # no file of its own is renamed into place
+    old_umask = os.umask(0o027)
+    try:
+        write_tree(tmp_path / "out", [("a/key", "k", 0o600), ("a/b/run.sh", b"#!", 0o755)])
+    finally:
+        os.umask(old_umask)
+    root = tmp_path / "out"
+    assert [os.path.basename(b) for _, b in renames] == ["out"]
+    assert (root / "a" / "key").read_text() == "k"
+    assert stat.S_IMODE((root / "a" / "key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / "a" / "b" / "run.sh").stat().st_mode) == 0o755  # past the umask
+    assert stat.S_IMODE(root.stat().st_mode) == 0o750  # the umask's, not the staging 0700
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_write_tree_refuses_an_existing_root_and_a_failure_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "there").mkdir()
+    with pytest.raises(FileExistsError):
+        write_tree(tmp_path / "there", [("a", "x", 0o644)])
+    calls = iter(range(10))
+    real_write = os.write
+
+    def full_on_the_third(fd: int, data: bytes) -> int:
+        if next(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(files.os, "write", full_on_the_third)
+    with pytest.raises(OSError, match="No space"):
+        write_tree(tmp_path / "out", [(f"p{i}/f", "x", 0o644) for i in range(5)])
+    assert os.listdir(tmp_path) == ["there"]  # no out, no staging directory
+    assert next(calls) == 3  # two files were written before the third failed
+
+
+def test_a_killed_tree_writer_leaves_no_root_and_its_staging_tree_is_swept(tmp_path: Path) -> None:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: killed with half the tree written
+        written = iter(range(100))
+        real_write = os.write
+
+        def write_then_die(fd: int, data: bytes) -> int:
+            if next(written) == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_write(fd, data)
+
+        files.os.write = write_then_die  # type: ignore[assignment]
+        write_tree(tmp_path / "out", [(f"p{i}/f", "x", 0o644) for i in range(6)])
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status)
+    (staging,) = os.listdir(tmp_path)
+    assert staging.startswith(f".out.tether-{pid}-")
+    assert sorted(os.listdir(tmp_path / staging)) == ["p0", "p1", "p2", "p3"]  # 3 whole, 1 empty
+    write_tree(tmp_path / "out", [("f", "whole", 0o644)])  # the next writer sweeps it
+    assert os.listdir(tmp_path) == ["out"]
+    assert (tmp_path / "out" / "f").read_text() == "whole"
