@@ -9,8 +9,14 @@ and 10,000 pools (two nodes each, half BGP and half static, every fourth behind 
 separate main router) are written as JSON and as YAML, then
 
 * ``check`` — ``tether net check FILE`` (best of ``--repeat``);
-* ``plan``  — ``tether net plan FILE --out DIR`` into an empty DIR, every file written
-  and synced (best of ``--plan-repeat``);
+* ``plan``  — ``tether net plan FILE --out DIR`` into a DIR that does not exist yet,
+  every file written and synced (best of ``--plan-repeat``), on the file system of the
+  bench's temporary directory and again on tmpfs (``/dev/shm``: the plan's CPU cost
+  without the disk);
+* ``bare write`` — the floor the disk sets: the same files (the plan's own, read back)
+  written into a fresh directory on the same file system by a bare loop of ``os.open``,
+  ``os.write`` and ``os.close`` in this process, then ``syncfs``, no start-up, no
+  rendering;
 
 and the start-up of ``tether --help`` and ``tether pool list`` (against a plane started
 here with ``tether serve`` on SQLite; an empty list) is timed the same way.
@@ -23,6 +29,7 @@ and ``pool list`` in at most 0.3 s. Results go to a table on stdout and to JSON
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import shutil
@@ -109,6 +116,44 @@ def timed(argv: list[str], repeat: int, env: dict[str, str] | None = None) -> fl
     return best
 
 
+def plan_seconds(document: Path, out: Path, repeat: int) -> float:
+    """Best of ``repeat`` runs of ``tether net plan`` into ``out``, absent before each."""
+    best = float("inf")
+    for _ in range(repeat):
+        shutil.rmtree(out, ignore_errors=True)
+        best = min(best, timed([str(TETHER), "net", "plan", str(document), "--out", str(out)], 1))
+    return best
+
+
+def bare_write(plan: Path, into: Path) -> float:
+    """Seconds to write the files under ``plan`` into the new directory ``into`` with bare
+    ``os`` calls and sync its file system: what the disk alone costs."""
+    files = [
+        (os.path.relpath(os.path.join(folder, name), plan), Path(folder, name).read_bytes())
+        for folder, _, names in os.walk(plan)
+        for name in names
+    ]
+    syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    os.sync()  # start from a clean page cache state for this file system
+    start = time.perf_counter()
+    made: set[str] = set()
+    for rel, data in files:
+        path = os.path.join(into, rel)
+        folder = os.path.dirname(path)
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+    fd = os.open(into, os.O_RDONLY)
+    syncfs(fd)
+    os.close(fd)
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(into)
+    return elapsed
+
+
 def measure(pools: int, fmt: str, work: Path, repeat: int, plan_repeat: int) -> dict[str, Any]:
     data = document(pools)
     path = work / f"net-{pools}.{fmt}"
@@ -118,14 +163,11 @@ def measure(pools: int, fmt: str, work: Path, repeat: int, plan_repeat: int) -> 
         dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
         path.write_text(yaml.dump(data, Dumper=dumper, sort_keys=False))
     check_s = timed([str(TETHER), "net", "check", str(path)], repeat)
-    best_plan = float("inf")
-    for _ in range(plan_repeat):
-        out = work / "plan"
-        shutil.rmtree(out, ignore_errors=True)
-        best_plan = min(
-            best_plan, timed([str(TETHER), "net", "plan", str(path), "--out", str(out)], 1)
-        )
+    with tempfile.TemporaryDirectory(prefix="tether-bench-netplan-", dir="/dev/shm") as shm:
+        tmpfs_plan = plan_seconds(path, Path(shm) / "plan", plan_repeat)
+    best_plan = plan_seconds(path, work / "plan", plan_repeat)
     files = sum(1 for p in (work / "plan").rglob("*") if p.is_file())
+    bare = bare_write(work / "plan", work / "bare")
     shutil.rmtree(work / "plan")
     return {
         "pools": pools,
@@ -133,6 +175,8 @@ def measure(pools: int, fmt: str, work: Path, repeat: int, plan_repeat: int) -> 
         "megabytes": round(path.stat().st_size / 1e6, 1),
         "checkSeconds": round(check_s, 3),
         "planSeconds": round(best_plan, 3),
+        "planTmpfsSeconds": round(tmpfs_plan, 3),
+        "bareWriteSeconds": round(bare, 3),
         "planFiles": files,
     }
 
@@ -211,11 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, seconds in starts.items():
         print(f"tether {name:<15} {seconds:>7.3f}s {TARGETS[name]:>6.1f}s")
     print()
-    print(f"{'pools':>7} {'format':>6} {'MB':>6} {'check':>8} {'plan':>9} {'files':>7}")
+    print(
+        f"{'pools':>7} {'format':>6} {'MB':>6} {'check':>8} {'plan':>9} {'tmpfs':>8} "
+        f"{'bare':>8} {'files':>7}"
+    )
     for r in rows:
         print(
             f"{r['pools']:>7} {r['format']:>6} {r['megabytes']:>6} {r['checkSeconds']:>7.3f}s "
-            f"{r['planSeconds']:>8.3f}s {r['planFiles']:>7}"
+            f"{r['planSeconds']:>8.3f}s {r['planTmpfsSeconds']:>7.3f}s "
+            f"{r['bareWriteSeconds']:>7.3f}s {r['planFiles']:>7}"
         )
     verdicts: dict[str, bool] = {f"tether {k}": v <= TARGETS[k] for k, v in starts.items()}
     for r in rows:
