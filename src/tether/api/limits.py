@@ -154,16 +154,8 @@ class BodyReader:
         except PlaneError as exc:
             await send_error(send, exc, close=not isinstance(exc, Invalid))
             return
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        whole = {"type": "http.request", "body": body, "more_body": False}
+        await self.app(scope, replaying(whole, receive), send)
 
     async def _read(self, receive: Receive, limit: int, declared: int | None) -> bytes:
         if declared is not None and declared > limit:
@@ -197,6 +189,20 @@ class BodyReader:
             ) from None
         finally:
             self.deadlines.leave(task)
+
+
+def replaying(message: Message, receive: Receive) -> Receive:
+    """``receive`` with ``message``, already received, handed out again first."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return message
+
+    return replay
 
 
 def _is_json(scope: Scope) -> bool:

@@ -71,6 +71,10 @@ class HeartbeatTable:
 
     # --- what the agent server asks ------------------------------------------------------
 
+    def cached(self, name: str) -> KnownHost | None:
+        """The host's last known state if it is in memory (no store lookup)."""
+        return self._known.get(name)
+
     def known(self, name: str) -> KnownHost | None:
         """The host's last known state, loading it from the store on first sight."""
         host = self._known.get(name)
