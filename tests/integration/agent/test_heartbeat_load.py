@@ -118,6 +118,26 @@ def _keepalive_beat(tls: ssl.SSLSocket, name: str) -> int:
     return int(head.split()[1])
 
 
+def _connect(port: int, ctx: ssl.SSLContext) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    return ctx.wrap_socket(raw, server_hostname="localhost")
+
+
+def _hold(
+    port: int,
+    names: list[str],
+    contexts: list[ssl.SSLContext],
+    held: list[ssl.SSLSocket],
+    beats: int,
+) -> None:
+    """One open connection per host into ``held``, each with ``beats`` heartbeats answered."""
+    for name, ctx in zip(names, contexts, strict=True):
+        tls = _connect(port, ctx)
+        held.append(tls)
+        for _ in range(beats):
+            assert _keepalive_beat(tls, name) == 204
+
+
 def _beat(port: int, ctx: ssl.SSLContext, name: str) -> tuple[int, ssl.SSLSession | None]:
     """One heartbeat on its own connection: the status and the client's TLS session."""
     with (
@@ -228,10 +248,7 @@ def test_an_open_agent_connection_costs_the_plane_little_memory(
         _beat(port, contexts[0], names[0])  # the first connection's one-off costs
         before = _rss_bytes()
         for name, ctx in zip(names, contexts, strict=True):
-            tls = ctx.wrap_socket(
-                socket.create_connection(("127.0.0.1", port), timeout=30),
-                server_hostname="localhost",
-            )
+            tls = _connect(port, ctx)
             assert _keepalive_beat(tls, name) == 204
             held.append(tls)
         grown = _rss_bytes() - before
@@ -264,14 +281,8 @@ def test_a_heartbeat_leaves_the_cyclic_gc_little_to_scan(
     server = ServerThread(settings).start()
     held: list[ssl.SSLSocket] = []
     try:
-        for name, ctx in zip(names, contexts, strict=True):
-            tls = ctx.wrap_socket(
-                socket.create_connection(("127.0.0.1", server.ports["agent"]), timeout=30),
-                server_hostname="localhost",
-            )
-            held.append(tls)
-            for _ in range(2):  # the connection's own objects exist from here on
-                assert _keepalive_beat(tls, name) == 204
+        # Two heartbeats each: the connection's own objects exist from here on.
+        _hold(server.ports["agent"], names, contexts, held, 2)
         gc.collect()
         gc.disable()
         gc.freeze()  # everything so far is out of the count
@@ -367,13 +378,7 @@ def test_a_heartbeat_costs_the_event_loop_few_python_calls_and_no_fastapi_routin
     assert server.plane is not None and server.plane.loop is not None
     held: list[ssl.SSLSocket] = []
     try:
-        for name, ctx in zip(names, contexts, strict=True):
-            tls = ctx.wrap_socket(
-                socket.create_connection(("127.0.0.1", server.ports["agent"]), timeout=30),
-                server_hostname="localhost",
-            )
-            held.append(tls)
-            assert _keepalive_beat(tls, name) == 204  # the connection's own first costs
+        _hold(server.ports["agent"], names, contexts, held, 1)  # the connections' first costs
         with CallCounter(server.plane.loop) as counter:
             statuses = [
                 _keepalive_beat(tls, name)
@@ -409,10 +414,6 @@ def test_the_lean_heartbeat_path_keeps_every_check(
     assert plane is not None
     port = server.ports["agent"]
 
-    def connect() -> ssl.SSLSocket:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
-        return ctx_a.wrap_socket(raw, server_hostname="localhost")
-
     def refused(tls: ssl.SSLSocket, request: bytes) -> tuple[int, dict[str, object], AuditRow]:
         with fleet_db.session() as s:
             mark = s.scalar(select(func.max(AuditRow.id))) or 0
@@ -422,7 +423,7 @@ def test_the_lean_heartbeat_path_keeps_every_check(
         assert len(rows) == 1, rows
         return int(head.split()[1]), json.loads(body), rows[0]
 
-    tls, spare = connect(), connect()
+    tls, spare = _connect(port, ctx_a), _connect(port, ctx_a)
     try:
         head, body = _exchange(tls, _post("lean-a", b'{"n":1}'))
         assert (head, body) == (b"HTTP/1.1 204 No Content", b"")
