@@ -315,6 +315,19 @@ def seed_hosts(url: str, names: list[str]) -> None:
     db.dispose()
 
 
+def plane_settings(tmp: Path, url: str, interval: float) -> Settings:
+    """A fresh plane's settings (store ``url``, free ports, heartbeats every ``interval``),
+    its trust anchor made, so that the hosts' certificates can exist before it starts."""
+    settings = Settings()
+    settings.paths.data_dir = tmp / "data"
+    settings.database.url = url
+    settings.api.port = free_port()
+    settings.agent.port = free_port()
+    settings.agent.heartbeat_seconds = interval
+    PlaneTrust(settings)
+    return settings
+
+
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -331,14 +344,8 @@ def run_step(args: argparse.Namespace, hosts: int) -> dict[str, Any]:
     names = [f"h{i:06d}" for i in range(hosts)]
     t_setup = time.monotonic()
     seed_hosts(url, names)
-    settings = Settings()
-    settings.paths.data_dir = tmp / "data"
-    settings.database.url = url
-    settings.api.port = free_port()
-    settings.agent.port = free_port()
-    settings.agent.heartbeat_seconds = args.interval
+    settings = plane_settings(tmp, url, args.interval)
     settings.agent.reconcile_seconds = 5
-    PlaneTrust(settings)  # the trust anchor, so the hosts' certificates exist first
     # Simulated agents open their connection up to one interval before the first beat;
     # the plane closes a connection that sends no request head within this long.
     settings.agent.header_timeout_seconds = args.interval * 2 + 10
