@@ -88,6 +88,7 @@ def _process_cpu() -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    machine = facts()
     load_before = load_average()
     tmp = Path(tempfile.mkdtemp(prefix="hbcpu-plane-"))
     names = [f"h{i:06d}" for i in range(args.agents)]
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "processCPUPerBeatUs": round((cpu1 - cpu0) / beats * 1e6),
         "loadAverageBefore": load_before,
         "loadAverageAfter": load_average(),
-        "machine": facts(),
+        "machine": machine,
     }
 
 
