@@ -22,7 +22,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-if TYPE_CHECKING:  # Typer vendors Click as typer._click from 0.2x; older ones use click
+if TYPE_CHECKING:  # Typer carries its own Click as typer._click (from 0.26)
     from typer._click import Command, Context, HelpFormatter
 
 #: name -> ("module:attribute", one-line help). The attribute is a ``typer.Typer`` or a
