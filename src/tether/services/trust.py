@@ -83,6 +83,10 @@ class PlaneTrust:
         )
         self._ca_sig = _ca_signature(self.ca_dir)
         self._revoked: set[tuple[int, str]] = set()
+        #: Revocations made in this process that the store has not yet shown a reload:
+        #: a reload that read the store before their transaction committed must not drop
+        #: them (:meth:`load_revocations`).
+        self._noted: set[tuple[int, str]] = set()
         self._cache: OrderedDict[bytes, HostIdentity] = OrderedDict()
         self.generation = 0  # bumped whenever the CA set changes
 
@@ -170,7 +174,13 @@ class PlaneTrust:
     # --- revocations ------------------------------------------------------------------------
 
     def load_revocations(self, db: Database) -> int:
-        """Replace the in-memory revocation list with the store's (live entries only)."""
+        """Replace the in-memory revocation list with the store's (live entries only).
+
+        Revocations this process noted (:meth:`note_revoked`) stay in force until a reload
+        finds them in the store: the read may have run before their transaction committed,
+        and replacing the list with it would make a revoked certificate good again until
+        the next reload. A noted revocation whose transaction rolled back stays in force in
+        this process (it fails closed) until the process restarts."""
         now = self.clock()
         with db.session() as session:
             rows = session.execute(
@@ -195,13 +205,17 @@ class PlaneTrust:
             )
             revoked.add((number, issuer))
         with self._lock:
+            self._noted -= revoked
+            for noted, fingerprint in self._noted:
+                revocations.revoke(noted, "unspecified", now, issuer_fingerprint=fingerprint)
             self.anchor.revocations = revocations
-            self._revoked = revoked
+            self._revoked = revoked | self._noted
         return len(revoked)
 
     def note_revoked(self, serial: int, issuer: str) -> None:
         """Make a revocation written to the store effective in this process now."""
         with self._lock:
+            self._noted.add((serial, issuer))
             self._revoked.add((serial, issuer))
             self.anchor.revocations.revoke(
                 serial, "unspecified", self.clock(), issuer_fingerprint=issuer
