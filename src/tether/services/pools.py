@@ -43,6 +43,7 @@ from tether.errors import Conflict
 from tether.netplan import tunnel_names
 from tether.services import desired, events
 from tether.services.profiles import (
+    HostVersion,
     TargetInputs,
     host_target,
     latest_versions,
@@ -172,7 +173,7 @@ def _target(
 ) -> tuple[NodeTarget | None, str | None]:
     if inputs is None:
         return None, None
-    return host_target(inputs, host.name, host.resource_version, host.spec, inventory)
+    return host_target(inputs, host.name, host.version, host.spec, inventory)
 
 
 @dataclass(frozen=True)
@@ -183,11 +184,11 @@ class _HostView:
     state: str
     health: str
     spec: dict[str, Any]
-    resource_version: int
+    version: HostVersion
 
 
 #: Decoded JSON columns by row, with the version they were read at: a host's spec by its
-#: ``resource_version`` (every change of it bumps the version), an applied result by its
+#: :data:`HostVersion` (every change of it bumps the version), an applied result by its
 #: ``(applied_at, applied_hash)``. A pass decodes only the rows changed since the last
 #: one; decoding a thousand specs and results was a third of a load at a thousand members.
 _SPECS: dict[str, tuple[Any, Any]] = {}
@@ -224,14 +225,21 @@ def _decoded(
 
 def _hosts(session: Session, *where: Any) -> list[_HostView]:
     rows = session.execute(
-        select(HostRow.name, HostRow.state, HostRow.health, HostRow.resource_version)
+        select(
+            HostRow.name,
+            HostRow.state,
+            HostRow.health,
+            HostRow.resource_version,
+            HostRow.created_at,
+        )
         .where(*where)
         .order_by(HostRow.name)
     ).all()
-    specs = _decoded(session, _SPECS, HostRow.name, HostRow.spec, [(r[0], r[3]) for r in rows])
+    versions = {r[0]: (r[3], r[4]) for r in rows}
+    specs = _decoded(session, _SPECS, HostRow.name, HostRow.spec, list(versions.items()))
     return [
-        _HostView(name, state, health, specs[name], version)
-        for name, state, health, version in rows
+        _HostView(name, state, health, specs[name], versions[name])
+        for name, state, health, _, _ in rows
         if name in specs  # deleted between the two statements
     ]
 
@@ -316,7 +324,7 @@ def load(
     docs = _docs(session, name)
     nodes = _nodes(session, name)
     misses = (
-        [h for h in names if not target_cached(inputs, h, hosts[h].resource_version)]
+        [h for h in names if not target_cached(inputs, h, hosts[h].version)]
         if inputs is not None
         else []
     )

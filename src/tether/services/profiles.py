@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Final, NamedTuple
 
 from sqlalchemy import select
@@ -45,6 +46,7 @@ from tether.store.repo import get_by
 from tether.store.schema import ProfileRow
 
 __all__ = [
+    "HostVersion",
     "TargetInputs",
     "check_pool",
     "check_profile",
@@ -107,18 +109,22 @@ class TargetInputs(NamedTuple):
     profile: ProfileSpec
 
 
-#: Node targets by (pool target key, host, host resourceVersion): a host's target changes
-#: only with the pool's inputs or with the host (its spec, or its inventory on re-enrolment,
+#: A host row's version: its ``resource_version`` and when the row was made (a host
+#: deleted and enrolled again under its name starts again at version 1).
+HostVersion = tuple[int, datetime]
+
+#: Node targets by (pool target key, host, host version): a host's target changes only
+#: with the pool's inputs or with the host (its spec, or its inventory on re-enrolment,
 #: both of which bump its version), and computing it is most of a reconcile's CPU. Shared
 #: by rollout creation and the pool reconciler, so the targets a new rollout computes to
 #: list its nodes' actions are the ones its first reconcile after approval uses.
-_TARGETS: dict[tuple[str, str, int], tuple[NodeTarget | None, str | None]] = {}
+_TARGETS: dict[tuple[str, str, HostVersion], tuple[NodeTarget | None, str | None]] = {}
 
 
 def host_target(
     inputs: TargetInputs,
     name: str,
-    version: int,
+    version: HostVersion,
     spec: Mapping[str, Any],
     inventory: Callable[[str], Mapping[str, Any]],
 ) -> tuple[NodeTarget | None, str | None]:
@@ -150,7 +156,7 @@ def host_target(
     return result
 
 
-def target_cached(inputs: TargetInputs, name: str, version: int) -> bool:
+def target_cached(inputs: TargetInputs, name: str, version: HostVersion) -> bool:
     """Whether :func:`host_target` knows this host's target without computing it."""
     return (inputs.key, name, version) in _TARGETS
 

@@ -215,15 +215,21 @@ def _plan_members(
     actions: dict[str, Action] = {}
     first: tuple[Any, Any] | None = None
     rows = session.execute(
-        select(PoolMemberRow, HostRow.resource_version, HostRow.spec, HostRow.inventory)
+        select(
+            PoolMemberRow,
+            HostRow.resource_version,
+            HostRow.created_at,
+            HostRow.spec,
+            HostRow.inventory,
+        )
         .join(HostRow, HostRow.name == PoolMemberRow.host_name)
         .where(PoolMemberRow.pool == pool.name)
         .order_by(PoolMemberRow.host_name)
     ).all()
-    inventories = {row.host_name: inventory or {} for row, _, _, inventory in rows}
-    for row, version, host_spec, _ in rows:
+    inventories = {row.host_name: inventory or {} for row, _, _, _, inventory in rows}
+    for row, version, created, host_spec, _ in rows:
         target, problem = host_target(
-            inputs, row.host_name, version, host_spec, inventories.__getitem__
+            inputs, row.host_name, (version, created), host_spec, inventories.__getitem__
         )
         if target is None:
             raise Invalid(

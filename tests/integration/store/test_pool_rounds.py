@@ -204,3 +204,22 @@ def test_a_load_decodes_only_the_host_specs_and_results_that_changed(db: Databas
         fresh = {r.name: r.spec for r in s.scalars(select(HostRow))}
     assert fresh["h0003"]["tags"] == {"rack": "r9"}
     assert pools._SPECS["h0003"][1] == fresh["h0003"]
+
+
+def test_a_host_made_again_under_its_name_is_not_read_from_the_cache(db: Database) -> None:
+    """A host deleted and enrolled again under its name starts again at version 1: at the
+    version the old row had, it is still a new row, and a load must read its spec."""
+    _start_rollout(db, 3)
+    with db.session() as s:
+        pools.load(s, "pool", utcnow())  # caches h0001's spec at its version
+        row = s.scalars(select(HostRow).where(HostRow.name == "h0001")).one()
+        made_again = {**row.spec, "tags": {"rack": "new"}}
+        # The new row, at the old row's version: only its creation time tells them apart.
+        s.execute(
+            update(HostRow)
+            .where(HostRow.name == "h0001")
+            .values(spec=made_again, created_at=utcnow())
+        )
+    with db.session() as s:
+        pools.load(s, "pool", utcnow())
+    assert pools._SPECS["h0001"][1] == made_again
