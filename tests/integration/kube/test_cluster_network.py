@@ -321,12 +321,20 @@ def test_nodes_controller_gives_a_node_its_block_when_it_registers_and_pools_kee
             kube.patch(Node.Status, host, {"status": {"conditions": [not_ready]}})  # ... and so
             wait_for(lambda: kube.get(Node, host).spec.podCIDR is not None)
             wait_for(lambda: condition(plane, pool)["reason"] == "Applied")
-            passes = controller.network_passes
+            passes, lists, watches = (
+                controller.network_passes,
+                controller.loop.lists,
+                controller.loop.watches,
+            )
             # A change to a known Node (a cordon here; readiness alike) moves its health
-            # in the store, and leaves the cluster's network objects to the resync.
+            # in the store, and leaves the cluster's network objects to the resync. A
+            # list or a watch that ended (a resync of its own, which a loaded machine may
+            # bring about) runs a pass; the cordon's event does not (CI once saw one more
+            # pass than the events explain).
             kube.patch(Node, host, {"spec": {"unschedulable": True}})
             wait_for(lambda: _cordoned_in_store(plane, host))
-            assert controller.network_passes == passes
+            relisted = controller.loop.lists - lists + controller.loop.watches - watches
+            assert controller.network_passes - passes <= relisted
         finally:
             controller.stop()
     assert kube.get(Node, host).spec.podCIDR.startswith("10.85.")
