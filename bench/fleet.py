@@ -6,21 +6,26 @@
 (``--postgres-url`` defaults to ``TETHER_TEST_POSTGRES_URL``; the bench creates and drops
 its own database in that server.)
 
-Each step enrols N hosts straight in the store, creates the plane's CA, lets
-``--load-procs`` load processes sign a certificate for each host, then starts a fresh
-plane (people's API + agent server, as ``tether serve`` does) in this process and lets
-the load go. The plane starts only once the hosts' certificates exist, as it would for
-a running fleet: a plane that watched its hosts stay silent through a long setup would
-rightly call them Unreachable, and the step would measure their recovery instead.
+Each step enrols N hosts straight in the store, creates the plane's CA, signs a
+certificate for each host (one process per core), starts the load program
+(``bench/fleetload``, built with Go), then starts a fresh plane (people's API + agent
+server, as ``tether serve`` does) in this process and lets the load go. The plane starts
+only once the hosts' certificates exist, as it would for a running fleet: a plane that
+watched its hosts stay silent through a long setup would rightly call them Unreachable,
+and the step would measure their recovery instead.
 
 Each simulated agent has its own certificate (CN = its node name), opens one TLS
 connection, and sends a heartbeat every ``--interval`` seconds (±10 % jitter) over
 HTTP/1.1 keep-alive, exactly the bytes the real agent sends. Agents connect spread over
 one interval and beat spread over the next (a fleet does not beat in lockstep). Latency
 is measured from writing the request to reading the whole response, over a measurement
-window after the ramp-up. Server CPU is this process's CPU time (the plane, which runs
-here) over the window and over the ramp; loop lag is the plane's own probe
-(:mod:`tether.services.looplag`) over the window, as bucket upper bounds.
+window after the ramp-up. The load is a Go program because plane and load share this
+machine: simulated agents in Python took about one of its two cores at 18,000 hosts,
+which the plane then lacked, and their own event loops' delays were counted as the
+plane's latency (``loadCPU`` is the load's CPU over the window). Server CPU is this
+process's CPU time (the plane, which runs here) over the window and over the ramp; loop
+lag is the plane's own probe (:mod:`tether.services.looplag`) over the window, as bucket
+upper bounds.
 
 Bytes per heartbeat are the HTTP request and response as sent; on the wire each adds a
 TLS 1.3 record (5-byte header, 1-byte type, 16-byte tag: +22 bytes each way).
@@ -38,21 +43,19 @@ the load average before and after the step: the machine may be shared.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing as mp
 import os
-import random
 import resource
 import shutil
 import socket
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -97,16 +100,23 @@ def request_bytes(name: str) -> bytes:
     ).encode() + body
 
 
-# --- load process ---------------------------------------------------------------------------
+# --- load ---------------------------------------------------------------------------------------
+
+LOAD_SOURCE = Path(__file__).parent / "fleetload" / "main.go"
+LOAD_BINARY = Path.home() / ".cache" / "tether" / "bench" / "fleetload"
 
 
-def _certs(ca_dir: str, names: list[str], workdir: Path) -> list[ssl.SSLContext]:
-    anchor = TrustAnchor.load(Path(ca_dir), host_cert_lifetime=timedelta(hours=2))
-    key = ec.generate_private_key(ec.SECP256R1())
+def write_certs(ca_dir: str, names: list[str], workdir: Path) -> None:
+    """Sign a certificate (CN and DNS name = the host's name) for each name into
+    ``workdir/NAME.crt``, all for the key ``workdir/host.key`` (made if missing), next to
+    the CA (``ca.crt``)."""
     key_path = workdir / "host.key"
-    key_path.write_bytes(private_key_pem(key))
-    ca_path = Path(ca_dir) / "active" / "ca.crt"
-    contexts = []
+    if not key_path.exists():
+        key_path.write_bytes(private_key_pem(ec.generate_private_key(ec.SECP256R1())))
+        shutil.copyfile(Path(ca_dir) / "active" / "ca.crt", workdir / "ca.crt")
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    anchor = TrustAnchor.load(Path(ca_dir), host_cert_lifetime=timedelta(hours=2))
     now = utcnow()
     for name in names:
         csr = (
@@ -116,127 +126,73 @@ def _certs(ca_dir: str, names: list[str], workdir: Path) -> list[ssl.SSLContext]
             .sign(key, hashes.SHA256())
             .public_bytes(serialization.Encoding.PEM)
         )
-        cert_path = workdir / f"{name}.crt"
-        cert_path.write_bytes(anchor.sign_host_csr(csr, name, now=now))
-        ctx = ssl.create_default_context(cafile=str(ca_path))
-        ctx.load_cert_chain(cert_path, key_path)
+        (workdir / f"{name}.crt").write_bytes(anchor.sign_host_csr(csr, name, now=now))
+
+
+def _certs(ca_dir: str, names: list[str], workdir: Path) -> list[ssl.SSLContext]:
+    """Python TLS client contexts for ``names`` (for benches whose load is Python)."""
+    write_certs(ca_dir, names, workdir)
+    contexts = []
+    for name in names:
+        ctx = ssl.create_default_context(cafile=str(workdir / "ca.crt"))
+        ctx.load_cert_chain(workdir / f"{name}.crt", workdir / "host.key")
         contexts.append(ctx)
     return contexts
 
 
-@dataclass
-class Phases:
-    """What the load processes share with the bench: how many agents are connected, and
-    whether the measurement window is open or over."""
+class Load:
+    """The Go load program (``bench/fleetload``) for ``names``, driven over its stdin."""
 
-    connected: Any  # multiprocessing Value("i")
-    measuring: Any  # multiprocessing Event
-    done: Any  # multiprocessing Event
-
-    def count_connected(self) -> None:
-        with self.connected.get_lock():
-            self.connected.value += 1
-
-
-async def _agent(
-    name: str,
-    ctx: ssl.SSLContext,
-    port: int,
-    interval: float,
-    start: float,
-    phases: Phases,
-    out: dict[str, Any],
-    rng: random.Random,
-) -> None:
-    loop = asyncio.get_running_loop()
-
-    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        t0 = time.perf_counter()
-        conn = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
-        )
-        out["connect"].append(time.perf_counter() - t0)
-        return conn
-
-    # Connections are long-lived: open them spread over one interval, then beat, also
-    # spread, so the measurement sees steady state rather than a handshake storm.
-    await asyncio.sleep(max(0.0, start + rng.uniform(0, interval) - loop.time()))
-    req = request_bytes(name)
-    writer = None
-    counted = False
-    try:
-        reader, writer = await connect()
-    except (OSError, ssl.SSLError) as exc:
-        out["ramp_errors"] += 1
-        out["last_error"] = repr(exc)[:120]
-    await asyncio.sleep(max(0.0, start + interval + rng.uniform(0, interval) - loop.time()))
-    while not phases.done.is_set():
-        try:
-            if writer is None:
-                reader, writer = await connect()
-            if not counted:
-                phases.count_connected()
-                counted = True
-            t0 = time.perf_counter()
-            writer.write(req)
-            head = await reader.readuntil(b"\r\n\r\n")
-            latency = time.perf_counter() - t0
-            status = int(head.split(b" ", 2)[1])
-            if status != 204:
-                out["errors" if phases.measuring.is_set() else "ramp_errors"] += 1
-                out["last_error"] = head[:80].decode(errors="replace")
-            elif phases.measuring.is_set():
-                out["lat"].append(latency)
-                out["bytes"] = len(req) + len(head)
-        except (OSError, asyncio.IncompleteReadError, ssl.SSLError, ValueError) as exc:
-            out["errors" if phases.measuring.is_set() else "ramp_errors"] += 1
-            out["last_error"] = repr(exc)[:120]
-            writer = None
-        await asyncio.sleep(interval * (1 + rng.uniform(-0.1, 0.1)))
-    if writer is not None:
-        writer.close()
-
-
-def load_process(
-    ca_dir: str,
-    names: list[str],
-    port: int,
-    interval: float,
-    ready: Any,
-    go: Any,
-    phases: Phases,
-    results: Any,
-) -> None:
-    import gc
-
-    workdir = Path(tempfile.mkdtemp(prefix="fleet-"))
-    contexts = _certs(ca_dir, names, workdir)
-    _raise_nofile()
-    ready.put(len(contexts))
-    go.wait()
-    gc.freeze()
-    out: dict[str, Any] = {
-        "lat": [],
-        "connect": [],
-        "errors": 0,
-        "ramp_errors": 0,
-        "bytes": 0,
-        "last_error": "",
-    }
-
-    async def main() -> None:
-        start = asyncio.get_running_loop().time()
-        rng = random.Random(os.getpid())
-        await asyncio.gather(
-            *(
-                _agent(n, c, port, interval, start, phases, out, rng)
-                for n, c in zip(names, contexts, strict=True)
+    def __init__(self, ca_dir: str, names: list[str], port: int, interval: float) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="fleet-load-"))
+        write_certs(ca_dir, [], self.workdir)  # the key and the CA
+        (self.workdir / "names").write_text("\n".join(names) + "\n")
+        # Signing 18,000 certificates takes a while: one process per core.
+        cores = os.cpu_count() or 1
+        with mp.get_context("spawn").Pool(cores) as pool:
+            pool.starmap(
+                write_certs, [(ca_dir, names[i::cores], self.workdir) for i in range(cores)]
             )
-        )
+        self.process = subprocess.Popen(
+            [str(build_load()), "-dir", str(self.workdir), "-port", str(port),
+             "-interval", str(interval)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.expect("ready") == len(names)
 
-    asyncio.run(main())
-    shutil.rmtree(workdir, ignore_errors=True)
-    results.put(out)
+    def expect(self, word: str) -> int:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().split()
+        if line[:1] != [word]:
+            raise RuntimeError(f"fleetload said {line!r}, expected {word!r}")
+        return int(line[1])
+
+    def send(self, command: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+
+    def connected(self) -> int:
+        self.send("status")
+        return self.expect("connected")
+
+    def finish(self) -> dict[str, Any]:
+        self.send("done")
+        assert self.process.stdout is not None
+        out: dict[str, Any] = json.loads(self.process.stdout.readline())
+        self.process.wait(30)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        return out
+
+
+def build_load() -> Path:
+    """Build the load program (Go's build cache makes a rebuild of unchanged code quick)."""
+    LOAD_BINARY.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["go", "build", "-trimpath", "-o", str(LOAD_BINARY), str(LOAD_SOURCE)],
+        check=True, env=os.environ | {"GOFLAGS": "-mod=mod"},
+    )  # fmt: skip
+    return LOAD_BINARY
 
 
 # --- plane --------------------------------------------------------------------------------------
@@ -349,55 +305,36 @@ def run_step(args: argparse.Namespace, hosts: int) -> dict[str, Any]:
     # Simulated agents open their connection up to one interval before the first beat;
     # the plane closes a connection that sends no request head within this long.
     settings.agent.header_timeout_seconds = args.interval * 2 + 10
-    ca_dir = str(settings.pki_dir / "ca")
-    ctx = mp.get_context("spawn")
-    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    phases = Phases(ctx.Value("i", 0), ctx.Event(), ctx.Event())
-    shares = [names[i :: args.load_procs] for i in range(args.load_procs)]
-    procs = [
-        ctx.Process(
-            target=load_process,
-            args=(ca_dir, share, settings.agent.port, args.interval, ready, go, phases, results),
-        )
-        for share in shares
-    ]
-    for p in procs:
-        p.start()
-    for _ in procs:
-        ready.get(timeout=1800)
+    load = Load(str(settings.pki_dir / "ca"), names, settings.agent.port, args.interval)
     server = ServerThread(settings, log_level="error").start()
     assert server.plane is not None
     setup = time.monotonic() - t_setup
-    go.set()
+    load.send("go")
     ramp0, go_at = _cpu_seconds(), time.monotonic()
     time.sleep(args.ramp)
     # Steady state: every agent is connected and has had its first heartbeat answered.
-    while phases.connected.value < hosts and time.monotonic() - go_at < args.connect_timeout:
+    while (
+        connected := load.connected()
+    ) < hosts and time.monotonic() - go_at < args.connect_timeout:
         time.sleep(0.5)
     connected_after = time.monotonic() - go_at
-    if phases.connected.value < hosts:
-        print(f"only {phases.connected.value} agents connected", file=sys.stderr)
+    if connected < hosts:
+        print(f"only {connected} agents connected", file=sys.stderr)
     ramp_cpu = (_cpu_seconds() - ramp0) / (time.monotonic() - go_at)
-    load0 = sum(proc_cpu_seconds(p.pid) for p in procs)
-    phases.measuring.set()
+    load0 = proc_cpu_seconds(load.process.pid)
+    load.send("measure")
     cpu0, wall0, lag0 = _cpu_seconds(), time.monotonic(), server.plane.lag.snapshot()
     time.sleep(args.measure)
     cpu1, wall1, lag1 = _cpu_seconds(), time.monotonic(), server.plane.lag.snapshot()
-    load1 = sum(proc_cpu_seconds(p.pid) for p in procs)
-    phases.measuring.clear()
-    phases.done.set()
+    load1 = proc_cpu_seconds(load.process.pid)
     rss = round(proc_rss_mib(os.getpid()), 1)
-    outs = [results.get(timeout=args.interval * 3 + 60) for _ in procs]
-    for p in procs:
-        p.join(30)
+    out = load.finish()
     server.stop()
     if drop:
         drop()
     shutil.rmtree(tmp, ignore_errors=True)
-    lat = sorted(x for o in outs for x in o["lat"])
-    connect = sorted(x for o in outs for x in o["connect"])
-    errors = sum(o["errors"] for o in outs)
-    http_bytes = max(o["bytes"] for o in outs)
+    lat, connect = sorted(out["lat"]), sorted(out["connect"])
+    errors, http_bytes = out["errors"], out["bytes"]
     lag = lag1.since(lag0)
     return {
         "backend": args.backend,
@@ -407,8 +344,8 @@ def run_step(args: argparse.Namespace, hosts: int) -> dict[str, Any]:
         "heartbeats": len(lat),
         "rate": round(len(lat) / (wall1 - wall0), 1),
         "errors": errors,
-        "rampErrors": sum(o["ramp_errors"] for o in outs),
-        "lastError": next((o["last_error"] for o in outs if o["last_error"]), ""),
+        "rampErrors": out["ramp_errors"],
+        "lastError": out["last_error"],
         "p50ms": round(_pct(lat, 0.50), 2),
         "p99ms": round(_pct(lat, 0.99), 2),
         "meanMs": round(statistics.fmean(lat) * 1000, 2) if lat else None,
@@ -445,7 +382,6 @@ def main() -> None:
         "every agent has connected yet",
     )
     parser.add_argument("--measure", type=float, default=30.0)
-    parser.add_argument("--load-procs", type=int, default=2)
     parser.add_argument("--stop-p99-ms", type=float, default=1000.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
