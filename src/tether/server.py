@@ -450,9 +450,18 @@ SHUTDOWN_GRACE_SECONDS = 5
 
 
 def server_config(
-    app: ASGIApp, guard: Guard, host: str, port: int, keep_alive: float, log_level: str
+    app: ASGIApp,
+    guard: Guard,
+    host: str,
+    port: int,
+    keep_alive: float,
+    log_level: str,
+    proxies: list[str] | None = None,
 ) -> uvicorn.Config:
-    """uvicorn's settings for one port; the connection-level limits live in ``guard``."""
+    """uvicorn's settings for one port; the connection-level limits live in ``guard``.
+
+    Forwarding headers are believed only from ``proxies`` (none by default: uvicorn
+    would believe them from 127.0.0.1, and a local client could then name any address)."""
     return uvicorn.Config(
         ConnectionScope(app, guard),
         host=host,
@@ -466,6 +475,8 @@ def server_config(
         timeout_keep_alive=max(1, round(keep_alive)),
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         backlog=4096,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or [],
     )
 
 
@@ -586,6 +597,7 @@ async def serve(
                 api.port,
                 api.keep_alive_seconds,
                 log_level,
+                api.proxies(),
             )
         )
     if manager is not None:

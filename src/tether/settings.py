@@ -8,10 +8,11 @@ the result, so tests build apps with whatever settings they need.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -145,6 +146,18 @@ class ApiSettings(BaseSettings):
             "memory and file descriptors one client can take."
         ),
     )
+    trusted_proxies: str = Field(
+        default="",
+        description=(
+            "Comma-separated addresses or networks of reverse proxies in front of the "
+            "people's port, whose X-Forwarded-For and X-Forwarded-Proto headers are "
+            "believed. Empty (the default): a client's address is its connection's, so no "
+            "client can name another address in the audit log, or leave a per-address "
+            "limit with a header (uvicorn itself believes them from 127.0.0.1, or from "
+            "FORWARDED_ALLOW_IPS). The agent port never believes them: its mutual TLS ends "
+            "in the plane, so no proxy stands in front of it."
+        ),
+    )
     max_streams: int = Field(
         default=200,
         ge=1,
@@ -163,6 +176,22 @@ class ApiSettings(BaseSettings):
             "dashboard in a few tabs and a CLI watch; one token cannot take every stream."
         ),
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        """Each entry an IP address or network (``10.0.0.0/8``), or refused by name."""
+        entries = [v.strip() for v in value.split(",") if v.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return ",".join(entries)
+
+    def proxies(self) -> list[str]:
+        """The trusted proxies as a list (empty: believe no forwarding header)."""
+        return self.trusted_proxies.split(",") if self.trusted_proxies else []
 
 
 class AuthSettings(BaseSettings):
