@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import socket
 import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -214,3 +216,42 @@ def test_host_role_set_refused_round_tripped_and_cleared_through_the_cli(
     cleared = tether(env, "host", "update", "vpn1", "--set", "role=null", "-o", "json")
     assert json.loads(cleared.stdout)["spec"].get("role") is None
     assert tether(env, "host", "update", "vpn2", "--set", "role=vpn-server").returncode == 0
+
+
+def test_event_watch_streams_events_and_the_crl_is_printed(
+    server: str, env: dict[str, str]
+) -> None:
+    """The two commands that read more than one JSON answer: ``event watch`` (server-sent
+    events as they come, over a connection without a time-out) and ``pki crl`` (PEM)."""
+    token = tether(env, "admin", "bootstrap").stdout.strip().splitlines()[-1]
+    refused = tether({**env, "TETHER_SERVER": server, "TETHER_TOKEN": "tth_bad"}, "event", "watch")
+    assert refused.returncode == 5 and "401" in refused.stderr
+    assert tether(env, "login", "--server", server, "--token", token).returncode == 0
+
+    watch = subprocess.Popen(
+        [*TETHER, "event", "watch", "--kind", "Site", "--timeout", "60"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in watch.stdout or ()]).start()
+    try:
+        # The watch subscribes some time after it starts: sites are made until one shows.
+        for n in range(60):
+            assert tether(env, "site", "create", f"s{n}").returncode == 0
+            try:
+                first = json.loads(lines.get(timeout=1))
+                break
+            except queue.Empty:
+                continue
+        else:
+            pytest.fail("event watch showed no event of 60 sites made")
+    finally:
+        watch.terminate()
+        watch.wait(30)
+    assert first["objectKind"] == "Site" and first["objectName"].startswith("s")
+
+    crl = tether(env, "pki", "crl")
+    assert crl.returncode == 0, crl.stderr
+    assert crl.stdout.startswith("-----BEGIN X509 CRL-----")

@@ -230,10 +230,7 @@ def pki_prune(data_dir: Path | None = DataOpt) -> None:
 @pki_app.command("crl")
 def pki_crl(out: Path | None = typer.Option(None, help="Write here instead of stdout.")) -> None:
     """The CRL bundle from the plane (PEM)."""
-    client = Client.from_config()
-    response = client.http.get("/api/v1/pki/crl")
-    if response.status_code >= 400:
-        client.request("GET", "/api/v1/pki/crl")
+    response = Client.from_config().send("GET", "/api/v1/pki/crl")
     if out:
         out.write_bytes(response.content)
     else:

@@ -1,4 +1,10 @@
-"""A small HTTP client for the CLI that turns API errors into messages and exit codes.
+"""The CLI's HTTP client: the standard library's ``http.client``, API errors turned into
+messages and exit codes.
+
+Every command that talks to the plane goes through :class:`Client`, so authentication,
+TLS, proxies, time-outs and errors behave the same everywhere. It is the standard
+library's client, not httpx: ``import httpx`` (with httpcore, h11 and its auth and
+model modules) was about 0.12 s of ``tether pool list``, more than a third of it.
 
 Exit codes (documented in docs/cli.md):
     0 success · 1 unexpected failure · 2 usage error · 3 not found · 4 conflict
@@ -10,17 +16,17 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from types import ModuleType
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from json import dumps, loads
 from typing import TYPE_CHECKING, Any
+from urllib.parse import SplitResult, urlencode, urlsplit
 
 if TYPE_CHECKING:
-    import httpx
+    from http.client import HTTPConnection, HTTPResponse
 
-# httpx and the CLI config are imported where used: ``tether --help`` needs neither
-# (see tether.cli.lazy), and httpx itself through :func:`http`.
+# http.client (with ssl and email) and the CLI config are imported where used:
+# ``tether --help`` needs neither (see tether.cli.lazy).
 
 EXIT_CODES = {404: 3, 409: 4, 401: 5, 403: 5, 400: 7, 422: 7}
 
@@ -38,40 +44,6 @@ _NAMES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
 }
 
 
-#: What ``import httpx`` pulls in that the CLI never uses: httpx's own command line
-#: (``httpx._main``: Click, Rich's syntax highlighting, Pygments) and HTTP/2 (``h2``,
-#: through httpcore). Together they were about a third of ``tether pool list``.
-_UNUSED_BY_HTTPX = ("httpx._main", "h2")
-
-
-@contextmanager
-def _without_unused() -> Iterator[None]:
-    """Within the block, importing :data:`_UNUSED_BY_HTTPX` fails.
-
-    httpx and httpcore import those inside ``try ... except ImportError`` and fall back
-    to stubs (``httpx.main`` and HTTP/2 then say the extra is missing); a ``None`` in
-    :data:`sys.modules` makes the import fail. httpx imports httpcore (and httpcore h2)
-    only when the first client is made, so that is inside the block too. The ``None``
-    entries go again afterwards: the rest of the process imports either module normally.
-    The CLI's client never asks for HTTP/2."""
-    blocked = [name for name in _UNUSED_BY_HTTPX if name not in sys.modules]
-    for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        for name in blocked:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
-
-
-def http() -> ModuleType:
-    """``httpx``, imported without :data:`_UNUSED_BY_HTTPX`."""
-    with _without_unused():
-        import httpx
-    return httpx
-
-
 class CLIError(Exception):
     """A failure to report to the user in one line, with an exit code."""
 
@@ -81,7 +53,23 @@ class CLIError(Exception):
         self.exit_code = exit_code
 
 
-def _describe(response: httpx.Response) -> CLIError:
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A whole response of the plane."""
+
+    status_code: int
+    reason: str
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return loads(self.content)
+
+
+def _describe(response: Response) -> CLIError:
     try:
         body = response.json()
         message = body.get("message") or response.text
@@ -94,21 +82,79 @@ def _describe(response: httpx.Response) -> CLIError:
         if extra:
             message = "\n".join([message, *extra])
     except (ValueError, AttributeError):
-        message = response.text or response.reason_phrase
+        message = response.text or response.reason
     return CLIError(f"{response.status_code} {message}", EXIT_CODES.get(response.status_code, 1))
 
 
-class Client:
-    def __init__(self, server: str, token: str | None, timeout: float = 30.0) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.server = server.rstrip("/")
-        with _without_unused():
-            import httpx
+def _query(params: Mapping[str, Any] | None) -> str:
+    """``?a=1&b=true`` for ``params`` (booleans as ``true``/``false``, ``None`` as empty,
+    a list as the name repeated), or ``""``."""
+    if not params:
+        return ""
 
-            self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+    def text(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    pairs = [
+        (name, text(item))
+        for name, value in params.items()
+        for item in (value if isinstance(value, list | tuple) else [value])
+    ]
+    return "?" + urlencode(pairs)
+
+
+def _proxy(url: SplitResult) -> SplitResult | None:
+    """The proxy the environment names for ``url`` (``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``NO_PROXY``, as curl and httpx read them), or ``None``."""
+    if not any(name.lower().endswith("_proxy") for name in os.environ):
+        return None  # the usual case: no need to import urllib.request
+    from urllib.request import getproxies_environment, proxy_bypass
+
+    proxy = getproxies_environment().get(url.scheme)
+    if not proxy or proxy_bypass(url.netloc.rpartition("@")[2]):
+        return None
+    return urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+
+
+def _stale(error: Exception) -> bool:
+    """A failure of a kept-alive connection that the server closed while it was idle: the
+    request never reached it, so it is sent once more on a new connection."""
+    from http.client import RemoteDisconnected
+
+    return isinstance(error, RemoteDisconnected | ConnectionResetError | BrokenPipeError)
+
+
+class Client:
+    """The plane's people's API over HTTP/1.1, one kept-alive connection per client (not
+    shared between threads).
+
+    ``https://`` servers are verified against the system's CAs, or ``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR`` when set; ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` are honoured.
+    ``timeout`` bounds connecting and each wait for the server (seconds)."""
+
+    def __init__(self, server: str, token: str | None, timeout: float = 30.0) -> None:
+        self.server = server.rstrip("/")
+        self._url = url = urlsplit(self.server)
+        try:
+            port = url.port  # a bad port fails here, not at the first request
+        except ValueError:
+            port = -1
+        if url.scheme not in ("http", "https") or not url.hostname or port == -1:
+            raise CLIError(f"the server {server!r} is not an http:// or https:// URL", 2)
+        self.timeout = timeout
+        self._via = _proxy(url)
+        self._headers = {"Accept": "application/json", "User-Agent": "tether-cli"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._connection: HTTPConnection | None = None
+        self._used = False
 
     @classmethod
-    def from_config(cls) -> Client:
+    def from_config(cls, timeout: float = 30.0) -> Client:
         """Server and token from ``TETHER_SERVER``/``TETHER_TOKEN`` or the config file."""
         server = os.environ.get("TETHER_SERVER")
         token = os.environ.get("TETHER_TOKEN")
@@ -120,35 +166,141 @@ class Client:
             token = token or (saved.token if saved else None)
         if not server:
             raise CLIError("no server configured: run 'tether login --server URL --token TOKEN'", 5)
-        return cls(server, token)
+        return cls(server, token, timeout)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        httpx = http()
+    def _connect(self, timeout: float | None) -> HTTPConnection:
+        from http.client import HTTPConnection, HTTPSConnection
 
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise CLIError(f"cannot reach {self.server}: {exc}", 6) from exc
+        url, via = self._url, self._via
+        if url.scheme == "http":
+            if via is not None:
+                return HTTPConnection(via.hostname or "", via.port, timeout=timeout)
+            return HTTPConnection(url.hostname or "", url.port, timeout=timeout)
+        import ssl
+
+        context = ssl.create_default_context()
+        if via is None:
+            return HTTPSConnection(url.hostname or "", url.port, timeout=timeout, context=context)
+        connection = HTTPSConnection(via.hostname or "", via.port, timeout=timeout, context=context)
+        connection.set_tunnel(url.hostname or "", url.port)
+        return connection
+
+    def _target(self, path: str, params: Mapping[str, Any] | None) -> str:
+        """The request target: the server's path prefix, ``path`` and the query; the whole
+        URL when a plain-HTTP proxy forwards it."""
+        target = f"{self._url.path}{path}{_query(params)}"
+        if self._via is not None and self._url.scheme == "http":
+            return f"http://{self._url.netloc}{target}"
+        return target
+
+    def _start(
+        self,
+        connection: HTTPConnection,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        json: Any,
+    ) -> HTTPResponse:
+        headers = dict(self._headers)
+        body = None
+        if json is not None:
+            body = dumps(json).encode()
+            headers["Content-Type"] = "application/json"
+        connection.request(method, self._target(path, params), body=body, headers=headers)
+        return connection.getresponse()
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Response:
+        """Send one request and read the whole response, whatever its status; a
+        :class:`CLIError` (exit 6) when the server cannot be reached."""
+        from http.client import HTTPException
+
+        while True:
+            if self._connection is None:
+                self._connection, self._used = self._connect(self.timeout), False
+            connection, retry = self._connection, self._used
+            try:
+                response = self._start(connection, method, path, params, json)
+                content = response.read()
+            except (OSError, HTTPException) as error:
+                connection.close()
+                self._connection = None
+                if retry and _stale(error):
+                    continue
+                raise CLIError(f"cannot reach {self.server}: {error}", 6) from error
+            self._used = True
+            return Response(response.status, response.reason, content)
+
+    def _check(self, response: Response) -> Response:
         if response.status_code >= 400:
             error = _describe(response)
             if response.status_code == 404:
                 error.message += self._did_you_mean(error.message)
             raise error
+        return response
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Response:
+        """The response to a request; a :class:`CLIError` for an error status (with a
+        hint for a name not found) or a server that cannot be reached."""
+        return self._check(self.exchange(method, path, params=params, json=json))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any:
+        """The JSON the plane answers (``None`` for an empty answer); errors as :meth:`send`."""
+        response = self.send(method, path, params=params, json=json)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
+
+    def stream_lines(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[str]:
+        """The lines of a long response (server-sent events) as they come, on a connection
+        of its own without a time-out; errors as :meth:`send`."""
+        from http.client import HTTPException
+
+        connection = self._connect(None)
+        try:
+            try:
+                response = self._start(connection, "GET", path, params, None)
+                if response.status >= 400:
+                    self._check(Response(response.status, response.reason, response.read()))
+                for line in response:
+                    yield line.decode("utf-8", errors="replace").rstrip("\r\n")
+            except (OSError, HTTPException) as error:
+                raise CLIError(f"cannot reach {self.server}: {error}", 6) from error
+        finally:
+            connection.close()
 
     def _did_you_mean(self, message: str) -> str:
         """``; did you mean X?`` for a name that is not found, when a known one is close."""
         match = _NOT_FOUND.search(message)
         if match is None or match["kind"] not in _NAMES:
             return ""
-        httpx = http()
         path, name_of = _NAMES[match["kind"]]
         try:
-            response = self.http.get(path, params={"limit": 1000})
-            names = [name_of(item) for item in response.json()["items"]]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            names = [
+                name_of(item)
+                for item in self.exchange("GET", path, params={"limit": 1000}).json()["items"]
+            ]
+        except (CLIError, ValueError, KeyError, TypeError):
             return ""  # a hint is not worth a second error
         close = difflib.get_close_matches(match["name"], names, n=3, cutoff=0.6)
         return f"; did you mean {' or '.join(close)}?" if close else ""

@@ -291,8 +291,7 @@ def register(app: typer.Typer, cluster_app: typer.Typer, host_app: typer.Typer) 
         }
         from concurrent.futures import ThreadPoolExecutor, wait
 
-        drainer = Client.from_config()  # a client of its own: httpx clients are per thread
-        drainer.http.timeout = type(drainer.http.timeout)(timeout + 30)
+        drainer = Client.from_config(timeout + 30)  # a client (a connection) per thread
         with ThreadPoolExecutor(1) as pool, progress(f"draining {name}") as bar:
             done = pool.submit(drainer.request, "POST", f"/api/v1/hosts/{name}/drain", json=body)
             while True:

@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from tether.cli import bootstrap, pools
 from tether.cli import kube as kube_cli
-from tether.cli.client import EXIT_CODES, Client, CLIError, http
+from tether.cli.client import EXIT_CODES, Client, CLIError
 from tether.cli.lazy import LazyGroup, light_help
 from tether.cli.output import Format, OutputOption, console, errors, field, render
 from tether.cli.resources import CLUSTER, HOST, POOL, SITE, Kind, add_verbs, spec_from
@@ -438,8 +438,6 @@ def event_watch(
     timeout: float | None = typer.Option(None, help="Stop after this many seconds."),
 ) -> None:
     """Stream events as they happen (server-sent events), one JSON object per line."""
-    client = Client.from_config()
-    httpx = http()
     params: dict[str, Any] = {
         "kind": kind,
         "name": name,
@@ -447,19 +445,9 @@ def event_watch(
         "timeoutSeconds": timeout,
     }
     params = {k: v for k, v in params.items() if v is not None}
-    try:
-        with client.http.stream(
-            "GET", "/api/v1/events/stream", params=params, timeout=None
-        ) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                client.request("GET", "/api/v1/events/stream", params=params)
-            for line in resp.iter_lines():
-                if line.startswith("data: "):
-                    event = json.loads(line[6:])
-                    typer.echo(json.dumps(event))
-    except httpx.TransportError as exc:
-        raise CLIError(f"cannot reach {client.server}: {exc}", 6) from exc
+    for line in Client.from_config().stream_lines("/api/v1/events/stream", params):
+        if line.startswith("data: "):
+            typer.echo(json.dumps(json.loads(line[6:])))
 
 
 def main() -> None:

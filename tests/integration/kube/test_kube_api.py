@@ -12,7 +12,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Node, Pod
 from typer.testing import CliRunner
 
-from tether.cli.client import Client
+from tether.cli.client import Client, Response
 from tether.cli.main import app
 from tether.domain.resources import Role
 from tether.kube.client import KubeClient
@@ -21,6 +21,18 @@ from tether.sim.kubesim import KubeletFleet, SimulatedNode
 pytestmark = pytest.mark.integration
 
 Namer = Callable[[str], str]
+
+
+class InProcessClient(Client):
+    """The CLI's client with the plane's app in this process (``api``) for a transport."""
+
+    def __init__(self, api: TestClient) -> None:
+        super().__init__("http://testserver", None)
+        self.api = api
+
+    def exchange(self, method: str, path: str, *, params: Any = None, json: Any = None) -> Response:
+        answer = self.api.request(method, path, params=params, json=json)
+        return Response(answer.status_code, answer.reason_phrase, answer.content)
 
 
 @pytest.fixture
@@ -91,9 +103,8 @@ def test_host_operations_through_the_api(
         # `tether host drain` shows each step above a bar of the pods evicted.
         assert api.post(f"/api/v1/hosts/{host}/uncordon").json()["changed"] is True
         replicaset_pod(kube, "web-2", namespace, host)
-        cli = Client("http://testserver", None)
-        cli.http = api
-        monkeypatch.setattr(Client, "from_config", classmethod(lambda cls: cli))
+        cli = InProcessClient(api)
+        monkeypatch.setattr(Client, "from_config", classmethod(lambda cls, timeout=30.0: cli))
         drained_by_cli = CliRunner().invoke(app, ["host", "drain", host, "--timeout", "60"])
         assert drained_by_cli.exit_code == 0, drained_by_cli.output
         assert f"DrainStarted: 1 pod(s) to evict from node {host}" in drained_by_cli.stderr
