@@ -133,14 +133,6 @@ def sweep_overlaps(items: Iterable[tuple[int, int, K]]) -> list[tuple[K, K]]:
     return found
 
 
-def usable_host(net: IPv4Network, ip: IPv4Address) -> bool:
-    """True unless ``ip`` is the network or broadcast address of a /30 or larger ``net``."""
-    if net.prefixlen >= 31:
-        return True
-    start, end = span(net)
-    return start < int(ip) < end
-
-
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector for a burst of allocations.

