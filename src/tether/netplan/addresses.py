@@ -27,6 +27,36 @@ RFC1918 = (
 )
 CGNAT = IPv4Network("100.64.0.0/10")
 
+
+class Address(IPv4Address):
+    """An ``IPv4Address`` that formats its text once.
+
+    A plan prints each address and network many times (routes, tunnels, BGP peers,
+    manifests, allocations), and ``ipaddress`` formats the text anew every time: a
+    network's ``str`` took 3 us, and 460,000 of them were 1.4 s of a 10,000-pool plan.
+    Equal to, and hashed like, the plain ``ipaddress`` object of the same value."""
+
+    __slots__ = ("_text",)
+
+    def __str__(self) -> str:
+        try:
+            return self._text
+        except AttributeError:
+            self._text: str = super().__str__()
+            return self._text
+
+
+class Network(IPv4Network):
+    """An ``IPv4Network`` that formats its text once (see :class:`Address`); the
+    networks it derives (``subnets``, ``supernet``) are :class:`Network` too."""
+
+    def __str__(self) -> str:
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            text = self.__dict__["_text"] = super().__str__()
+        return text
+
+
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 #: Canonical dotted quads (and /len), parsed without ipaddress's slower string path.
 _DOTTED = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
@@ -51,10 +81,10 @@ def parse_cidr(value: str, path: str, out: list[Finding]) -> IPv4Network | None:
         prefix = int(length)
         start = int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d)
         if not start & (0xFFFFFFFF >> prefix):
-            return IPv4Network((start, prefix))
+            return Network((start, prefix))
     if "/" in value:
         try:
-            return IPv4Network(value)
+            return Network(value)
         except (AddressValueError, NetmaskValueError, ValueError):
             pass
     try:
@@ -84,9 +114,9 @@ def parse_ip(value: str, path: str, out: list[Finding]) -> IPv4Address | None:
     match = _DOTTED.fullmatch(value)
     if match is not None:
         a, b, c, d = match.groups()
-        return IPv4Address(int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d))
+        return Address(int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d))
     try:
-        return IPv4Address(value)
+        return Address(value)
     except (AddressValueError, ValueError):
         pass
     try:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Network
 
+from tether.netplan.addresses import Network
+
 
 class Source(StrEnum):
     PINNED = "pinned"
@@ -62,7 +64,7 @@ def allocate(
     result: dict[str, Allocation] = {}
 
     def block(slot: int) -> IPv4Network:
-        return IPv4Network((base + (slot << shift), mask))
+        return Network((base + (slot << shift), mask))
 
     for name, pinned in nodes:
         if pinned is not None:
