@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 # http.client (with ssl and email) and the CLI config are imported where used:
 # ``tether --help`` needs neither (see tether.cli.lazy).
 
+#: A request's query parameters.
+Query = Mapping[str, Any] | None
+
 EXIT_CODES = {404: 3, 409: 4, 401: 5, 403: 5, 400: 7, 422: 7}
 
 #: The plane's "not found" message (tether.errors.NotFound).
@@ -86,7 +89,7 @@ def _describe(response: Response) -> CLIError:
     return CLIError(f"{response.status_code} {message}", EXIT_CODES.get(response.status_code, 1))
 
 
-def _query(params: Mapping[str, Any] | None) -> str:
+def _query(params: Query) -> str:
     """``?a=1&b=true`` for ``params`` (booleans as ``true``/``false``, ``None`` as empty,
     a list as the name repeated), or ``""``."""
     if not params:
@@ -185,7 +188,7 @@ class Client:
         connection.set_tunnel(url.hostname or "", url.port)
         return connection
 
-    def _target(self, path: str, params: Mapping[str, Any] | None) -> str:
+    def _target(self, path: str, params: Query) -> str:
         """The request target: the server's path prefix, ``path`` and the query; the whole
         URL when a plain-HTTP proxy forwards it."""
         target = f"{self._url.path}{path}{_query(params)}"
@@ -198,7 +201,7 @@ class Client:
         connection: HTTPConnection,
         method: str,
         path: str,
-        params: Mapping[str, Any] | None,
+        params: Query,
         json: Any,
     ) -> HTTPResponse:
         headers = dict(self._headers)
@@ -209,16 +212,10 @@ class Client:
         connection.request(method, self._target(path, params), body=body, headers=headers)
         return connection.getresponse()
 
-    def exchange(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-    ) -> Response:
+    def exchange(self, method: str, path: str, params: Query, json: Any) -> Response:
         """Send one request and read the whole response, whatever its status; a
-        :class:`CLIError` (exit 6) when the server cannot be reached."""
+        :class:`CLIError` (exit 6) when the server cannot be reached. The one place a
+        request goes out (the tests of the CLI in one process replace it)."""
         from http.client import HTTPException
 
         while True:
@@ -245,33 +242,19 @@ class Client:
             raise error
         return response
 
-    def send(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-    ) -> Response:
+    def send(self, method: str, path: str, *, params: Query = None, json: Any = None) -> Response:
         """The response to a request; a :class:`CLIError` for an error status (with a
         hint for a name not found) or a server that cannot be reached."""
-        return self._check(self.exchange(method, path, params=params, json=json))
+        return self._check(self.exchange(method, path, params, json))
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-    ) -> Any:
+    def request(self, method: str, path: str, *, params: Query = None, json: Any = None) -> Any:
         """The JSON the plane answers (``None`` for an empty answer); errors as :meth:`send`."""
         response = self.send(method, path, params=params, json=json)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
 
-    def stream_lines(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[str]:
+    def stream_lines(self, path: str, params: Query = None) -> Iterator[str]:
         """The lines of a long response (server-sent events) as they come, on a connection
         of its own without a time-out; errors as :meth:`send`."""
         from http.client import HTTPException
@@ -298,7 +281,7 @@ class Client:
         try:
             names = [
                 name_of(item)
-                for item in self.exchange("GET", path, params={"limit": 1000}).json()["items"]
+                for item in self.exchange("GET", path, {"limit": 1000}, None).json()["items"]
             ]
         except (CLIError, ValueError, KeyError, TypeError):
             return ""  # a hint is not worth a second error

@@ -30,7 +30,7 @@ class InProcessClient(Client):
         super().__init__("http://testserver", None)
         self.api = api
 
-    def exchange(self, method: str, path: str, *, params: Any = None, json: Any = None) -> Response:
+    def exchange(self, method: str, path: str, params: Any, json: Any) -> Response:
         answer = self.api.request(method, path, params=params, json=json)
         return Response(answer.status_code, answer.reason_phrase, answer.content)
 
