@@ -13,7 +13,8 @@ recorded step, so a node is never drained twice for one step.
   times out is gone, so the uninstall is skipped;
 * update: the steps of its action (:func:`update_steps`): ``inPlace`` sends the new plan
   and patches labels and taints; ``restart`` sends it and waits for Ready; ``upgrade``,
-  ``reboot`` and ``repave`` cordon and drain first and uncordon last.
+  ``reboot`` and ``repave`` cordon and drain first and uncordon last. A new Kubernetes
+  version is sent as one ``upgrade`` plan that carries the node's config too.
 
 Kubernetes steps (cordon, drain, delete the Node, patch it, uncordon) are performed by
 the controller before it plans; the plan sees their outcome as :class:`StepResult`.
@@ -129,13 +130,14 @@ def update_steps(action: Action, *, version_changes: bool, meta_changes: bool) -
             Step.WAIT_APPLIED,
             Step.WAIT_READY,
         )
-    upgrade = (Step.SEND_UPGRADE, Step.WAIT_APPLIED) if version_changes else ()
+    # A new Kubernetes version goes in one plan with the node's config (as nodeadm's
+    # upgrade takes its NodeConfig): one agent report per node, not an upgrade and a join.
+    send = Step.SEND_UPGRADE if version_changes else Step.SEND_JOIN
     reboot = (Step.SEND_REBOOT, Step.WAIT_APPLIED) if action is Action.REBOOT else ()
     return (
         Step.CORDON,
         Step.DRAIN,
-        *upgrade,
-        Step.SEND_JOIN,
+        send,
         Step.WAIT_APPLIED,
         *reboot,
         Step.WAIT_READY,

@@ -200,8 +200,9 @@ def plan_document(action: PlanAction, target: NodeTarget, *, step: str = "") -> 
     but ``uninstall``: a document without them has the agent remove them."""
     node: dict[str, Any] = {"action": action}
     if action in ("join", "upgrade"):
+        # An upgrade carries the node's config too: the target's other changes (kubelet
+        # config, labels) land with the new version, in one plan and one report.
         node["version"] = target.kubernetes_version
-    if action == "join":
         node["nodeConfig"] = node_config(target)
     if step:
         node["step"] = step

@@ -5,7 +5,8 @@
     {"node": {"action": "join", "version": "1.34.2", "nodeConfig": {...NodeConfig...}}}
 
 ``action`` is ``install`` (artifacts of ``version``), ``init`` (join with
-``nodeConfig``), ``join`` (install, then init), ``upgrade`` (to ``version``),
+``nodeConfig``), ``join`` (install, then init), ``upgrade`` (to ``version``, then init
+when it carries a ``nodeConfig``, as the plane's rollouts send it),
 ``reboot`` (once per ``step``) or ``uninstall``. ``step`` names the plane's rollout step
 that sent the plan: a new step makes a new document even when the action repeats.
 ``skip``, ``forceReason`` and ``allowContainerdMajor`` mean what the CLI flags mean. A
@@ -179,35 +180,40 @@ def _run(
     else:
         reports = []
     if plan.action in ("init", "join"):
-        config = parse_node_config(_node_config(plan, ctx))
-        env = _env(
-            ctx, config.spec.cluster.api_server_endpoint, config.spec.cluster.certificate_authority
-        )
-        reports.append(
-            init(config, env, token=token_source(config), skip=plan.skip, on_event=on_event)
-        )
-        return reports
+        return [*reports, _init(plan, ctx, on_event)]
     node = installed_node(ctx.root)
     env = _env(ctx, node.endpoint, node.ca_pem)
     if plan.action == "reboot":
         return [reboot(plan.step or "reboot", env, on_event=on_event)]
     if plan.action == "upgrade":
         assert plan.version is not None
-        return [
-            upgrade(
-                ctx.name,
-                plan.version,
-                env,
-                source=ctx.source,
-                keyring=_keyring(ctx),
-                client=ctx.client,
-                allow_containerd_major=plan.allow_containerd_major,
-                force=force,
-                skip=plan.skip,
-                on_event=on_event,
-            )
-        ]
+        report = upgrade(
+            ctx.name,
+            plan.version,
+            env,
+            source=ctx.source,
+            keyring=_keyring(ctx),
+            client=ctx.client,
+            allow_containerd_major=plan.allow_containerd_major,
+            force=force,
+            skip=plan.skip,
+            on_event=on_event,
+        )
+        failed = any(p["status"] == "Failed" for p in report.phases)
+        if plan.node_config is None or failed:
+            return [report]
+        # The plane's upgrade carries the node's config (as nodeadm's upgrade does): the
+        # new version's node is then configured as a join would, in the same plan.
+        return [report, _init(plan, ctx, on_event)]
     return [uninstall(ctx.name, env, force=force, skip=plan.skip, on_event=on_event)]
+
+
+def _init(plan: NodePlan, ctx: PlanContext, on_event: Callable[[PhaseEvent], None]) -> ActionReport:
+    config = parse_node_config(_node_config(plan, ctx))
+    env = _env(
+        ctx, config.spec.cluster.api_server_endpoint, config.spec.cluster.certificate_authority
+    )
+    return init(config, env, token=token_source(config), skip=plan.skip, on_event=on_event)
 
 
 def failure(exc: BaseException, action: str | None = None) -> dict[str, Any]:

@@ -49,8 +49,8 @@ pytestmark = [pytest.mark.integration]
 KILLS = 20
 SEED = int(os.environ.get("TETHER_CRASH_SEED", "20261201"))
 #: What each node goes through in an upgrade, in order: every one exactly once.
-STEPS = ["NodeUpdateStarted", "Cordoned", "DrainStarted", "Drained", "PlanSent", "PlanSent",
-         "NodeReady", "Uncordoned", "Updated"]  # fmt: skip
+STEPS = ["NodeUpdateStarted", "Cordoned", "DrainStarted", "Drained", "PlanSent", "NodeReady",
+         "Uncordoned", "Updated"]  # fmt: skip
 
 
 class PlaneProcess:

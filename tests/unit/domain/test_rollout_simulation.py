@@ -29,7 +29,7 @@ And at the end of each run:
   resumed, the rollout ends again; without failures or lost hosts it completes.
 
 ``TETHER_SIM_RUNS`` sets the number of runs (default 2000; for a sweep of many more add
-``--timeout 0``, as pytest stops a test after 600 s); ``TETHER_SIM_SEEDS=308,1933`` runs
+``--timeout 0``, as pytest stops a test after 600 s); ``TETHER_SIM_SEEDS=1225,1933`` runs
 just those worlds (to reproduce a failure; the share of outcomes is then not checked).
 """
 
@@ -197,11 +197,13 @@ def test_expand_first_without_a_spare_waits_and_says_why() -> None:
     assert all(m.op is None for m in world.members.values())
 
 
-@pytest.mark.parametrize("seed", [308, 1933])
+@pytest.mark.parametrize("seed", [1225, 1933])
 def test_seeds_that_stalled_on_a_lost_updated_member_now_fail_the_rollout(seed: int) -> None:
     """Seeds 308 (ContractFirst) and 1933 (ExpandFirst) once waited for availability for
     ever: h000's host was lost after its update, its Node stayed NotReady, and it used up
-    the whole ``maxUnavailable`` budget with old members still to move."""
+    the whole ``maxUnavailable`` budget with old members still to move. Since an upgrade is
+    one plan per node, the worlds draw their randomness in another order: 1225 is the
+    ContractFirst world that loses h000 that way now (1933 still does)."""
     # As the world was then: Nodes Ready long before, no target outage.
     world = _world(seed, ready_for=timedelta(hours=1))
     world.outage = None
