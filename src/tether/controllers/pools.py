@@ -18,6 +18,15 @@ the recorded steps. Pools are reconciled when something tells the controller (a
 person's change, an agent's report, a Node's change: :meth:`PoolController.poke`),
 when a plan asks to be looked at again (a drain in progress, a timer), and every
 ``resync_seconds`` in any case (changes made by another plane replica).
+
+Like an informer's cache, the controller keeps each pool as its last write left it
+(:func:`tether.services.pools.followed`). A pass that was told only which hosts changed
+(:meth:`PoolController.poke_hosts`: an agent's report, a Node's status) or only asked
+to look again (a timer) reads those hosts' rows and the pool's and rollout's versions,
+not the whole pool (:func:`tether.services.pools.refresh`): at a thousand members the
+whole read was most of a pass, and a rollout wave waits for that pass. Any other poke,
+every resync, a write conflict and a failed pass read the whole pool again, so what no
+one reported is seen within ``resync_seconds`` as before.
 """
 
 from __future__ import annotations
@@ -71,6 +80,9 @@ class PoolController:
         self._due: list[tuple[float, str]] = []  # (monotonic time, pool) heap
         self._next: dict[str, float] = {}
         self._hosts: dict[str, str] = {}  # host -> pool, as last reconciled
+        self._known: dict[str, pools.Loaded] = {}  # pool -> as its last write left it
+        self._changed: dict[str, set[str]] = {}  # pool -> hosts reported changed since
+        self._whole: set[str] = set()  # pools poked to be read whole during their pass
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,19 +92,31 @@ class PoolController:
 
     # -- scheduling ------------------------------------------------------------------
 
-    def poke(self, names: Iterable[str], delay: float = 0.0) -> None:
-        """Reconcile these pools after ``delay`` seconds (sooner if already due)."""
+    def poke(self, names: Iterable[str], delay: float = 0.0, *, whole: bool = True) -> None:
+        """Reconcile these pools after ``delay`` seconds (sooner if already due); read
+        each whole again unless ``whole`` is False (nothing changed but the time)."""
         at = time.monotonic() + delay
         with self._cond:
             for name in names:
+                if whole:
+                    self._known.pop(name, None)
+                    self._whole.add(name)
                 if self._next.get(name, float("inf")) > at:
                     self._next[name] = at
                     heapq.heappush(self._due, (at, name))
             self._cond.notify()
 
     def poke_hosts(self, hosts: Iterable[str]) -> None:
-        """Reconcile the pools of these hosts (an agent reported, a Node changed)."""
-        self.poke({self._hosts[h] for h in hosts if h in self._hosts})
+        """Reconcile the pools of these hosts (an agent reported, a Node changed),
+        reading those hosts again."""
+        names = set()
+        with self._cond:
+            for host in hosts:
+                name = self._hosts.get(host)
+                if name is not None:
+                    self._changed.setdefault(name, set()).add(host)
+                    names.add(name)
+        self.poke(names, whole=False)
 
     def _resync(self) -> None:
         with self.db.session() as session:
@@ -136,17 +160,23 @@ class PoolController:
         except Conflict as exc:
             self.conflicts += 1
             log.debug("pool %s: %s", name, exc.message)
-            self.poke([name])
+            self.poke([name])  # read whole: someone else wrote
             return None
 
     #: Plans written in one reconcile at most (each after the steps the one before recorded).
     MAX_ROUNDS = 4
 
     def _rounds(self, name: str) -> PoolPlan:
+        with self._cond:  # taken before the store is read: a later report comes again
+            known = self._known.pop(name, None)
+            changed = self._changed.pop(name, set())
+            self._whole.discard(name)
         outcomes = self._act(name)
         loaded: pools.Loaded | None = None
         for round_ in range(1, self.MAX_ROUNDS + 1):
             with self.db.session() as session:
+                if loaded is None and known is not None:
+                    loaded = pools.refresh(session, known, changed, self.clock(), outcomes)
                 if loaded is None:
                     loaded = pools.load(session, name, self.clock(), outcomes)
                 plan = plan_pool(loaded.input)
@@ -159,8 +189,14 @@ class PoolController:
             timeout = float(loaded.input.spec.update_strategy.drain_timeout_seconds)
             outcomes = {m.host: perform(ops, m, timeout) for m in moved}
             loaded = pools.followed(loaded, plan, outcomes, self.clock())
+        if not plan.delete_pool:
+            after = pools.followed(loaded, plan, {}, self.clock()) if loaded else None
+            if after is not None:
+                with self._cond:
+                    if name not in self._whole:  # not poked to be read whole meanwhile
+                        self._known[name] = after
         if plan.requeue is not None and not plan.delete_pool:
-            self.poke([name], plan.requeue)
+            self.poke([name], plan.requeue, whole=False)
         return plan
 
     def _written(self, name: str, loaded: pools.Loaded, plan: PoolPlan) -> None:

@@ -12,7 +12,7 @@ again from the new state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
@@ -65,7 +65,16 @@ from tether.store.schema import (
     utcnow,
 )
 
-__all__ = ["Loaded", "followed", "forget", "load", "matches", "members_at_steps", "write"]
+__all__ = [
+    "Loaded",
+    "followed",
+    "forget",
+    "load",
+    "matches",
+    "members_at_steps",
+    "refresh",
+    "write",
+]
 
 
 @dataclass
@@ -78,6 +87,8 @@ class Loaded:
     member_versions: dict[str, int] = field(default_factory=dict)
     rollout_version: int | None = None
     secrets: list[str] = field(default_factory=list)
+    #: What the members' targets are computed from (None: they cannot be).
+    inputs: TargetInputs | None = None
 
 
 def matches(selector: Mapping[str, str], tags: Mapping[str, str], inventory: Any) -> bool:
@@ -114,12 +125,13 @@ def _member(row: PoolMemberRow) -> Member:
 _MEMBERS: dict[str, tuple[tuple[int, datetime], Member]] = {}
 
 
-def _members(session: Session, pool: str) -> dict[str, Member]:
-    """The pool's members by host, parsing only rows changed since they were last read."""
+def _members(session: Session, pool: str, *where: Any) -> dict[str, Member]:
+    """The pool's members by host (those ``where`` selects), parsing only rows changed
+    since they were last read."""
     heads = session.execute(
         select(
             PoolMemberRow.host_name, PoolMemberRow.resource_version, PoolMemberRow.updated_at
-        ).where(PoolMemberRow.pool == pool)
+        ).where(PoolMemberRow.pool == pool, *where)
     ).all()
     found: dict[str, Member] = {}
     stale: list[str] = []
@@ -140,17 +152,26 @@ def _members(session: Session, pool: str) -> dict[str, Member]:
     return found
 
 
-def _of_pool(column: Any, pool: str) -> Any:
-    """``column`` names a host of the pool or one of its members (a leaving host may be
-    in no pool already). A subquery, not a list of a thousand bound names."""
-    return or_(
-        column.in_(select(HostRow.name).where(HostRow.pool == pool)),
-        column.in_(select(PoolMemberRow.host_name).where(PoolMemberRow.pool == pool)),
-    )
+@dataclass(frozen=True)
+class _OfPool:
+    """The hosts of a pool and its members (a leaving host may be in no pool already)."""
+
+    pool: str
 
 
-def _nodes(session: Session, pool: str) -> dict[str, NodeObs]:
-    """The observed Nodes of the pool's hosts (only the columns the planner reads)."""
+def _which(column: Any, hosts: _OfPool | Sequence[str]) -> Any:
+    """``column`` names one of ``hosts``: for a whole pool a subquery, not a list of a
+    thousand bound names."""
+    if isinstance(hosts, _OfPool):
+        return or_(
+            column.in_(select(HostRow.name).where(HostRow.pool == hosts.pool)),
+            column.in_(select(PoolMemberRow.host_name).where(PoolMemberRow.pool == hosts.pool)),
+        )
+    return column.in_(list(hosts))
+
+
+def _nodes(session: Session, hosts: _OfPool | Sequence[str]) -> dict[str, NodeObs]:
+    """The observed Nodes of ``hosts``, only the columns the planner reads."""
     rows = session.execute(
         select(
             NodeStatusRow.host_name,
@@ -158,7 +179,7 @@ def _nodes(session: Session, pool: str) -> dict[str, NodeObs]:
             NodeStatusRow.ready_since,
             NodeStatusRow.unschedulable,
             NodeStatusRow.kubelet_version,
-        ).where(_of_pool(NodeStatusRow.host_name, pool))
+        ).where(_which(NodeStatusRow.host_name, hosts))
     ).all()
     return {
         host: NodeObs(ready=ready, ready_since=since, unschedulable=cordoned, kubelet_version=v)
@@ -320,34 +341,8 @@ def load(
     missing = sorted(set(rows) - set(hosts))  # leaving hosts already released elsewhere
     if missing:
         hosts.update((h.name, h) for h in _hosts(session, HostRow.name.in_(missing)))
-    names = sorted(hosts)
-    docs = _docs(session, name)
-    nodes = _nodes(session, name)
-    misses = (
-        [h for h in names if not target_cached(inputs, h, hosts[h].version)]
-        if inputs is not None
-        else []
-    )
-    inventory = _inventories(session, misses)
-    members: list[tuple[Member, Observed]] = []
-    versions: dict[str, int] = {}
-    for host_name in names:
-        host = hosts[host_name]
-        # A host assigned without a member record (assigned before pools ran themselves)
-        # joins like any newly assigned host; a join plan is idempotent on a joined node.
-        member = rows.get(host_name) or Member(host_name, MemberPhase.JOINING)
-        versions[host_name] = member.resource_version
-        target = _target(inputs, host, inventory)
-        observed = _observed(
-            host, docs.get(host_name), nodes.get(host_name), external.get(host_name, ()), target
-        )
-        members.append((member, observed))
-
-    spares: list[Spare] = []
-    if profile is not None and PoolState(row.state) is not PoolState.DELETING:
-        for host in _free_hosts(session, spec):
-            spares.append(Spare(host.name, _target(inputs, host, inventory)[0]))
-
+    members = _pairs(session, inputs, rows, hosts, _OfPool(name), external)
+    spares = _spares(session, inputs, spec, PoolState(row.state))
     rollout_row = session.scalars(
         select(RolloutRow).where(RolloutRow.pool == name).order_by(RolloutRow.id.desc()).limit(1)
     ).first()
@@ -373,9 +368,107 @@ def load(
         input=inp,
         cluster=spec.cluster,
         pool_version=row.resource_version,
-        member_versions=versions,
+        member_versions={m.host: m.resource_version for m, _ in members},
         rollout_version=rollout_row.resource_version if rollout_row else None,
         secrets=secrets,
+        inputs=inputs,
+    )
+
+
+def _pairs(
+    session: Session,
+    inputs: TargetInputs | None,
+    rows: Mapping[str, Member],
+    hosts: Mapping[str, _HostView],
+    which: _OfPool | Sequence[str],
+    external: Mapping[str, tuple[StepResult, ...]],
+) -> list[tuple[Member, Observed]]:
+    """Each of ``hosts`` as the planner sees it, by name: its member record (``rows``)
+    and what is observed of it (its plan and its Node, read for ``which``)."""
+    names = sorted(hosts)
+    docs = _docs(session, which)
+    nodes = _nodes(session, which)
+    misses = (
+        [h for h in names if not target_cached(inputs, h, hosts[h].version)]
+        if inputs is not None
+        else []
+    )
+    inventory = _inventories(session, misses)
+    members: list[tuple[Member, Observed]] = []
+    for host_name in names:
+        host = hosts[host_name]
+        # A host assigned without a member record (assigned before pools ran themselves)
+        # joins like any newly assigned host; a join plan is idempotent on a joined node.
+        member = rows.get(host_name) or Member(host_name, MemberPhase.JOINING)
+        target = _target(inputs, host, inventory)
+        observed = _observed(
+            host, docs.get(host_name), nodes.get(host_name), external.get(host_name, ()), target
+        )
+        members.append((member, observed))
+    return members
+
+
+def _spares(
+    session: Session, inputs: TargetInputs | None, spec: PoolSpec, state: PoolState
+) -> list[Spare]:
+    if inputs is None or state is PoolState.DELETING:
+        return []
+    inventory = _inventories(session)
+    return [Spare(h.name, _target(inputs, h, inventory)[0]) for h in _free_hosts(session, spec)]
+
+
+def refresh(
+    session: Session,
+    loaded: Loaded,
+    changed: Collection[str],
+    now: datetime,
+    external: Mapping[str, tuple[StepResult, ...]],
+) -> Loaded | None:
+    """``loaded`` (the pool as the last pass left it, :func:`followed`) with the rows of
+    the ``changed`` hosts read again, the spare hosts and the time brought up to date,
+    and ``external`` the Kubernetes steps taken since: what :func:`load` would read, when
+    nothing else changed (a pass costs what changed, not the pool's size). None when
+    more changed than this can follow (the pool's spec, its rollout, a host assigned or
+    gone): :func:`load` it."""
+    inp = loaded.input
+    row = session.execute(
+        select(PoolRow.resource_version, PoolRow.state).where(PoolRow.name == inp.name)
+    ).first()
+    newest = session.execute(
+        select(RolloutRow.name, RolloutRow.resource_version)
+        .where(RolloutRow.pool == inp.name)
+        .order_by(RolloutRow.id.desc())
+        .limit(1)
+    ).first()
+    seen = (inp.rollout.name, loaded.rollout_version) if inp.rollout else None
+    if row is None or tuple(row) != (loaded.pool_version, inp.state.value):
+        return None
+    if (tuple(newest) if newest else None) != seen:
+        return None
+    before = {m.host: m for m, _ in inp.members}
+    names = sorted(set(changed) & set(before))
+    fresh: dict[str, tuple[Member, Observed]] = {}
+    if names:
+        rows = _members(session, inp.name, PoolMemberRow.host_name.in_(names))
+        hosts = {h.name: h for h in _hosts(session, HostRow.name.in_(names))}
+        if len(rows) != len(names) or len(hosts) != len(names):
+            return None  # a member removed or a host deleted: the pool's hosts changed
+        pairs = _pairs(session, loaded.inputs, rows, hosts, names, external)
+        fresh = {m.host: (m, o) for m, o in pairs}
+    members: list[tuple[Member, Observed]] = []
+    for member, obs in inp.members:
+        if member.host in fresh:
+            members.append(fresh[member.host])
+            continue
+        steps = external.get(member.host, ())
+        if steps != obs.external:
+            obs = replace(obs, external=steps)
+        members.append((member, obs))
+    spares = _spares(session, loaded.inputs, inp.spec, inp.state)
+    return replace(
+        loaded,
+        input=replace(inp, members=members, spares=spares, now=now),
+        member_versions={m.host: m.resource_version for m, _ in members},
     )
 
 
@@ -424,15 +517,15 @@ class _DocView:
     applied_result: dict[str, Any] | None
 
 
-def _docs(session: Session, pool: str) -> dict[str, _DocView]:
-    """The members' desired-state hashes and applied results (not the documents)."""
+def _docs(session: Session, hosts: _OfPool | Sequence[str]) -> dict[str, _DocView]:
+    """The desired-state hashes and applied results of ``hosts`` (not the documents)."""
     rows = session.execute(
         select(
             DesiredStateRow.host_name,
             DesiredStateRow.hash,
             DesiredStateRow.applied_hash,
             DesiredStateRow.applied_at,
-        ).where(_of_pool(DesiredStateRow.host_name, pool))
+        ).where(_which(DesiredStateRow.host_name, hosts))
     ).all()
     results = _decoded(
         session,

@@ -35,7 +35,7 @@ def _start_rollout(db: Database, nodes: int) -> tuple[PoolController, SimulatedF
     return controller, fleet, name
 
 
-def _apply_sent_plans(db: Database, fleet: SimulatedFleet) -> int:
+def _apply_sent_plans(db: Database, fleet: SimulatedFleet) -> list[str]:
     with db.session() as s:
         sent = s.execute(
             select(DesiredStateRow.host_name, DesiredStateRow.hash).where(
@@ -45,7 +45,7 @@ def _apply_sent_plans(db: Database, fleet: SimulatedFleet) -> int:
                 )
             )
         ).all()
-    return len(fleet.apply_plans([(host, digest) for host, digest in sent]))
+    return fleet.apply_plans([(host, digest) for host, digest in sent])
 
 
 def test_one_reconcile_takes_a_node_from_cordon_to_its_plan_reading_the_pool_once(
@@ -120,9 +120,70 @@ def test_the_pool_as_planned_again_is_the_pool_as_read_back(
             state = rollouts.get(s, name).state
         if state == "Completed":
             break
-        _apply_sent_plans(db, fleet)
+        controller.poke_hosts(_apply_sent_plans(db, fleet))  # as the agents' reports do
     assert state == "Completed"
     assert len(compared) >= 6  # at least one chain per node: uncordon, cordon the next
+
+
+def test_a_pass_told_which_hosts_changed_sees_what_reading_the_whole_pool_sees(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between whole reads, a pass reads again only the hosts reported changed: through a
+    whole rollout, what it plans from is exactly what reading the whole store gives."""
+    controller, fleet, name = _start_rollout(db, 6)
+    refresh = pools.refresh
+    compared: list[list[str]] = []
+
+    def checked(session: Any, loaded: Any, changed: Any, now: Any, external: Any) -> Any:
+        got = refresh(session, loaded, changed, now, external)
+        if got is not None:
+            for cache in (pools._MEMBERS, pools._SPECS, pools._RESULTS):
+                cache.clear()  # read and parse every row
+            back = pools.load(session, "pool", now, external)
+            assert got.input == back.input
+            assert got.member_versions == back.member_versions
+            compared.append(sorted(changed))
+        return got
+
+    monkeypatch.setattr(pools, "refresh", checked)
+    controller.poke(["pool"])  # the approval: read whole
+    for _ in range(60):
+        controller.reconcile("pool")
+        with db.session() as s:
+            state = rollouts.get(s, name).state
+        if state == "Completed":
+            break
+        controller.poke_hosts(_apply_sent_plans(db, fleet))
+    assert state == "Completed"
+    assert len([c for c in compared if c]) >= 6  # each node's report was read alone
+
+
+def test_a_change_no_pass_made_to_the_pool_or_its_rollout_is_read_whole(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person's act on the rollout (a pause) with no poke: the next pass sees the
+    rollout's version moved, reads the whole pool and plans with the pause (rather than
+    planning from what it knew and meeting the write's guard)."""
+    controller, fleet, name = _start_rollout(db, 10)
+    controller.poke(["pool"])
+    controller.reconcile("pool")  # h0000's plan is sent; the pool is known
+    with db.session() as s:
+        rollouts.act(s, name, "pause", actor="test", now=utcnow())
+    controller.poke_hosts(_apply_sent_plans(db, fleet))
+    load = pools.load
+    loads: list[str] = []
+
+    def counted(session: Any, name: str, *args: Any) -> pools.Loaded:
+        loads.append(name)
+        return load(session, name, *args)
+
+    monkeypatch.setattr(pools, "load", counted)
+    controller.reconcile("pool")
+    assert loads == ["pool"] and controller.conflicts == 0
+    with db.session() as s:
+        assert rollouts.get(s, name).state == "Paused"
+        busy = s.scalars(select(PoolMemberRow.host_name).where(PoolMemberRow.op.is_not(None)))
+        assert list(busy) == ["h0000"]  # no other node started while paused
 
 
 def _statements(db: Database) -> Any:
@@ -181,7 +242,7 @@ def test_a_load_decodes_only_the_host_specs_and_results_that_changed(db: Databas
         pools.load(s, "pool", utcnow())
     assert not [q for q in seen if "hosts.spec" in q or "applied_result" in q]
 
-    assert _apply_sent_plans(db, fleet) == 1  # h0000 reports its upgrade applied
+    assert _apply_sent_plans(db, fleet) == ["h0000"]  # h0000 reports its upgrade applied
     with db.session() as s:
         spec = s.scalars(select(HostRow.spec).where(HostRow.name == "h0003")).one()
         s.execute(
