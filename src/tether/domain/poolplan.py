@@ -287,45 +287,59 @@ def _fill_by_selector(work: _Work, taken: set[str]) -> None:
             _leave(work, member, f"the pool's size is {spec.size}")
 
 
-def _candidates(
-    work: _Work, bound: Bounds, before: Mapping[str, tuple[Member, Candidate]] | None = None
-) -> dict[str, tuple[Member, Candidate]]:
-    """Each member as the move planner sees it, by host (with the member it was made
-    from). ``before``: the same pass's earlier answer, whose entries still hold for the
-    members not replaced since (a pool's observations do not change within a pass)."""
-    out: dict[str, tuple[Member, Candidate]] = {}
-    for host, member in work.members.items():
-        seen = before.get(host) if before is not None else None
-        if seen is not None and seen[0] is member:
-            out[host] = seen
-            continue
-        obs = work.obs[host]
-        target = obs.target
-        op = member.op
-        # Without a target nothing says what it should run: it is not moved, but it
-        # serves (or not) like any member, so it counts for availability.
-        up_to_date, action = False, Action.NONE
-        if target is not None:
-            up_to_date = member.spec_hash == target.hash or (
-                op is not None and op.target_hash == target.hash
-            )
-            action = Action.NONE if up_to_date else member_action(member, target)
-            up_to_date = up_to_date or member.phase is MemberPhase.JOINING
-        out[host] = (
-            member,
-            Candidate(
-                host=host,
-                up_to_date=up_to_date,
-                available=_available(member, obs, work.inp.now, bound.min_ready_seconds),
-                down=_down(obs),
-                busy=op is not None,
-                surge=member.surge,
-                leaving=not member.staying,
-                action=action,
-                movable=target is not None,
-            ),
+#: Each host's candidate as last computed, with the member, observation and
+#: ``minReadySeconds`` it was computed from and the time (see :func:`_candidate`).
+_CANDIDATES: dict[str, tuple[Member, Observed, int, datetime, bool, Candidate]] = {}
+
+
+def _candidate(member: Member, obs: Observed, now: datetime, min_ready: int) -> Candidate:
+    """The member as the move planner sees it.
+
+    Members and observations are immutable and a pass planned from the last one's
+    output keeps the objects of the members it did not change, so a candidate made from
+    the same two objects is reused: a rollout's pass at a thousand members builds the
+    hundred that moved, not all of them. Only availability depends on the time, and only
+    through ``minReadySeconds``: a candidate whose availability turned on the time is
+    reused when it was available and the time has not gone back."""
+    hit = _CANDIDATES.get(member.host)
+    if hit is not None and hit[0] is member and hit[1] is obs and hit[2] == min_ready:
+        timed, candidate = hit[4], hit[5]
+        if not timed or (candidate.available and now >= hit[3]):
+            return candidate
+    target = obs.target
+    op = member.op
+    # Without a target nothing says what it should run: it is not moved, but it serves
+    # (or not) like any member, so it counts for availability.
+    up_to_date, action = False, Action.NONE
+    if target is not None:
+        up_to_date = member.spec_hash == target.hash or (
+            op is not None and op.target_hash == target.hash
         )
-    return out
+        action = Action.NONE if up_to_date else member_action(member, target)
+        up_to_date = up_to_date or member.phase is MemberPhase.JOINING
+    available = _available(member, obs, now, min_ready)
+    timed = min_ready > 0 and _available(member, obs, now, 0)
+    candidate = Candidate(
+        host=member.host,
+        up_to_date=up_to_date,
+        available=available,
+        down=_down(obs),
+        busy=op is not None,
+        surge=member.surge,
+        leaving=not member.staying,
+        action=action,
+        movable=target is not None,
+    )
+    if len(_CANDIDATES) > 200_000:
+        _CANDIDATES.clear()
+    _CANDIDATES[member.host] = (member, obs, min_ready, now, timed, candidate)
+    return candidate
+
+
+def _candidates(work: _Work, bound: Bounds) -> list[Candidate]:
+    """Each member as the move planner sees it (:func:`_candidate`)."""
+    now, min_ready = work.inp.now, bound.min_ready_seconds
+    return [_candidate(m, work.obs[h], now, min_ready) for h, m in work.members.items()]
 
 
 def _out_of_date(work: _Work) -> list[Member]:
@@ -388,10 +402,9 @@ def _progress_rollout(
         and len(rollout.failures) >= bound.max_failed_nodes
     ):
         rollout = _fail(work, rollout, f"{len(rollout.failures)} node(s) failed")
-    candidates = _candidates(work, bound)
     spares = [s for s in inp.spares if s.host not in work.members and s.target is not None]
     moves = plan_moves(
-        [c for _, c in candidates.values()],
+        _candidates(work, bound),
         bound,
         spares=len(spares),
         allow_disruption=rollout.state is RolloutState.PROGRESSING,
@@ -455,7 +468,7 @@ def _progress_rollout(
             if rollout.failures:  # it stops below: nothing can move
                 stalled_since = None
     # Done when every member runs the target, serves, and no surge member is unpaired.
-    staying = [c for _, c in _candidates(work, bound, candidates).values() if not c.leaving]
+    staying = [c for c in _candidates(work, bound) if not c.leaving]
     updated = sum(1 for c in staying if c.up_to_date and not c.busy)
     done = (
         rollout.state is RolloutState.PROGRESSING
