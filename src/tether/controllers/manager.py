@@ -99,7 +99,7 @@ class ControllerManager:
                     resync_seconds=self.resync_seconds,
                     hybrid_client=client,
                     network_client=client,
-                    on_pools=self.pools.poke,
+                    on_hosts=self.pools.poke_nodes,
                 ),
                 csr=CSRApprover(
                     self.db,

@@ -7,8 +7,8 @@ hosts assigned on the plane's side) asks
 :func:`tether.services.health.reconcile_cluster_health` to bring hosts (by node name =
 host name) in line (``ChecksFailed``/``ChecksPassed``, each change an event) and
 :func:`tether.services.health.record_nodes` to keep ``node_status``, which the pool
-reconciler reads; the pools whose Nodes changed are handed to ``on_pools`` so their
-reconcile starts at once.
+reconciler reads; the hosts whose Nodes changed are handed to ``on_hosts`` with their
+pools, so those pools' reconcile starts at once.
 
 Level-triggered: the plan is recomputed from the full picture every time, so a restart,
 a relist or a duplicate event changes nothing that is already right.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tether.controllers.watch import ListWatchLoop, WatchController, WatchingClient
@@ -53,11 +53,11 @@ class NodeHealthController(WatchController[Node]):
         sleep: Callable[[float], Any] | None = None,
         hybrid_client: KubeClient | None = None,
         network_client: KubeClient | None = None,
-        on_pools: Callable[[list[str]], None] | None = None,
+        on_hosts: Callable[[Mapping[str, str]], None] | None = None,
     ) -> None:
         self.db = db
         self.cluster = cluster
-        self.on_pools = on_pools
+        self.on_hosts = on_hosts
         #: When given, hybrid mode is kept on the cluster's nodes as they change.
         self.hybrid_client = hybrid_client
         #: When given, the pools' network objects and Node pod CIDRs are kept too.
@@ -121,9 +121,9 @@ class NodeHealthController(WatchController[Node]):
             nodes = dict(self._nodes)
         with self.db.session() as session:
             plan = reconcile_cluster_health(session, self.cluster, nodes)
-            pools = record_nodes(session, self.cluster, nodes)
-        if pools and self.on_pools is not None:
-            self.on_pools(pools)
+            changed = record_nodes(session, self.cluster, nodes)
+        if changed and self.on_hosts is not None:
+            self.on_hosts(changed)
         if cluster_objects and self.hybrid_client is not None:
             self._keep_hybrid(self.hybrid_client)
         if cluster_objects and self.network_client is not None:

@@ -35,7 +35,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from sqlalchemy import select
@@ -117,6 +117,14 @@ class PoolController:
                     self._changed.setdefault(name, set()).add(host)
                     names.add(name)
         self.poke(names, whole=False)
+
+    def poke_nodes(self, changed: Mapping[str, str]) -> None:
+        """Reconcile the pools of these hosts whose Nodes changed (host -> pool): a host
+        its pool's last pass knew is read again alone, any other has its pool read whole."""
+        with self._cond:
+            whole = {pool for host, pool in changed.items() if self._hosts.get(host) != pool}
+        self.poke(whole)
+        self.poke_hosts(host for host, pool in changed.items() if pool not in whole)
 
     def _resync(self) -> None:
         with self.db.session() as session:

@@ -86,9 +86,9 @@ def record_nodes(
     nodes: Mapping[str, NodeSnapshot],
     *,
     now: datetime | None = None,
-) -> list[str]:
+) -> dict[str, str]:
     """Bring ``node_status`` in line with *nodes* for the hosts of *cluster*'s pools;
-    return the hosts whose row changed (the pools to reconcile)."""
+    return the hosts whose row changed, with their pools (to reconcile)."""
     now = now or utcnow()
     hosts = {h.name: h.pool for h in snapshot(session, cluster)}
     rows = {
@@ -122,4 +122,4 @@ def record_nodes(
     gone = [n for n in rows if n not in hosts]
     if gone:
         session.execute(delete(NodeStatusRow).where(NodeStatusRow.host_name.in_(gone)))
-    return sorted({p for n in changed if (p := hosts.get(n))})
+    return {n: p for n in changed if (p := hosts.get(n))}

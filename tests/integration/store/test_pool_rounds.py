@@ -186,6 +186,31 @@ def test_a_change_no_pass_made_to_the_pool_or_its_rollout_is_read_whole(
         assert list(busy) == ["h0000"]  # no other node started while paused
 
 
+def test_a_node_change_reads_its_host_alone_unless_the_pool_does_not_know_it(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Node watch names the hosts whose Nodes changed, with their pools: a host the
+    pool's last pass knew is read again alone; one it did not know has the pool read
+    whole (a host just assigned, say)."""
+    controller, _, _ = _start_rollout(db, 3)
+    controller.poke(["pool"])
+    controller.reconcile("pool")
+    load = pools.load
+    loads: list[str] = []
+
+    def counted(session: Any, name: str, *args: Any) -> pools.Loaded:
+        loads.append(name)
+        return load(session, name, *args)
+
+    monkeypatch.setattr(pools, "load", counted)
+    controller.poke_nodes({"h0001": "pool"})
+    controller.reconcile("pool")
+    assert loads == []
+    controller.poke_nodes({"h0042": "pool"})
+    controller.reconcile("pool")
+    assert loads == ["pool"]
+
+
 def _statements(db: Database) -> Any:
     """A context manager collecting the SQL statements run on ``db``."""
     import contextlib
