@@ -48,7 +48,7 @@ class SimulatedFleet:
         self.plan_seconds = plan_seconds
         self.on_applied = on_applied
         self._due: list[tuple[float, str, str]] = []
-        self._sent: list[tuple[str, str]] = []  # plans written, not yet read
+        self._sent: list[tuple[str, str, float]] = []  # plans written (when), not yet read
         self._cordons: dict[str, bool] = {}  # Node -> unschedulable, not yet recorded
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -93,12 +93,13 @@ class SimulatedFleet:
         if digest is None:
             return
         with self._cond:
-            self._sent.append((host, digest))
+            self._sent.append((host, digest, time.monotonic()))
             self._cond.notify()
 
-    def _schedule(self, sent: list[tuple[str, str]], cordons: dict[str, bool]) -> list[str]:
-        """Record the cordons and queue the sent plans by their actions' durations; return
-        the Nodes whose status changed."""
+    def _schedule(self, sent: list[tuple[str, str, float]], cordons: dict[str, bool]) -> list[str]:
+        """Record the cordons and queue the sent plans by their actions' durations, from
+        when each was sent (an agent hears of its plan then: the simulation's own reading
+        of the plan is not the plane's time); return the Nodes whose status changed."""
         with self.db.session() as session:
             for cordoned in (True, False):
                 nodes = [node for node, value in cordons.items() if value is cordoned]
@@ -111,15 +112,14 @@ class SimulatedFleet:
             actions: dict[str, Any] = dict(
                 session.execute(
                     select(DesiredStateRow.host_name, DesiredStateRow.document).where(
-                        DesiredStateRow.host_name.in_([host for host, _ in sent])
+                        DesiredStateRow.host_name.in_([host for host, _, _ in sent])
                     )
                 ).all()
             )
-        now = time.monotonic()
         with self._cond:
-            for host, digest in sent:
+            for host, digest, at in sent:
                 action = str((actions.get(host) or {}).get("node", {}).get("action"))
-                heapq.heappush(self._due, (now + self.plan_seconds(action), host, digest))
+                heapq.heappush(self._due, (at + self.plan_seconds(action), host, digest))
         return list(cordons)
 
     def apply_plans(self, batch: Sequence[tuple[str, str]]) -> list[str]:
