@@ -9,7 +9,8 @@ minReadySeconds 0: k = max(1, N/10) nodes move at once. The real pool reconciler
 do the work; the cluster and the agents are SIMULATED (:mod:`tether.sim.fleet`): an
 upgrade plan takes ``--step`` seconds on a host, everything else is instant. So the ideal
 wall time is ceil(N/k) x step; the overhead is what the plane adds. Plane CPU is the
-reconciler thread's CPU time (it runs every query) over the rollout, per node.
+reconciler thread's CPU time (it runs every query) over the rollout, per node. The
+process runs with the plane's cyclic GC settings (:func:`tether.server.tune_gc`).
 
 Prints a table and writes JSON (``--json``, default bench/results/repave.json).
 """
@@ -32,6 +33,7 @@ from machine import facts
 from tether.controllers.pools import PoolController
 from tether.domain.models import PoolSpec
 from tether.domain.rollout import bounds
+from tether.server import tune_gc
 from tether.services import rollouts
 from tether.sim.fleet import SimulatedFleet
 from tether.sim.seed import POOL, seed_running_pool
@@ -62,6 +64,7 @@ def run_one(database_url: str, n: int, step: float) -> dict[str, Any]:
     # the rollout would start with a write conflict the bench made, not the plane.
     while controller.reconciles < 2:
         time.sleep(0.01)
+    tune_gc()  # as the plane runs once started
     with db.session() as s:
         made = rollouts.create(s, "pool", "2.0.0", actor="bench", now=utcnow())
     tid = controller.thread_id
