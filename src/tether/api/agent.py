@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -93,10 +93,16 @@ class AgentPlane:
     #: How late the plane's event loop runs (exported as a metric, printed by the bench).
     lag: LoopLag = field(default_factory=LoopLag)
 
-    def notify_desired(self, name: str, digest: str | None) -> None:
-        """Wake the agent of ``name`` now (callable from any thread); None: cleared."""
-        if self.loop is not None and digest is not None:
-            self.loop.call_soon_threadsafe(self.watcher.changed, name, digest)
+    def notify_desired(self, changes: Mapping[str, str | None]) -> None:
+        """Wake the agents of these hosts now (host -> new hash, None: cleared), from
+        any thread, in one call into the loop."""
+        woken = {name: digest for name, digest in changes.items() if digest is not None}
+        if self.loop is not None and woken:
+            self.loop.call_soon_threadsafe(self._wake, woken)
+
+    def _wake(self, woken: Mapping[str, str]) -> None:
+        for name, digest in woken.items():
+            self.watcher.changed(name, digest)
 
     @classmethod
     def build(

@@ -104,7 +104,7 @@ def set_desired(
         result = desired.set_desired(s, name, body.document)
     plane = getattr(request.app.state, "agent_plane", None)
     if plane is not None:
-        plane.notify_desired(name, result.hash)
+        plane.notify_desired({name: result.hash})
     return result
 
 

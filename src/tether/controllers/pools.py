@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 
 #: Finds the :class:`ClusterOps` of a cluster (None: not imported or unusable).
 OpsFinder = Callable[[str], ClusterOps | None]
-#: Told of every desired-state document a plan wrote (host, hash or None when cleared).
-DesiredNotify = Callable[[str, str | None], None]
+#: Told of the desired-state documents a write stored, once per write (host -> hash, or
+#: None when cleared): a hundred agents are woken together, not one after another.
+DesiredNotify = Callable[[Mapping[str, str | None]], None]
 
 
 class PoolController:
@@ -212,9 +213,10 @@ class PoolController:
         self.reconciles += 1
         for member, _ in loaded.input.members:
             self._hosts[member.host] = name
-        if self.on_desired is not None:
-            for host, doc in plan.documents.items():
-                self.on_desired(host, None if doc is None else document_hash(doc))
+        if self.on_desired is not None and plan.documents:
+            self.on_desired(
+                {h: None if d is None else document_hash(d) for h, d in plan.documents.items()}
+            )
         for note in plan.events:
             log.info("pool %s: %s %s: %s", name, note.name, note.reason, note.message)
 

@@ -33,9 +33,8 @@ class VpnServerController:
     def reconcile(self) -> None:
         """One pass; the documents it wrote wake their agents' long polls at once."""
         done = reconcile_vpn_servers(self.db)
-        if self.on_desired is not None:
-            for host, digest in done.pushed.items():
-                self.on_desired(host, digest)
+        if self.on_desired is not None and done.pushed:
+            self.on_desired(dict(done.pushed))
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -88,12 +88,11 @@ class SimulatedFleet:
 
     # -- agents ----------------------------------------------------------------------
 
-    def sent(self, host: str, digest: str | None) -> None:
-        """A plan was written for ``host`` (the reconciler's ``on_desired``)."""
-        if digest is None:
-            return
+    def sent(self, changes: Mapping[str, str | None]) -> None:
+        """Plans were written for these hosts (the reconciler's ``on_desired``)."""
+        at = time.monotonic()
         with self._cond:
-            self._sent.append((host, digest, time.monotonic()))
+            self._sent.extend((host, digest, at) for host, digest in changes.items() if digest)
             self._cond.notify()
 
     def _schedule(self, sent: list[tuple[str, str, float]], cordons: dict[str, bool]) -> list[str]:
