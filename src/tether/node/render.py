@@ -391,7 +391,7 @@ def kubelet_config(config: NodeConfig, profile: HostProfile = DEFAULT_PROFILE) -
     if not profile.cgroup_v2:
         base["failCgroupV1"] = False
     if profile.prefixed:
-        base["podLogsDirectory"] = at("/var/log/pods")
+        base["podLogsDir"] = at("/var/log/pods")
         base["volumePluginDir"] = at("/usr/libexec/kubernetes/kubelet-plugins/volume/exec")
     merged = _merge(base, config.spec.kubelet.config)
     merged["providerID"] = provider_id(config)
