@@ -48,10 +48,33 @@ def _apply_sent_plans(db: Database, fleet: SimulatedFleet) -> list[str]:
     return fleet.apply_plans([(host, digest) for host, digest in sent])
 
 
-def test_one_reconcile_takes_a_node_from_cordon_to_its_plan_reading_the_pool_once(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+def _assert_read_back(session: Any, got: pools.Loaded, now: Any, external: Any) -> None:
+    """``got`` is exactly what reading and parsing every row of the pool gives."""
+    for cache in (pools._MEMBERS, pools._SPECS, pools._RESULTS):
+        cache.clear()
+    back = pools.load(session, "pool", now, external)
+    assert got.input == back.input
+    assert got.member_versions == back.member_versions
+
+
+def _roll_to_the_end(
+    db: Database, controller: PoolController, fleet: SimulatedFleet, name: str
 ) -> None:
-    controller, _, _ = _start_rollout(db, 10)  # maxUnavailable 10%: one node at a time
+    """Reconcile and apply the sent plans (reported as the agents do) until rollout
+    ``name`` completes."""
+    state = ""
+    for _ in range(60):
+        controller.reconcile("pool")
+        with db.session() as s:
+            state = rollouts.get(s, name).state
+        if state == "Completed":
+            break
+        controller.poke_hosts(_apply_sent_plans(db, fleet))
+    assert state == "Completed"
+
+
+def _count_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The pools read whole (:func:`pools.load`) from now on, in order."""
     load = pools.load
     loads: list[str] = []
 
@@ -60,6 +83,14 @@ def test_one_reconcile_takes_a_node_from_cordon_to_its_plan_reading_the_pool_onc
         return load(session, name, *args)
 
     monkeypatch.setattr(pools, "load", counted)
+    return loads
+
+
+def test_one_reconcile_takes_a_node_from_cordon_to_its_plan_reading_the_pool_once(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller, _, _ = _start_rollout(db, 10)  # maxUnavailable 10%: one node at a time
+    loads = _count_loads(monkeypatch)
     monkeypatch.setattr(profiles, "_TARGETS", {})  # as after a start (other tests' pools)
     statements: list[str] = []
 
@@ -104,24 +135,13 @@ def test_the_pool_as_planned_again_is_the_pool_as_read_back(
     def checked(loaded: pools.Loaded, plan: Any, external: Any, now: Any) -> Any:
         nxt = followed(loaded, plan, external, now)
         if nxt is not None:
-            for cache in (pools._MEMBERS, pools._SPECS, pools._RESULTS):
-                cache.clear()  # read and parse every row
             with db.session() as s:
-                back = pools.load(s, "pool", now, external)
-            assert nxt.input == back.input
-            assert nxt.member_versions == back.member_versions
+                _assert_read_back(s, nxt, now, external)
             compared.append(len(external))
         return nxt
 
     monkeypatch.setattr(pools, "followed", checked)
-    for _ in range(60):
-        controller.reconcile("pool")
-        with db.session() as s:
-            state = rollouts.get(s, name).state
-        if state == "Completed":
-            break
-        controller.poke_hosts(_apply_sent_plans(db, fleet))  # as the agents' reports do
-    assert state == "Completed"
+    _roll_to_the_end(db, controller, fleet, name)
     assert len(compared) >= 6  # at least one chain per node: uncordon, cordon the next
 
 
@@ -137,24 +157,13 @@ def test_a_pass_told_which_hosts_changed_sees_what_reading_the_whole_pool_sees(
     def checked(session: Any, loaded: Any, changed: Any, now: Any, external: Any) -> Any:
         got = refresh(session, loaded, changed, now, external)
         if got is not None:
-            for cache in (pools._MEMBERS, pools._SPECS, pools._RESULTS):
-                cache.clear()  # read and parse every row
-            back = pools.load(session, "pool", now, external)
-            assert got.input == back.input
-            assert got.member_versions == back.member_versions
+            _assert_read_back(session, got, now, external)
             compared.append(sorted(changed))
         return got
 
     monkeypatch.setattr(pools, "refresh", checked)
     controller.poke(["pool"])  # the approval: read whole
-    for _ in range(60):
-        controller.reconcile("pool")
-        with db.session() as s:
-            state = rollouts.get(s, name).state
-        if state == "Completed":
-            break
-        controller.poke_hosts(_apply_sent_plans(db, fleet))
-    assert state == "Completed"
+    _roll_to_the_end(db, controller, fleet, name)
     assert len([c for c in compared if c]) >= 6  # each node's report was read alone
 
 
@@ -170,14 +179,7 @@ def test_a_change_no_pass_made_to_the_pool_or_its_rollout_is_read_whole(
     with db.session() as s:
         rollouts.act(s, name, "pause", actor="test", now=utcnow())
     controller.poke_hosts(_apply_sent_plans(db, fleet))
-    load = pools.load
-    loads: list[str] = []
-
-    def counted(session: Any, name: str, *args: Any) -> pools.Loaded:
-        loads.append(name)
-        return load(session, name, *args)
-
-    monkeypatch.setattr(pools, "load", counted)
+    loads = _count_loads(monkeypatch)
     controller.reconcile("pool")
     assert loads == ["pool"] and controller.conflicts == 0
     with db.session() as s:
@@ -195,14 +197,7 @@ def test_a_node_change_reads_its_host_alone_unless_the_pool_does_not_know_it(
     controller, _, _ = _start_rollout(db, 3)
     controller.poke(["pool"])
     controller.reconcile("pool")
-    load = pools.load
-    loads: list[str] = []
-
-    def counted(session: Any, name: str, *args: Any) -> pools.Loaded:
-        loads.append(name)
-        return load(session, name, *args)
-
-    monkeypatch.setattr(pools, "load", counted)
+    loads = _count_loads(monkeypatch)
     controller.poke_nodes({"h0001": "pool"})
     controller.reconcile("pool")
     assert loads == []
