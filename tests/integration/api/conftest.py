@@ -115,3 +115,4 @@ def fail_a_join(
             ),
             now=utcnow(),
         )
+    controller.poke_hosts([host])  # as the agent plane tells the reconciler of a report
