@@ -37,6 +37,7 @@ import tether
 from tether.api import errors
 from tether.api.artifacts import RESPONSES, ArtifactPath, artifact_response
 from tether.api.auditing import Audit, Auditor
+from tether.api.batching import GroupCommit
 from tether.api.limits import BodyReader, LimitFor, replaying
 from tether.api.observe import Observe
 from tether.domain import resources as r
@@ -92,6 +93,27 @@ class AgentPlane:
     on_applied: Callable[[list[str]], None] | None = None
     #: How late the plane's event loop runs (exported as a metric, printed by the bench).
     lag: LoopLag = field(default_factory=LoopLag)
+    #: Agents' reports of applied plans, written together when they arrive together.
+    reports: GroupCommit[tuple[str, AppliedReport], DesiredStatus] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reports = GroupCommit(self._write_reports)
+
+    def _write_reports(
+        self, batch: Sequence[tuple[str, AppliedReport]]
+    ) -> list[DesiredStatus | PlaneError]:
+        """Record a batch of reports in one transaction, then tell the pool reconciler
+        of the hosts whose report was recorded (once for the batch)."""
+        with self.db.session() as session:
+            outcomes = desired.report_applied_many(session, batch, now=self.clock())
+        recorded = [
+            name
+            for (name, _), out in zip(batch, outcomes, strict=True)
+            if isinstance(out, DesiredStatus)
+        ]
+        if self.on_applied is not None and recorded:
+            self.on_applied(recorded)
+        return outcomes
 
     def notify_desired(self, changes: Mapping[str, str | None]) -> None:
         """Wake the agents of these hosts now (host -> new hash, None: cleared), from
@@ -399,19 +421,14 @@ async def get_desired(
 
 @router.post("/hosts/{name}/applied")
 async def applied(name: NamePath, body: AppliedReport, request: Request) -> DesiredStatus:
-    """Report the result of applying the desired state with ``hash``."""
+    """Report the result of applying the desired state with ``hash``; reports that
+    arrive together are recorded in one transaction (:mod:`tether.api.batching`)."""
     own(request, name)
     plane = _plane(request)
     await _enrolled(plane, name)
 
-    def run() -> DesiredStatus:
-        with plane.db.session() as session:
-            return desired.report_applied(session, name, body, now=plane.clock())
-
-    status = await run_in_threadpool(run)
+    status = await plane.reports.submit((name, body))
     PLAN_RESULTS.labels("applied" if bool(body.result.get("ok", True)) else "failed").inc()
-    if plane.on_applied is not None:
-        plane.on_applied([name])
     return status
 
 

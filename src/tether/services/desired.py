@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from tether.domain.agent import AppliedReport, DesiredDocument, DesiredStatus, document_hash
 from tether.domain.models import EventType, ObjectKind, PoolSpec
 from tether.domain.profiles import REDACTED, redact, sensitive_values
-from tether.errors import Conflict, NotFound
+from tether.errors import Conflict, NotFound, PlaneError
 from tether.netplan.vpnserver import hide_keys
 from tether.services import events
 from tether.services.profiles import load_profile
@@ -70,12 +70,18 @@ def set_desired(
 
 
 _DESIRED = cast(Table, DesiredStateRow.__table__)
-#: The statements of :func:`set_many` and :func:`report_applied`, built once: building
+#: The statements of :func:`set_many` and :func:`report_applied_many`, built once: building
 #: them cost more than running them.
-_READ_FOR_REPORT = (
-    select(_DESIRED.c.hash, _DESIRED.c.document, _DESIRED.c.updated_at, HostRow.pool)
+_READ_FOR_REPORTS = (
+    select(
+        _DESIRED.c.host_name,
+        _DESIRED.c.hash,
+        _DESIRED.c.document,
+        _DESIRED.c.updated_at,
+        HostRow.pool,
+    )
     .outerjoin(HostRow, HostRow.name == _DESIRED.c.host_name)
-    .where(_DESIRED.c.host_name == bindparam("host"))
+    .where(_DESIRED.c.host_name.in_(bindparam("hosts", expanding=True)))
 )
 _REPLACE_DOCUMENT = (
     update(_DESIRED)
@@ -179,55 +185,87 @@ def get_document(session: Session, name: str) -> DesiredDocument | None:
 def report_applied(
     session: Session, name: str, report: AppliedReport, *, now: datetime | None = None
 ) -> DesiredStatus:
-    """Record what the agent applied. A report for a hash that is not current is refused.
+    """Record what the agent applied. A report for a hash that is not current is refused
+    (:class:`Conflict`); one for a host without a desired state too (:class:`NotFound`)."""
+    (outcome,) = report_applied_many(session, [(name, report)], now=now or utcnow())
+    if isinstance(outcome, PlaneError):
+        raise outcome
+    return outcome
 
-    The nodes of one rollout step report at once (a hundred at a thousand nodes), so this
-    is three statements on the session's connection, without the ORM's unit of work: read
-    the row with its host's pool, update it, record the event."""
-    now = now or utcnow()
+
+def report_applied_many(
+    session: Session, reports: Sequence[tuple[str, AppliedReport]], *, now: datetime
+) -> list[DesiredStatus | PlaneError]:
+    """Record many agents' reports at once; return each one's status, or the error that
+    refused it (the others are recorded all the same).
+
+    The nodes of one rollout step report together (a hundred at a thousand nodes), and a
+    report one at a time cost four statements, each a round trip to PostgreSQL. Here the
+    batch takes the same four, without the ORM's unit of work: read the rows with their
+    hosts' pools, update them, find the events' recent repeats and record the events (the
+    last two once per pool the hosts are in)."""
     session.flush()  # the statements below go past the session: what it holds goes first
     conn = session.connection()
-    found = conn.execute(_READ_FOR_REPORT, {"host": name}).first()
-    if found is None:
-        raise NotFound("desired state of host", name)
-    if report.hash != found.hash:
-        raise Conflict(
-            f"hash {report.hash[:12]} is not the current desired state ({found.hash[:12]}); "
-            "fetch it again",
-            field="hash",
-            rule="current",
+    found = {
+        row.host_name: row
+        for row in conn.execute(_READ_FOR_REPORTS, {"hosts": sorted({n for n, _ in reports})})
+    }
+    outcomes: list[DesiredStatus | PlaneError] = []
+    updates: list[dict[str, Any]] = []
+    notes: dict[str | None, list[tuple[ObjectKind, str, str, str, EventType]]] = {}
+    for name, report in reports:
+        row = found.get(name)
+        if row is None:
+            outcomes.append(NotFound("desired state of host", name))
+            continue
+        if report.hash != row.hash:
+            outcomes.append(
+                Conflict(
+                    f"hash {report.hash[:12]} is not the current desired state "
+                    f"({row.hash[:12]}); fetch it again",
+                    field="hash",
+                    rule="current",
+                )
+            )
+            continue
+        updates.append(
+            {
+                "host": name,
+                "applied_hash": report.hash,
+                "applied_result": report.result,
+                "applied_at": now,
+            }
         )
-    conn.execute(
-        _RECORD_REPORT,
-        {
-            "host": name,
-            "applied_hash": report.hash,
-            "applied_result": report.result,
-            "applied_at": now,
-        },
-    )
-    ok = bool(report.result.get("ok", True))
-    message = f"desired state {report.hash[:12]} " + (
-        "applied" if ok else f"failed: {str(report.result.get('message', ''))[:200]}"
-    )
-    note = (
-        ObjectKind.HOST,
-        name,
-        "DesiredStateApplied" if ok else "DesiredStateFailed",
-        message,
-        EventType.NORMAL if ok else EventType.WARNING,
-    )
-    events.record_many(session, [note], now=now, pool=found.pool)
-    return DesiredStatus(
-        host=name,
-        hash=found.hash,
-        document=hide_keys(found.document, REDACTED),
-        updated_at=found.updated_at,
-        applied_hash=report.hash,
-        applied_result=report.result,
-        applied_at=now,
-        in_sync=True,
-    )
+        ok = bool(report.result.get("ok", True))
+        message = f"desired state {report.hash[:12]} " + (
+            "applied" if ok else f"failed: {str(report.result.get('message', ''))[:200]}"
+        )
+        notes.setdefault(row.pool, []).append(
+            (
+                ObjectKind.HOST,
+                name,
+                "DesiredStateApplied" if ok else "DesiredStateFailed",
+                message,
+                EventType.NORMAL if ok else EventType.WARNING,
+            )
+        )
+        outcomes.append(
+            DesiredStatus(
+                host=name,
+                hash=row.hash,
+                document=hide_keys(row.document, REDACTED),
+                updated_at=row.updated_at,
+                applied_hash=report.hash,
+                applied_result=report.result,
+                applied_at=now,
+                in_sync=True,
+            )
+        )
+    if updates:
+        conn.execute(_RECORD_REPORT, updates)
+    for pool, of_pool in notes.items():
+        events.record_many(session, of_pool, now=now, pool=pool)
+    return outcomes
 
 
 class DesiredWatcher:

@@ -143,9 +143,6 @@ class SimulatedFleet:
                 if current.get(host, ("", None))[0] != digest:
                     continue  # superseded by a newer plan
                 plan = current[host][1].get("node", {})
-                desired.report_applied(
-                    session, host, AppliedReport(hash=digest, result={"ok": True})
-                )
                 values: dict[str, object] = {}
                 if plan.get("action") in ("join", "upgrade"):
                     values["kubelet_version"] = "v" + str(plan["version"])
@@ -154,6 +151,15 @@ class SimulatedFleet:
                     values["ready_since"] = utcnow() - timedelta(microseconds=1)
                 nodes.setdefault(tuple(sorted(values.items())), []).append(host)
                 done.append(host)
+            # The agents' reports, as the agent plane writes those that arrive together.
+            desired.report_applied_many(
+                session,
+                [
+                    (host, AppliedReport(hash=current[host][0], result={"ok": True}))
+                    for host in done
+                ],
+                now=utcnow(),
+            )
             for change, hosts in nodes.items():
                 session.execute(
                     update(NodeStatusRow)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -59,3 +61,39 @@ def test_the_agent_servers_loop_lag_is_exported(plane: Plane) -> None:
     assert count > 0  # the probe runs on the agent server's loop
     assert inf == count
     assert ("tether_event_loop_stall_seconds", frozenset()) in samples
+
+
+def test_reports_sent_together_are_each_answered_and_a_stale_one_is_refused_alone(
+    plane: Plane,
+) -> None:
+    """Concurrent reports go through the plane's group commit (tether.api.batching):
+    every one is recorded and answered with its own status, a stale hash gets its 409."""
+    hosts = ["edge-r1", "edge-r2", "edge-r3"]
+    states = {}
+    for host in hosts:
+        states[host] = enrol(plane, host)
+        stop(plane.processes[-1])  # the test speaks for the agents
+    digests = {
+        host: plane.api.put(f"/api/v1/hosts/{host}/desired", json={"document": {"n": i}}).json()[
+            "hash"
+        ]
+        for i, host in enumerate(hosts)
+    }
+    posts = [(host, digests[host]) for host in hosts] + [("edge-r1", "0" * 64)]
+    clients = [plane.agent_client(states[host]) for host, _ in posts]
+    with ThreadPoolExecutor(len(posts)) as pool:
+        answers = list(
+            pool.map(
+                lambda i: clients[i].post(
+                    f"/agent/v1/hosts/{posts[i][0]}/applied",
+                    json={"hash": posts[i][1], "result": {"ok": True}},
+                ),
+                range(len(posts)),
+            )
+        )
+    assert [a.status_code for a in answers] == [200, 200, 200, 409]
+    assert answers[3].json()["field"] == "hash"
+    for (host, digest), answer in zip(posts[:3], answers, strict=False):
+        assert answer.json()["host"] == host and answer.json()["appliedHash"] == digest
+        status = plane.api.get(f"/api/v1/hosts/{host}/desired").json()
+        assert status["inSync"] and status["appliedHash"] == digest
