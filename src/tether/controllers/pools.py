@@ -188,18 +188,19 @@ class PoolController:
                     loaded = pools.refresh(session, known, changed, self.clock(), outcomes)
                 if loaded is None:
                     loaded = pools.load(session, name, self.clock(), outcomes)
-                plan = plan_pool(loaded.input)
-                pools.write(session, loaded, plan)
-            self._written(name, loaded, plan)
-            moved = newly_at_steps(loaded.input, plan)
+                written = loaded
+                plan = plan_pool(written.input)
+                pools.write(session, written, plan)
+            self._written(name, written, plan)
+            moved = newly_at_steps(written.input, plan)
             if not moved or plan.delete_pool or round_ == self.MAX_ROUNDS:
                 break
-            ops = self.ops_for(loaded.cluster)
-            timeout = float(loaded.input.spec.update_strategy.drain_timeout_seconds)
+            ops = self.ops_for(written.cluster)
+            timeout = float(written.input.spec.update_strategy.drain_timeout_seconds)
             outcomes = {m.host: perform(ops, m, timeout) for m in moved}
-            loaded = pools.followed(loaded, plan, outcomes, self.clock())
+            loaded = pools.followed(written, plan, outcomes, self.clock())
         if not plan.delete_pool:
-            after = pools.followed(loaded, plan, {}, self.clock()) if loaded else None
+            after = pools.followed(written, plan, {}, self.clock())
             if after is not None:
                 with self._cond:
                     if name not in self._whole:  # not poked to be read whole meanwhile
@@ -211,8 +212,9 @@ class PoolController:
     def _written(self, name: str, loaded: pools.Loaded, plan: PoolPlan) -> None:
         """What follows a plan written: counts, the host map, listeners, the log."""
         self.reconciles += 1
-        for member, _ in loaded.input.members:
-            self._hosts[member.host] = name
+        with self._cond:  # poke_hosts reads the map from other threads
+            for member, _ in loaded.input.members:
+                self._hosts[member.host] = name
         if self.on_desired is not None and plan.documents:
             self.on_desired(
                 {h: None if d is None else document_hash(d) for h, d in plan.documents.items()}
