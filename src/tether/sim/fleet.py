@@ -22,9 +22,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from tether.domain.agent import AppliedReport
 from tether.domain.memberops import Step, StepOutcome, StepResult
@@ -33,6 +32,16 @@ from tether.store.db import Database
 from tether.store.schema import DesiredStateRow, NodeStatusRow, utcnow
 
 __all__ = ["SimulatedFleet"]
+
+_NODE_PLAN = DesiredStateRow.document["node"]
+#: A plan's hash, action and Kubernetes version, per host of ``hosts``: the fields the
+#: simulation acts on, picked out by the store (a node plan's document is kilobytes).
+_PLANS = select(
+    DesiredStateRow.host_name,
+    DesiredStateRow.hash,
+    _NODE_PLAN["action"].as_string(),
+    _NODE_PLAN["version"].as_string(),
+).where(DesiredStateRow.host_name.in_(bindparam("hosts", expanding=True)))
 
 
 class SimulatedFleet:
@@ -108,16 +117,15 @@ class SimulatedFleet:
                         .where(NodeStatusRow.host_name.in_(nodes))
                         .values(unschedulable=cordoned, observed_at=utcnow())
                     )
-            actions: dict[str, Any] = dict(
-                session.execute(
-                    select(DesiredStateRow.host_name, DesiredStateRow.document).where(
-                        DesiredStateRow.host_name.in_([host for host, _, _ in sent])
-                    )
-                ).all()
-            )
+            actions = {
+                host: action
+                for host, _, action, _ in session.execute(
+                    _PLANS, {"hosts": [host for host, _, _ in sent]}
+                )
+            }
         with self._cond:
             for host, digest, at in sent:
-                action = str((actions.get(host) or {}).get("node", {}).get("action"))
+                action = str(actions.get(host))
                 heapq.heappush(self._due, (at + self.plan_seconds(action), host, digest))
         return list(cordons)
 
@@ -132,22 +140,20 @@ class SimulatedFleet:
         with self.db.session() as session:
             # What each agent reads from its own desired state, in one query for the batch.
             current = {
-                host: (digest, document)
-                for host, digest, document in session.execute(
-                    select(
-                        DesiredStateRow.host_name, DesiredStateRow.hash, DesiredStateRow.document
-                    ).where(DesiredStateRow.host_name.in_([host for host, _ in batch]))
+                host: (digest, action, version)
+                for host, digest, action, version in session.execute(
+                    _PLANS, {"hosts": [host for host, _ in batch]}
                 )
             }
             for host, digest in batch:
-                if current.get(host, ("", None))[0] != digest:
+                if current.get(host, ("",))[0] != digest:
                     continue  # superseded by a newer plan
-                plan = current[host][1].get("node", {})
+                _, action, version = current[host]
                 values: dict[str, object] = {}
-                if plan.get("action") in ("join", "upgrade"):
-                    values["kubelet_version"] = "v" + str(plan["version"])
+                if action in ("join", "upgrade"):
+                    values["kubelet_version"] = f"v{version}"
                     values["ready"] = True
-                if plan.get("action") == "reboot":
+                if action == "reboot":
                     values["ready_since"] = utcnow() - timedelta(microseconds=1)
                 nodes.setdefault(tuple(sorted(values.items())), []).append(host)
                 done.append(host)
