@@ -38,6 +38,7 @@ from tether.nettest.topology import SiteSpot
 from tether.processes import stop_process
 from tether.services import resources as svc
 
+from ...conftest import wait_until
 from ...unit.agent.test_agent_unit import FakePlane, VirtualClock, make_agent
 from .conftest import Plane, host_events, ready, unique
 
@@ -98,16 +99,16 @@ def test_agents_apply_each_site_and_report_tunnels_and_bgp(tmp_path: Path) -> No
         for site in bed.topology.sites:
             agent, plane = agents[site.pool.name]
             expected_checks = 2 if site.pool.routing == "bgp" else 1
+
             # A child SA that both ends negotiated at once is replaced moments after the
             # testbed saw all four up: a beat may catch that; the next ones do not.
-            deadline = time.monotonic() + 30
-            while True:
+            def healthy_beat(agent: Agent = agent, plane: FakePlane = plane) -> bool:
                 agent.step()
-                beat = json.loads(plane.beats[-1][1])
-                if "f" not in beat or time.monotonic() > deadline:
-                    break
-                time.sleep(1)
-            assert beat["n"] == expected_checks and "f" not in beat, beat
+                return "f" not in json.loads(plane.beats[-1][1])
+
+            wait_until(healthy_beat, 30, "a heartbeat with every check passing", interval=1)
+            beat = json.loads(plane.beats[-1][1])
+            assert beat["n"] == expected_checks, beat
             problems, status = agent.vpn.checks()
             assert problems == dict.fromkeys(["tunnel", "bgp"][:expected_checks])
             assert status["tunnels"]["ikeUp"] == 2 and status["tunnels"]["childrenUp"] == 4
