@@ -14,10 +14,16 @@ One reconcile of one pool, shaped like Cluster API's MachineDeployment controlle
 
 Level-triggered and crash-safe: all progress lives in the store; a step is recorded
 before it is taken and advanced only when its effect is seen; a restart continues at
-the recorded steps. Pools are reconciled when something tells the controller (a
-person's change, an agent's report, a Node's change: :meth:`PoolController.poke`),
-when a plan asks to be looked at again (a drain in progress, a timer), and every
-``resync_seconds`` in any case (changes made by another plane replica).
+the recorded steps. The one exception is the uncordon that ends a node's update
+(:data:`tether.domain.memberops.EAGER_STEPS`): taken as soon as a member's operation
+reaches it, before the plan, which records it done, so the same write starts the next
+node. It only gives capacity back, and after a crash before the write it is taken again,
+harmlessly: a rollout wave costs two writes, not three.
+
+Pools are reconciled when something tells the controller (a person's change, an agent's
+report, a Node's change: :meth:`PoolController.poke`), when a plan asks to be looked at
+again (a drain in progress, a timer), and every ``resync_seconds`` in any case (changes
+made by another plane replica).
 
 Like an informer's cache, the controller keeps each pool as its last write left it
 (:func:`tether.services.pools.followed`). A pass that was told only which hosts changed
@@ -36,13 +42,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import select
 
 from tether.domain.agent import document_hash
-from tether.domain.memberops import StepResult
-from tether.domain.poolplan import PoolPlan, newly_at_steps, plan_pool
+from tether.domain.memberops import Member, StepResult
+from tether.domain.poolplan import PoolPlan, eager_steps, newly_at_steps, plan_pool, with_steps
 from tether.errors import Conflict, NotFound
 from tether.metrics import reconciling
 from tether.services import pools
@@ -188,16 +195,19 @@ class PoolController:
                     loaded = pools.refresh(session, known, changed, self.clock(), outcomes)
                 if loaded is None:
                     loaded = pools.load(session, name, self.clock(), outcomes)
-                written = loaded
-                plan = plan_pool(written.input)
+            written = loaded
+            eager = eager_steps(written.input)
+            if eager:  # taken before the plan, which records them done
+                taken = self._perform(written, eager)
+                written = replace(written, input=with_steps(written.input, taken))
+            plan = plan_pool(written.input)
+            with self.db.session() as session:
                 pools.write(session, written, plan)
             self._written(name, written, plan)
             moved = newly_at_steps(written.input, plan)
             if not moved or plan.delete_pool or round_ == self.MAX_ROUNDS:
                 break
-            ops = self.ops_for(written.cluster)
-            timeout = float(written.input.spec.update_strategy.drain_timeout_seconds)
-            outcomes = {m.host: perform(ops, m, timeout) for m in moved}
+            outcomes = self._perform(written, moved)
             loaded = pools.followed(written, plan, outcomes, self.clock())
         if not plan.delete_pool:
             after = pools.followed(written, plan, {}, self.clock())
@@ -208,6 +218,14 @@ class PoolController:
         if plan.requeue is not None and not plan.delete_pool:
             self.poke([name], plan.requeue, whole=False)
         return plan
+
+    def _perform(
+        self, loaded: pools.Loaded, members: Iterable[Member]
+    ) -> dict[str, tuple[StepResult, ...]]:
+        """Take the Kubernetes steps these members of the pool stand at."""
+        ops = self.ops_for(loaded.cluster)
+        timeout = float(loaded.input.spec.update_strategy.drain_timeout_seconds)
+        return {m.host: perform(ops, m, timeout) for m in members}
 
     def _written(self, name: str, loaded: pools.Loaded, plan: PoolPlan) -> None:
         """What follows a plan written: counts, the host map, listeners, the log."""

@@ -17,7 +17,10 @@ recorded step, so a node is never drained twice for one step.
   version is sent as one ``upgrade`` plan that carries the node's config too.
 
 Kubernetes steps (cordon, drain, delete the Node, patch it, uncordon) are performed by
-the controller before it plans; the plan sees their outcome as :class:`StepResult`.
+the controller before it plans; the plan sees their outcome as :class:`StepResult`. An
+uncordon (:data:`EAGER_STEPS`) may be taken as soon as an operation reaches it, before
+the plan that records it: it gives capacity back, so the next node of a rollout can be
+cordoned in the same write.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from tether.domain.profiles import Action, diff, strongest
 from tether.domain.states import HostState
 
 __all__ = [
+    "EAGER_STEPS",
     "EXTERNAL_STEPS",
+    "Advance",
     "EventNote",
     "Member",
     "MemberPhase",
@@ -82,6 +87,10 @@ class Step(StrEnum):
 EXTERNAL_STEPS = frozenset(
     {Step.CORDON, Step.DRAIN, Step.DELETE_NODE, Step.PATCH_NODE, Step.UNCORDON}
 )
+#: Kubernetes steps the controller may take before the plan that records them is
+#: written: an uncordon only gives capacity back, and taking it again after a crash is
+#: harmless (the Node is schedulable already). Every other step is recorded first.
+EAGER_STEPS = frozenset({Step.UNCORDON})
 _SENDS: Mapping[Step, PlanAction] = {
     Step.SEND_UNINSTALL: "uninstall",
     Step.SEND_UPGRADE: "upgrade",

@@ -29,7 +29,9 @@ from typing import Any, Literal
 
 from tether.domain.agent import document_hash
 from tether.domain.memberops import (
+    EAGER_STEPS,
     EXTERNAL_STEPS,
+    Advance,
     EventNote,
     Member,
     MemberPhase,
@@ -64,9 +66,11 @@ __all__ = [
     "PoolInput",
     "PoolPlan",
     "Spare",
+    "eager_steps",
     "newly_at_steps",
     "plan_pool",
     "successor",
+    "with_steps",
 ]
 
 
@@ -212,19 +216,22 @@ def _finish(member: Member, op: Operation) -> Member:
     )
 
 
-def _advance_all(work: _Work, failures: dict[str, str]) -> None:
+def _advanced(work: _Work, member: Member) -> Advance:
     strategy = work.inp.spec.update_strategy
-    now = work.inp.now
+    return advance(
+        member,
+        work.obs[member.host],
+        work.inp.now,
+        node_timeout=strategy.node_timeout_seconds,
+        drain_timeout=strategy.drain_timeout_seconds,
+    )
+
+
+def _advance_all(work: _Work, failures: dict[str, str]) -> None:
     for host, member in sorted(work.members.items()):
         if member.op is None:
             continue
-        moved = advance(
-            member,
-            work.obs[host],
-            now,
-            node_timeout=strategy.node_timeout_seconds,
-            drain_timeout=strategy.drain_timeout_seconds,
-        )
+        moved = _advanced(work, member)
         work.plan.events.extend(moved.events)
         if moved.set_document:
             work.plan.documents[host] = moved.document
@@ -773,16 +780,23 @@ def pool_state(
     return PoolState.READY
 
 
-def plan_pool(inp: PoolInput) -> PoolPlan:
-    """Everything to change for the pool, in memory (module doc); write it in one go."""
+def _started(inp: PoolInput) -> _Work:
+    """A plan's work as it begins: members as read, each seen as its own Kubernetes steps
+    left its Node, with the leaves and joins people asked for started."""
     work = _Work(
         inp=inp,
         plan=PoolPlan(),
         members={m.host: m for m, _ in inp.members},
         obs={m.host: as_left_by_own_steps(o) for m, o in inp.members},
     )
-    failures: dict[str, str] = {}
     _start_requested(work)
+    return work
+
+
+def plan_pool(inp: PoolInput) -> PoolPlan:
+    """Everything to change for the pool, in memory (module doc); write it in one go."""
+    work = _started(inp)
+    failures: dict[str, str] = {}
     _advance_all(work, failures)
     taken = set(work.members)
     if inp.rollout is None or inp.rollout.state not in ACTIVE_STATES or inp.spec.size is not None:
@@ -853,6 +867,41 @@ def newly_at_steps(inp: PoolInput, plan: PoolPlan) -> list[Member]:
         if old is None or old.op is None or old.op.key != op.key:
             moved.append(member)
     return moved
+
+
+def eager_steps(inp: PoolInput) -> list[Member]:
+    """The members whose operation the plan of ``inp`` would move to a step the
+    controller takes before writing (:data:`~tether.domain.memberops.EAGER_STEPS`); it
+    takes them and plans with their outcome (:func:`with_steps`).
+
+    Found as :func:`plan_pool` begins (requested leaves and joins started, then each
+    operation advanced), without the rest of a plan: at a thousand members a plan is
+    tens of milliseconds, and a rollout wave waits for it."""
+    work = _started(inp)
+    found = []
+    for member in work.members.values():
+        op = member.op
+        if op is None or op.failed is not None:
+            continue
+        after = _advanced(work, member).member
+        new = after.op if after is not None else None
+        if new is None or new.failed is not None or new.key == op.key:
+            continue
+        if new.step in EAGER_STEPS and after is not None:
+            found.append(after)
+    return found
+
+
+def with_steps(inp: PoolInput, external: Mapping[str, tuple[StepResult, ...]]) -> PoolInput:
+    """``inp`` with the outcomes of Kubernetes steps just taken for some members (the
+    others keep what they observed)."""
+    members = [
+        (member, replace(obs, external=external[member.host]))
+        if member.host in external
+        else (member, obs)
+        for member, obs in inp.members
+    ]
+    return replace(inp, members=members)
 
 
 def successor(

@@ -29,7 +29,14 @@ from tether.domain.memberops import (
 )
 from tether.domain.models import PoolSpec, UpdateStrategy
 from tether.domain.nodeplan import NodeTarget
-from tether.domain.poolplan import PoolInput, PoolPlan, Spare, plan_pool
+from tether.domain.poolplan import (
+    PoolInput,
+    PoolPlan,
+    Spare,
+    eager_steps,
+    plan_pool,
+    with_steps,
+)
 from tether.domain.profiles import Action
 from tether.domain.rollout import RolloutOrigin, RolloutRecord, RolloutState, bounds
 from tether.domain.states import HostState, PoolState
@@ -215,6 +222,10 @@ class World:
             spares=spares,
             new_rollout_name="pool-2",
         )
+        # As the controller does: an uncordon an operation reaches is taken before the plan.
+        eager = eager_steps(inp)
+        if eager:
+            inp = with_steps(inp, {m.host: self._external(m) for m in eager})
         bound = bounds(self.spec.update_strategy, self._size())
         plan = plan_pool(inp)
         self._check(inp, plan, bound)

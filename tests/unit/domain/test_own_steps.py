@@ -85,3 +85,26 @@ def test_only_steps_the_api_server_accepted_count() -> None:
     assert as_left_by_own_steps(cordoned).node == NodeObs(ready=True, unschedulable=True)
     gone = Observed(HostState.IN_USE, node=None, external=(done,))
     assert as_left_by_own_steps(gone) is gone
+
+
+def test_an_uncordon_is_taken_before_the_plan_so_no_plan_records_it_as_intent() -> None:
+    """The uncordon that ends a node's update gives capacity back: the controller takes
+    it as soon as the operation reaches it (``eager_steps``) and the plan records it done,
+    with the next node's cordon, in one write instead of two."""
+    strategy = UpdateStrategy.model_validate(
+        {"type": "Rolling", "maxSurge": 0, "maxUnavailable": 1, "minReadySeconds": 0}
+    )
+    world = make_world(11, size=4, spares=0, strategy=strategy)
+    uncordoned: list[str] = []
+    for _ in range(400):
+        plan = world.tick()
+        at_uncordon = [
+            h for h, m in plan.members.items() if m and m.op and m.op.step is Step.UNCORDON
+        ]
+        assert at_uncordon == []  # the plan comes after the step, never before it
+        uncordoned += [e.name for e in plan.events if e.reason == "Uncordoned"]
+        if len(uncordoned) == 4:
+            break
+        world.step_world(1.0)
+    assert sorted(uncordoned) == ["h000", "h001", "h002", "h003"]
+    assert world.violations == []
