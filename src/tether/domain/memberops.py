@@ -488,8 +488,9 @@ def advance(
                 break
             doc = _document(_SENDS[step], op)
             out.document, out.set_document = doc, True
-            note = f"{_SENDS[step]} plan sent ({op.key})"
-            op = op.advanced(now, sent_hash=document_hash(doc))
+            digest = document_hash(doc)
+            note = f"{_SENDS[step]} plan sent ({op.key}): desired state {digest[:12]}"
+            op = op.advanced(now, sent_hash=digest)
             out.events.append(EventNote(ObjectKind.HOST, host, "PlanSent", note))
             continue
         if step is Step.WAIT_APPLIED:

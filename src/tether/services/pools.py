@@ -727,7 +727,9 @@ def write(session: Session, loaded: Loaded, plan: PoolPlan) -> None:
         else:
             writes.append((member, loaded.member_versions.get(host, 0), before.get(host)))
     _write_members(session, pool, writes)
-    notes = desired.set_many(session, plan.documents, now=now)
+    # Every document a plan stores comes with its PlanSent event, which names the new
+    # desired state: the store's own DesiredStateChanged notes would say it again.
+    desired.set_many(session, plan.documents, now=now)
     for host in plan.release:
         _move_host(session, host, None, HostEvent.RELEASE)
     for record in (plan.superseded, plan.rollout):
@@ -745,7 +747,7 @@ def write(session: Session, loaded: Loaded, plan: PoolPlan) -> None:
             )
             if changed.rowcount != 1:  # type: ignore[attr-defined]
                 raise _conflict(f"rollout {record.name}")
-    notes += [(n.kind, n.name, n.reason, n.message, n.type) for n in plan.events]
+    notes = [(n.kind, n.name, n.reason, n.message, n.type) for n in plan.events]
     events.record_many(session, notes, now=now, pool=pool)
     if plan.delete_pool:
         forget(session, pool, now)
