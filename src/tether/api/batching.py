@@ -42,7 +42,7 @@ class GroupCommit(Generic[Item, Result]):
         self.max_batch = max_batch
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._writer: asyncio.Task[None] | None = None
-        #: Writes done (tests and benchmarks read how many items each took).
+        #: Writes done (a test reads it to see requests batched).
         self.writes = 0
 
     async def submit(self, item: Item) -> Result:

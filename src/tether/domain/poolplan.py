@@ -884,10 +884,9 @@ def eager_steps(inp: PoolInput) -> list[Member]:
         if op is None or op.failed is not None:
             continue
         after = _advanced(work, member).member
-        new = after.op if after is not None else None
-        if new is None or new.failed is not None or new.key == op.key:
+        if after is None or after.op is None or after.op.failed is not None:
             continue
-        if new.step in EAGER_STEPS and after is not None:
+        if after.op.key != op.key and after.op.step in EAGER_STEPS:
             found.append(after)
     return found
 
