@@ -280,6 +280,14 @@ class Member:
     def staying(self) -> bool:
         return self.phase is not MemberPhase.LEAVING and not self.leave_requested
 
+    @property
+    def external_step(self) -> Step | None:
+        """The Kubernetes step (:data:`EXTERNAL_STEPS`) its operation stands at, if any."""
+        op = self.op
+        if op is None or op.failed is not None or op.step not in EXTERNAL_STEPS:
+            return None
+        return op.step
+
 
 @dataclass(frozen=True)
 class NodeObs:

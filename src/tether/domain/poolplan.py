@@ -30,7 +30,6 @@ from typing import Any, Literal
 from tether.domain.agent import document_hash
 from tether.domain.memberops import (
     EAGER_STEPS,
-    EXTERNAL_STEPS,
     Advance,
     EventNote,
     Member,
@@ -803,7 +802,7 @@ def plan_pool(inp: PoolInput) -> PoolPlan:
         _fill_by_selector(work, taken)
     _rollouts(work, failures)
     for member in work.members.values():
-        if member.op is not None and member.op.step in EXTERNAL_STEPS and member.op.failed is None:
+        if member.external_step is not None:
             work.plan.wake_in(0)
     rollout = work.plan.rollout or inp.rollout
     stale = len(_out_of_date(work))
@@ -860,11 +859,11 @@ def newly_at_steps(inp: PoolInput, plan: PoolPlan) -> list[Member]:
     before = {m.host: m for m, _ in inp.members}
     moved = []
     for host, member in plan.members.items():
-        op = member.op if member is not None else None
-        if member is None or op is None or op.failed is not None or op.step not in EXTERNAL_STEPS:
+        if member is None or member.external_step is None:
             continue
+        key = member.op.key if member.op is not None else None
         old = before.get(host)
-        if old is None or old.op is None or old.op.key != op.key:
+        if old is None or old.op is None or old.op.key != key:
             moved.append(member)
     return moved
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from tether.domain.drain import DrainOptions
-from tether.domain.memberops import EXTERNAL_STEPS, Member, Step, StepOutcome, StepResult
+from tether.domain.memberops import Member, Step, StepOutcome, StepResult
 from tether.kube.client import KubeClient
 from tether.kube.errors import KubeError, NotFound
 from tether.kube.resources import Node
@@ -146,10 +146,9 @@ def perform(
 def _perform_one(
     ops: ClusterOps | None, member: Member, timeout_seconds: float
 ) -> StepResult | None:
-    op = member.op
-    if op is None or op.failed is not None or op.step not in EXTERNAL_STEPS:
+    step = member.external_step
+    if step is None:
         return None
-    step = op.step
     if ops is None:
         return StepResult(step, StepOutcome.PENDING, "the pool's cluster is not imported")
     node = member.host
