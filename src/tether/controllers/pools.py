@@ -187,14 +187,8 @@ class PoolController:
             known = self._known.pop(name, None)
             changed = self._changed.pop(name, set())
             self._whole.discard(name)
-        outcomes = self._act(name)
-        loaded: pools.Loaded | None = None
+        loaded = self._fetch(name, known, changed)
         for round_ in range(1, self.MAX_ROUNDS + 1):
-            with self.db.session() as session:
-                if loaded is None and known is not None:
-                    loaded = pools.refresh(session, known, changed, self.clock(), outcomes)
-                if loaded is None:
-                    loaded = pools.load(session, name, self.clock(), outcomes)
             written = loaded
             eager = eager_steps(written.input)
             if eager:  # taken before the plan, which records them done
@@ -208,7 +202,9 @@ class PoolController:
             if not moved or plan.delete_pool or round_ == self.MAX_ROUNDS:
                 break
             outcomes = self._perform(written, moved)
-            loaded = pools.followed(written, plan, outcomes, self.clock())
+            loaded = pools.followed(written, plan, outcomes, self.clock()) or self._load(
+                name, outcomes
+            )
         if not plan.delete_pool:
             after = pools.followed(written, plan, {}, self.clock())
             if after is not None:
@@ -218,6 +214,26 @@ class PoolController:
         if plan.requeue is not None and not plan.delete_pool:
             self.poke([name], plan.requeue, whole=False)
         return plan
+
+    def _fetch(self, name: str, known: pools.Loaded | None, changed: set[str]) -> pools.Loaded:
+        """The pool as the plan starts from, with the Kubernetes steps its members stand at
+        taken first (:meth:`_act`). Followed from the last write (``known``), the pool
+        shows which members stand at a step: when none does, as between rollout waves,
+        the store is not asked (a round trip each pass, on a wave's path)."""
+        quiet = known is not None and all(m.external_step is None for m, _ in known.input.members)
+        outcomes = {} if quiet else self._act(name)
+        if known is not None:
+            with self.db.session() as session:
+                loaded = pools.refresh(session, known, changed, self.clock(), outcomes)
+            if loaded is not None:
+                return loaded
+            if quiet:  # changed behind the cache: act on what the store says
+                outcomes = self._act(name)
+        return self._load(name, outcomes)
+
+    def _load(self, name: str, outcomes: Mapping[str, tuple[StepResult, ...]]) -> pools.Loaded:
+        with self.db.session() as session:
+            return pools.load(session, name, self.clock(), outcomes)
 
     def _perform(
         self, loaded: pools.Loaded, members: Iterable[Member]

@@ -86,6 +86,19 @@ def _count_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return loads
 
 
+def _count_asks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The pools whose members at Kubernetes steps are read from the store from now on."""
+    ask = pools.members_at_steps
+    asked: list[str] = []
+
+    def counted(session: Any, name: str) -> Any:
+        asked.append(name)
+        return ask(session, name)
+
+    monkeypatch.setattr(pools, "members_at_steps", counted)
+    return asked
+
+
 def test_one_reconcile_takes_a_node_from_cordon_to_its_plan_reading_the_pool_once(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -162,9 +175,13 @@ def test_a_pass_told_which_hosts_changed_sees_what_reading_the_whole_pool_sees(
         return got
 
     monkeypatch.setattr(pools, "refresh", checked)
+    asked = _count_asks(monkeypatch)
     controller.poke(["pool"])  # the approval: read whole
     _roll_to_the_end(db, controller, fleet, name)
     assert len([c for c in compared if c]) >= 6  # each node's report was read alone
+    # A node's steps are taken in the reconcile that records them; the passes after it
+    # knew from what they followed that no member stood at a step, and did not ask.
+    assert asked == ["pool"]
 
 
 def test_a_change_no_pass_made_to_the_pool_or_its_rollout_is_read_whole(
@@ -180,8 +197,10 @@ def test_a_change_no_pass_made_to_the_pool_or_its_rollout_is_read_whole(
         rollouts.act(s, name, "pause", actor="test", now=utcnow())
     controller.poke_hosts(_apply_sent_plans(db, fleet))
     loads = _count_loads(monkeypatch)
+    asked = _count_asks(monkeypatch)
     controller.reconcile("pool")
     assert loads == ["pool"] and controller.conflicts == 0
+    assert asked == ["pool"]  # what it knew is stale: the store says who stands at a step
     with db.session() as s:
         assert rollouts.get(s, name).state == "Paused"
         busy = s.scalars(select(PoolMemberRow.host_name).where(PoolMemberRow.op.is_not(None)))
