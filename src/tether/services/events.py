@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from tether.domain.models import EventSpec, EventType, ObjectKind
 from tether.domain.resources import Event
 from tether.errors import Invalid
+from tether.store.bulk import insert_many
 from tether.store.repo import page
 from tether.store.schema import EventRow, HostRow, RolloutRow, utcnow
 
@@ -81,7 +82,6 @@ _REPEATED = (
         last_time=bindparam("at", type_=_EVENTS.c.last_time.type),
     )
 )
-_INSERT = insert(_EVENTS)
 
 
 def record_many(
@@ -144,8 +144,7 @@ def record_many(
         conn.execute(
             _REPEATED, [{"event_id": i, "repeats": n, "at": now} for i, n in bumps.items()]
         )
-    if new:
-        conn.execute(_INSERT, list(new.values()))
+    insert_many(conn, _EVENTS, list(new.values()))
 
 
 def _pool_of(session: Session, kind: ObjectKind, name: str) -> str | None:
