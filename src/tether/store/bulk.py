@@ -1,12 +1,12 @@
 """Many rows in one statement.
 
-With psycopg, an executemany of an INSERT is one statement per row (pipelined, but each
-still bound, sent and executed): a rollout wave records hundreds of events in one write,
-and those rows were a large part of it. SQLAlchemy's multi-row VALUES form compiles a
-bind parameter per value, which costs more than it saves. On PostgreSQL,
-:func:`insert_many` sends one array per column and inserts the rows with ``unnest``: one
-statement whose shape does not depend on the row count, so psycopg prepares it once.
-SQLite keeps the DBAPI's executemany (in process: no round trip to save).
+With psycopg, an executemany is one statement per row (pipelined, but each still bound,
+sent and executed): a rollout wave writes a hundred member rows and hundreds of events in
+one transaction, and those statements were a large part of it. SQLAlchemy's multi-row
+VALUES form compiles a bind parameter per value, which costs more than it saves. On
+PostgreSQL these functions send one array per column and ``unnest`` them: one statement
+whose shape does not depend on the row count, so psycopg prepares it once. SQLite keeps
+the DBAPI's executemany (in process: no round trip to save).
 """
 
 from __future__ import annotations
@@ -14,41 +14,99 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Table, bindparam, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Executable,
+    Subquery,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
-__all__ = ["insert_many"]
+__all__ = ["insert_many", "update_many"]
 
-_UNNESTS: dict[tuple[str, tuple[str, ...]], Insert] = {}
-
-
-def _unnest_insert(table: Table, columns: tuple[str, ...]) -> Insert:
-    """``INSERT INTO table (columns) SELECT unnest(:a), unnest(:b), ...``: set-returning
-    functions side by side in one select list run in step, row by row."""
-    key = (table.name, columns)
-    statement = _UNNESTS.get(key)
-    if statement is None:
-        arrays = [
-            func.unnest(bindparam(name, type_=ARRAY(table.c[name].type))).label(name)
-            for name in columns
-        ]
-        statement = insert(table).from_select(list(columns), select(*arrays))
-        _UNNESTS[key] = statement
-    return statement
+#: Built statements by (kind, table, parameter names, matched columns).
+_BUILT: dict[tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...]], Executable] = {}
 
 
-def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert ``rows`` (each with the same keys) into ``table`` in one statement on
-    PostgreSQL, with the DBAPI's executemany elsewhere (module doc)."""
-    if not rows:
-        return
+def _columns(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     columns = tuple(rows[0])
     for row in rows:
         if tuple(row) != columns:
-            raise ValueError(f"insert_many: every row needs the columns {columns}")
+            raise ValueError(f"every row needs the same keys, in order: {columns}")
+    return columns
+
+
+def _arrays(table: Table, params: Sequence[tuple[str, str]]) -> Subquery:
+    """``SELECT unnest(:a) AS a, unnest(:b) AS b, ...`` for (parameter, column) pairs,
+    each array typed as its column: set-returning functions side by side in one select
+    list run in step, row by row."""
+    return select(
+        *[
+            func.unnest(bindparam(param, type_=ARRAY(table.c[column].type))).label(param)
+            for param, column in params
+        ]
+    ).subquery("v")
+
+
+def _arrays_of(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[str, list[Any]]:
+    return {name: [row[name] for row in rows] for name in columns}
+
+
+def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (each with the same keys, column names) into ``table`` in one
+    statement on PostgreSQL (module doc)."""
+    if not rows:
+        return
+    columns = _columns(rows)
     if conn.dialect.name != "postgresql":
         conn.execute(insert(table), list(rows))
         return
-    conn.execute(
-        _unnest_insert(table, columns), {name: [row[name] for row in rows] for name in columns}
-    )
+    key = ("insert", table.name, columns, ())
+    statement = _BUILT.get(key)
+    if statement is None:
+        arrays = _arrays(table, [(c, c) for c in columns])
+        statement = _BUILT[key] = insert(table).from_select(
+            list(columns), select(*[arrays.c[c] for c in columns])
+        )
+    conn.execute(statement, _arrays_of(rows, columns))
+
+
+def update_many(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    match: Mapping[str, str],
+) -> int:
+    """Update the rows of ``table`` that ``rows`` name, in one statement on PostgreSQL
+    (module doc), and return how many were updated.
+
+    ``match`` maps a column to the key of ``rows`` its value must equal (``{"id":
+    "_id", "version": "_seen"}``: a guarded write); every other key of a row is a column
+    set to the row's value. Rows must name distinct rows: in one statement, a second
+    update of a row is not applied after the first (ValueError)."""
+    if not rows:
+        return 0
+    columns = _columns(rows)
+    matched = tuple(match.items())
+    named = {tuple(row[param] for _, param in matched) for row in rows}
+    if len(named) != len(rows):
+        raise ValueError(f"rows name the same row twice (by {', '.join(match)})")
+    if conn.dialect.name != "postgresql":
+        where = [table.c[column] == bindparam(param) for column, param in matched]
+        return int(conn.execute(update(table).where(*where), list(rows)).rowcount)
+    key = ("update", table.name, columns, matched)
+    statement = _BUILT.get(key)
+    if statement is None:
+        params = {param: column for column, param in matched}
+        arrays = _arrays(table, [(name, params.get(name, name)) for name in columns])
+        statement = _BUILT[key] = (
+            update(table)
+            .where(*[table.c[column] == arrays.c[param] for column, param in matched])
+            .values({name: arrays.c[name] for name in columns if name not in params})
+        )
+    return int(conn.execute(statement, _arrays_of(rows, columns)).rowcount)

@@ -8,13 +8,17 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import Table, event, select
 
-from tether.store.bulk import insert_many
+from tether.sim.seed import seed_running_pool
+from tether.store.bulk import insert_many, update_many
 from tether.store.db import Database
-from tether.store.schema import EventRow
+from tether.store.schema import EventRow, PoolMemberRow
 
 pytestmark = pytest.mark.integration
 
 EVENTS = cast(Table, EventRow.__table__)
+
+
+MEMBERS = cast(Table, PoolMemberRow.__table__)
 
 
 def _row(i: int, at: datetime, pool: str | None) -> dict[str, Any]:
@@ -64,6 +68,44 @@ def test_rows_with_different_columns_are_refused_before_anything_is_sent(db: Dat
     short = _row(1, at, "pool")
     del short["pool"]
     with db.session() as s:
-        with pytest.raises(ValueError, match="every row needs the columns"):
+        with pytest.raises(ValueError, match="every row needs the same keys"):
             insert_many(s.connection(), EVENTS, [_row(0, at, "pool"), short])
         assert s.scalars(select(EventRow)).all() == []
+
+
+def test_guarded_updates_count_the_rows_whose_guard_held(db: Database) -> None:
+    """The pool reconciler's member write: each row names its host and the version it
+    was read at; one whose version moved is not updated, and the count says so."""
+    seed_running_pool(db, 4)
+    with db.session() as s:
+        query = select(PoolMemberRow.host_name, PoolMemberRow.resource_version)
+        seen = dict(s.execute(query).all())
+    op = {"kind": "update", "steps": ["cordon"], "note": "'quoted' \"twice\" {braces}"}
+    rows = [
+        {"op": op, "step": "cordon", "resource_version": v + 1, "_host": h, "_seen": v}
+        for h, v in sorted(seen.items())
+    ]
+    rows[3]["_seen"] += 7  # read at a version the row no longer has
+    rows[1]["op"], rows[1]["step"] = None, None
+    guard = {"host_name": "_host", "resource_version": "_seen"}
+    with db.session() as s:
+        assert update_many(s.connection(), MEMBERS, rows, guard) == 3
+        assert update_many(s.connection(), MEMBERS, [], guard) == 0
+    with db.session() as s:
+        got = {m.host_name: m for m in s.scalars(select(PoolMemberRow))}
+    assert [got[h].op for h in sorted(seen)] == [op, None, op, None]
+    assert [got[h].step for h in sorted(seen)] == ["cordon", None, "cordon", None]
+    versions = [got[h].resource_version - seen[h] for h in sorted(seen)]
+    assert versions == [1, 1, 1, 0]
+
+
+def test_rows_naming_the_same_row_twice_are_refused(db: Database) -> None:
+    """One statement would apply one of the two, not the second after the first."""
+    at = datetime.now(UTC)
+    with db.session() as s:
+        insert_many(s.connection(), EVENTS, [_row(0, at, "pool")])
+        first = s.scalars(select(EventRow.id)).one()
+        twice = [{"count": 5, "_id": first}, {"count": 6, "_id": first}]
+        with pytest.raises(ValueError, match="name the same row twice"):
+            update_many(s.connection(), EVENTS, twice, {"id": "_id"})
+        assert s.scalars(select(EventRow.count)).one() == 1
