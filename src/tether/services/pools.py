@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, or_, select, update
+from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from tether.domain.memberops import (
@@ -52,6 +52,7 @@ from tether.services.profiles import (
     target_key,
 )
 from tether.services.rollouts import record_of, row_values
+from tether.store.bulk import update_many
 from tether.store.repo import get_named
 from tether.store.schema import (
     ClusterRow,
@@ -597,8 +598,8 @@ def _write_members(
 ) -> None:
     """Write changed members (member, version read, member as read), each guarded by the
     version it was read with. Updates go out as one batch per set of columns (a rollout
-    changes a hundred members a pass at a thousand nodes; one statement each was most of
-    a pass); the batch's summed row count tells whether any guard failed."""
+    changes a hundred members a pass at a thousand nodes: :func:`update_many`); the
+    batch's row count tells whether any guard failed."""
     table = cast(Table, PoolMemberRow.__table__)
     batches: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     written = []
@@ -613,15 +614,9 @@ def _write_members(
             continue
         params = {**values, "resource_version": seen + 1, "_host": member.host, "_seen": seen}
         batches.setdefault(tuple(sorted(values)), []).append(params)
+    guard = {"host_name": "_host", "resource_version": "_seen"}
     for rows in batches.values():
-        done = session.connection().execute(
-            update(table).where(
-                table.c.host_name == bindparam("_host"),
-                table.c.resource_version == bindparam("_seen"),
-            ),
-            rows,
-        )
-        if done.rowcount != len(rows):
+        if update_many(session.connection(), table, rows, guard) != len(rows):
             raise _conflict(f"a member of {pool}")
     # What was written is what the next pass would read: remember it (if this transaction
     # rolls back, the row keeps its old version and the next pass reads it again).
