@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from tether.domain.agent import AppliedReport, DesiredDocument, DesiredStatus, document_hash
@@ -29,6 +29,7 @@ from tether.errors import Conflict, NotFound, PlaneError
 from tether.netplan.vpnserver import hide_keys
 from tether.services import events
 from tether.services.profiles import load_profile
+from tether.store.bulk import insert_many, update_many
 from tether.store.db import Database
 from tether.store.repo import get_named
 from tether.store.schema import DesiredStateRow, HostRow, PoolRow, utcnow
@@ -70,8 +71,9 @@ def set_desired(
 
 
 _DESIRED = cast(Table, DesiredStateRow.__table__)
-#: The statements of :func:`set_many` and :func:`report_applied_many`, built once: building
-#: them cost more than running them.
+#: Rows of :func:`set_many` and :func:`report_applied_many` name their host so.
+_BY_HOST = {"host_name": "host"}
+#: Built once: building it cost more than running it.
 _READ_FOR_REPORTS = (
     select(
         _DESIRED.c.host_name,
@@ -82,24 +84,6 @@ _READ_FOR_REPORTS = (
     )
     .outerjoin(HostRow, HostRow.name == _DESIRED.c.host_name)
     .where(_DESIRED.c.host_name.in_(bindparam("hosts", expanding=True)))
-)
-_REPLACE_DOCUMENT = (
-    update(_DESIRED)
-    .where(_DESIRED.c.host_name == bindparam("host"))
-    .values(
-        document=bindparam("document", type_=_DESIRED.c.document.type),
-        hash=bindparam("hash"),
-        updated_at=bindparam("updated_at", type_=_DESIRED.c.updated_at.type),
-    )
-)
-_RECORD_REPORT = (
-    update(_DESIRED)
-    .where(_DESIRED.c.host_name == bindparam("host"))
-    .values(
-        applied_hash=bindparam("applied_hash"),
-        applied_result=bindparam("applied_result", type_=_DESIRED.c.applied_result.type),
-        applied_at=bindparam("applied_at", type_=_DESIRED.c.applied_at.type),
-    )
 )
 
 
@@ -146,10 +130,8 @@ def set_many(
         )
     if gone:
         conn.execute(delete(_DESIRED).where(_DESIRED.c.host_name.in_(gone)))
-    if changed:
-        conn.execute(_REPLACE_DOCUMENT, changed)
-    if new:
-        conn.execute(insert(_DESIRED), new)
+    update_many(conn, _DESIRED, changed, _BY_HOST)
+    insert_many(conn, _DESIRED, new)
     return notes
 
 
@@ -211,7 +193,7 @@ def report_applied_many(
         for row in conn.execute(_READ_FOR_REPORTS, {"hosts": sorted({n for n, _ in reports})})
     }
     outcomes: list[DesiredStatus | PlaneError] = []
-    updates: list[dict[str, Any]] = []
+    updates: dict[str, dict[str, Any]] = {}
     notes: dict[str | None, list[tuple[ObjectKind, str, str, str, EventType]]] = {}
     for name, report in reports:
         row = found.get(name)
@@ -228,14 +210,12 @@ def report_applied_many(
                 )
             )
             continue
-        updates.append(
-            {
-                "host": name,
-                "applied_hash": report.hash,
-                "applied_result": report.result,
-                "applied_at": now,
-            }
-        )
+        updates[name] = {  # a later report of the same host wins
+            "host": name,
+            "applied_hash": report.hash,
+            "applied_result": report.result,
+            "applied_at": now,
+        }
         ok = bool(report.result.get("ok", True))
         message = f"desired state {report.hash[:12]} " + (
             "applied" if ok else f"failed: {str(report.result.get('message', ''))[:200]}"
@@ -261,8 +241,7 @@ def report_applied_many(
                 in_sync=True,
             )
         )
-    if updates:
-        conn.execute(_RECORD_REPORT, updates)
+    update_many(conn, _DESIRED, list(updates.values()), _BY_HOST)
     for pool, of_pool in notes.items():
         events.record_many(session, of_pool, now=now, pool=pool)
     return outcomes
