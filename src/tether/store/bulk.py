@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
+    ColumnElement,
     Connection,
     Executable,
     Subquery,
@@ -25,7 +27,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 __all__ = ["insert_many", "update_many"]
 
@@ -41,15 +43,22 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     return columns
 
 
+def _elements(table: Table, param: str, column: str) -> ColumnElement[Any]:
+    """One column's values, row by row: ``unnest`` of an array typed as the column, or
+    for a JSON column the elements of one JSON array (sent as one document: psycopg's
+    text form of an array escapes every quote of every element, slow for large ones)."""
+    kind = table.c[column].type
+    if isinstance(kind, JSON):
+        return func.jsonb_array_elements(bindparam(param, type_=JSONB))
+    return func.unnest(bindparam(param, type_=ARRAY(kind)))
+
+
 def _arrays(table: Table, params: Sequence[tuple[str, str]]) -> Subquery:
-    """``SELECT unnest(:a) AS a, unnest(:b) AS b, ...`` for (parameter, column) pairs,
-    each array typed as its column: set-returning functions side by side in one select
-    list run in step, row by row."""
+    """``SELECT unnest(:a) AS a, unnest(:b) AS b, ...`` for (parameter, column) pairs
+    (:func:`_elements`): set-returning functions side by side in one select list run in
+    step, row by row."""
     return select(
-        *[
-            func.unnest(bindparam(param, type_=ARRAY(table.c[column].type))).label(param)
-            for param, column in params
-        ]
+        *[_elements(table, param, column).label(param) for param, column in params]
     ).subquery("v")
 
 
