@@ -1,4 +1,4 @@
-"""Many rows in one statement.
+"""Many rows, or many values, in one statement.
 
 With psycopg, an executemany is one statement per row (pipelined, but each still bound,
 sent and executed): a rollout wave writes a hundred member rows and hundreds of events in
@@ -7,11 +7,15 @@ VALUES form compiles a bind parameter per value, which costs more than it saves.
 PostgreSQL these functions send one array per column and ``unnest`` them: one statement
 whose shape does not depend on the row count, so psycopg prepares it once. SQLite keeps
 the DBAPI's executemany (in process: no round trip to save).
+
+For the same reason :func:`among` asks PostgreSQL for ``column = ANY(:array)`` where
+``column IN (:a, :b, ...)`` would bind a parameter per value: a hundred hosts' names make
+a new statement text each time, which psycopg neither caches nor prepares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -21,6 +25,7 @@ from sqlalchemy import (
     Executable,
     Subquery,
     Table,
+    any_,
     bindparam,
     func,
     insert,
@@ -28,11 +33,43 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import QueryableAttribute, Session
 
-__all__ = ["insert_many", "update_many"]
+__all__ = ["among", "among_param", "insert_many", "update_many"]
 
 #: Built statements by (kind, table, parameter names, matched columns).
 _BUILT: dict[tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...]], Executable] = {}
+
+
+Column = ColumnElement[Any] | QueryableAttribute[Any]
+
+
+def among(bind: Connection | Session, column: Column, values: Iterable[Any]) -> ColumnElement[bool]:
+    """``column`` is one of ``values``: one array parameter on PostgreSQL (module doc)."""
+    expr = _expression(column)
+    values = list(values)
+    if _dialect(bind) == "postgresql":
+        return expr == any_(bindparam(None, values, type_=ARRAY(expr.type)))
+    return expr.in_(values)
+
+
+def among_param(dialect: str, column: Column, key: str) -> ColumnElement[bool]:
+    """:func:`among` for a statement built once for ``dialect``: its values are bound as
+    parameter ``key`` (a list) when it runs."""
+    expr = _expression(column)
+    if dialect == "postgresql":
+        return expr == any_(bindparam(key, type_=ARRAY(expr.type)))
+    return expr.in_(bindparam(key, expanding=True))
+
+
+def _expression(column: Column) -> ColumnElement[Any]:
+    return column.expression if isinstance(column, QueryableAttribute) else column
+
+
+def _dialect(bind: Connection | Session) -> str:
+    if isinstance(bind, Session):
+        return bind.get_bind().dialect.name
+    return bind.dialect.name
 
 
 def _columns(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Table, event, select
 
 from tether.sim.seed import seed_running_pool
-from tether.store.bulk import insert_many, update_many
+from tether.store.bulk import among, insert_many, update_many
 from tether.store.db import Database
 from tether.store.schema import EventRow, PoolMemberRow
 
@@ -109,3 +109,31 @@ def test_rows_naming_the_same_row_twice_are_refused(db: Database) -> None:
         with pytest.raises(ValueError, match="name the same row twice"):
             update_many(s.connection(), EVENTS, twice, {"id": "_id"})
         assert s.scalars(select(EventRow.count)).one() == 1
+
+
+def test_among_finds_the_rows_with_one_statement_text_whatever_the_count(db: Database) -> None:
+    """On PostgreSQL ``= ANY(:array)``: the text does not grow with the values, so psycopg
+    prepares it once; elsewhere an IN list."""
+    at = datetime.now(UTC)
+    with db.session() as s:
+        insert_many(s.connection(), EVENTS, [_row(i, at, "pool") for i in range(80)])
+    statements: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    found = []
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        with db.session() as s:
+            for names in (["h0003", "h0077", "nobody"], [f"h{i:04d}" for i in range(0, 80, 2)]):
+                query = select(EventRow.object_name).where(among(s, EventRow.object_name, names))
+                found.append(sorted(s.scalars(query)))
+            assert s.scalars(select(EventRow.id).where(among(s, EventRow.id, []))).all() == []
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+    assert found == [["h0003", "h0077"], [f"h{i:04d}" for i in range(0, 80, 2)]]
+    if db.engine.dialect.name == "postgresql":
+        assert statements[0] == statements[1] and "ANY" in statements[0]
+    else:
+        assert statements[0] != statements[1]
