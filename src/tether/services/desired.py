@@ -17,9 +17,10 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, select
+from sqlalchemy import Select, Table, delete, select
 from sqlalchemy.orm import Session
 
 from tether.domain.agent import AppliedReport, DesiredDocument, DesiredStatus, document_hash
@@ -29,7 +30,7 @@ from tether.errors import Conflict, NotFound, PlaneError
 from tether.netplan.vpnserver import hide_keys
 from tether.services import events
 from tether.services.profiles import load_profile
-from tether.store.bulk import insert_many, update_many
+from tether.store.bulk import among, among_param, insert_many, update_many
 from tether.store.db import Database
 from tether.store.repo import get_named
 from tether.store.schema import DesiredStateRow, HostRow, PoolRow, utcnow
@@ -73,18 +74,22 @@ def set_desired(
 _DESIRED = cast(Table, DesiredStateRow.__table__)
 #: Rows of :func:`set_many` and :func:`report_applied_many` name their host so.
 _BY_HOST = {"host_name": "host"}
-#: Built once: building it cost more than running it.
-_READ_FOR_REPORTS = (
-    select(
-        _DESIRED.c.host_name,
-        _DESIRED.c.hash,
-        _DESIRED.c.document,
-        _DESIRED.c.updated_at,
-        HostRow.pool,
+
+
+@cache
+def _read_for_reports(dialect: str) -> Select[Any]:
+    """Built once per kind of store: building it cost more than running it."""
+    return (
+        select(
+            _DESIRED.c.host_name,
+            _DESIRED.c.hash,
+            _DESIRED.c.document,
+            _DESIRED.c.updated_at,
+            HostRow.pool,
+        )
+        .outerjoin(HostRow, HostRow.name == _DESIRED.c.host_name)
+        .where(among_param(dialect, _DESIRED.c.host_name, "hosts"))
     )
-    .outerjoin(HostRow, HostRow.name == _DESIRED.c.host_name)
-    .where(_DESIRED.c.host_name.in_(bindparam("hosts", expanding=True)))
-)
 
 
 def set_many(
@@ -100,7 +105,7 @@ def set_many(
     stored = dict(
         conn.execute(
             select(_DESIRED.c.host_name, _DESIRED.c.hash).where(
-                _DESIRED.c.host_name.in_(list(documents))
+                among(conn, _DESIRED.c.host_name, documents)
             )
         ).all()
     )
@@ -129,7 +134,7 @@ def set_many(
             )
         )
     if gone:
-        conn.execute(delete(_DESIRED).where(_DESIRED.c.host_name.in_(gone)))
+        conn.execute(delete(_DESIRED).where(among(conn, _DESIRED.c.host_name, gone)))
     update_many(conn, _DESIRED, changed, _BY_HOST)
     insert_many(conn, _DESIRED, new)
     return notes
@@ -190,7 +195,9 @@ def report_applied_many(
     conn = session.connection()
     found = {
         row.host_name: row
-        for row in conn.execute(_READ_FOR_REPORTS, {"hosts": sorted({n for n, _ in reports})})
+        for row in conn.execute(
+            _read_for_reports(conn.dialect.name), {"hosts": sorted({n for n, _ in reports})}
+        )
     }
     outcomes: list[DesiredStatus | PlaneError] = []
     updates: dict[str, dict[str, Any]] = {}

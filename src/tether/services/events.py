@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import cast
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Select, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from tether.domain.models import EventSpec, EventType, ObjectKind
 from tether.domain.resources import Event
 from tether.errors import Invalid
-from tether.store.bulk import insert_many
+from tether.store.bulk import among_param, insert_many
 from tether.store.repo import page
 from tether.store.schema import EventRow, HostRow, RolloutRow, utcnow
 
@@ -58,22 +59,28 @@ def record(
 
 
 _EVENTS = cast(Table, EventRow.__table__)
-#: :func:`record_many`'s statements, built once: it runs for every report of an applied
-#: plan, and building them cost more than running them.
-_RECENT = select(
-    _EVENTS.c.id,
-    _EVENTS.c.object_kind,
-    _EVENTS.c.object_name,
-    _EVENTS.c.type,
-    _EVENTS.c.reason,
-    _EVENTS.c.message,
-).where(
-    # kind and name: the (object_kind, object_name) index finds them
-    _EVENTS.c.object_kind.in_(bindparam("kinds", expanding=True)),
-    _EVENTS.c.object_name.in_(bindparam("names", expanding=True)),
-    _EVENTS.c.reason.in_(bindparam("reasons", expanding=True)),
-    _EVENTS.c.last_time >= bindparam("since", type_=_EVENTS.c.last_time.type),
-)
+
+
+@cache
+def _recent(dialect: str) -> Select[Any]:
+    """:func:`record_many`'s search for recent repeats, built once per kind of store: it
+    runs for every report of an applied plan, and building it cost more than running it."""
+    return select(
+        _EVENTS.c.id,
+        _EVENTS.c.object_kind,
+        _EVENTS.c.object_name,
+        _EVENTS.c.type,
+        _EVENTS.c.reason,
+        _EVENTS.c.message,
+    ).where(
+        # kind and name: the (object_kind, object_name) index finds them
+        among_param(dialect, _EVENTS.c.object_kind, "kinds"),
+        among_param(dialect, _EVENTS.c.object_name, "names"),
+        among_param(dialect, _EVENTS.c.reason, "reasons"),
+        _EVENTS.c.last_time >= bindparam("since", type_=_EVENTS.c.last_time.type),
+    )
+
+
 _REPEATED = (
     update(_EVENTS)
     .where(_EVENTS.c.id == bindparam("event_id"))
@@ -104,7 +111,7 @@ def record_many(
     session.flush()  # events the session still holds count as recent repeats too
     conn = session.connection()
     recent = conn.execute(
-        _RECENT,
+        _recent(conn.dialect.name),
         {
             "kinds": sorted({s.object_kind.value for s in specs}),
             "names": sorted({s.object_name for s in specs}),

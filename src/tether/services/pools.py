@@ -52,7 +52,7 @@ from tether.services.profiles import (
     target_key,
 )
 from tether.services.rollouts import record_of, row_values
-from tether.store.bulk import update_many
+from tether.store.bulk import among, update_many
 from tether.store.repo import get_named
 from tether.store.schema import (
     ClusterRow,
@@ -144,7 +144,7 @@ def _members(session: Session, pool: str, *where: Any) -> dict[str, Member]:
             stale.append(host)
     if stale:
         query = select(PoolMemberRow).where(
-            PoolMemberRow.pool == pool, PoolMemberRow.host_name.in_(stale)
+            PoolMemberRow.pool == pool, among(session, PoolMemberRow.host_name, stale)
         )
         for row in session.scalars(query):
             member = _member(row)
@@ -160,7 +160,7 @@ class _OfPool:
     pool: str
 
 
-def _which(column: Any, hosts: _OfPool | Sequence[str]) -> Any:
+def _which(session: Session, column: Any, hosts: _OfPool | Sequence[str]) -> Any:
     """``column`` names one of ``hosts``: for a whole pool a subquery, not a list of a
     thousand bound names."""
     if isinstance(hosts, _OfPool):
@@ -168,7 +168,7 @@ def _which(column: Any, hosts: _OfPool | Sequence[str]) -> Any:
             column.in_(select(HostRow.name).where(HostRow.pool == hosts.pool)),
             column.in_(select(PoolMemberRow.host_name).where(PoolMemberRow.pool == hosts.pool)),
         )
-    return column.in_(list(hosts))
+    return among(session, column, hosts)
 
 
 def _nodes(session: Session, hosts: _OfPool | Sequence[str]) -> dict[str, NodeObs]:
@@ -180,7 +180,7 @@ def _nodes(session: Session, hosts: _OfPool | Sequence[str]) -> dict[str, NodeOb
             NodeStatusRow.ready_since,
             NodeStatusRow.unschedulable,
             NodeStatusRow.kubelet_version,
-        ).where(_which(NodeStatusRow.host_name, hosts))
+        ).where(_which(session, NodeStatusRow.host_name, hosts))
     ).all()
     return {
         host: NodeObs(ready=ready, ready_since=since, unschedulable=cordoned, kubelet_version=v)
@@ -239,7 +239,7 @@ def _decoded(
     if stale:
         if len(cache) > 200_000:
             cache.clear()
-        for name, value in session.execute(select(key, column).where(key.in_(list(stale)))):
+        for name, value in session.execute(select(key, column).where(among(session, key, stale))):
             cache[name] = (stale[name], value)
             found[name] = value
     return found
@@ -272,7 +272,7 @@ def _inventories(session: Session, ahead: Sequence[str] = ()) -> Callable[[str],
     thousand misses at once), any other alone."""
     known: dict[str, Any] = {}
     if ahead:
-        query = select(HostRow.name, HostRow.inventory).where(HostRow.name.in_(ahead))
+        query = select(HostRow.name, HostRow.inventory).where(among(session, HostRow.name, ahead))
         known.update((name, inventory) for name, inventory in session.execute(query))
 
     def read(name: str) -> Mapping[str, Any]:
@@ -341,7 +341,7 @@ def load(
     hosts = {h.name: h for h in _hosts(session, HostRow.pool == name)}
     missing = sorted(set(rows) - set(hosts))  # leaving hosts already released elsewhere
     if missing:
-        hosts.update((h.name, h) for h in _hosts(session, HostRow.name.in_(missing)))
+        hosts.update((h.name, h) for h in _hosts(session, among(session, HostRow.name, missing)))
     members = _pairs(session, inputs, rows, hosts, _OfPool(name), external)
     spares = _spares(session, inputs, spec, PoolState(row.state))
     rollout_row = session.scalars(
@@ -450,8 +450,8 @@ def refresh(
     names = sorted(set(changed) & set(before))
     fresh: dict[str, tuple[Member, Observed]] = {}
     if names:
-        rows = _members(session, inp.name, PoolMemberRow.host_name.in_(names))
-        hosts = {h.name: h for h in _hosts(session, HostRow.name.in_(names))}
+        rows = _members(session, inp.name, among(session, PoolMemberRow.host_name, names))
+        hosts = {h.name: h for h in _hosts(session, among(session, HostRow.name, names))}
         if len(rows) != len(names) or len(hosts) != len(names):
             return None  # a member removed or a host deleted: the pool's hosts changed
         pairs = _pairs(session, loaded.inputs, rows, hosts, names, external)
@@ -526,7 +526,7 @@ def _docs(session: Session, hosts: _OfPool | Sequence[str]) -> dict[str, _DocVie
             DesiredStateRow.hash,
             DesiredStateRow.applied_hash,
             DesiredStateRow.applied_at,
-        ).where(_which(DesiredStateRow.host_name, hosts))
+        ).where(_which(session, DesiredStateRow.host_name, hosts))
     ).all()
     results = _decoded(
         session,
