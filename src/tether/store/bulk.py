@@ -4,9 +4,10 @@ With psycopg, an executemany is one statement per row (pipelined, but each still
 sent and executed): a rollout wave writes a hundred member rows and hundreds of events in
 one transaction, and those statements were a large part of it. SQLAlchemy's multi-row
 VALUES form compiles a bind parameter per value, which costs more than it saves. On
-PostgreSQL these functions send one array per column and ``unnest`` them: one statement
-whose shape does not depend on the row count, so psycopg prepares it once. SQLite keeps
-the DBAPI's executemany (in process: no round trip to save).
+PostgreSQL these functions send each column's values as one JSON array and expand them
+row by row in SQL: one statement whose shape does not depend on the row count, so
+psycopg prepares it once. SQLite keeps the DBAPI's executemany (in process: no round
+trip to save).
 
 For the same reason :func:`among` asks PostgreSQL for ``column = ANY(:array)`` where
 ``column IN (:a, :b, ...)`` would bind a parameter per value: a hundred hosts' names make
@@ -15,7 +16,9 @@ a new statement text each time, which psycopg neither caches nor prepares.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -25,8 +28,10 @@ from sqlalchemy import (
     Executable,
     Subquery,
     Table,
+    Text,
     any_,
     bindparam,
+    cast,
     func,
     insert,
     select,
@@ -81,17 +86,18 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
 
 
 def _elements(table: Table, param: str, column: str) -> ColumnElement[Any]:
-    """One column's values, row by row: ``unnest`` of an array typed as the column, or
-    for a JSON column the elements of one JSON array (sent as one document: psycopg's
-    text form of an array escapes every quote of every element, slow for large ones)."""
-    kind = table.c[column].type
-    if isinstance(kind, JSON):
-        return func.jsonb_array_elements(bindparam(param, type_=JSONB))
-    return func.unnest(bindparam(param, type_=ARRAY(kind)))
+    """One column's values, row by row, from one JSON array (:func:`_arrays_of`): the
+    elements themselves for a JSON column, else their text cast to the column's type.
+    Not a typed array: psycopg writes an array's text form by checking and escaping
+    every element with regular expressions, which cost more than the statement saved."""
+    values = cast(bindparam(param, type_=Text), JSONB)
+    if isinstance(table.c[column].type, JSON):
+        return func.jsonb_array_elements(values)
+    return cast(func.jsonb_array_elements_text(values), table.c[column].type)
 
 
 def _arrays(table: Table, params: Sequence[tuple[str, str]]) -> Subquery:
-    """``SELECT unnest(:a) AS a, unnest(:b) AS b, ...`` for (parameter, column) pairs
+    """``SELECT f(:a) AS a, f(:b) AS b, ...`` for (parameter, column) pairs
     (:func:`_elements`): set-returning functions side by side in one select list run in
     step, row by row."""
     return select(
@@ -99,8 +105,17 @@ def _arrays(table: Table, params: Sequence[tuple[str, str]]) -> Subquery:
     ).subquery("v")
 
 
-def _arrays_of(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[str, list[Any]]:
-    return {name: [row[name] for row in rows] for name in columns}
+def _json_value(value: object) -> object:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.isoformat()  # with its offset, which PostgreSQL reads
+    raise TypeError(f"{type(value).__name__} is not a column value")
+
+
+def _arrays_of(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[str, str]:
+    """Each column's values as one JSON array (see :func:`_elements`)."""
+    return {name: json.dumps([row[name] for row in rows], default=_json_value) for name in columns}
 
 
 def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
