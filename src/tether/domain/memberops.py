@@ -194,6 +194,18 @@ class Operation:
         return self.target.hash if self.target is not None else None
 
     @property
+    def eager_before_send(self) -> bool:
+        """Whether a step the controller takes eagerly (:data:`EAGER_STEPS`) comes before
+        the next plan this operation sends: only then can one pass advance it that far (a
+        plan sent in a pass is not reported applied in the same pass)."""
+        for step in self.steps[self.index :]:
+            if step in EAGER_STEPS:
+                return True
+            if step in _SENDS:
+                return False
+        return False
+
+    @property
     def waits_for_target(self) -> bool:
         """Whether it stands still at a send that needs the target it lacks: a join begun
         while the host's target could not be computed waits until it can."""

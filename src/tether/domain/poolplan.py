@@ -875,12 +875,22 @@ def eager_steps(inp: PoolInput) -> list[Member]:
 
     Found as :func:`plan_pool` begins (requested leaves and joins started, then each
     operation advanced), without the rest of a plan: at a thousand members a plan is
-    tens of milliseconds, and a rollout wave waits for it."""
+    tens of milliseconds, and a rollout wave waits for it. Only operations with an eager
+    step before their next send are advanced (:attr:`Operation.eager_before_send`; the
+    leaves and joins a plan starts have none): after a cordon and a drain the next step
+    sends a plan, and advancing those rendered it for nothing."""
+
+    def may_reach(member: Member) -> bool:
+        op = member.op
+        return op is not None and op.failed is None and op.eager_before_send
+
+    if not any(may_reach(m) for m, _ in inp.members):
+        return []
     work = _started(inp)
     found = []
     for member in work.members.values():
         op = member.op
-        if op is None or op.failed is not None:
+        if op is None or not may_reach(member):
             continue
         after = _advanced(work, member).member
         if after is None or after.op is None or after.op.failed is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -20,12 +21,16 @@ from tether.domain.memberops import (
     Member,
     NodeObs,
     Observed,
+    Operation,
+    OpKind,
     Step,
     StepOutcome,
     StepResult,
     as_left_by_own_steps,
+    update_steps,
 )
 from tether.domain.models import UpdateStrategy
+from tether.domain.profiles import Action
 from tether.domain.states import HostState
 
 
@@ -108,3 +113,25 @@ def test_an_uncordon_is_taken_before_the_plan_so_no_plan_records_it_as_intent() 
         world.step_world(1.0)
     assert sorted(uncordoned) == ["h000", "h001", "h002", "h003"]
     assert world.violations == []
+
+
+def test_only_an_operation_with_its_uncordon_before_its_next_send_can_reach_it_in_a_pass() -> None:
+    """``eager_steps`` advances only these: a plan sent in a pass is not reported applied
+    in that pass, so an uncordon behind a send is a pass away at least."""
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+
+    def reach(steps: tuple[Step, ...]) -> list[bool]:
+        at = range(len(steps) + 1)  # the last: done
+        return [
+            Operation(OpKind.UPDATE, Action.UPGRADE, steps, i, now, now).eager_before_send
+            for i in at
+        ]
+
+    upgrade = update_steps(Action.UPGRADE, version_changes=True, meta_changes=False)
+    assert upgrade[2:] == (Step.SEND_UPGRADE, Step.WAIT_APPLIED, Step.WAIT_READY, Step.UNCORDON)
+    assert reach(upgrade) == [False, False, False, True, True, True, False]
+    reboot = update_steps(Action.REBOOT, version_changes=False, meta_changes=False)
+    assert reboot[3:5] == (Step.WAIT_APPLIED, Step.SEND_REBOOT)
+    assert reach(reboot) == [False, False, False, False, False, True, True, True, False]
+    repave = update_steps(Action.REPAVE, version_changes=True, meta_changes=False)
+    assert Step.UNCORDON not in repave and not any(reach(repave))
