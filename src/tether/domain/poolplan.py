@@ -227,9 +227,8 @@ def _advanced(work: _Work, member: Member) -> Advance:
 
 
 def _advance_all(work: _Work, failures: dict[str, str]) -> None:
-    for host, member in sorted(work.members.items()):
-        if member.op is None:
-            continue
+    busy = sorted((h, m) for h, m in work.members.items() if m.op is not None)
+    for host, member in busy:
         moved = _advanced(work, member)
         work.plan.events.extend(moved.events)
         if moved.set_document:
@@ -452,13 +451,12 @@ def _progress_rollout(
         work.plan.wake_in(0)
     # A node that turns available later (minReadySeconds) may let the rollout move on.
     timers = False
+    horizon = now - timedelta(seconds=bound.min_ready_seconds)  # Ready since before: available
     for host in work.members:
         node = work.obs[host].node
-        if node is not None and node.ready and node.ready_since is not None:
-            left = node.ready_since + timedelta(seconds=bound.min_ready_seconds) - now
-            if left > timedelta(0):
-                timers = True
-                work.plan.wake_in(left.total_seconds())
+        if node is not None and node.ready and node.ready_since and node.ready_since > horizon:
+            timers = True
+            work.plan.wake_in((node.ready_since - horizon).total_seconds())
     moving = any(
         m.op is not None and m.op.failed is None and not m.op.waits_for_target
         for m in work.members.values()
@@ -481,11 +479,12 @@ def _progress_rollout(
         and all(c.up_to_date and not c.busy and not c.surge for c in staying)
         and not any(not m.staying for m in work.members.values())
     )
-    busy = {
-        h: m.op.step.value if m.op.step else "done"
-        for h, m in sorted(work.members.items())
+    ours = sorted(
+        (h, m.op)
+        for h, m in work.members.items()
         if m.op is not None and m.op.rollout == rollout.name
-    }
+    )
+    busy = {h: op.step.value if op.step else "done" for h, op in ours}
     progress: dict[str, Any] = {
         "updated": updated,
         "total": len(staying),
