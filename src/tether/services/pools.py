@@ -571,7 +571,9 @@ def _conflict(what: str) -> Conflict:
     )
 
 
-def _member_values(pool: str, member: Member, before: Member | None) -> dict[str, Any]:
+def _member_values(
+    pool: str, member: Member, before: Member | None, at: datetime
+) -> dict[str, Any]:
     values: dict[str, Any] = {
         "pool": pool,
         "phase": member.phase.value,
@@ -584,7 +586,7 @@ def _member_values(pool: str, member: Member, before: Member | None) -> dict[str
         "version": member.version,
         "leave_requested": member.leave_requested,
         "surge": member.surge,
-        "updated_at": utcnow(),
+        "updated_at": at,
     }
     if before is not None and before.spec is member.spec:
         del values["spec"]  # unchanged: a node target is large, skip writing it again
@@ -603,9 +605,10 @@ def _write_members(
     table = cast(Table, PoolMemberRow.__table__)
     batches: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     written = []
+    at = utcnow()  # one time for the write: bound once (:func:`update_many`)
     for member, seen, before in members:
-        values = _member_values(pool, member, before)
-        written.append((replace(member, resource_version=seen + 1), values["updated_at"]))
+        values = _member_values(pool, member, before, at)
+        written.append((replace(member, resource_version=seen + 1), at))
         if seen == 0:
             if session.get(PoolMemberRow, member.host) is not None:
                 raise _conflict(f"member {member.host}")

@@ -6,8 +6,9 @@ one transaction, and those statements were a large part of it. SQLAlchemy's mult
 VALUES form compiles a bind parameter per value, which costs more than it saves. On
 PostgreSQL these functions send each column's values as one JSON array and expand them
 row by row in SQL: one statement whose shape does not depend on the row count, so
-psycopg prepares it once. SQLite keeps the DBAPI's executemany (in process: no round
-trip to save).
+psycopg prepares it once. A column whose value is the same in every row (a write's
+time, a pool's name) is bound once, not repeated in an array. SQLite keeps the DBAPI's
+executemany (in process: no round trip to save).
 
 For the same reason :func:`among` asks PostgreSQL for ``column = ANY(:array)`` where
 ``column IN (:a, :b, ...)`` would bind a parameter per value: a hundred hosts' names make
@@ -42,8 +43,10 @@ from sqlalchemy.orm import QueryableAttribute, Session
 
 __all__ = ["among", "among_param", "insert_many", "update_many"]
 
-#: Built statements by (kind, table, parameter names, matched columns).
-_BUILT: dict[tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...]], Executable] = {}
+#: Built statements by (kind, table, parameter names, matched columns, columns bound once).
+_BUILT: dict[
+    tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...], frozenset[str]], Executable
+] = {}
 
 
 Column = ColumnElement[Any] | QueryableAttribute[Any]
@@ -96,12 +99,19 @@ def _elements(table: Table, param: str, column: str) -> ColumnElement[Any]:
     return cast(func.jsonb_array_elements_text(values), table.c[column].type)
 
 
-def _arrays(table: Table, params: Sequence[tuple[str, str]]) -> Subquery:
+def _arrays(table: Table, params: Sequence[tuple[str, str]], once: frozenset[str]) -> Subquery:
     """``SELECT f(:a) AS a, f(:b) AS b, ...`` for (parameter, column) pairs
     (:func:`_elements`): set-returning functions side by side in one select list run in
-    step, row by row."""
+    step, row by row. A parameter of ``once`` is one value, the same in every row."""
     return select(
-        *[_elements(table, param, column).label(param) for param, column in params]
+        *[
+            (
+                bindparam(param, type_=table.c[column].type)
+                if param in once
+                else _elements(table, param, column)
+            ).label(param)
+            for param, column in params
+        ]
     ).subquery("v")
 
 
@@ -113,9 +123,37 @@ def _json_value(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not a column value")
 
 
-def _arrays_of(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[str, str]:
-    """Each column's values as one JSON array (see :func:`_elements`)."""
-    return {name: json.dumps([row[name] for row in rows], default=_json_value) for name in columns}
+def _bound_once(
+    table: Table, rows: Sequence[Mapping[str, Any]], params: Sequence[tuple[str, str]]
+) -> frozenset[str]:
+    """The parameters (of (parameter, column) pairs) with one scalar value in every row:
+    bound once (:func:`_arrays`). One parameter stays an array whatever, as the rows'
+    count comes from the arrays."""
+    once = set()
+    first = rows[0]
+    for param, column in params:
+        value = first[param]
+        if isinstance(table.c[column].type, JSON) or isinstance(value, (dict, list)):
+            continue
+        if isinstance(value, datetime) and value.tzinfo is None:
+            continue  # refused with the arrays (:func:`_json_value`)
+        if all(row[param] == value and type(row[param]) is type(value) for row in rows):
+            once.add(param)
+    if len(once) == len(params):
+        once.discard(params[0][0])
+    return frozenset(once)
+
+
+def _arrays_of(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], once: frozenset[str]
+) -> dict[str, Any]:
+    """Each column's values as one JSON array (see :func:`_elements`), or its one value."""
+    return {
+        name: rows[0][name]
+        if name in once
+        else json.dumps([row[name] for row in rows], default=_json_value)
+        for name in columns
+    }
 
 
 def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -127,14 +165,16 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     if conn.dialect.name != "postgresql":
         conn.execute(insert(table), list(rows))
         return
-    key = ("insert", table.name, columns, ())
+    params = [(c, c) for c in columns]
+    once = _bound_once(table, rows, params)
+    key = ("insert", table.name, columns, (), once)
     statement = _BUILT.get(key)
     if statement is None:
-        arrays = _arrays(table, [(c, c) for c in columns])
+        arrays = _arrays(table, params, once)
         statement = _BUILT[key] = insert(table).from_select(
             list(columns), select(*[arrays.c[c] for c in columns])
         )
-    conn.execute(statement, _arrays_of(rows, columns))
+    conn.execute(statement, _arrays_of(rows, columns, once))
 
 
 def update_many(
@@ -160,14 +200,16 @@ def update_many(
     if conn.dialect.name != "postgresql":
         where = [table.c[column] == bindparam(param) for column, param in matched]
         return int(conn.execute(update(table).where(*where), list(rows)).rowcount)
-    key = ("update", table.name, columns, matched)
+    guards = {param: column for column, param in matched}
+    params = [(name, guards.get(name, name)) for name in columns]
+    once = _bound_once(table, rows, params)
+    key = ("update", table.name, columns, matched, once)
     statement = _BUILT.get(key)
     if statement is None:
-        params = {param: column for column, param in matched}
-        arrays = _arrays(table, [(name, params.get(name, name)) for name in columns])
+        arrays = _arrays(table, params, once)
         statement = _BUILT[key] = (
             update(table)
             .where(*[table.c[column] == arrays.c[param] for column, param in matched])
-            .values({name: arrays.c[name] for name in columns if name not in params})
+            .values({name: arrays.c[name] for name in columns if name not in guards})
         )
-    return int(conn.execute(statement, _arrays_of(rows, columns)).rowcount)
+    return int(conn.execute(statement, _arrays_of(rows, columns, once)).rowcount)

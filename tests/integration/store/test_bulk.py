@@ -63,6 +63,36 @@ def test_rows_land_as_given_in_their_order_in_one_statement(db: Database) -> Non
         assert statements == ["many"]
 
 
+def test_a_value_every_row_shares_is_sent_once_and_lands_in_every_row(db: Database) -> None:
+    """A write's time and pool are the same in each of its rows: bound once, not an
+    array; rows alike in every column still land as many times as given."""
+    at = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    varying = [_row(i, at, "pool") | {"last_time": at, "count": 1} for i in range(5)]
+    alike = [_row(9, at, None) | {"last_time": at, "count": 1} for _ in range(3)]
+    statements: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        statements.append("many" if many else statement)
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        with db.session() as s:
+            insert_many(s.connection(), EVENTS, varying)
+            insert_many(s.connection(), EVENTS, alike)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+    with db.session() as s:
+        got = list(s.scalars(select(EventRow).order_by(EventRow.id)))
+    assert [(r.object_name, r.message, r.pool, r.count) for r in got] == [
+        (r["object_name"], r["message"], r["pool"], 1) for r in varying + alike
+    ]
+    assert {(r.first_time, r.last_time) for r in got} == {(at, at)}
+    if db.engine.dialect.name == "postgresql":
+        # object_name and message vary; the other seven columns are bound once
+        assert statements[0].count("jsonb_array_elements") == 2
+        assert statements[1].count("jsonb_array_elements") == 1  # one array gives the count
+
+
 def test_rows_with_different_columns_are_refused_before_anything_is_sent(db: Database) -> None:
     at = datetime.now(UTC)
     short = _row(1, at, "pool")
