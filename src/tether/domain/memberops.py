@@ -490,6 +490,12 @@ def _left(op: Operation, now: datetime, seconds: float) -> float:
     return max(0.0, (op.step_started_at + timedelta(seconds=seconds) - now).total_seconds())
 
 
+def _saying(op: Operation, message: str) -> Operation:
+    """``op`` with this message; the same object if it says it already (a waiting member
+    is not rewritten every pass)."""
+    return op if op.message == message else replace(op, message=message)
+
+
 def advance(
     member: Member, obs: Observed, now: datetime, *, node_timeout: float, drain_timeout: float
 ) -> Advance:
@@ -504,7 +510,7 @@ def advance(
         assert step is not None
         if step in _SENDS:
             if op.waits_for_target:
-                op = replace(op, message=f"waiting for a valid target: {obs.target_problem}")
+                op = _saying(op, f"waiting for a valid target: {obs.target_problem}")
                 break
             doc = _document(_SENDS[step], op)
             out.document, out.set_document = doc, True
@@ -521,11 +527,9 @@ def advance(
                 if not obs.applied_retryable:
                     out.failed = f"the plan failed: {obs.applied_message}"
                     break
-                op = replace(
-                    op, message=f"the plan failed, the agent retries: {obs.applied_message}"
-                )
+                op = _saying(op, f"the plan failed, the agent retries: {obs.applied_message}")
             elif obs.doc_hash != op.sent_hash:
-                op = replace(op, message="the host's desired state was changed by someone else")
+                op = _saying(op, "the host's desired state was changed by someone else")
             if _expired(op, now, node_timeout):
                 if op.kind is OpKind.LEAVE and obs.host_state is HostState.UNREACHABLE:
                     # The host is gone: nothing on it can be uninstalled; the Node goes.
@@ -576,7 +580,7 @@ def advance(
             out.failed = f"{step.value} failed: {result.message}"
             break
         if result is not None:
-            op = replace(op, message=result.message)
+            op = _saying(op, result.message)
         limit = drain_timeout if step is Step.DRAIN else node_timeout
         if _expired(op, now, limit):
             out.failed = f"{step.value} did not finish in time {op.message}".strip()
@@ -586,5 +590,6 @@ def advance(
     if out.failed is not None:
         op = replace(op, failed=out.failed)
     assert out.member is not None
-    out.member = replace(out.member, op=op)
+    if op is not member.op:  # unchanged, the member stays the object it was: no write
+        out.member = replace(out.member, op=op)
     return out

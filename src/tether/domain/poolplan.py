@@ -255,7 +255,7 @@ def _advance_all(work: _Work, failures: dict[str, str]) -> None:
             version = op.target.profile_version if op.target else ""
             work.note(EventNote(ObjectKind.HOST, host, verb, f"runs profile version {version}"))
             after = _finish(after, op)
-        if after != member:
+        if after is not member:  # advance returns the member itself when nothing moved
             work.put(after)
 
 
@@ -348,15 +348,16 @@ def _candidates(work: _Work, bound: Bounds) -> list[Candidate]:
 
 
 def _out_of_date(work: _Work) -> list[Member]:
-    return [
-        m
-        for m in work.members.values()
-        if m.staying
-        and m.phase is MemberPhase.ACTIVE
-        and work.obs[m.host].target is not None
-        and m.spec_hash != work.obs[m.host].target.hash  # type: ignore[union-attr]
-        and (m.op is None or m.op.target_hash != work.obs[m.host].target.hash)  # type: ignore[union-attr]
-    ]
+    stale = []
+    for m in work.members.values():
+        if m.phase is not MemberPhase.ACTIVE or not m.staying:
+            continue
+        target = work.obs[m.host].target
+        if target is None or m.spec_hash == target.hash:
+            continue
+        if m.op is None or m.op.target_hash != target.hash:
+            stale.append(m)
+    return stale
 
 
 def _new_rollout(work: _Work, stale: list[Member]) -> RolloutRecord:
@@ -791,6 +792,24 @@ def _started(inp: PoolInput) -> _Work:
     return work
 
 
+def _counts(work: _Work, stale: int) -> dict[str, int]:
+    """The pool's member counts, in one look at each member (a thousand, every pass)."""
+    phases = dict.fromkeys(MemberPhase, 0)
+    leaving = ready = 0
+    for host, m in work.members.items():
+        phases[m.phase] += 1
+        leaving += not m.staying
+        ready += _node_ready(work.obs[host])
+    return {
+        "hosts": len(work.members),
+        "active": phases[MemberPhase.ACTIVE],
+        "joining": phases[MemberPhase.JOINING],
+        "leaving": leaving,
+        "ready": ready,
+        "outOfDate": stale,
+    }
+
+
 def plan_pool(inp: PoolInput) -> PoolPlan:
     """Everything to change for the pool, in memory (module doc); write it in one go."""
     work = _started(inp)
@@ -825,14 +844,7 @@ def plan_pool(inp: PoolInput) -> PoolPlan:
     )
     plan = work.plan
     plan.conditions, plan.state = conditions, state
-    plan.counts = {
-        "hosts": len(work.members),
-        "active": sum(1 for m in work.members.values() if m.phase is MemberPhase.ACTIVE),
-        "joining": sum(1 for m in work.members.values() if m.phase is MemberPhase.JOINING),
-        "leaving": sum(1 for m in work.members.values() if not m.staying),
-        "ready": sum(1 for h in work.members if _node_ready(work.obs[h])),
-        "outOfDate": stale,
-    }
+    plan.counts = _counts(work, stale)
     if state is not inp.state:
         warn = state in (PoolState.DEGRADED, PoolState.DELETING)
         why = next((c for c in conditions if c.status == "False" and c.type != "RollingOut"), None)
