@@ -74,14 +74,15 @@ def run_one(database_url: str, n: int, step: float) -> dict[str, Any]:
         rollouts.act(s, made.name, "approve", actor="bench", now=utcnow())
     controller.poke(["pool"])
     # The rollout's state changes only in a reconcile's write, so the store is read once
-    # after each reconcile, the state column alone: reading it 50 times a second took
-    # the GIL and the store from the reconciler this measures, in the very moments a
-    # wave waits for it. Between reconciles the bench reads a counter, every 5 ms.
+    # after each pass, the state column alone: reading it 50 times a second took the GIL
+    # and the store from the reconciler this measures, in the very moments a wave waits
+    # for it (and so did a read after each write, amid the pass's next round). Between
+    # passes the bench reads a counter, every 5 ms.
     query = select(RolloutRow.state).where(RolloutRow.name == made.name)
     seen = -1
     while True:
-        if controller.reconciles != seen:
-            seen = controller.reconciles
+        if controller.passes != seen:
+            seen = controller.passes
             with db.session() as s:
                 state = s.scalar(query)
             if state in ("Completed", "Failed"):

@@ -47,7 +47,6 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from tether.domain.agent import document_hash
 from tether.domain.memberops import Member, StepResult
 from tether.domain.poolplan import PoolPlan, eager_steps, newly_at_steps, plan_pool, with_steps
 from tether.errors import Conflict, NotFound
@@ -94,9 +93,11 @@ class PoolController:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        #: Reconciles done and conflicts met (for logs and benchmarks).
+        #: Plans written, conflicts met and passes finished (a pass writes up to
+        #: ``MAX_ROUNDS`` plans), for logs and benchmarks.
         self.reconciles = 0
         self.conflicts = 0
+        self.passes = 0
 
     # -- scheduling ------------------------------------------------------------------
 
@@ -178,6 +179,8 @@ class PoolController:
             log.debug("pool %s: %s", name, exc.message)
             self.poke([name])  # read whole: someone else wrote
             return None
+        finally:
+            self.passes += 1
 
     #: Plans written in one reconcile at most (each after the steps the one before recorded).
     MAX_ROUNDS = 4
@@ -250,9 +253,7 @@ class PoolController:
             for member, _ in loaded.input.members:
                 self._hosts[member.host] = name
         if self.on_desired is not None and plan.documents:
-            self.on_desired(
-                {h: None if d is None else document_hash(d) for h, d in plan.documents.items()}
-            )
+            self.on_desired({h: plan.digest(h) for h in plan.documents})
         for note in plan.events:
             log.info("pool %s: %s %s: %s", name, note.name, note.reason, note.message)
 

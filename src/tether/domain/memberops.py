@@ -470,6 +470,7 @@ class Advance:
     member: Member | None  # None: the member is gone (released)
     document: dict[str, Any] | None = None
     set_document: bool = False
+    digest: str | None = None  # the document's hash (computed once, for every use)
     release: bool = False
     events: list[EventNote] = field(default_factory=list)
     failed: str | None = None  # the operation failed now (message)
@@ -513,8 +514,8 @@ def advance(
                 op = _saying(op, f"waiting for a valid target: {obs.target_problem}")
                 break
             doc = _document(_SENDS[step], op)
-            out.document, out.set_document = doc, True
             digest = document_hash(doc)
+            out.document, out.set_document, out.digest = doc, True, digest
             note = f"{_SENDS[step]} plan sent ({op.key}): desired state {digest[:12]}"
             op = op.advanced(now, sent_hash=digest)
             out.events.append(EventNote(ObjectKind.HOST, host, "PlanSent", note))
@@ -555,7 +556,7 @@ def advance(
             out.requeue = _left(op, now, node_timeout)
             break
         if step is Step.CLEAR_PLAN:
-            out.document, out.set_document = None, True
+            out.document, out.set_document, out.digest = None, True, None
             op = op.advanced(now)
             continue
         if step is Step.RELEASE:

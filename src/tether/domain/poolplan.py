@@ -118,6 +118,8 @@ class PoolInput:
 class PoolPlan:
     members: dict[str, Member | None] = field(default_factory=dict)
     documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    #: The hash of each document of ``documents`` the plan made (see :meth:`digest`).
+    digests: dict[str, str] = field(default_factory=dict)
     assign: list[str] = field(default_factory=list)
     release: list[str] = field(default_factory=list)
     rollout: RolloutRecord | None = None  # a changed or new rollout
@@ -129,6 +131,16 @@ class PoolPlan:
     events: list[EventNote] = field(default_factory=list)
     delete_pool: bool = False
     requeue: float | None = None  # seconds until the next reconcile; 0: at once
+
+    def digest(self, host: str) -> str | None:
+        """The hash of ``host``'s document in this plan (None: cleared), as the planner
+        computed it: the store, the agents' wake-up and the next pass need it too, and a
+        rollout step sends a hundred documents."""
+        document = self.documents[host]
+        if document is None:
+            return None
+        known = self.digests.get(host)
+        return known if known is not None else document_hash(document)
 
     def wake_in(self, seconds: float) -> None:
         seconds = max(0.0, seconds)
@@ -233,6 +245,10 @@ def _advance_all(work: _Work, failures: dict[str, str]) -> None:
         work.plan.events.extend(moved.events)
         if moved.set_document:
             work.plan.documents[host] = moved.document
+            if moved.digest is not None:
+                work.plan.digests[host] = moved.digest
+            else:
+                work.plan.digests.pop(host, None)
         if moved.requeue is not None:
             work.plan.wake_in(moved.requeue)
         if moved.release:
@@ -955,11 +971,11 @@ def successor(
         if changed is not None:
             member = replace(changed, resource_version=member.resource_version + 1)
         if member.host in plan.documents:
-            doc = plan.documents[member.host]
-            if doc is None:
+            digest = plan.digest(member.host)
+            if digest is None:
                 obs = replace(obs, doc_hash=None, applied_hash=None, applied_ok=None)
             else:
-                obs = replace(obs, doc_hash=document_hash(doc))
+                obs = replace(obs, doc_hash=digest)
         steps = external.get(member.host, ())
         if steps != obs.external:  # most members took no step: keep their observation
             obs = replace(obs, external=steps)

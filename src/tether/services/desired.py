@@ -93,10 +93,15 @@ def _read_for_reports(dialect: str) -> Select[Any]:
 
 
 def set_many(
-    session: Session, documents: Mapping[str, dict[str, Any] | None], *, now: datetime
+    session: Session,
+    documents: Mapping[str, dict[str, Any] | None],
+    *,
+    now: datetime,
+    digests: Mapping[str, str] | None = None,
 ) -> list[tuple[ObjectKind, str, str, str, EventType]]:
     """Store (or clear, for None) many hosts' documents at once; return the events to
-    record (the pool reconciler records them with the rest of its plan).
+    record (the pool reconciler records them with the rest of its plan). ``digests``
+    gives the hashes of documents the caller computed already (:func:`document_hash`).
 
     A rollout step writes a hundred documents at a thousand nodes: the stored hashes are
     read (not the documents), and the changes go out as one statement per kind."""
@@ -116,7 +121,7 @@ def set_many(
     for name, document in documents.items():
         if document is None:
             continue
-        digest = document_hash(document)
+        digest = (digests or {}).get(name) or document_hash(document)
         if stored.get(name) == digest:
             continue
         values = {"document": document, "hash": digest, "updated_at": now}

@@ -727,7 +727,7 @@ def write(session: Session, loaded: Loaded, plan: PoolPlan) -> None:
     _write_members(session, pool, writes)
     # Every document a plan stores comes with its PlanSent event, which names the new
     # desired state: the store's own DesiredStateChanged notes would say it again.
-    desired.set_many(session, plan.documents, now=now)
+    desired.set_many(session, plan.documents, now=now, digests=plan.digests)
     for host in plan.release:
         _move_host(session, host, None, HostEvent.RELEASE)
     for record in (plan.superseded, plan.rollout):

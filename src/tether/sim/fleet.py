@@ -22,26 +22,33 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
+from functools import cache
+from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import Select, delete, select, update
 
 from tether.domain.agent import AppliedReport
 from tether.domain.memberops import Step, StepOutcome, StepResult
 from tether.services import desired
+from tether.store.bulk import among, among_param
 from tether.store.db import Database
 from tether.store.schema import DesiredStateRow, NodeStatusRow, utcnow
 
 __all__ = ["SimulatedFleet"]
 
 _NODE_PLAN = DesiredStateRow.document["node"]
-#: A plan's hash, action and Kubernetes version, per host of ``hosts``: the fields the
-#: simulation acts on, picked out by the store (a node plan's document is kilobytes).
-_PLANS = select(
-    DesiredStateRow.host_name,
-    DesiredStateRow.hash,
-    _NODE_PLAN["action"].as_string(),
-    _NODE_PLAN["version"].as_string(),
-).where(DesiredStateRow.host_name.in_(bindparam("hosts", expanding=True)))
+
+
+@cache
+def _plans(dialect: str) -> Select[Any]:
+    """A plan's hash, action and Kubernetes version, per host of ``hosts``: the fields the
+    simulation acts on, picked out by the store (a node plan's document is kilobytes)."""
+    return select(
+        DesiredStateRow.host_name,
+        DesiredStateRow.hash,
+        _NODE_PLAN["action"].as_string(),
+        _NODE_PLAN["version"].as_string(),
+    ).where(among_param(dialect, DesiredStateRow.host_name, "hosts"))
 
 
 class SimulatedFleet:
@@ -114,13 +121,14 @@ class SimulatedFleet:
                 if nodes:
                     session.execute(
                         update(NodeStatusRow)
-                        .where(NodeStatusRow.host_name.in_(nodes))
+                        .where(among(session, NodeStatusRow.host_name, nodes))
                         .values(unschedulable=cordoned, observed_at=utcnow())
                     )
+            plans = _plans(session.get_bind().dialect.name)
             actions = {
                 host: action
                 for host, _, action, _ in session.execute(
-                    _PLANS, {"hosts": [host for host, _, _ in sent]}
+                    plans, {"hosts": [host for host, _, _ in sent]}
                 )
             }
         with self._cond:
@@ -142,7 +150,7 @@ class SimulatedFleet:
             current = {
                 host: (digest, action, version)
                 for host, digest, action, version in session.execute(
-                    _PLANS, {"hosts": [host for host, _ in batch]}
+                    _plans(session.get_bind().dialect.name), {"hosts": [host for host, _ in batch]}
                 )
             }
             for host, digest in batch:
@@ -169,7 +177,7 @@ class SimulatedFleet:
             for change, hosts in nodes.items():
                 session.execute(
                     update(NodeStatusRow)
-                    .where(NodeStatusRow.host_name.in_(hosts))
+                    .where(among(session, NodeStatusRow.host_name, hosts))
                     .values(observed_at=utcnow(), **dict(change))
                 )
         self.applied += len(done)

@@ -89,7 +89,7 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
 
 
 def _elements(table: Table, param: str, column: str) -> ColumnElement[Any]:
-    """One column's values, row by row, from one JSON array (:func:`_arrays_of`): the
+    """One column's values, row by row, from one JSON array (:func:`_values`): the
     elements themselves for a JSON column, else their text cast to the column's type.
     Not a typed array: psycopg writes an array's text form by checking and escaping
     every element with regular expressions, which cost more than the statement saved."""
@@ -123,36 +123,29 @@ def _json_value(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not a column value")
 
 
-def _bound_once(
+def _values(
     table: Table, rows: Sequence[Mapping[str, Any]], params: Sequence[tuple[str, str]]
-) -> frozenset[str]:
-    """The parameters (of (parameter, column) pairs) with one scalar value in every row:
-    bound once (:func:`_arrays`). One parameter stays an array whatever, as the rows'
-    count comes from the arrays."""
+) -> tuple[frozenset[str], dict[str, Any]]:
+    """The parameters bound once and every parameter's value: where every row has the
+    same scalar value (a write's time, a pool's name), that value, bound once
+    (:func:`_arrays`); else the rows' values as one JSON array (:func:`_elements`). One
+    parameter stays an array whatever: the rows' count comes from the arrays."""
+    columns = {param: [row[param] for row in rows] for param, _ in params}
     once = set()
-    first = rows[0]
     for param, column in params:
-        value = first[param]
-        if isinstance(table.c[column].type, JSON) or isinstance(value, (dict, list)):
+        values = columns[param]
+        first = values[0]
+        if isinstance(table.c[column].type, JSON) or isinstance(first, (dict, list)):
             continue
-        if isinstance(value, datetime) and value.tzinfo is None:
+        if isinstance(first, datetime) and first.tzinfo is None:
             continue  # refused with the arrays (:func:`_json_value`)
-        if all(row[param] == value and type(row[param]) is type(value) for row in rows):
+        if values.count(first) == len(values):
             once.add(param)
     if len(once) == len(params):
         once.discard(params[0][0])
-    return frozenset(once)
-
-
-def _arrays_of(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], once: frozenset[str]
-) -> dict[str, Any]:
-    """Each column's values as one JSON array (see :func:`_elements`), or its one value."""
-    return {
-        name: rows[0][name]
-        if name in once
-        else json.dumps([row[name] for row in rows], default=_json_value)
-        for name in columns
+    return frozenset(once), {
+        param: values[0] if param in once else json.dumps(values, default=_json_value)
+        for param, values in columns.items()
     }
 
 
@@ -166,7 +159,7 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
         conn.execute(insert(table), list(rows))
         return
     params = [(c, c) for c in columns]
-    once = _bound_once(table, rows, params)
+    once, values = _values(table, rows, params)
     key = ("insert", table.name, columns, (), once)
     statement = _BUILT.get(key)
     if statement is None:
@@ -174,7 +167,7 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
         statement = _BUILT[key] = insert(table).from_select(
             list(columns), select(*[arrays.c[c] for c in columns])
         )
-    conn.execute(statement, _arrays_of(rows, columns, once))
+    conn.execute(statement, values)
 
 
 def update_many(
@@ -202,7 +195,7 @@ def update_many(
         return int(conn.execute(update(table).where(*where), list(rows)).rowcount)
     guards = {param: column for column, param in matched}
     params = [(name, guards.get(name, name)) for name in columns]
-    once = _bound_once(table, rows, params)
+    once, values = _values(table, rows, params)
     key = ("update", table.name, columns, matched, once)
     statement = _BUILT.get(key)
     if statement is None:
@@ -212,4 +205,4 @@ def update_many(
             .where(*[table.c[column] == arrays.c[param] for column, param in matched])
             .values({name: arrays.c[name] for name in columns if name not in guards})
         )
-    return int(conn.execute(statement, _arrays_of(rows, columns, once)).rowcount)
+    return int(conn.execute(statement, values).rowcount)
