@@ -572,9 +572,10 @@ def _fail_untargeted(work: _Work, rollout: RolloutRecord) -> RolloutRecord:
     rollout stops as Failed naming it. ``resume`` clears it: a target valid by then moves
     the member, one still invalid fails it again."""
     failures = dict(rollout.failures)
-    for host, member in sorted(work.members.items()):
+    untargeted = [h for h, m in work.members.items() if work.obs[h].target is None and m.staying]
+    for host in sorted(untargeted):  # seldom any: sorted after the look at each member
         obs = work.obs[host]
-        if not member.staying or obs.target is not None or host in failures:
+        if host in failures:
             continue
         problem = obs.target_problem or "the target cannot be computed"
         failures[host] = f"no valid node target: {problem}"

@@ -49,6 +49,7 @@ __all__ = [
     "RolloutRecord",
     "RolloutState",
     "bounds",
+    "may_surge",
     "plan_moves",
 ]
 
@@ -149,6 +150,12 @@ def _resolve(value: IntOrPercent | None, size: int, *, round_up: bool) -> int:
         return value
     share = int(value.rstrip("%")) * size / 100
     return math.ceil(share) if round_up else math.floor(share)
+
+
+def may_surge(strategy: UpdateStrategy) -> bool:
+    """Whether a rollout under ``strategy`` ever adds a spare host as a surge member
+    (maxSurge rounds up: a pool of one surges by one if by anything)."""
+    return bounds(strategy, 1).max_surge > 0
 
 
 def bounds(strategy: UpdateStrategy, size: int) -> Bounds:

@@ -38,6 +38,7 @@ from tether.domain.models import (
 from tether.domain.nodeplan import NodeTarget
 from tether.domain.poolplan import Condition, PoolInput, PoolPlan, Spare, successor
 from tether.domain.profiles import sensitive_values
+from tether.domain.rollout import may_surge
 from tether.domain.states import HostEvent, HostState, PoolState, next_host_state
 from tether.errors import Conflict
 from tether.netplan import tunnel_names
@@ -412,7 +413,11 @@ def _pairs(
 def _spares(
     session: Session, inputs: TargetInputs | None, spec: PoolSpec, state: PoolState
 ) -> list[Spare]:
+    """The free hosts the pool may take: to reach its size, or as a rollout's surge. A
+    pool that takes neither way is not told of any (a query each pass, spared)."""
     if inputs is None or state is PoolState.DELETING:
+        return []
+    if spec.size is None and not may_surge(spec.update_strategy):
         return []
     inventory = _inventories(session)
     return [Spare(h.name, _target(inputs, h, inventory)[0]) for h in _free_hosts(session, spec)]

@@ -24,7 +24,7 @@ from poolsim import make_world
 from tether.domain.models import UpdateStrategy
 from tether.domain.poolplan import PoolPlan
 from tether.domain.profiles import Action
-from tether.domain.rollout import Bounds, Candidate, plan_moves
+from tether.domain.rollout import Bounds, Candidate, may_surge, plan_moves
 
 #: The crash test's strategy: one node at a time, each available for 1 s before the next.
 CONTRACT_FIRST = UpdateStrategy(type="ContractFirst", min_ready_seconds=1)
@@ -114,3 +114,21 @@ def test_a_surge_partner_does_not_replace_a_fresh_serving_node_below_the_budget(
     old = [_candidate(f"h{i}", available=True, down=False) for i in range(4)]
     moves = plan_moves([*old, surge], bound, spares=0)  # 30 s later: all five available
     assert (moves.leave, moves.update) == ((("h0", "s0"),), ())
+
+
+@pytest.mark.parametrize(
+    ("strategy", "surges"),
+    [
+        (UpdateStrategy(type="Rolling", max_surge=0, max_unavailable=1), False),
+        (UpdateStrategy(type="Rolling", max_surge="0%", max_unavailable="10%"), False),
+        (UpdateStrategy(type="Rolling", max_surge="1%", max_unavailable=0), True),
+        (UpdateStrategy(type="ExpandFirst"), True),
+        (CONTRACT_FIRST, False),
+    ],
+)
+def test_only_a_strategy_that_can_surge_takes_spare_hosts(
+    strategy: UpdateStrategy, surges: bool
+) -> None:
+    """The pool's store reads spare hosts each pass only for a strategy that may add one
+    (maxSurge rounds up: 1% of a pool of one is a host)."""
+    assert may_surge(strategy) is surges
