@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
 
@@ -35,9 +37,9 @@ def _row(i: int, at: datetime, pool: str | None) -> dict[str, Any]:
     }
 
 
-def test_rows_land_as_given_in_their_order_in_one_statement(db: Database) -> None:
-    at = datetime(2026, 12, 2, 10, 0, tzinfo=timezone(timedelta(hours=2)))
-    rows = [_row(i, at, None if i % 3 == 0 else "pool") for i in range(250)]
+@contextmanager
+def _sent(db: Database) -> Iterator[list[str]]:
+    """The statements sent meanwhile ("many" for an executemany)."""
     statements: list[str] = []
 
     def note(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
@@ -45,11 +47,17 @@ def test_rows_land_as_given_in_their_order_in_one_statement(db: Database) -> Non
 
     event.listen(db.engine, "before_cursor_execute", note)
     try:
-        with db.session() as s:
-            insert_many(s.connection(), EVENTS, rows)
-            insert_many(s.connection(), EVENTS, [])  # nothing to do: no statement
+        yield statements
     finally:
         event.remove(db.engine, "before_cursor_execute", note)
+
+
+def test_rows_land_as_given_in_their_order_in_one_statement(db: Database) -> None:
+    at = datetime(2026, 12, 2, 10, 0, tzinfo=timezone(timedelta(hours=2)))
+    rows = [_row(i, at, None if i % 3 == 0 else "pool") for i in range(250)]
+    with _sent(db) as statements, db.session() as s:
+        insert_many(s.connection(), EVENTS, rows)
+        insert_many(s.connection(), EVENTS, [])  # nothing to do: no statement
     with db.session() as s:
         got = list(s.scalars(select(EventRow).order_by(EventRow.id)))
     assert [(r.object_name, r.message, r.count, r.pool) for r in got] == [
@@ -69,18 +77,9 @@ def test_a_value_every_row_shares_is_sent_once_and_lands_in_every_row(db: Databa
     at = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
     varying = [_row(i, at, "pool") | {"last_time": at, "count": 1} for i in range(5)]
     alike = [_row(9, at, None) | {"last_time": at, "count": 1} for _ in range(3)]
-    statements: list[str] = []
-
-    def note(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
-        statements.append("many" if many else statement)
-
-    event.listen(db.engine, "before_cursor_execute", note)
-    try:
-        with db.session() as s:
-            insert_many(s.connection(), EVENTS, varying)
-            insert_many(s.connection(), EVENTS, alike)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", note)
+    with _sent(db) as statements, db.session() as s:
+        insert_many(s.connection(), EVENTS, varying)
+        insert_many(s.connection(), EVENTS, alike)
     with db.session() as s:
         got = list(s.scalars(select(EventRow).order_by(EventRow.id)))
     assert [(r.object_name, r.message, r.pool, r.count) for r in got] == [
@@ -147,21 +146,12 @@ def test_among_finds_the_rows_with_one_statement_text_whatever_the_count(db: Dat
     at = datetime.now(UTC)
     with db.session() as s:
         insert_many(s.connection(), EVENTS, [_row(i, at, "pool") for i in range(80)])
-    statements: list[str] = []
-
-    def note(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
     found = []
-    event.listen(db.engine, "before_cursor_execute", note)
-    try:
-        with db.session() as s:
-            for names in (["h0003", "h0077", "nobody"], [f"h{i:04d}" for i in range(0, 80, 2)]):
-                query = select(EventRow.object_name).where(among(s, EventRow.object_name, names))
-                found.append(sorted(s.scalars(query)))
-            assert s.scalars(select(EventRow.id).where(among(s, EventRow.id, []))).all() == []
-    finally:
-        event.remove(db.engine, "before_cursor_execute", note)
+    with _sent(db) as statements, db.session() as s:
+        for names in (["h0003", "h0077", "nobody"], [f"h{i:04d}" for i in range(0, 80, 2)]):
+            query = select(EventRow.object_name).where(among(s, EventRow.object_name, names))
+            found.append(sorted(s.scalars(query)))
+        assert s.scalars(select(EventRow.id).where(among(s, EventRow.id, []))).all() == []
     assert found == [["h0003", "h0077"], [f"h{i:04d}" for i in range(0, 80, 2)]]
     if db.engine.dialect.name == "postgresql":
         assert statements[0] == statements[1] and "ANY" in statements[0]
