@@ -245,10 +245,8 @@ def _advance_all(work: _Work, failures: dict[str, str]) -> None:
         work.plan.events.extend(moved.events)
         if moved.set_document:
             work.plan.documents[host] = moved.document
-            if moved.digest is not None:
+            if moved.digest is not None:  # a member's document is set once a plan
                 work.plan.digests[host] = moved.digest
-            else:
-                work.plan.digests.pop(host, None)
         if moved.requeue is not None:
             work.plan.wake_in(moved.requeue)
         if moved.release:
