@@ -26,12 +26,13 @@ cordoned in the same write.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from tether.domain.agent import document_hash
+from tether.domain.frozen import evolve
 from tether.domain.models import EventType, ObjectKind
 from tether.domain.nodeplan import NodeTarget, PlanAction, plan_document
 from tether.domain.profiles import Action, diff, strongest
@@ -222,7 +223,7 @@ class Operation:
         """The failed operation going again from the step that failed (a plan that failed
         is sent again under a new attempt, so the agent runs it)."""
         index = self.index - 1 if self.step is Step.WAIT_APPLIED else self.index
-        return replace(
+        return evolve(
             self,
             index=index,
             failed=None,
@@ -232,7 +233,7 @@ class Operation:
         )
 
     def advanced(self, now: datetime, **changes: Any) -> Operation:
-        return replace(self, index=self.index + 1, step_started_at=now, message="", **changes)
+        return evolve(self, index=self.index + 1, step_started_at=now, message="", **changes)
 
     def to_json(self) -> dict[str, Any]:
         target = self.target
@@ -356,8 +357,8 @@ def as_left_by_own_steps(obs: Observed) -> Observed:
         return obs
     for result in obs.external:
         if result.outcome is StepOutcome.DONE and result.step in _UNSCHEDULABLE_AFTER:
-            node = replace(node, unschedulable=_UNSCHEDULABLE_AFTER[result.step])
-    return obs if node is obs.node else replace(obs, node=node)
+            node = evolve(node, unschedulable=_UNSCHEDULABLE_AFTER[result.step])
+    return obs if node is obs.node else evolve(obs, node=node)
 
 
 @dataclass(frozen=True)
@@ -494,7 +495,7 @@ def _left(op: Operation, now: datetime, seconds: float) -> float:
 def _saying(op: Operation, message: str) -> Operation:
     """``op`` with this message; the same object if it says it already (a waiting member
     is not rewritten every pass)."""
-    return op if op.message == message else replace(op, message=message)
+    return op if op.message == message else evolve(op, message=message)
 
 
 def advance(
@@ -589,8 +590,8 @@ def advance(
         out.requeue = 0.0 if result is None else 1.0
         break
     if out.failed is not None:
-        op = replace(op, failed=out.failed)
+        op = evolve(op, failed=out.failed)
     assert out.member is not None
     if op is not member.op:  # unchanged, the member stays the object it was: no write
-        out.member = replace(out.member, op=op)
+        out.member = evolve(out.member, op=op)
     return out

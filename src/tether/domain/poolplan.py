@@ -23,11 +23,12 @@ Node but is never moved, and is a failed node of a progressing rollout at once.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from tether.domain.agent import document_hash
+from tether.domain.frozen import evolve
 from tether.domain.memberops import (
     EAGER_STEPS,
     Advance,
@@ -196,7 +197,7 @@ def _down(obs: Observed) -> bool:
 
 def _leave(work: _Work, member: Member, why: str, rollout: str | None = None) -> None:
     op = start_leave(work.inp.now, rollout)
-    work.put(replace(member, phase=MemberPhase.LEAVING, op=op, surge=False))
+    work.put(evolve(member, phase=MemberPhase.LEAVING, op=op, surge=False))
     work.note(EventNote(ObjectKind.HOST, member.host, "Leaving", why))
 
 
@@ -210,14 +211,14 @@ def _start_requested(work: _Work) -> None:
             _leave(work, member, why)
         elif member.phase is MemberPhase.JOINING and member.op is None:
             target = work.obs[member.host].target
-            work.put(replace(member, op=start_join(target, now)))
+            work.put(evolve(member, op=start_join(target, now)))
             work.note(EventNote(ObjectKind.HOST, member.host, "Joining", "joining the pool"))
 
 
 def _finish(member: Member, op: Operation) -> Member:
     """The member once ``op`` completed: it runs the op's target."""
     target = op.target
-    return replace(
+    return evolve(
         member,
         phase=MemberPhase.ACTIVE,
         op=None,
@@ -400,7 +401,7 @@ def _new_rollout(work: _Work, stale: list[Member]) -> RolloutRecord:
         created_at=inp.now,
     )
     if gentle:
-        record = replace(record, approved_by="tether (no disruption)").with_state(
+        record = evolve(record, approved_by="tether (no disruption)").with_state(
             RolloutState.PROGRESSING, inp.now, "applies in place, no node is drained"
         )
     return record
@@ -414,7 +415,7 @@ def _progress_rollout(
     size = sum(1 for m in work.members.values() if m.staying and not m.surge)
     bound = bounds(strategy, size)
     if failures:
-        rollout = replace(rollout, failures={**rollout.failures, **failures})
+        rollout = evolve(rollout, failures={**rollout.failures, **failures})
     if rollout.state is RolloutState.PROGRESSING:
         rollout = _fail_untargeted(work, rollout)
     if (
@@ -432,7 +433,7 @@ def _progress_rollout(
     for host in moves.update:
         member = work.members[host]
         op = start_update(member, work.obs[host].target, now, rollout.name)  # type: ignore[arg-type]
-        work.put(replace(member, op=op))
+        work.put(evolve(member, op=op))
         work.note(
             EventNote(
                 ObjectKind.HOST,
@@ -460,7 +461,7 @@ def _progress_rollout(
         _leave(
             work, work.members[old], f"replaced by {partner} (rollout {rollout.name})", rollout.name
         )
-        work.put(replace(work.members[partner], surge=False))
+        work.put(evolve(work.members[partner], surge=False))
     moved = bool(moves.update or moves.join_spares or moves.leave)
     if moved:
         work.plan.wake_in(0)
@@ -510,7 +511,7 @@ def _progress_rollout(
     if stalled_since is not None:
         progress["stalledSince"] = stalled_since.isoformat()
     if progress != rollout.progress:
-        rollout = replace(rollout, progress=progress)
+        rollout = evolve(rollout, progress=progress)
     if done:
         rollout = rollout.with_state(
             RolloutState.COMPLETED, now, f"{updated} node(s) run the target"
@@ -559,7 +560,7 @@ def _fail_blockers(
         work.note(
             EventNote(ObjectKind.HOST, host, "NodeUnavailable", failures[host], EventType.WARNING)
         )
-    return replace(rollout, failures=failures)
+    return evolve(rollout, failures=failures)
 
 
 def _fail_untargeted(work: _Work, rollout: RolloutRecord) -> RolloutRecord:
@@ -580,7 +581,7 @@ def _fail_untargeted(work: _Work, rollout: RolloutRecord) -> RolloutRecord:
         work.note(
             EventNote(ObjectKind.HOST, host, "NodeTargetInvalid", failures[host], EventType.WARNING)
         )
-    return replace(rollout, failures=failures)
+    return evolve(rollout, failures=failures)
 
 
 def _why_unavailable(member: Member, obs: Observed) -> str:
@@ -930,12 +931,12 @@ def with_steps(inp: PoolInput, external: Mapping[str, tuple[StepResult, ...]]) -
     """``inp`` with the outcomes of Kubernetes steps just taken for some members (the
     others keep what they observed)."""
     members = [
-        (member, replace(obs, external=external[member.host]))
+        (member, evolve(obs, external=external[member.host]))
         if member.host in external
         else (member, obs)
         for member, obs in inp.members
     ]
-    return replace(inp, members=members)
+    return evolve(inp, members=members)
 
 
 def successor(
@@ -968,18 +969,18 @@ def successor(
     for member, obs in inp.members:
         changed = plan.members.get(member.host)
         if changed is not None:
-            member = replace(changed, resource_version=member.resource_version + 1)
+            member = evolve(changed, resource_version=member.resource_version + 1)
         if member.host in plan.documents:
             digest = plan.digest(member.host)
             if digest is None:
-                obs = replace(obs, doc_hash=None, applied_hash=None, applied_ok=None)
+                obs = evolve(obs, doc_hash=None, applied_hash=None, applied_ok=None)
             else:
-                obs = replace(obs, doc_hash=digest)
+                obs = evolve(obs, doc_hash=digest)
         steps = external.get(member.host, ())
         if steps != obs.external:  # most members took no step: keep their observation
-            obs = replace(obs, external=steps)
+            obs = evolve(obs, external=steps)
         members.append((member, obs))
     rollout = inp.rollout
     if plan.rollout is not None:
-        rollout = replace(plan.rollout, resource_version=plan.rollout.resource_version + 1)
-    return replace(inp, state=plan.state, members=members, rollout=rollout, now=now)
+        rollout = evolve(plan.rollout, resource_version=plan.rollout.resource_version + 1)
+    return evolve(inp, state=plan.state, members=members, rollout=rollout, now=now)

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from tether.domain.frozen import evolve
 from tether.domain.models import IntOrPercent, UpdateStrategy, UpdateStrategyType
 from tether.domain.profiles import Action
 
@@ -125,7 +126,7 @@ class RolloutRecord:
     def with_state(self, state: RolloutState, now: datetime, message: str = "") -> RolloutRecord:
         finished = now if state in TERMINAL_STATES | {RolloutState.FAILED} else None
         started = self.started_at or (now if state is RolloutState.PROGRESSING else None)
-        return replace(self, state=state, finished_at=finished, started_at=started, message=message)
+        return evolve(self, state=state, finished_at=finished, started_at=started, message=message)
 
 
 @dataclass(frozen=True)

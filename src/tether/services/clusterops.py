@@ -10,10 +10,10 @@ with the outcome (:class:`~tether.domain.memberops.StepResult`): ``Done``, ``Pen
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any, Protocol
 
 from tether.domain.drain import DrainOptions
+from tether.domain.frozen import evolve
 from tether.domain.memberops import Member, Step, StepOutcome, StepResult
 from tether.kube.client import KubeClient
 from tether.kube.errors import KubeError, NotFound
@@ -139,7 +139,7 @@ def perform(
         op = member.op
         if result.outcome is not StepOutcome.DONE or op is None:
             break
-        member = replace(member, op=replace(op, index=op.index + 1))
+        member = evolve(member, op=evolve(op, index=op.index + 1))
     return tuple(results)
 
 

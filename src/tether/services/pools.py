@@ -13,13 +13,14 @@ again from the new state.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from tether.domain.frozen import evolve
 from tether.domain.memberops import (
     EXTERNAL_STEPS,
     Member,
@@ -468,12 +469,12 @@ def refresh(
             continue
         steps = external.get(member.host, ())
         if steps != obs.external:
-            obs = replace(obs, external=steps)
+            obs = evolve(obs, external=steps)
         members.append((member, obs))
     spares = _spares(session, loaded.inputs, inp.spec, inp.state)
-    return replace(
+    return evolve(
         loaded,
-        input=replace(inp, members=members, spares=spares, now=now),
+        input=evolve(inp, members=members, spares=spares, now=now),
         member_versions={m.host: m.resource_version for m, _ in members},
     )
 
@@ -489,7 +490,7 @@ def followed(
     nxt = successor(loaded.input, plan, external, now)
     if nxt is None:
         return None
-    return replace(
+    return evolve(
         loaded,
         input=nxt,
         member_versions={m.host: m.resource_version for m, _ in nxt.members},
@@ -613,7 +614,7 @@ def _write_members(
     at = utcnow()  # one time for the write: bound once (:func:`update_many`)
     for member, seen, before in members:
         values = _member_values(pool, member, before, at)
-        written.append((replace(member, resource_version=seen + 1), at))
+        written.append((evolve(member, resource_version=seen + 1), at))
         if seen == 0:
             if session.get(PoolMemberRow, member.host) is not None:
                 raise _conflict(f"member {member.host}")
