@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 from sqlalchemy import Table, event, select
+from sqlalchemy.exc import StatementError
 
 from tether.sim.seed import seed_running_pool
 from tether.store.bulk import among, insert_many, update_many
@@ -99,6 +100,19 @@ def test_rows_with_different_columns_are_refused_before_anything_is_sent(db: Dat
     with db.session() as s:
         with pytest.raises(ValueError, match="every row needs the same keys"):
             insert_many(s.connection(), EVENTS, [_row(0, at, "pool"), short])
+        assert s.scalars(select(EventRow)).all() == []
+
+
+def test_a_naive_time_in_any_row_is_refused_and_nothing_lands(db: Database) -> None:
+    at = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    rows = [_row(i, at, "pool") for i in range(4)]
+    rows[2]["last_time"] = datetime(2026, 12, 2, 10, 0)  # no zone: which one is meant?
+    with db.session() as s:
+        with pytest.raises(
+            StatementError if db.engine.dialect.name == "sqlite" else ValueError,
+            match="naive datetime",
+        ):
+            insert_many(s.connection(), EVENTS, rows)
         assert s.scalars(select(EventRow)).all() == []
 
 
