@@ -48,6 +48,7 @@ from tether.netplan import (
     plan_checked,
     psk_ids,
 )
+from tether.netplan.render import jsontext
 
 app = typer.Typer(help=help_of("net"), no_args_is_help=True)
 
@@ -186,7 +187,7 @@ def write_plan(result: Plan, out: Path, psks: Mapping[str, str]) -> tuple[list[s
         (rel, files[rel], 0o600 if rel in secret else 0o755 if rel.endswith(".sh") else 0o644)
         for rel in written
     ]
-    store = (PSK_STORE, json.dumps(dict(psks), indent=2) + "\n", 0o600)
+    store = (PSK_STORE, jsontext.dumps(dict(psks)) + "\n", 0o600)
     manifest = (MANIFEST, "".join(f"{rel}\n" for rel in written), 0o644)
     if not os.path.lexists(out):
         write_tree(out, [*entries, store, manifest])
