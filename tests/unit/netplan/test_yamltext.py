@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from yaml.resolver import Resolver
 
 from tether.netplan.render import yamltext
 
@@ -89,6 +90,16 @@ DATA = st.recursive(
 @given(st.one_of(st.dictionaries(TEXT, DATA, max_size=5), st.lists(DATA, max_size=5)))
 def test_dump_writes_what_pyyaml_writes(data: Any) -> None:
     assert yamltext.dump(data) == pyyaml(data)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(TRICKY, st.text(alphabet="yYnNtTfFoO0123456789.:-+_eExX~", min_size=1)))
+def test_plain_strings_resolve_as_pyyamls_resolver_says(value: str) -> None:
+    """The resolver's table, as :mod:`yamltext` reads it, types a plain scalar as the
+    resolver itself does (the strings cover every pattern's first characters)."""
+    resolved = Resolver().resolve(yaml.ScalarNode, value, (True, False))
+    if value:
+        assert yamltext._plain_is_str(value) == (resolved == "tag:yaml.org,2002:str")
 
 
 def test_shared_objects_and_other_types_go_to_pyyaml() -> None:

@@ -23,11 +23,36 @@ _Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _STR_TAG = "tag:yaml.org,2002:str"
 #: Keys longer than this are "complex" keys in PyYAML (``? key``).
 _MAX_KEY = 120
-_RESOLVER = Resolver()
 #: Strings PyYAML writes plain in block context unless they resolve to another type
 #: (``yes``, ``0x1f``, ``null``): no indicator first, no ``: `` or `` #``, no ``:`` or
 #: space last, printable ASCII. Longer ones could be folded at the line width.
 _MAYBE_PLAIN = re.compile(r"(?!.*(?:: | #))[A-Za-z0-9][A-Za-z0-9._/=&,'{}()#: -]{0,499}(?<![ :])\Z")
+
+
+def _implicit_resolvers() -> dict[str | None, tuple[tuple[str, re.Pattern[str]], ...]]:
+    """``Resolver.resolve``'s table for a plain scalar: for each first character the
+    ``(tag, pattern)`` pairs it tries in order, those for that character and then the
+    wildcard ones (``None``: what a character without its own gets).
+
+    Asking the resolver itself for each of a plan's 200,000 distinct strings cost 0.3 s:
+    most start with a letter that has no pattern at all."""
+    table = Resolver.yaml_implicit_resolvers
+    wildcard = tuple(table.get(None, []))
+    pairs = {first: (*resolvers, *wildcard) for first, resolvers in table.items()}
+    pairs[None] = wildcard
+    return pairs
+
+
+_IMPLICIT = _implicit_resolvers()
+
+
+def _plain_is_str(value: str) -> bool:
+    """Whether PyYAML's resolver reads ``value`` (not empty) written plain as a string:
+    the first of its patterns that matches gives the type, and none is a string."""
+    for tag, pattern in _IMPLICIT.get(value[0], _IMPLICIT[None]):
+        if pattern.match(value):
+            return tag == _STR_TAG
+    return True
 
 
 class _Unsupported(Exception):
@@ -48,9 +73,7 @@ def _string(value: str) -> str:
     text = _TEXT.get(value)
     if text is not None:
         return text
-    if _MAYBE_PLAIN.match(value) and (
-        _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG  # type: ignore[no-untyped-call]
-    ):
+    if _MAYBE_PLAIN.match(value) and _plain_is_str(value):
         text = value
     else:  # quoted: let PyYAML choose how, as the value of a mapping
         line = _pyyaml({"k": value})
@@ -63,70 +86,82 @@ def _string(value: str) -> str:
     return text
 
 
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if type(value) is int:
-        return str(value)
-    if type(value) is str:
-        return _string(value)
-    raise _Unsupported
+#: Keys already known to be written plain and short (a simple key, not ``? key``).
+_KEYS: set[str] = set()
+
+
+def _check_key(key: Any) -> None:
+    if type(key) is not str or len(key) > _MAX_KEY or _string(key) != key:
+        raise _Unsupported  # long or quoted: maybe a "complex" key (``? key``)
+    if len(_KEYS) >= _TEXT_MAX:
+        _KEYS.clear()
+    _KEYS.add(key)
 
 
 class _Writer:
-    """PyYAML's block style: mappings indented by 2, sequences in mappings not indented."""
+    """PyYAML's block style: mappings indented by 2, sequences in mappings not indented.
+
+    A 10,000-pool plan writes half a million values: each is written in one call of
+    :meth:`_inline`, and a key seen before costs one set lookup."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.seen: set[int] = set()
 
-    def _collection(self, value: Any) -> bool:
-        """Whether ``value`` is written as a block (a non-empty dict or list)."""
+    def _inline(self, value: Any) -> str | None:
+        """A scalar or an empty collection as written after ``key: `` or ``- ``, or
+        ``None`` for a non-empty collection (a block of its own)."""
         kind = type(value)
-        if kind is not dict and kind is not list:
-            return False
-        if id(value) in self.seen:
-            raise _Unsupported  # PyYAML writes an anchor and an alias
-        self.seen.add(id(value))
-        return bool(value)
-
-    def _inline(self, value: Any) -> str:
-        """An empty collection or a scalar, after ``key: `` or ``- ``."""
-        if type(value) is dict:
-            return "{}"
-        if type(value) is list:
-            return "[]"
-        return _scalar(value)
+        if kind is str:
+            return _TEXT.get(value) or _string(value)
+        if kind is dict or kind is list:
+            if id(value) in self.seen:
+                raise _Unsupported  # PyYAML writes an anchor and an alias
+            self.seen.add(id(value))
+            if value:
+                return None
+            return "{}" if kind is dict else "[]"
+        if kind is int:
+            return int.__repr__(value)
+        if value is None:
+            return "null"
+        if value is True:
+            return "true"
+        if value is False:
+            return "false"
+        raise _Unsupported
 
     def mapping(self, data: dict[Any, Any], indent: int, first: str) -> None:
+        out = self.lines.append
+        pad = " " * indent
         prefix = first
         for key, value in data.items():
-            if type(key) is not str or len(key) > _MAX_KEY or _string(key) != key:
-                raise _Unsupported  # long or quoted: maybe a "complex" key (``? key``)
-            if not self._collection(value):
-                self.lines.append(f"{prefix}{key}: {self._inline(value)}\n")
+            if key not in _KEYS:
+                _check_key(key)
+            text = self._inline(value)
+            if text is not None:
+                out(f"{prefix}{key}: {text}\n")
             elif type(value) is dict:
-                self.lines.append(f"{prefix}{key}:\n")
-                self.mapping(value, indent + 2, " " * (indent + 2))
+                out(f"{prefix}{key}:\n")
+                self.mapping(value, indent + 2, pad + "  ")
             else:
-                self.lines.append(f"{prefix}{key}:\n")
-                self.sequence(value, indent, " " * indent)
-            prefix = " " * indent
+                out(f"{prefix}{key}:\n")
+                self.sequence(value, indent, pad)
+            prefix = pad
 
     def sequence(self, data: list[Any], indent: int, first: str) -> None:
+        out = self.lines.append
+        pad = " " * indent
         prefix = first
         for item in data:
-            if not self._collection(item):
-                self.lines.append(f"{prefix}- {self._inline(item)}\n")
+            text = self._inline(item)
+            if text is not None:
+                out(f"{prefix}- {text}\n")
             elif type(item) is dict:
                 self.mapping(item, indent + 2, prefix + "- ")
             else:
                 self.sequence(item, indent + 2, prefix + "- ")
-            prefix = " " * indent
+            prefix = pad
 
 
 def dump(data: Any) -> str:
@@ -134,7 +169,7 @@ def dump(data: Any) -> str:
     available, keys in their order, width 4096) writes it."""
     writer = _Writer()
     try:
-        if not writer._collection(data):
+        if writer._inline(data) is not None:
             raise _Unsupported  # a bare scalar or an empty document: PyYAML's business
         if type(data) is dict:
             writer.mapping(data, 0, "")
