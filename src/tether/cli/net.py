@@ -48,6 +48,7 @@ from tether.netplan import (
     plan_checked,
     psk_ids,
 )
+from tether.netplan.addresses import collector_paused
 from tether.netplan.render import jsontext
 
 app = typer.Typer(help=help_of("net"), no_args_is_help=True)
@@ -248,6 +249,16 @@ def plan_command(
     Pre-shared keys are generated once, kept in OUT/psks.json (mode 0600) and reused
     next time; node pod CIDRs from OUT/allocations.json are kept.
     """
+    # The document, the plan and its files are one burst of objects that live until the
+    # command ends and hold no garbage cycles. Checking, planning and rendering pause the
+    # collector, but each time it ran again its first passes walked everything built
+    # meanwhile, twice or more: 1.0 s of CPU for 10,000 pools.
+    with collector_paused():
+        _plan(file, out, previous, output)
+
+
+def _plan(file: str, out: Path, previous: Path | None, output: Format) -> None:
+    """``plan_command``'s work (see there)."""
     resolved, findings = _load_checked(file, output)
     doc = resolved.doc
     if out.exists() and not out.is_dir():
