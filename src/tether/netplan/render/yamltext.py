@@ -24,9 +24,17 @@ _STR_TAG = "tag:yaml.org,2002:str"
 #: Keys longer than this are "complex" keys in PyYAML (``? key``).
 _MAX_KEY = 120
 #: Strings PyYAML writes plain in block context unless they resolve to another type
-#: (``yes``, ``0x1f``, ``null``): no indicator first, no ``: `` or `` #``, no ``:`` or
-#: space last, printable ASCII. Longer ones could be folded at the line width.
-_MAYBE_PLAIN = re.compile(r"(?!.*(?:: | #))[A-Za-z0-9][A-Za-z0-9._/=&,'{}()#: -]{0,499}(?<![ :])\Z")
+#: (``yes``, ``0x1f``, ``null``): no indicator first, no ``:`` or space last, printable
+#: ASCII, and (see :func:`_maybe_plain`) no ``: `` or `` #``. Longer ones could be
+#: folded at the line width.
+_PLAIN_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/=&,'{}()#: -]{0,499}(?<![ :])\Z")
+
+
+def _maybe_plain(value: str) -> bool:
+    """Whether PyYAML may write ``value`` plain (if it reads back as a string). The two
+    substrings are looked for apart: as a lookahead of the pattern (``(?!.*(?:: | #))``)
+    they took 0.9 us of a 28-character name, backtracking through every position."""
+    return ": " not in value and " #" not in value and _PLAIN_CHARS.match(value) is not None
 
 
 def _implicit_resolvers() -> dict[str | None, tuple[tuple[str, re.Pattern[str]], ...]]:
@@ -73,7 +81,7 @@ def _string(value: str) -> str:
     text = _TEXT.get(value)
     if text is not None:
         return text
-    if _MAYBE_PLAIN.match(value) and _plain_is_str(value):
+    if _maybe_plain(value) and _plain_is_str(value):
         text = value
     else:  # quoted: let PyYAML choose how, as the value of a mapping
         line = _pyyaml({"k": value})
