@@ -124,3 +124,29 @@ def test_a_manifest_is_written_without_pyyaml(monkeypatch: Any) -> None:
     )
     assert calls == []
     assert text == pyyaml(yaml.safe_load(text))
+
+
+@settings(max_examples=600, deadline=None)
+@given(SCALARS)
+def test_a_scalar_is_written_as_pyyaml_writes_it_after_a_key_or_a_dash(value: Any) -> None:
+    try:
+        text = yamltext.scalar(value)
+    except ValueError:  # PyYAML folds it, or breaks it over lines
+        assert "\n" in pyyaml({"k": value})[:-1] or len(pyyaml({"k": value})) > 1000
+        return
+    assert pyyaml({"k": value}) == f"k: {text}\n"
+    assert pyyaml([value]) == f"- {text}\n"
+
+
+def test_a_block_sequence_is_written_as_pyyaml_writes_it() -> None:
+    """Empty, of scalars, of mappings, and inside an item of another one."""
+    q = yamltext.scalar
+    assert yamltext.block_sequence("none", []) == pyyaml({"none": []})
+    assert yamltext.block_sequence("names", [f"{q('yes')}\n", f"{q('dc1')}\n"]) == pyyaml(
+        {"names": ["yes", "dc1"]}
+    )
+    inner = yamltext.block_sequence("routes", [f"{q('10.0.0.0/8')}\n"], "  ")
+    outer = [f"name: {q('null')}\n{inner}", f"name: {q('b')}\n  id: {q(7)}\n"]
+    assert yamltext.block_sequence("pools", outer) == pyyaml(
+        {"pools": [{"name": "null", "routes": ["10.0.0.0/8"]}, {"name": "b", "id": 7}]}
+    )

@@ -8,12 +8,16 @@ booleans, ``None``) directly. Each string PyYAML would leave plain is written as
 any other through PyYAML itself (so quoting stays PyYAML's), and anything this writer
 does not know how to write exactly (another type, a shared object that PyYAML would
 write as an alias, a long or multi-line string) sends the whole document to PyYAML.
+
+Renderers of documents with thousands of entries write the text themselves, each value
+through :func:`scalar` and each list through :func:`block_sequence`: the same YAML
+without building the data first.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import yaml
@@ -94,6 +98,45 @@ def _string(value: str) -> str:
     return text
 
 
+def _scalar(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return _TEXT.get(value) or _string(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    raise _Unsupported
+
+
+def scalar(value: str | int | bool | None) -> str:
+    """``value`` as PyYAML writes it after ``key: `` or ``- `` in block style, for
+    renderers that write their YAML as text (see :func:`block_sequence`).
+
+    Raises ``ValueError`` for a string whose text depends on where it stands (one longer
+    than a line, or with a line break): no name or address of a checked plan is."""
+    try:
+        return _scalar(value)
+    except _Unsupported:
+        raise ValueError(f"{value!r} is not a one-line YAML scalar") from None
+
+
+def block_sequence(key: str, items: Sequence[str], indent: str = "") -> str:
+    """``key`` and its block sequence in a mapping indented by ``indent``, as PyYAML
+    writes it: ``key: []`` when there are no items, else ``key:`` and each item after
+    ``- `` at the key's own indentation.
+
+    Each item is the text after its ``- ``: a :func:`scalar`, or a mapping whose later
+    lines are indented by ``indent`` and two spaces; it ends with a line break."""
+    if not items:
+        return f"{indent}{key}: []\n"
+    return f"{indent}{key}:\n" + "".join(f"{indent}- {item}" for item in items)
+
+
 #: Keys already known to be written plain and short (a simple key, not ``? key``).
 _KEYS: set[str] = set()
 
@@ -129,15 +172,7 @@ class _Writer:
             if value:
                 return None
             return "{}" if kind is dict else "[]"
-        if kind is int:
-            return int.__repr__(value)
-        if value is None:
-            return "null"
-        if value is True:
-            return "true"
-        if value is False:
-            return "false"
-        raise _Unsupported
+        return _scalar(value)
 
     def mapping(self, data: dict[Any, Any], indent: int, first: str) -> None:
         out = self.lines.append
