@@ -250,6 +250,30 @@ def test_plan_checks_the_document_once(
     assert len(runs) == 1
 
 
+def test_plan_runs_with_the_collector_paused_and_restores_it_when_writing_fails(
+    tmp_path: Path, doc: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paused for the whole command (writing too, after planning), and on again after
+    a command that fails."""
+    import gc
+
+    from tether.cli import net
+
+    seen: list[bool] = []
+
+    def write_plan(*args: Any) -> Any:
+        seen.append(gc.isenabled())
+        raise OSError("disk full")
+
+    monkeypatch.setattr(net, "write_plan", write_plan)
+    assert gc.isenabled()
+    out = tmp_path / "plan"
+    result = runner.invoke(app, ["plan", str(_write(tmp_path, doc)), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "disk full" in result.output
+    assert seen == [False] and gc.isenabled()
+
+
 def _no_machine_wide_sync(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """``os.sync()`` fails the test; the paths ``syncfs`` was asked to flush are recorded."""
     from tether import files
