@@ -131,6 +131,26 @@ def test_write_tree_creates_the_whole_tree_with_its_modes_and_one_rename(
     assert os.listdir(tmp_path) == ["out"]
 
 
+def test_write_tree_makes_nested_new_folders_and_finishes_short_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file three new folders deep (each made by one mkdir, parents first, with the
+    umask's mode), and a system that takes 3 bytes per write call."""
+    real_write = os.write
+    monkeypatch.setattr(files.os, "write", lambda fd, data: real_write(fd, bytes(data[:3])))
+    old_umask = os.umask(0o027)
+    try:
+        write_tree(tmp_path / "out", [("x/y/z/f", "0123456789", 0o644), ("x/g", b"", 0o600)])
+    finally:
+        os.umask(old_umask)
+    root = tmp_path / "out"
+    assert (root / "x/y/z/f").read_text() == "0123456789"
+    assert (root / "x/g").read_bytes() == b""
+    for folder in ("x", "x/y", "x/y/z"):
+        assert stat.S_IMODE((root / folder).stat().st_mode) == 0o750, folder
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
 def test_write_tree_refuses_an_existing_root_and_a_failure_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
