@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -108,6 +110,15 @@ def test_write_many_leaves_the_old_file_and_no_temporary_when_a_write_fails(
     assert os.listdir(tmp_path) == ["keep"]
 
 
+@contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 def test_write_tree_creates_the_whole_tree_with_its_modes_and_one_rename(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -117,11 +128,8 @@ def test_write_tree_creates_the_whole_tree_with_its_modes_and_one_rename(
         files.os, "rename", lambda a, b: renames.append((a, b)) or real_rename(a, b)
     )
     monkeypatch.setattr(files.os, "replace", None)  # no file of its own is renamed into place
-    old_umask = os.umask(0o027)
-    try:
+    with _umask(0o027):
         write_tree(tmp_path / "out", [("a/key", "k", 0o600), ("a/b/run.sh", b"#!", 0o755)])
-    finally:
-        os.umask(old_umask)
     root = tmp_path / "out"
     assert [os.path.basename(b) for _, b in renames] == ["out"]
     assert (root / "a" / "key").read_text() == "k"
@@ -138,11 +146,8 @@ def test_write_tree_makes_nested_new_folders_and_finishes_short_writes(
     umask's mode), and a system that takes 3 bytes per write call."""
     real_write = os.write
     monkeypatch.setattr(files.os, "write", lambda fd, data: real_write(fd, bytes(data[:3])))
-    old_umask = os.umask(0o027)
-    try:
+    with _umask(0o027):
         write_tree(tmp_path / "out", [("x/y/z/f", "0123456789", 0o644), ("x/g", b"", 0o600)])
-    finally:
-        os.umask(old_umask)
     root = tmp_path / "out"
     assert (root / "x/y/z/f").read_text() == "0123456789"
     assert (root / "x/g").read_bytes() == b""
