@@ -537,14 +537,20 @@ class ObjectKind(StrEnum):
     ROLLOUT = "Rollout"
 
 
+#: An event's reason: one CamelCase word, as Kubernetes events have.
+EVENT_REASON_PATTERN = r"^[A-Z][A-Za-z0-9]{0,127}$"
+#: The longest object name and message an event takes.
+EVENT_NAME_MAX, EVENT_MESSAGE_MAX = 253, 4096
+
+
 class EventSpec(Model):
     """Something that happened to an object, as Kubernetes events: repeats are counted."""
 
     object_kind: ObjectKind
-    object_name: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    object_name: Annotated[str, StringConstraints(min_length=1, max_length=EVENT_NAME_MAX)]
     type: EventType = EventType.NORMAL
-    reason: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Za-z0-9]{0,127}$")]
-    message: Annotated[str, StringConstraints(max_length=4096)] = ""
+    reason: Annotated[str, StringConstraints(pattern=EVENT_REASON_PATTERN)]
+    message: Annotated[str, StringConstraints(max_length=EVENT_MESSAGE_MAX)] = ""
 
 
 def semver_key(version: str) -> tuple[int, int, int, int, str]:

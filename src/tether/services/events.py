@@ -5,13 +5,20 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from tether.domain.models import EventSpec, EventType, ObjectKind
+from tether.domain.models import (
+    EVENT_MESSAGE_MAX,
+    EVENT_NAME_MAX,
+    EVENT_REASON_PATTERN,
+    EventSpec,
+    EventType,
+    ObjectKind,
+)
 from tether.domain.resources import Event
 from tether.errors import Invalid
 from tether.store.bulk import among_param, insert_many
@@ -92,11 +99,10 @@ _REPEATED = (
 )
 
 
-#: A reason as :class:`EventSpec` takes it.
-_REASON = re.compile(r"[A-Z][A-Za-z0-9]{0,127}")
+_REASON = re.compile(EVENT_REASON_PATTERN)
 
 
-@cache
+@lru_cache(maxsize=1024)  # reasons are a few dozen words from code
 def _plain_reason(reason: str) -> bool:
     return _REASON.fullmatch(reason) is not None
 
@@ -117,8 +123,8 @@ def _checked(
         and type(name) is str
         and type(message) is str
         and type(reason) is str
-        and 0 < len(name) <= 253
-        and len(message) <= 4096
+        and 0 < len(name) <= EVENT_NAME_MAX
+        and len(message) <= EVENT_MESSAGE_MAX
         and name.strip() == name
         and message.strip() == message
         and _plain_reason(reason)
