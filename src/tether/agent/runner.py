@@ -37,6 +37,7 @@ from tether.agent.timing import Backoff, jittered, renewal_time
 from tether.agent.vpnserver import VpnServer
 from tether.domain.agent import Inventory
 from tether.domain.imageplan import PRESEED_KEYRING
+from tether.domain.nodeplan import reimages
 from tether.domain.routes import ROUTE_CHECK, RouteError
 from tether.errors import HostError, Permanent, PlaneError, is_permanent
 from tether.node.actions import HostFacts
@@ -472,6 +473,9 @@ class Agent:
                         result["message"] = f"{type(exc).__name__}: {result['message']}"[:500]
                     api.applied(self.name, {"hash": doc["hash"], "result": result})
                     known, last = doc["hash"], doc
+                    if result.get("ok") and reimages(doc["document"]):
+                        self._reboot_for_reimage(doc["hash"])
+                        continue
                     retry_at = None
                     if "node" in doc["document"] and not result.get("ok"):
                         if result.get("retryable", True):
@@ -491,6 +495,18 @@ class Agent:
                     self.stop.wait(delay)
         finally:
             api.close()
+
+    def _reboot_for_reimage(self, digest: str) -> None:
+        """Reboot into the site's installer, once the re-image plan is reported applied.
+
+        The plane revoked this host's certificates when it recorded the report: the
+        host now belongs to its next image, which enrols again with the seed. What the
+        machine boots (PXE, virtual media, an installer ISO) is the site's boot set-up."""
+        log.warning("re-image (desired state %s): rebooting into the installer", digest[:12])
+        try:
+            self.node_host(self.config).reboot()
+        except (HostError, OSError) as exc:
+            log.error("re-image: the reboot failed: %s", exc)
 
     # --- running ----------------------------------------------------------------------------
 

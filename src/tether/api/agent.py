@@ -399,7 +399,8 @@ async def get_desired(
         timeout if timeout is not None else plane.settings.agent.long_poll_seconds,
         plane.settings.agent.long_poll_seconds,
     )
-    if plane.watcher.hashes.get(name) in (None, hash):
+    seen = plane.watcher.hashes.get(name)
+    if seen in (None, hash):
         await plane.watcher.wait(name, hash, wait)
     identity = own(request, name)  # revoked or expired while the poll waited: 401
 
@@ -413,6 +414,12 @@ async def get_desired(
             return doc
 
     doc = await run_in_threadpool(run)
+    if doc is None and seen not in (None, hash):
+        # Cleared since the watcher saw it (a host released, or enrolled again after a
+        # re-image): wait as for an unchanged document, or the agent polls in a tight loop.
+        await plane.watcher.wait(name, seen, wait)
+        identity = own(request, name)
+        doc = await run_in_threadpool(run)
     if doc is None or doc.hash == hash:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED)
     await _enrolled(plane, name)

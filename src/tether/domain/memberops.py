@@ -14,7 +14,13 @@ recorded step, so a node is never drained twice for one step.
 * update: the steps of its action (:func:`update_steps`): ``inPlace`` sends the new plan
   and patches labels and taints; ``restart`` sends it and waits for Ready; ``upgrade``,
   ``reboot`` and ``repave`` cordon and drain first and uncordon last. A new Kubernetes
-  version is sent as one ``upgrade`` plan that carries the node's config too.
+  version is sent as one ``upgrade`` plan that carries the node's config too;
+* re-image (a ``repave`` whose target names another OS image, ``os.image``): cordon,
+  drain, send the ``reimage`` plan, wait until it is applied (the agent reports it, then
+  reboots into the site's installer; the plane resets the host's enrolment when the
+  report is recorded: :func:`tether.services.desired.report_applied_many`), wait until
+  the host enrols again (the new image's first boot, with the same seed), delete the old
+  Node, send the join plan, wait for Ready.
 
 Kubernetes steps (cordon, drain, delete the Node, patch it, uncordon) are performed by
 the controller before it plans; the plan sees their outcome as :class:`StepResult`. An
@@ -75,7 +81,9 @@ class Step(StrEnum):
     SEND_UPGRADE = "SendUpgrade"
     SEND_JOIN = "SendJoin"
     SEND_REBOOT = "SendReboot"
+    SEND_REIMAGE = "SendReimage"
     WAIT_APPLIED = "WaitApplied"
+    WAIT_ENROLLED = "WaitEnrolled"
     DELETE_NODE = "DeleteNode"
     WAIT_READY = "WaitReady"
     PATCH_NODE = "PatchNode"
@@ -97,6 +105,7 @@ _SENDS: Mapping[Step, PlanAction] = {
     Step.SEND_UPGRADE: "upgrade",
     Step.SEND_JOIN: "join",
     Step.SEND_REBOOT: "reboot",
+    Step.SEND_REIMAGE: "reimage",
 }
 #: Steps during which the member does not serve workloads (it counts as unavailable).
 _DOWN_STEPS = frozenset(set(Step) - {Step.PATCH_NODE})
@@ -120,8 +129,25 @@ LEAVE_STEPS = (
 )
 
 
-def update_steps(action: Action, *, version_changes: bool, meta_changes: bool) -> tuple[Step, ...]:
+REIMAGE_STEPS = (
+    Step.CORDON,
+    Step.DRAIN,
+    Step.SEND_REIMAGE,
+    Step.WAIT_APPLIED,
+    Step.WAIT_ENROLLED,
+    Step.DELETE_NODE,
+    Step.SEND_JOIN,
+    Step.WAIT_APPLIED,
+    Step.WAIT_READY,
+)
+
+
+def update_steps(
+    action: Action, *, version_changes: bool, meta_changes: bool, image_changes: bool = False
+) -> tuple[Step, ...]:
     """The steps that take a member from what it runs to its target (module doc)."""
+    if action is Action.REPAVE and image_changes:
+        return REIMAGE_STEPS
     if action is Action.NONE:
         return ()
     patch = (Step.PATCH_NODE,) if meta_changes else ()
@@ -341,6 +367,8 @@ class Observed:
     external: tuple[StepResult, ...] = ()
     target: NodeTarget | None = None
     target_problem: str | None = None
+    #: When the host's agent last enrolled (None: never, or not known).
+    enrolled_at: datetime | None = None
 
 
 #: Whether a Node is unschedulable after each step that changes it.
@@ -376,6 +404,12 @@ class EventNote:
 def _meta_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     old_node = (old or {}).get("node", {})
     return any(old_node.get(k) != new["node"].get(k) for k in ("labels", "taints"))
+
+
+def _image_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether the target names an OS image the member does not run (a re-image)."""
+    after = new.get("os", {}).get("image")
+    return bool(after) and (old or {}).get("os", {}).get("image") != after
 
 
 def _version_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
@@ -436,6 +470,7 @@ def start_update(
         action,
         version_changes=_version_changes(member.spec, target.spec),
         meta_changes=_meta_changes(member.spec, target.spec),
+        image_changes=_image_changes(member.spec, target.spec),
     )
     return _op(OpKind.UPDATE, action, steps, now, target=target, rollout=rollout)
 
@@ -543,6 +578,20 @@ def advance(
                     continue
                 out.failed = op.message or "the plan was not applied in time"
                 break
+            out.requeue = _left(op, now, node_timeout)
+            break
+        if step is Step.WAIT_ENROLLED:
+            # Its enrolment is reset only once it reported the re-image plan applied, so
+            # any enrolment since this operation began is the new image's.
+            if obs.enrolled_at is not None and obs.enrolled_at > op.started_at:
+                note = f"enrolled again after its re-image ({op.key})"
+                out.events.append(EventNote(ObjectKind.HOST, host, "Reimaged", note))
+                op = op.advanced(now)
+                continue
+            if _expired(op, now, node_timeout):
+                out.failed = "the host did not enrol again after its re-image in time"
+                break
+            op = _saying(op, "waiting for the host to boot its new image and enrol again")
             out.requeue = _left(op, now, node_timeout)
             break
         if step is Step.WAIT_READY:

@@ -36,12 +36,13 @@ __all__ = [
     "node_ip",
     "node_target",
     "plan_document",
+    "reimages",
 ]
 
 POOL_LABEL: Final = "tether.io/pool"
 SITE_LABEL: Final = "tether.io/site"
 
-PlanAction = Literal["join", "upgrade", "uninstall", "reboot"]
+PlanAction = Literal["join", "upgrade", "uninstall", "reboot", "reimage"]
 
 
 class TargetError(ValueError):
@@ -191,6 +192,13 @@ def node_config(target: NodeTarget) -> dict[str, Any]:
     }
 
 
+def reimages(document: Any) -> bool:
+    """Whether a desired-state document is a re-image plan: its host reboots into its
+    installer once it reports the plan applied, and enrols again from the new image."""
+    node = document.get("node") if isinstance(document, dict) else None
+    return isinstance(node, dict) and node.get("action") == "reimage"
+
+
 def plan_document(action: PlanAction, target: NodeTarget, *, step: str = "") -> dict[str, Any]:
     """The desired-state document that has the host's agent take ``action``.
 
@@ -204,6 +212,8 @@ def plan_document(action: PlanAction, target: NodeTarget, *, step: str = "") -> 
         # config, labels) land with the new version, in one plan and one report.
         node["version"] = target.kubernetes_version
         node["nodeConfig"] = node_config(target)
+    elif action == "reimage":
+        node["image"] = str(target.spec["os"]["image"])
     if step:
         node["step"] = step
     routes = target.spec["node"].get("routes")

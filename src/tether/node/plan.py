@@ -7,7 +7,10 @@
 ``action`` is ``install`` (artifacts of ``version``), ``init`` (join with
 ``nodeConfig``), ``join`` (install, then init), ``upgrade`` (to ``version``, then init
 when it carries a ``nodeConfig``, as the plane's rollouts send it),
-``reboot`` (once per ``step``) or ``uninstall``. ``step`` names the plane's rollout step
+``reboot`` (once per ``step``), ``uninstall`` or ``reimage`` (install OS ``image`` from
+scratch: the agent reports the plan applied, then reboots the host into the site's
+installer, :meth:`tether.agent.runner.Agent.follow_desired`; the new image's first boot
+enrols again with the seed). ``step`` names the plane's rollout step
 that sent the plan: a new step makes a new document even when the action repeats.
 ``skip``, ``forceReason`` and ``allowContainerdMajor`` mean what the CLI flags mean. A
 NodeConfig without ``credentials`` gets the agent's own identity (x509), so a plan never
@@ -54,7 +57,7 @@ from tether.node.tracker import host_path
 
 __all__ = ["NodePlan", "PlanContext", "execute", "failure", "parse_plan"]
 
-Action = Literal["install", "init", "join", "upgrade", "uninstall", "reboot"]
+Action = Literal["install", "init", "join", "upgrade", "uninstall", "reboot", "reimage"]
 
 
 class NodePlan(Model):
@@ -65,11 +68,14 @@ class NodePlan(Model):
     force_reason: str | None = None
     allow_containerd_major: bool = False
     step: str | None = Field(default=None, max_length=256)
+    image: str | None = Field(default=None, min_length=1, max_length=512)
 
     @model_validator(mode="after")
     def _needs(self) -> NodePlan:
         if self.action in ("install", "join", "upgrade") and not self.version:
             raise ValueError(f"action {self.action} needs a version")
+        if self.action == "reimage" and self.image is None:
+            raise ValueError("action reimage needs an image")
         if self.action in ("init", "join") and self.node_config is None:
             raise ValueError(f"action {self.action} needs a nodeConfig")
         return self
@@ -179,6 +185,8 @@ def _run(
         reports = [report]
     else:
         reports = []
+    if plan.action == "reimage":
+        return [_reimage(plan, on_event)]
     if plan.action in ("init", "join"):
         return [*reports, _init(plan, ctx, on_event)]
     node = installed_node(ctx.root)
@@ -206,6 +214,14 @@ def _run(
         # new version's node is then configured as a join would, in the same plan.
         return [report, _init(plan, ctx, on_event)]
     return [uninstall(ctx.name, env, force=force, skip=plan.skip, on_event=on_event)]
+
+
+def _reimage(plan: NodePlan, on_event: Callable[[PhaseEvent], None]) -> ActionReport:
+    """Nothing is changed on this host: the agent reboots it once the plan is reported."""
+    message = f"re-image to {plan.image}: the host reboots into its installer now"
+    on_event(PhaseEvent("reimage", "request", "Completed", message))
+    phase = {"phase": "request", "status": "Completed", "changed": [], "message": message}
+    return ActionReport(action="reimage", phases=[phase])
 
 
 def _init(plan: NodePlan, ctx: PlanContext, on_event: Callable[[PhaseEvent], None]) -> ActionReport:

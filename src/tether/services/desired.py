@@ -25,11 +25,13 @@ from sqlalchemy.orm import Session
 
 from tether.domain.agent import AppliedReport, DesiredDocument, DesiredStatus, document_hash
 from tether.domain.models import EventType, ObjectKind, PoolSpec
+from tether.domain.nodeplan import reimages
 from tether.domain.profiles import REDACTED, redact, sensitive_values
 from tether.errors import Conflict, NotFound, PlaneError
 from tether.netplan.vpnserver import hide_keys
 from tether.services import events
 from tether.services.profiles import load_profile
+from tether.services.trust import reopen_enrolment
 from tether.store.bulk import among, among_param, insert_many, update_many
 from tether.store.db import Database
 from tether.store.repo import get_named
@@ -85,6 +87,7 @@ def _read_for_reports(dialect: str) -> Select[Any]:
             _DESIRED.c.hash,
             _DESIRED.c.document,
             _DESIRED.c.updated_at,
+            _DESIRED.c.applied_hash,
             HostRow.pool,
         )
         .outerjoin(HostRow, HostRow.name == _DESIRED.c.host_name)
@@ -195,7 +198,12 @@ def report_applied_many(
     report one at a time cost four statements, each a round trip to PostgreSQL. Here the
     batch takes the same four, without the ORM's unit of work: read the rows with their
     hosts' pools, update them, find the events' recent repeats and record the events (the
-    last two once per pool the hosts are in)."""
+    last two once per pool the hosts are in).
+
+    A re-image plan reported applied ends the host's enrolment in the same transaction
+    (:func:`tether.services.trust.reopen_enrolment`): the agent reboots into its
+    installer next, and the new image enrols again under the host's name with the seed.
+    Decided by the stored document, not by anything the agent says."""
     session.flush()  # the statements below go past the session: what it holds goes first
     conn = session.connection()
     found = {
@@ -207,6 +215,7 @@ def report_applied_many(
     outcomes: list[DesiredStatus | PlaneError] = []
     updates: dict[str, dict[str, Any]] = {}
     notes: dict[str | None, list[tuple[ObjectKind, str, str, str, EventType]]] = {}
+    reimaged: dict[str, str | None] = {}
     for name, report in reports:
         row = found.get(name)
         if row is None:
@@ -229,6 +238,8 @@ def report_applied_many(
             "applied_at": now,
         }
         ok = bool(report.result.get("ok", True))
+        if ok and row.applied_hash != report.hash and reimages(row.document):
+            reimaged[name] = row.pool  # once: a report sent again resets nothing more
         message = f"desired state {report.hash[:12]} " + (
             "applied" if ok else f"failed: {str(report.result.get('message', ''))[:200]}"
         )
@@ -256,6 +267,9 @@ def report_applied_many(
     update_many(conn, _DESIRED, list(updates.values()), _BY_HOST)
     for pool, of_pool in notes.items():
         events.record_many(session, of_pool, now=now, pool=pool)
+    for name, pool in reimaged.items():
+        image = found[name].document["node"].get("image")
+        reopen_enrolment(session, name, f"re-image to {image} begun", now=now, pool=pool)
     return outcomes
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from tether.domain import resources as r
 from tether.domain.agent import Enrolment, RegisterRequest
 from tether.domain.models import EventType, HostSpec, ObjectKind
+from tether.domain.nodeplan import reimages
 from tether.domain.states import HostEvent
 from tether.errors import Conflict, Invalid, NotFound, PlaneError, Unauthenticated
 from tether.pki import HostIdentity
@@ -25,10 +26,11 @@ from tether.services.trust import (
     PlaneTrust,
     pki_error_status,
     record_certificate,
+    reopen_enrolment,
     revoke_host_certificates,
 )
 from tether.store.repo import get_named
-from tether.store.schema import HostAgentRow, HostCertRow, HostRow
+from tether.store.schema import DesiredStateRow, HostAgentRow, HostCertRow, HostRow
 
 
 def plane_error(exc: PKIError, field: str) -> PlaneError:
@@ -123,6 +125,9 @@ def register(
         agent.cert_not_after = not_after
         agent.enrolled_at = now
         agent.reenrol_allowed = False
+        stale = session.get(DesiredStateRow, req.name)
+        if stale is not None and reimages(stale.document):
+            session.delete(stale)  # the new image must not run its predecessor's re-image
     record_certificate(session, req.name, x509.load_pem_x509_certificate(cert_pem), issuer, now)
     events.record(
         session,
@@ -193,21 +198,7 @@ def reset_enrolment(
     Refused while the host is in a pool (release it first).
     """
     host = svc.transition_host(session, name, HostEvent.RESET)
-    agent = session.get(HostAgentRow, name)
-    if agent is None:
-        agent = HostAgentRow(host_name=name, failing_checks={}, enrolled_at=now)
-        session.add(agent)
-    agent.reenrol_allowed = True
-    revoked = revoke_host_certificates(session, name, "cessationOfOperation", now)
-    events.record(
-        session,
-        ObjectKind.HOST,
-        name,
-        "EnrolmentReset",
-        f"enrolment reset; {len(revoked)} certificate(s) revoked; the host may enrol again",
-        EventType.WARNING,
-        now=now,
-    )
+    revoked = reopen_enrolment(session, name, "enrolment reset", now=now)
     session.flush()
     if trust is not None:
         for serial, issuer in revoked:

@@ -59,6 +59,7 @@ from tether.store.repo import get_named
 from tether.store.schema import (
     ClusterRow,
     DesiredStateRow,
+    HostAgentRow,
     HostRow,
     NodeStatusRow,
     PoolMemberRow,
@@ -209,6 +210,7 @@ class _HostView:
     health: str
     spec: dict[str, Any]
     version: HostVersion
+    enrolled_at: datetime | None  # when its agent last enrolled (a re-image waits for it)
 
 
 #: Decoded JSON columns by row, with the version they were read at: a host's spec by its
@@ -255,15 +257,17 @@ def _hosts(session: Session, *where: Any) -> list[_HostView]:
             HostRow.health,
             HostRow.resource_version,
             HostRow.created_at,
+            HostAgentRow.enrolled_at,
         )
+        .outerjoin(HostAgentRow, HostAgentRow.host_name == HostRow.name)
         .where(*where)
         .order_by(HostRow.name)
     ).all()
     versions = {r[0]: (r[3], r[4]) for r in rows}
     specs = _decoded(session, _SPECS, HostRow.name, HostRow.spec, list(versions.items()))
     return [
-        _HostView(name, state, health, specs[name], versions[name])
-        for name, state, health, _, _ in rows
+        _HostView(name, state, health, specs[name], versions[name], enrolled)
+        for name, state, health, _, _, enrolled in rows
         if name in specs  # deleted between the two statements
     ]
 
@@ -306,6 +310,7 @@ def _observed(
         external=external,
         target=target[0],
         target_problem=target[1],
+        enrolled_at=host.enrolled_at,
     )
 
 

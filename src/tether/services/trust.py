@@ -32,14 +32,16 @@ from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tether.domain.models import EventType, ObjectKind
 from tether.files import write_atomic
 from tether.pki import HostIdentity, TrustAnchor
 from tether.pki.authority import CertificateAuthority
 from tether.pki.errors import CertificateExpired, CertificateRevoked, PKIError
 from tether.pki.revocation import RevocationList
+from tether.services import events
 from tether.settings import Settings
 from tether.store.db import Database
-from tether.store.schema import HostCertRow, utcnow
+from tether.store.schema import HostAgentRow, HostCertRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +303,31 @@ def revoke_host_certificates(
         row.revoked_at = now
         row.reason = reason
     return [(int(r.serial, 16), r.issuer) for r in rows]
+
+
+def reopen_enrolment(
+    session: Session, host_name: str, why: str, *, now: datetime, pool: str | None = None
+) -> list[tuple[int, str]]:
+    """Revoke every live certificate of ``host_name`` and let it enrol once more under its
+    name (with an activation of its site), in the caller's transaction; an
+    ``EnrolmentReset`` event gives ``why``. Returns the revoked ``(serial, issuer)`` pairs."""
+    agent = session.get(HostAgentRow, host_name)
+    if agent is None:
+        agent = HostAgentRow(host_name=host_name, failing_checks={}, enrolled_at=now)
+        session.add(agent)
+    agent.reenrol_allowed = True
+    revoked = revoke_host_certificates(session, host_name, "cessationOfOperation", now)
+    events.record(
+        session,
+        ObjectKind.HOST,
+        host_name,
+        "EnrolmentReset",
+        f"{why}; {len(revoked)} certificate(s) revoked; the host may enrol again",
+        EventType.WARNING,
+        now=now,
+        pool=pool,
+    )
+    return revoked
 
 
 def pki_error_status(error: PKIError) -> int:

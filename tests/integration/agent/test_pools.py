@@ -8,18 +8,22 @@ Node deletion). SIMULATED: each host's kubelet and systemd (``python -m tether.s
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from tether.agent.identity import Identity
 from tether.kube.client import KubeClient
 from tether.kube.resources import Node
 from tether.node.mirror import sync
 from tether.sim.envtest import LocalControlPlane
 
-from .conftest import Plane, RouteNetns, host_events, import_cluster, ready, unique
+from .conftest import Plane, RouteNetns, host_events, import_cluster, ready, stop, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.controllers]
 
@@ -64,6 +68,14 @@ class Fleet:
             },
         )
         self.hosts: list[str] = []
+        self.configs: dict[str, Path] = {}
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+
+    def boot(self, host: str) -> None:
+        """Start the host's agent (its config written by :meth:`add_agent`)."""
+        self.agents[host] = self.plane.start_agent(
+            self.configs[host], simulate_kubelet=self.cp.kubeconfig
+        )
 
     def call(self, method: str, path: str, status: int, **kwargs: Any) -> Any:
         response = self.plane.api.request(method, path, **kwargs)
@@ -74,13 +86,15 @@ class Fleet:
         spec = {"version": version, "layers": layers, "variables": VARIABLES}
         self.call("POST", "/api/v1/profiles", 201, json={"name": self.profile, "spec": spec})
 
-    def add_agent(self, ip: str, *, spec: dict[str, Any] | None = None, **config: Any) -> str:
+    def add_agent(
+        self, ip: str, *, spec: dict[str, Any] | None = None, uses: int = 1, **config: Any
+    ) -> str:
         """An agent's host with node IP ``ip``, ``spec`` added to the host's spec and
-        ``config`` to the agent's."""
+        ``config`` to the agent's; its activation allows ``uses`` enrolments."""
         host = unique("edge")
         path = self.plane.agent_config(
             host,
-            self.plane.activation(),
+            self.plane.activation(uses=uses),
             **config,
             desired={"enabled": True},
             node={
@@ -90,7 +104,8 @@ class Fleet:
                 "retrySeconds": 1,
             },
         )
-        self.plane.start_agent(path, simulate_kubelet=self.cp.kubeconfig)
+        self.configs[host] = path
+        self.boot(host)
         ready(self.plane, host)
         view = self.call("GET", f"/api/v1/hosts/{host}", 200)
         spec = {**view["spec"], "nodeIP": ip, **(spec or {})}
@@ -242,3 +257,58 @@ def test_a_host_with_its_own_vpn_server_keeps_its_vpc_route_until_it_leaves(
     fleet.call("DELETE", f"/api/v1/pools/{fleet.pool}/hosts/{host}", 202)
     fleet.plane.wait_for(lambda: vpc not in route_netns.routes(), 120, "the route removed")
     assert "RouteRemoved" in [e["reason"] for e in host_events(fleet.plane, host)]
+
+
+def test_a_new_os_image_reimages_the_node_and_it_enrols_again(
+    fleet: Fleet, kube: KubeClient
+) -> None:
+    """A profile version with another ``os.image``: the rollout drains the node and sends
+    the re-image plan; the agent reports it and reboots; the plane resets the host's
+    enrolment with that report. The test then plays the site's installer: the host comes
+    back with an empty disk (no identity, no node) and the same seed (config and
+    activation), enrols again under its name, rejoins and turns Ready."""
+    host = fleet.add_agent("10.80.1.11", uses=2)
+    fleet.call("POST", f"/api/v1/pools/{fleet.pool}/hosts", 201, json={"host": host})
+    fleet.wait_state("Ready")
+    fleet.publish("1.1.0", {**LAYERS, "os": {**LAYERS["os"], "image": "debian-13"}})
+    assert fleet.pool_view()["status"]["update"]["action"] == "repave"
+    rollout = fleet.call("POST", f"/api/v1/pools/{fleet.pool}/rollouts", 201, json={"to": "1.1.0"})
+    fleet.call("POST", f"/api/v1/rollouts/{rollout['name']}/approve", 200)
+
+    def reset() -> bool:
+        return (host, "EnrolmentReset") in fleet.reasons()
+
+    fleet.plane.wait_for(reset, 120, "the enrolment reset by the re-image report")
+    plan = fleet.call("GET", f"/api/v1/hosts/{host}/desired", 200)
+    assert plan["document"]["node"]["action"] == "reimage"
+    assert plan["document"]["node"]["image"] == "debian-13"
+    assert plan["appliedResult"]["ok"] is True
+    state_dir = Path(yaml.safe_load(fleet.configs[host].read_text())["stateDir"])
+    old = Identity(state_dir)
+    kept = fleet.tmp / "old-identity"
+    kept.mkdir()
+    shutil.copy2(old.cert_path, kept / "agent.crt")
+    shutil.copy2(old.key_path, kept / "agent.key")
+
+    # The installer's work: the old system is gone, the new image boots with the seed.
+    stop(fleet.agents[host])
+    shutil.rmtree(state_dir)
+    shutil.rmtree(fleet.tmp / f"{host}-root")
+    fleet.boot(host)
+    fleet.plane.wait_for(
+        lambda: (
+            fleet.call("GET", f"/api/v1/rollouts/{rollout['name']}", 200)["state"] == "Completed"
+        ),
+        240,
+        "rollout completed",
+    )
+    fleet.wait_state("Ready")
+    node = kube.get(Node, host)
+    assert node.status is not None and node.status.nodeInfo is not None
+    assert node.status.nodeInfo.kubeletVersion == "v1.34.2"
+    events = fleet.reasons()
+    for reason in ("DrainStarted", "EnrolmentReset", "Reimaged", "NodeDeleted"):
+        assert events.count((host, reason)) == 1, reason
+    with fleet.plane.client(kept / "agent.crt", kept / "agent.key") as client:
+        refused = client.get(f"/agent/v1/hosts/{host}/desired")
+    assert refused.status_code == 401, refused.text  # the old system's certificate is revoked

@@ -100,6 +100,7 @@ class Agent:
     applied_hash: str | None = None
     ok: bool | None = None
     message: str = ""
+    enrolled_at: datetime | None = None  # a re-imaged host enrols again (with the plan)
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class World:
             external=external,
             target=self.target(host),
             target_problem=self.no_target.get(host),
+            enrolled_at=agent.enrolled_at,
         )
 
     def _external(self, member: Member) -> tuple[StepResult, ...]:
@@ -376,6 +378,10 @@ class World:
             node.ready_since = self.now
         elif action == "uninstall" and node is not None:
             node.ready = False
+        elif action == "reimage":  # the new image's first boot enrols; no kubelet yet
+            self.agents[host].enrolled_at = self.now
+            if node is not None:
+                node.ready = False
 
 
 def make_world(
