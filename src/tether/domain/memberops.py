@@ -376,15 +376,21 @@ _UNSCHEDULABLE_AFTER: Mapping[Step, bool] = {Step.CORDON: True, Step.UNCORDON: F
 
 
 def as_left_by_own_steps(obs: Observed) -> Observed:
-    """What is observed of a member, with the cordon or uncordon the controller took this
-    pass already in effect. The API server accepted it; the Node's status in the store
-    follows only when the Node watch reports it. Reading our own write saves a pass per
-    node in a rollout: the next member may start in the pass that uncordons this one."""
+    """What is observed of a member, with the cordon, uncordon or Node deletion the
+    controller took this pass already in effect. The API server accepted it; the Node's
+    status in the store follows only when the Node watch reports it. Reading our own write
+    saves a pass per node in a rollout: the next member may start in the pass that
+    uncordons this one."""
     node = obs.node
     if node is None:
         return obs
     for result in obs.external:
-        if result.outcome is StepOutcome.DONE and result.step in _UNSCHEDULABLE_AFTER:
+        if result.outcome is not StepOutcome.DONE:
+            continue
+        if result.step is Step.DELETE_NODE:
+            node = None
+            break
+        if result.step in _UNSCHEDULABLE_AFTER:
             node = evolve(node, unschedulable=_UNSCHEDULABLE_AFTER[result.step])
     return obs if node is obs.node else evolve(obs, node=node)
 
@@ -527,6 +533,12 @@ def _left(op: Operation, now: datetime, seconds: float) -> float:
     return max(0.0, (op.step_started_at + timedelta(seconds=seconds) - now).total_seconds())
 
 
+def _enrolled_since(op: Operation, obs: Observed) -> bool:
+    """Whether the host enrolled since ``op`` began: during a re-image, only the new
+    image can (the enrolment is reset when the re-image plan is reported applied)."""
+    return obs.enrolled_at is not None and obs.enrolled_at > op.started_at
+
+
 def _saying(op: Operation, message: str) -> Operation:
     """``op`` with this message; the same object if it says it already (a waiting member
     is not rewritten every pass)."""
@@ -557,6 +569,10 @@ def advance(
             out.events.append(EventNote(ObjectKind.HOST, host, "PlanSent", note))
             continue
         if step is Step.WAIT_APPLIED:
+            if _enrolled_since(op, obs) and op.steps[op.index - 1] is Step.SEND_REIMAGE:
+                # Reported, and the new image enrolled already (which dropped the plan).
+                op = op.advanced(now)
+                continue
             if obs.doc_hash == op.sent_hash and obs.applied_hash == op.sent_hash:
                 if obs.applied_ok:
                     op = op.advanced(now)
@@ -581,9 +597,7 @@ def advance(
             out.requeue = _left(op, now, node_timeout)
             break
         if step is Step.WAIT_ENROLLED:
-            # Its enrolment is reset only once it reported the re-image plan applied, so
-            # any enrolment since this operation began is the new image's.
-            if obs.enrolled_at is not None and obs.enrolled_at > op.started_at:
+            if _enrolled_since(op, obs):
                 note = f"enrolled again after its re-image ({op.key})"
                 out.events.append(EventNote(ObjectKind.HOST, host, "Reimaged", note))
                 op = op.advanced(now)

@@ -979,6 +979,8 @@ def successor(
         steps = external.get(member.host, ())
         if steps != obs.external:  # most members took no step: keep their observation
             obs = evolve(obs, external=steps)
+            if obs.node is not None and as_left_by_own_steps(obs).node is None:
+                obs = evolve(obs, node=None)  # its Node deleted: the store has none either
         members.append((member, obs))
     rollout = inp.rollout
     if plan.rollout is not None:

@@ -273,6 +273,16 @@ def report_applied_many(
     return outcomes
 
 
+def drop_reimage(session: Session, name: str) -> bool:
+    """Delete the host's desired state if it is a re-image plan: the host enrolled again
+    from its new image, which must not run its predecessor's re-image. True if dropped."""
+    row = session.get(DesiredStateRow, name)
+    if row is None or not reimages(row.document):
+        return False
+    session.delete(row)
+    return True
+
+
 class DesiredWatcher:
     """Current desired-state hashes of every host, and agents waiting for a change."""
 

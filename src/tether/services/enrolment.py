@@ -15,12 +15,11 @@ from sqlalchemy.orm import Session
 from tether.domain import resources as r
 from tether.domain.agent import Enrolment, RegisterRequest
 from tether.domain.models import EventType, HostSpec, ObjectKind
-from tether.domain.nodeplan import reimages
 from tether.domain.states import HostEvent
 from tether.errors import Conflict, Invalid, NotFound, PlaneError, Unauthenticated
 from tether.pki import HostIdentity
 from tether.pki.errors import NameInUse, PKIError
-from tether.services import activations, events
+from tether.services import activations, desired, events
 from tether.services import resources as svc
 from tether.services.trust import (
     PlaneTrust,
@@ -30,7 +29,7 @@ from tether.services.trust import (
     revoke_host_certificates,
 )
 from tether.store.repo import get_named
-from tether.store.schema import DesiredStateRow, HostAgentRow, HostCertRow, HostRow
+from tether.store.schema import HostAgentRow, HostCertRow, HostRow
 
 
 def plane_error(exc: PKIError, field: str) -> PlaneError:
@@ -125,9 +124,7 @@ def register(
         agent.cert_not_after = not_after
         agent.enrolled_at = now
         agent.reenrol_allowed = False
-        stale = session.get(DesiredStateRow, req.name)
-        if stale is not None and reimages(stale.document):
-            session.delete(stale)  # the new image must not run its predecessor's re-image
+        desired.drop_reimage(session, req.name)
     record_certificate(session, req.name, x509.load_pem_x509_certificate(cert_pem), issuer, now)
     events.record(
         session,

@@ -32,7 +32,7 @@ from tether.domain.memberops import Step, StepOutcome, StepResult
 from tether.services import desired
 from tether.store.bulk import among, among_param
 from tether.store.db import Database
-from tether.store.schema import DesiredStateRow, NodeStatusRow, utcnow
+from tether.store.schema import DesiredStateRow, HostAgentRow, NodeStatusRow, utcnow
 
 __all__ = ["SimulatedFleet"]
 
@@ -66,6 +66,7 @@ class SimulatedFleet:
         self._due: list[tuple[float, str, str]] = []
         self._sent: list[tuple[str, str, float]] = []  # plans written (when), not yet read
         self._cordons: dict[str, bool] = {}  # Node -> unschedulable, not yet recorded
+        self._gone: dict[str, str] = {}  # Node deleted -> its cluster (a join makes it again)
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="simulated-fleet", daemon=True)
@@ -90,7 +91,14 @@ class SimulatedFleet:
 
     def delete_node(self, node: str) -> StepResult:
         with self.db.session() as session:
-            session.execute(delete(NodeStatusRow).where(NodeStatusRow.host_name == node))
+            gone = session.execute(
+                delete(NodeStatusRow)
+                .where(NodeStatusRow.host_name == node)
+                .returning(NodeStatusRow.cluster)
+            ).scalar()
+        if gone is not None:
+            with self._cond:
+                self._gone[node] = gone
         return StepResult(Step.DELETE_NODE, StepOutcome.DONE)
 
     def patch_node(
@@ -141,7 +149,7 @@ class SimulatedFleet:
         """The agents of these hosts apply these plans (host, hash) now: report them
         applied and show the Node the plan leaves (tests call it to step a rollout by
         hand); return the hosts whose plan was still current."""
-        done = []
+        done, reimaged = [], []
         # The Nodes' new status, as the nodes controller records what its watch saw: the
         # hosts whose Nodes changed alike in one statement.
         nodes: dict[tuple[tuple[str, object], ...], list[str]] = {}
@@ -163,6 +171,9 @@ class SimulatedFleet:
                     values["ready"] = True
                 if action == "reboot":
                     values["ready_since"] = utcnow() - timedelta(microseconds=1)
+                if action == "reimage":  # the old system is gone: its kubelet too
+                    values["ready"] = False
+                    reimaged.append(host)
                 nodes.setdefault(tuple(sorted(values.items())), []).append(host)
                 done.append(host)
             # The agents' reports, as the agent plane writes those that arrive together.
@@ -174,6 +185,19 @@ class SimulatedFleet:
                 ],
                 now=utcnow(),
             )
+            # A SIMULATED re-image: the new image enrols again at once (no certificate).
+            for host in reimaged:
+                session.execute(
+                    update(HostAgentRow)
+                    .where(HostAgentRow.host_name == host)
+                    .values(enrolled_at=utcnow(), reenrol_allowed=False)
+                )
+                desired.drop_reimage(session, host)
+            with self._cond:
+                made = {h: self._gone.pop(h) for h in done if h in self._gone}
+            for host, cluster in made.items():  # a join registers a deleted Node again
+                session.add(NodeStatusRow(host_name=host, cluster=cluster, observed_at=utcnow()))
+            session.flush()
             for change, hosts in nodes.items():
                 session.execute(
                     update(NodeStatusRow)

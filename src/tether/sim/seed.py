@@ -58,17 +58,19 @@ POOL: dict[str, Any] = {
 }
 
 
-def _layers(kubernetes: str) -> dict[str, Any]:
-    return {"os": {"image": "debian-12"}, "kubernetes": {"version": kubernetes}}
+def _layers(kubernetes: str, image: str = "debian-12") -> dict[str, Any]:
+    return {"os": {"image": image}, "kubernetes": {"version": kubernetes}}
 
 
-def seed_running_pool(db: Database, n: int) -> None:
-    """A pool of ``n`` hosts already running version 1.0.0, written straight to the store."""
+def seed_running_pool(db: Database, n: int, *, next_image: str = "debian-12") -> None:
+    """A pool of ``n`` hosts already running version 1.0.0, written straight to the store
+    (2.0.0 with another ``next_image`` re-images the nodes)."""
     with db.session() as s:
         svc.create_cluster(s, r.ClusterCreate.model_validate({"name": "bench", "spec": CLUSTER}))
         svc.create_site(s, r.SiteCreate(name="dc1"))
         for version, kube in (("1.0.0", "1.34.2"), ("2.0.0", "1.35.1")):
-            body = {"name": "std", "spec": {"version": version, "layers": _layers(kube)}}
+            image = next_image if version == "2.0.0" else "debian-12"
+            body = {"name": "std", "spec": {"version": version, "layers": _layers(kube, image)}}
             svc.create_profile(s, r.ProfileCreate.model_validate(body))
         svc.create_pool(s, r.PoolCreate.model_validate({"name": "pool", "spec": POOL}))
     cluster, pool = ClusterSpec.model_validate(CLUSTER), PoolSpec.model_validate(POOL)

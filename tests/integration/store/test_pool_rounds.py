@@ -24,8 +24,10 @@ from tether.store.schema import DesiredStateRow, HostRow, PoolMemberRow, utcnow
 pytestmark = pytest.mark.integration
 
 
-def _start_rollout(db: Database, nodes: int) -> tuple[PoolController, SimulatedFleet, str]:
-    seed_running_pool(db, nodes)
+def _start_rollout(
+    db: Database, nodes: int, next_image: str = "debian-12"
+) -> tuple[PoolController, SimulatedFleet, str]:
+    seed_running_pool(db, nodes, next_image=next_image)
     fleet = SimulatedFleet(db, lambda _: 0.0)
     controller = PoolController(db, lambda _: fleet)
     controller.reconcile("pool")
@@ -136,12 +138,17 @@ def test_one_reconcile_takes_a_node_from_cordon_to_its_plan_reading_the_pool_onc
     assert len([q for q in statements if "hosts.inventory" in q]) == 1
 
 
+#: An upgrade, and a re-image (a new OS image: the hosts enrol again, SIMULATED).
+ROLLOUTS = pytest.mark.parametrize("next_image", ["debian-12", "debian-13"])
+
+
+@ROLLOUTS
 def test_the_pool_as_planned_again_is_the_pool_as_read_back(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, monkeypatch: pytest.MonkeyPatch, next_image: str
 ) -> None:
     """Every time the reconciler plans again from what it wrote, that input is exactly
     what reading the store back would give, through a whole rollout."""
-    controller, fleet, name = _start_rollout(db, 6)
+    controller, fleet, name = _start_rollout(db, 6, next_image)
     followed = pools.followed
     compared: list[int] = []
 
@@ -158,12 +165,13 @@ def test_the_pool_as_planned_again_is_the_pool_as_read_back(
     assert len(compared) >= 6  # at least one chain per node: uncordon, cordon the next
 
 
+@ROLLOUTS
 def test_a_pass_told_which_hosts_changed_sees_what_reading_the_whole_pool_sees(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, monkeypatch: pytest.MonkeyPatch, next_image: str
 ) -> None:
     """Between whole reads, a pass reads again only the hosts reported changed: through a
     whole rollout, what it plans from is exactly what reading the whole store gives."""
-    controller, fleet, name = _start_rollout(db, 6)
+    controller, fleet, name = _start_rollout(db, 6, next_image)
     refresh = pools.refresh
     compared: list[list[str]] = []
 

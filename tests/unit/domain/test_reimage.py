@@ -132,3 +132,19 @@ def test_a_rollout_of_a_new_image_reimages_every_node_once() -> None:
         reimaged = [name for name, reason, _ in world.events if reason == "Reimaged"]
         updated = [name for name, reason, _ in world.events if reason == "NodeUpdateStarted"]
         assert sorted(reimaged) == sorted(updated) and len(set(reimaged)) == len(reimaged)
+
+
+def test_a_host_that_enrolled_again_before_the_plane_looked_is_not_waited_for() -> None:
+    """The report resets the enrolment and the new image enrols before the next pass:
+    the re-image plan is gone by then (dropped with the enrolment), which is no
+    "desired state changed by someone else": the member goes on to delete the Node."""
+    target = NodeTarget("h1", "2.0.0", spec_for("1.33", image="img-2"))
+    member = _member()
+    op = start_update(member, target, T0, "r1")
+    op = op.__class__(**{**op.__dict__, "index": REIMAGE_STEPS.index(Step.WAIT_APPLIED)})
+    member = Member(**{**member.__dict__, "op": op})
+    later = T0 + timedelta(minutes=5)
+    obs = Observed(HostState.IN_USE, target=target, enrolled_at=later)
+    member, reasons, _ = _walk(member, obs, later)
+    assert reasons == ["Reimaged"]
+    assert member.op is not None and member.op.step is Step.DELETE_NODE
