@@ -201,4 +201,5 @@ def collect(roots: Roots | None = None) -> Inventory:
         machine_id=machine_id(roots),
         product_uuid=product_uuid(roots),
         hostname=socket.gethostname()[:256],
+        image_build=_read(roots.etc / "tether" / "image-build", 256).strip(),
     )

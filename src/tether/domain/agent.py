@@ -167,6 +167,8 @@ class Inventory(Model):
     machine_id: ShortText = ""
     product_uuid: ShortText = ""
     hostname: ShortText = ""
+    #: The build of the Tether image the host runs (``/etc/tether/image-build``), if any.
+    image_build: ShortText = ""
 
 
 # Agent API ---------------------------------------------------------------------------------

@@ -79,6 +79,10 @@ AGENT_VENV: Final = "/opt/tether"
 PRESEED_DIR: Final = "/var/lib/tether/artifacts"
 """A pre-seeded image's artifact mirror (a valid ``--source``, see :mod:`tether.node.mirror`)."""
 PRESEED_KEYRING: Final = "/etc/tether/artifact-keyring.yaml"
+#: Names the build an image came from (the manifest's ``build``): its agent reports it as
+#: ``imageBuild`` in the host's inventory, so a re-imaged host shows which image it booted
+#: (the image reference, a digest of the disk, cannot be written into that disk).
+BUILD_FILE: Final = "/etc/tether/image-build"
 """The keyring that verified the pre-seeded mirror; the agent's default ``node.keyring``."""
 AGENT_UNIT_PATH: Final = "/etc/systemd/system/tether-agent.service"
 WHEELS_IN_ROOT: Final = "/var/cache/tether-wheels"
@@ -199,8 +203,9 @@ def _cloud_config(os: OSLayer) -> dict[str, Any]:
     }
 
 
-def files(inputs: ImageInputs) -> list[ImageFile]:
-    """The files written into the base root, in order (the OS layer's own ones last)."""
+def files(inputs: ImageInputs, *, build: str) -> list[ImageFile]:
+    """The files written into the base root, in order (the OS layer's own ones last).
+    ``build`` names this build (:data:`BUILD_FILE`)."""
     os = inputs.os
     # JSON is YAML: cloud-init reads it as #cloud-config.
     cloud = "#cloud-config\n" + json.dumps(_cloud_config(os), indent=2) + "\n"
@@ -210,6 +215,7 @@ def files(inputs: ImageInputs) -> list[ImageFile]:
         ImageFile("/etc/locale.gen", "en_US.UTF-8 UTF-8\nC.UTF-8 UTF-8\n"),
         ImageFile("/etc/default/locale", "LANG=C.UTF-8\n"),
         ImageFile(AGENT_UNIT_PATH, AGENT_UNIT),
+        ImageFile(BUILD_FILE, build + "\n"),
     ]
     if os.sysctls:
         lines = "".join(f"{k} = {v}\n" for k, v in sorted(os.sysctls.items()))
@@ -246,11 +252,18 @@ def image_ref(release: str, sha256: str) -> str:
 
 
 def manifest(
-    inputs: ImageInputs, *, disk_sha256: str, kernel: str, initrd: str, versions: Mapping[str, str]
+    inputs: ImageInputs,
+    *,
+    build: str,
+    disk_sha256: str,
+    kernel: str,
+    initrd: str,
+    versions: Mapping[str, str],
 ) -> dict[str, Any]:
-    """The manifest JSON: the image reference, the artifacts and every input."""
+    """The manifest JSON: the image reference, its build, the artifacts and every input."""
     return {
         "image": image_ref(inputs.release, disk_sha256),
+        "build": build,
         "disk": {"file": "disk.img", "sha256": disk_sha256, "format": "raw", "fs": "ext4"},
         "kernel": kernel,
         "initrd": initrd,

@@ -171,11 +171,12 @@ def _tool_versions() -> dict[str, str]:
 def _customise(
     root: Path,
     inputs: imageplan.ImageInputs,
+    build: str,
     wheels: Path,
     progress: Progress,
     artifacts: Path | None,
 ) -> None:
-    for item in imageplan.files(inputs):
+    for item in imageplan.files(inputs, build=build):
         target = root / item.path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(target, item.content.encode(), item.mode, dir_mode=None)
@@ -205,13 +206,14 @@ def build(
     ``artifacts``: what :func:`preseed` put there (``inputs.preseed`` records it)."""
     out.mkdir(parents=True, exist_ok=True)
     base = _base(inputs, progress)
+    build_id = uuid.uuid4().hex  # names this build inside the image and in the manifest
     root = out / "rootfs.work"
     shutil.rmtree(root, ignore_errors=True)
     try:
         progress("customise: copying the base")
         _run("copy", ["cp", "-a", "--reflink=auto", base, root], progress)
         (root / ".complete").unlink()
-        _customise(root, inputs, wheels, progress, artifacts)
+        _customise(root, inputs, build_id, wheels, progress, artifacts)
         kernel = max((root / "boot").glob("vmlinuz-*"))
         initrd = max((root / "boot").glob("initrd.img-*"))
         shutil.copyfile(kernel, out / "vmlinuz")
@@ -228,6 +230,7 @@ def build(
     progress("disk: sha256")
     doc = imageplan.manifest(
         inputs,
+        build=build_id,
         disk_sha256=sha256_file(disk),
         kernel=f"vmlinuz ({kernel.name})",
         initrd=f"initrd.img ({initrd.name})",

@@ -304,6 +304,8 @@ def test_inventory_from_a_fake_tree_and_graceful_fallbacks(tmp_path: Path) -> No
     (etc).mkdir()
     (etc / "os-release").write_text('ID=debian\nPRETTY_NAME="Debian 12"\nVERSION_ID="12"\n')
     (etc / "machine-id").write_text("abc123\n")
+    (etc / "tether").mkdir()
+    (etc / "tether/image-build").write_text("0f1e2d\n")  # a Tether image says its build
     (sys_ / "class/net/eth0").mkdir(parents=True)
     (sys_ / "class/net/eth0/address").write_text("52:54:00:12:34:56\n")
     (sys_ / "block/vda/queue").mkdir(parents=True)
@@ -318,8 +320,9 @@ def test_inventory_from_a_fake_tree_and_graceful_fallbacks(tmp_path: Path) -> No
     assert inv.nics[0].mac == "52:54:00:12:34:56" and inv.nics[0].addresses == ["fe80::1"]
     assert [(d.name, d.size_bytes, d.rotational) for d in inv.disks] == [("vda", 1 << 30, False)]
     assert inv.machine_id == "abc123" and inv.product_uuid == ""  # placeholder UUID dropped
+    assert inv.image_build == "0f1e2d"
     empty = inventory.collect(inventory.Roots(tmp_path / "x", tmp_path / "y", tmp_path / "z"))
-    assert empty.memory_bytes == 0 and empty.disks == []  # nothing there: no crash
+    assert empty.memory_bytes == 0 and empty.disks == [] and empty.image_build == ""
 
 
 def test_tags_static_file_and_script(tmp_path: Path) -> None:

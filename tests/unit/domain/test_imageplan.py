@@ -32,7 +32,7 @@ INPUTS = imageplan.ImageInputs(os=LAYER, wheels={"tether-0.1.0-py3-none-any.whl"
 
 
 def _by_path() -> dict[str, imageplan.ImageFile]:
-    return {f.path: f for f in imageplan.files(INPUTS)}
+    return {f.path: f for f in imageplan.files(INPUTS, build="b1")}
 
 
 def test_cloud_init_drop_in_probes_no_cloud_and_carries_the_layer_without_packages() -> None:
@@ -60,9 +60,10 @@ def test_sysctls_modules_and_files_of_the_layer_are_written() -> None:
     assert sysctl == "net.ipv4.ip_forward = 1\nvm.max_map_count = 262144\n"
     assert files["/etc/modules-load.d/tether.conf"].content == "ip_vs\nbr_netfilter\n"
     assert (files["/etc/motd"].content, files["/etc/motd"].mode) == ("edge\n", 0o600)
-    assert imageplan.files(INPUTS)[-1].path == "/etc/motd"  # the layer's own files win
+    assert imageplan.files(INPUTS, build="b1")[-1].path == "/etc/motd"  # the layer's own files win
     unit = files["/etc/systemd/system/tether-agent.service"].content
     assert "ConditionPathExists=/etc/tether/agent.yaml" in unit
+    assert files[imageplan.BUILD_FILE].content == "b1\n"  # reported as the inventory's imageBuild
 
 
 def test_agent_is_installed_from_the_wheels_without_an_index() -> None:
@@ -85,9 +86,15 @@ def test_base_cache_key_follows_what_debootstrap_gets_and_nothing_else() -> None
 
 def test_manifest_references_the_disk_by_sha256_and_records_the_inputs() -> None:
     doc = imageplan.manifest(
-        INPUTS, disk_sha256="cd" * 32, kernel="vmlinuz", initrd="initrd.img", versions={"a": "1"}
+        INPUTS,
+        build="b1",
+        disk_sha256="cd" * 32,
+        kernel="vmlinuz",
+        initrd="initrd.img",
+        versions={"a": "1"},
     )
     assert doc["image"] == "tether-debian-bookworm@sha256:" + "cd" * 32
+    assert doc["build"] == "b1"  # what the image's agent reports as imageBuild
     assert doc["disk"]["sha256"] == "cd" * 32
     assert "net.ifnames=0" in doc["cmdline"]
     assert doc["inputs"]["packages"] == INPUTS.packages
@@ -113,7 +120,9 @@ def test_manifest_records_the_preseeded_artifacts_and_their_keyring() -> None:
         keyring_sha256="cc" * 32,
     )
     seeded = replace(INPUTS, preseed=preseed)
-    doc = imageplan.manifest(seeded, disk_sha256="cd" * 32, kernel="k", initrd="i", versions={})
+    doc = imageplan.manifest(
+        seeded, build="b1", disk_sha256="cd" * 32, kernel="k", initrd="i", versions={}
+    )
     assert doc["inputs"]["artifacts"] == {
         "kubernetesVersion": "1.34.2",
         "arch": "amd64",
@@ -122,7 +131,9 @@ def test_manifest_records_the_preseeded_artifacts_and_their_keyring() -> None:
         "files": {"kubernetes/v1.34.2/amd64/kubelet": "bb" * 32, "manifest.json": "aa" * 32},
         "keyring": {"path": "/etc/tether/artifact-keyring.yaml", "sha256": "cc" * 32},
     }
-    plain = imageplan.manifest(INPUTS, disk_sha256="cd" * 32, kernel="k", initrd="i", versions={})
+    plain = imageplan.manifest(
+        INPUTS, build="b1", disk_sha256="cd" * 32, kernel="k", initrd="i", versions={}
+    )
     assert plain["inputs"]["artifacts"] is None
     # the base does not depend on what is seeded into the copy of it
     assert imageplan.base_key(seeded) == imageplan.base_key(INPUTS)
