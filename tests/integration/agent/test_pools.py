@@ -129,6 +129,15 @@ class Fleet:
             f"pool {state}: {self.pool_view()['status']}",
         )
 
+    def wait_completed(self, rollout: str) -> None:
+        """Until the rollout completes and the pool is Ready again."""
+        self.plane.wait_for(
+            lambda: self.call("GET", f"/api/v1/rollouts/{rollout}", 200)["state"] == "Completed",
+            240,
+            f"rollout {rollout} completed",
+        )
+        self.wait_state("Ready")
+
     def reasons(self, **params: str) -> list[tuple[str, str]]:
         items = self.plane.api.get(
             "/api/v1/events", params={"pool": self.pool, "limit": 1000, **params}
@@ -185,14 +194,7 @@ def test_hosts_join_roll_out_after_approval_and_leave(fleet: Fleet, kube: KubeCl
     assert fleet.pool_view()["status"]["state"] == "Ready"
 
     fleet.call("POST", f"/api/v1/rollouts/{rollout['name']}/approve", 200)
-    fleet.plane.wait_for(
-        lambda: (
-            fleet.call("GET", f"/api/v1/rollouts/{rollout['name']}", 200)["state"] == "Completed"
-        ),
-        240,
-        "rollout completed",
-    )
-    fleet.wait_state("Ready")
+    fleet.wait_completed(rollout["name"])
     for host in (a, b):
         node = kube.get(Node, host)
         assert node.status is not None and node.status.nodeInfo is not None
@@ -295,14 +297,7 @@ def test_a_new_os_image_reimages_the_node_and_it_enrols_again(
     shutil.rmtree(state_dir)
     shutil.rmtree(fleet.tmp / f"{host}-root")
     fleet.boot(host)
-    fleet.plane.wait_for(
-        lambda: (
-            fleet.call("GET", f"/api/v1/rollouts/{rollout['name']}", 200)["state"] == "Completed"
-        ),
-        240,
-        "rollout completed",
-    )
-    fleet.wait_state("Ready")
+    fleet.wait_completed(rollout["name"])
     node = kube.get(Node, host)
     assert node.status is not None and node.status.nodeInfo is not None
     assert node.status.nodeInfo.kubeletVersion == "v1.34.2"
