@@ -20,7 +20,9 @@ app = typer.Typer(help=help_of("image"), no_args_is_help=True)
 @app.command("build")
 def build(
     file: Path = typer.Option(..., "-f", "--file", help="A profile version (its layers.os)."),
-    out: Path = typer.Option(..., help="Directory for disk.img, vmlinuz, initrd.img, manifest."),
+    out: Path = typer.Option(
+        ..., help="Directory for disk.img, vmlinuz, initrd.img, manifest.json (installer.iso)."
+    ),
     release: str = typer.Option("bookworm", help="Debian release."),
     mirror: str = typer.Option("http://deb.debian.org/debian", help="Debian mirror."),
     disk_size: str = typer.Option("3G", help="Size of the raw disk image."),
@@ -37,6 +39,13 @@ def build(
         None,
         "--keyring",
         help="Trusted artifact-manifest keys: verify --artifacts, and the image keeps them.",
+    ),
+    iso: bool = typer.Option(
+        False,
+        "--iso",
+        help="Also write installer.iso: boots by BIOS, installs the image onto the first "
+        "empty disk (or tether.install=/dev/DISK) and powers off; the disk then boots by "
+        "itself (GRUB). Needs grub-mkrescue, xorriso and grub-pc-bin on this host.",
     ),
 ) -> None:
     """Build a raw disk image with kernel and initrd, and a manifest with its sha256."""
@@ -60,10 +69,15 @@ def build(
         seed = (_kubernetes_version(file, layers), artifacts, keyring)
     elif keyring is not None:
         raise CLIError("--keyring: only with --artifacts", 2)
-    inputs = imageplan.ImageInputs(os=os_layer, release=release, mirror=mirror, disk_size=disk_size)
+    inputs = imageplan.ImageInputs(
+        os=os_layer, release=release, mirror=mirror, disk_size=disk_size, installer=iso
+    )
     problems = imageplan.problems(inputs)
     if problems:
         raise CLIError("; ".join(f"--{f}: {rule}" for f, rule in problems), 2)
+    missing = imagebuild.missing_iso_tools() if iso else []
+    if missing:
+        raise CLIError(f"--iso: this host lacks {', '.join(missing)}", 2)
     if os.geteuid() != 0:
         raise CLIError("building an image needs root (debootstrap, chroot)", 2)
 
@@ -99,11 +113,15 @@ def build(
                 disk_size=disk_size,
                 wheels=sums,
                 preseed=preseed,
+                installer=iso,
             )
             doc = imagebuild.build(inputs, out, wheels, progress, staged)
         except imagebuild.BuildError as exc:
             raise CLIError(str(exc), 1) from None
     progress(f"done: {out / 'disk.img'}")
+    if iso:
+        iso_sha256 = doc["installer"]["sha256"]  # type: ignore[index]
+        typer.echo(f"installer: {out / imageplan.ISO_FILE} (sha256 {iso_sha256})")
     typer.echo(f"image: {doc['image']}")
     typer.echo("put it in the profile's OS layer (layers.os.image) to roll it out as a repave.")
 

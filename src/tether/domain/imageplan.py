@@ -22,6 +22,15 @@ What the image carries so a host needs nothing from a network but the plane:
   Kubernetes version: a verified mirror at :data:`PRESEED_DIR` and the keyring that
   verified it at :data:`PRESEED_KEYRING`. The agent installs from that mirror first for
   the versions it holds, so a join needs nothing from a network but the plane.
+
+With ``installer`` (``tether image build --iso``) the image also carries GRUB for BIOS
+(``grub-pc``, installed to no device at build time), an initramfs script
+(:data:`INSTALL_SCRIPT`) that acts only when ``tether.install=`` is on the kernel command
+line, and an fstab that names the root by file system UUID; and the build packs a
+bootable installer ISO (:func:`iso_files`, :func:`mkrescue_argv`). Booted from the ISO,
+the image's own kernel and initrd find the ISO, partition an empty target disk, write the
+file system into its first partition, grow it, install GRUB from inside it and power
+off: afterwards the machine boots from its own disk with :data:`KERNEL_ARGS`.
 """
 
 from __future__ import annotations
@@ -29,7 +38,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -40,6 +50,12 @@ __all__ = [
     "AGENT_UNIT_PATH",
     "BASE_PACKAGES",
     "CMDLINE",
+    "INSTALLER_PACKAGES",
+    "INSTALL_HOOK",
+    "INSTALL_SCRIPT",
+    "ISO_FILE",
+    "ISO_TOOLS",
+    "KERNEL_ARGS",
     "PRESEED_DIR",
     "PRESEED_KEYRING",
     "PYTHON",
@@ -49,8 +65,13 @@ __all__ = [
     "base_key",
     "chroot_commands",
     "files",
+    "fs_uuid",
     "image_ref",
+    "iso_files",
+    "iso_grub_cfg",
     "manifest",
+    "missing_iso_tools",
+    "mkrescue_argv",
     "problems",
 ]
 
@@ -72,8 +93,12 @@ BASE_PACKAGES: Final = (
 )
 """What every image has: systemd, cloud-init and its needs, Python for the agent, a kernel."""
 
-CMDLINE: Final = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
+KERNEL_ARGS: Final = "console=ttyS0 net.ifnames=0"
+"""The kernel arguments every boot gets: the serial console, the first NIC named ``eth0``."""
+CMDLINE: Final = f"root=/dev/vda rw {KERNEL_ARGS}"
 """Boot with the disk as ``/dev/vda`` (virtio) and the first NIC named ``eth0``."""
+INSTALLER_PACKAGES: Final = ("grub-pc", "fdisk")
+"""What an image with an installer ISO has on top: GRUB for BIOS, ``sfdisk``."""
 
 AGENT_VENV: Final = "/opt/tether"
 PRESEED_DIR: Final = "/var/lib/tether/artifacts"
@@ -109,6 +134,155 @@ StateDirectory=tether-agent
 [Install]
 WantedBy=multi-user.target
 """
+
+
+GRUB_DEFAULTS_PATH: Final = "/etc/default/grub.d/tether.cfg"
+GRUB_DEFAULTS: Final = f"""# tether image build --iso: the installed disk boots like disk.img.
+GRUB_TIMEOUT=1
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="{KERNEL_ARGS}"
+GRUB_TERMINAL="console serial"
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+GRUB_DISABLE_OS_PROBER=true
+"""
+"""update-grub's settings in an installer image (the root comes by UUID from update-grub)."""
+
+INSTALL_HOOK_PATH: Final = "/etc/initramfs-tools/hooks/tether-install"
+INSTALL_HOOK: Final = """#!/bin/sh
+# tether image build --iso: what the install script needs in the initramfs.
+case "$1" in prereqs) exit 0 ;; esac
+. /usr/share/initramfs-tools/hook-functions
+copy_exec /sbin/sfdisk /tether/bin/sfdisk
+copy_exec /sbin/blkid /tether/bin/blkid
+copy_exec /bin/gzip /tether/bin/gzip
+manual_add_modules isofs cdrom sr_mod ata_piix ahci nvme virtio_blk virtio_scsi sd_mod \
+  usb_storage uas
+"""
+"""The initramfs-tools hook: real ``sfdisk``, ``blkid`` and ``gzip``, and the modules that
+reach a CD, USB, SATA, NVMe or virtio disk."""
+
+ISO_FILE: Final = "installer.iso"
+ISO_LABEL: Final = "TETHER_INSTALL"
+ISO_KERNEL: Final = "tether/vmlinuz"
+ISO_INITRD: Final = "tether/initrd.img"
+ISO_DISK: Final = "tether/disk.img.gz"
+ISO_INFO: Final = "tether/install.conf"
+"""Shell assignments (``image``, ``image_bytes``) the install script reads from the ISO."""
+
+INSTALL_SCRIPT_PATH: Final = "/etc/initramfs-tools/scripts/init-premount/tether-install"
+INSTALL_SCRIPT: Final = f"""#!/bin/sh
+# tether image build --iso: installs this image onto a disk when the kernel command line
+# has tether.install=auto (the first empty disk) or tether.install=/dev/DISK; without it
+# this script does nothing. Also:
+#   tether.install.force=1       overwrite DISK even when it is not empty
+#   tether.install.after=reboot  reboot when done (default: power off)
+# A disk is empty when it has no partitions and blkid finds no signature on it.
+case "$1" in prereqs) exit 0 ;; esac
+
+target="" force="" after=poweroff
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	tether.install=*) target="${{arg#tether.install=}}" ;;
+	tether.install.force=1) force=1 ;;
+	tether.install.after=*) after="${{arg#tether.install.after=}}" ;;
+	esac
+done
+[ -n "$target" ] || exit 0
+
+PATH=/tether/bin:$PATH
+MEDIUM=/tether-medium
+ROOT=/tether-target
+say() {{ echo "tether-install: $*"; }}
+fail() {{
+	say "FAILED: $*"
+	say "stopped; powering off in 30 s"
+	sleep 30
+	poweroff -f
+	sleep 3600
+}}
+is_empty() {{
+	for part in /sys/block/"${{1#/dev/}}"/"${{1#/dev/}}"*; do
+		[ -e "$part" ] && return 1
+	done
+	blkid -p "$1" >/dev/null 2>&1
+	[ $? -eq 2 ]
+}}
+big_enough() {{
+	read -r sectors <"/sys/block/${{1#/dev/}}/size" || return 1
+	read -r ro <"/sys/block/${{1#/dev/}}/ro" || return 1
+	[ "$ro" = 0 ] && [ $((sectors * 512)) -ge $((image_bytes + 1048576)) ]
+}}
+
+modprobe -q isofs
+modprobe -q sr_mod
+udevadm settle --timeout=30
+mkdir -p "$MEDIUM" "$ROOT"
+medium=""
+i=0
+while [ -z "$medium" ] && [ $i -lt 30 ]; do
+	for dev in /dev/sr* /dev/sd* /dev/vd* /dev/nvme* /dev/xvd* /dev/hd*; do
+		[ -b "$dev" ] || continue
+		mount -t iso9660 -o ro "$dev" "$MEDIUM" 2>/dev/null || continue
+		[ -f "$MEDIUM/{ISO_INFO}" ] && {{ medium=$dev; break; }}
+		umount "$MEDIUM"
+	done
+	[ -n "$medium" ] || {{ sleep 1; i=$((i + 1)); }}
+done
+[ -n "$medium" ] || fail "no installer medium (an ISO 9660 file system with {ISO_INFO})"
+. "$MEDIUM/{ISO_INFO}"
+say "installing $image ($image_bytes bytes) from $medium"
+
+if [ "$target" = auto ]; then
+	target=""
+	for dev in /sys/block/vd* /sys/block/sd* /sys/block/nvme* /sys/block/xvd*; do
+		disk=/dev/${{dev##*/}}
+		[ -b "$disk" ] && big_enough "$disk" && is_empty "$disk" && {{ target=$disk; break; }}
+	done
+	[ -n "$target" ] || fail "no empty disk of $image_bytes bytes or more: name one with \\
+tether.install=/dev/DISK (and tether.install.force=1 to overwrite what is on it)"
+fi
+[ -b "$target" ] || fail "$target is not a block device"
+case "$medium" in
+"$target" | "$target"[0-9]* | "$target"p[0-9]*) fail "$target holds the installer medium" ;;
+esac
+big_enough "$target" || fail "$target is read-only or smaller than $image_bytes bytes + 1 MiB"
+if ! is_empty "$target"; then
+	[ -n "$force" ] || fail "$target is not empty: tether.install.force=1 overwrites it"
+	say "$target is not empty: overwriting it (tether.install.force=1)"
+fi
+
+say "partitioning $target"
+printf 'label: dos\\nstart=2048, type=83, bootable\\n' |
+	sfdisk --quiet --wipe always --wipe-partitions always "$target" || fail "sfdisk $target"
+case "$target" in
+*[0-9]) part=${{target}}p1 ;;
+*) part=${{target}}1 ;;
+esac
+udevadm settle --timeout=30
+i=0
+while [ ! -b "$part" ] && [ $i -lt 30 ]; do sleep 1; i=$((i + 1)); done
+[ -b "$part" ] || fail "no $part after partitioning"
+
+say "writing the file system to $part"
+gzip -dc "$MEDIUM/{ISO_DISK}" >"$part" || fail "writing $part"
+sync
+mount -t ext4 "$part" "$ROOT" || fail "mounting $part"
+mount -t proc proc "$ROOT/proc" && mount -t sysfs sysfs "$ROOT/sys" &&
+	mount -t devtmpfs udev "$ROOT/dev" || fail "mounting /proc, /sys, /dev in $ROOT"
+say "growing the file system, installing GRUB on $target"
+chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 /bin/sh -ec "
+	resize2fs $part
+	grub-install --target=i386-pc $target
+	echo 'grub-pc grub-pc/install_devices multiselect $target' | debconf-set-selections
+	update-grub
+" || fail "GRUB on $target"
+for mnt in "$ROOT/dev" "$ROOT/sys" "$ROOT/proc" "$ROOT" "$MEDIUM"; do umount "$mnt"; done
+sync
+say "done: $image is on $target, which boots it now ($after)"
+if [ "$after" = reboot ]; then reboot -f; else poweroff -f; fi
+sleep 3600
+"""
+"""The initramfs-tools ``init-premount`` script: installs from the ISO, or does nothing."""
 
 
 @dataclass(frozen=True)
@@ -155,13 +329,17 @@ class ImageInputs:
     wheels: Mapping[str, str] = field(default_factory=dict)
     """The agent's wheels by file name, each with its sha256."""
     preseed: Preseed | None = None
+    installer: bool = False
+    """Also an installer ISO: the image carries :data:`INSTALLER_PACKAGES` and the script."""
 
     @property
     def packages(self) -> list[str]:
-        """The base packages and the OS layer's ``cloudInit.packages``, sorted, once each."""
+        """The base packages (and :data:`INSTALLER_PACKAGES` with ``installer``) and the OS
+        layer's ``cloudInit.packages``, sorted, once each."""
         extra = self.os.cloud_init.get("packages", [])
         names = [p for p in extra if isinstance(p, str)] if isinstance(extra, list) else []
-        return sorted({*BASE_PACKAGES, *names})
+        more = INSTALLER_PACKAGES if self.installer else ()
+        return sorted({*BASE_PACKAGES, *more, *names})
 
 
 def problems(inputs: ImageInputs) -> list[tuple[str, str]]:
@@ -194,6 +372,11 @@ def base_key(inputs: ImageInputs) -> str:
     return f"debian-{inputs.release}-{inputs.arch}-{digest[:16]}"
 
 
+def fs_uuid(inputs: ImageInputs) -> str:
+    """The root file system's UUID: fixed by the base, so a rebuild keeps it."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, base_key(inputs)))
+
+
 def _cloud_config(os: OSLayer) -> dict[str, Any]:
     settings = {k: v for k, v in os.cloud_init.items() if k != "packages"}
     return {
@@ -211,12 +394,18 @@ def files(inputs: ImageInputs, *, build: str) -> list[ImageFile]:
     cloud = "#cloud-config\n" + json.dumps(_cloud_config(os), indent=2) + "\n"
     out = [
         ImageFile("/etc/cloud/cloud.cfg.d/90-tether.cfg", cloud),
-        ImageFile("/etc/fstab", "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n"),
+        ImageFile("/etc/fstab", f"{_root_device(inputs)} / ext4 defaults,errors=remount-ro 0 1\n"),
         ImageFile("/etc/locale.gen", "en_US.UTF-8 UTF-8\nC.UTF-8 UTF-8\n"),
         ImageFile("/etc/default/locale", "LANG=C.UTF-8\n"),
         ImageFile(AGENT_UNIT_PATH, AGENT_UNIT),
         ImageFile(BUILD_FILE, build + "\n"),
     ]
+    if inputs.installer:
+        out += [
+            ImageFile(GRUB_DEFAULTS_PATH, GRUB_DEFAULTS),
+            ImageFile(INSTALL_HOOK_PATH, INSTALL_HOOK, 0o755),
+            ImageFile(INSTALL_SCRIPT_PATH, INSTALL_SCRIPT, 0o755),
+        ]
     if os.sysctls:
         lines = "".join(f"{k} = {v}\n" for k, v in sorted(os.sysctls.items()))
         out.append(ImageFile("/etc/sysctl.d/90-tether.conf", lines))
@@ -227,9 +416,17 @@ def files(inputs: ImageInputs, *, build: str) -> list[ImageFile]:
     return out
 
 
+def _root_device(inputs: ImageInputs) -> str:
+    """The root in fstab: ``/dev/vda`` for direct kernel boot only; by UUID when the image
+    can also be installed onto a disk (there it is a partition)."""
+    return f"UUID={fs_uuid(inputs)}" if inputs.installer else "/dev/vda"
+
+
 def chroot_commands(inputs: ImageInputs) -> list[Sequence[str]]:
-    """Commands run inside the root after :func:`files`: the agent, units, locales."""
+    """Commands run inside the root after :func:`files`: the agent, units, locales (and
+    with ``installer`` a new initrd, which then holds the install script)."""
     wheels = sorted(inputs.wheels)
+    initrd = [["update-initramfs", "-u", "-k", "all"]] if inputs.installer else []
     return [
         ["locale-gen"],
         ["python3", "-m", "venv", AGENT_VENV],
@@ -243,12 +440,79 @@ def chroot_commands(inputs: ImageInputs) -> list[Sequence[str]]:
             *[f"{WHEELS_IN_ROOT}/{w}" for w in wheels if w.startswith("tether-")],
         ],
         ["systemctl", "enable", "tether-agent.service", "systemd-networkd.service"],
+        *initrd,
     ]
 
 
 def image_ref(release: str, sha256: str) -> str:
     """What a profile's OS layer puts in ``image`` for a built disk."""
     return f"tether-debian-{release}@sha256:{sha256}"
+
+
+ISO_TOOLS: Final = {
+    "grub-mkrescue": "grub-common",
+    "xorriso": "xorriso",
+    "/usr/lib/grub/i386-pc/cdboot.img": "grub-pc-bin",
+}
+"""What building the installer ISO needs on the build host: each tool (a command, or a
+file by absolute path) and the Debian package that has it."""
+
+
+def missing_iso_tools(present: Collection[str]) -> list[str]:
+    """Each of :data:`ISO_TOOLS` not in ``present``, with its Debian package."""
+    return [f"{tool} (Debian: {pkg})" for tool, pkg in ISO_TOOLS.items() if tool not in present]
+
+
+def iso_grub_cfg(inputs: ImageInputs) -> str:
+    """The installer ISO's GRUB menu: install onto the first empty disk, then power off
+    (the default, after 5 s) or reboot. ``e`` at the menu edits the kernel command line,
+    e.g. ``tether.install=/dev/sdb`` (see :data:`INSTALL_SCRIPT`)."""
+    what = f"tether-debian-{inputs.release}"
+    entries = [
+        ("power off", f"tether.install=auto {KERNEL_ARGS}"),
+        ("reboot", f"tether.install=auto tether.install.after=reboot {KERNEL_ARGS}"),
+    ]
+    menu = "".join(
+        f'menuentry "Install {what} onto the first empty disk, then {then}" {{\n'
+        f"\tlinux /{ISO_KERNEL} {args}\n"
+        f"\tinitrd /{ISO_INITRD}\n"
+        "}\n"
+        for then, args in entries
+    )
+    return (
+        "# tether image build --iso: the installer's BIOS boot menu\n"
+        "serial --unit=0 --speed=115200\n"
+        "terminal_input console serial\n"
+        "terminal_output console serial\n"
+        "set timeout=5\n"
+        "set default=0\n" + menu
+    )
+
+
+def iso_files(inputs: ImageInputs, *, image: str, image_bytes: int) -> list[ImageFile]:
+    """The installer ISO's text files (paths relative to its root); the build adds the
+    kernel, initrd and the gzipped disk at :data:`ISO_KERNEL`, :data:`ISO_INITRD`,
+    :data:`ISO_DISK`."""
+    return [
+        ImageFile("boot/grub/grub.cfg", iso_grub_cfg(inputs)),
+        ImageFile(ISO_INFO, f"image={image}\nimage_bytes={image_bytes}\n"),
+    ]
+
+
+def mkrescue_argv(iso_dir: str, out: str) -> list[str]:
+    """``grub-mkrescue`` for BIOS only (``-d``: the i386-pc modules, so a host with EFI
+    GRUB packages makes the same ISO), labelled :data:`ISO_LABEL` (xorriso's ``-volid``)."""
+    return [
+        "grub-mkrescue",
+        "-d",
+        "/usr/lib/grub/i386-pc",
+        "-o",
+        out,
+        iso_dir,
+        "--",
+        "-volid",
+        ISO_LABEL,
+    ]
 
 
 def manifest(
@@ -259,8 +523,19 @@ def manifest(
     kernel: str,
     initrd: str,
     versions: Mapping[str, str],
+    iso_sha256: str | None = None,
 ) -> dict[str, Any]:
-    """The manifest JSON: the image reference, its build, the artifacts and every input."""
+    """The manifest JSON: the image reference, its build, the artifacts and every input; with
+    ``iso_sha256``, the installer ISO (``installer`` is null when none was built)."""
+    installer = None
+    if iso_sha256 is not None:
+        installer = {
+            "file": ISO_FILE,
+            "sha256": iso_sha256,
+            "boot": "bios",
+            "target": "tether.install=auto (the first empty disk) or tether.install=/dev/DISK",
+            "diskCmdline": f"root=UUID={fs_uuid(inputs)} ro {KERNEL_ARGS}",
+        }
     return {
         "image": image_ref(inputs.release, disk_sha256),
         "build": build,
@@ -268,12 +543,14 @@ def manifest(
         "kernel": kernel,
         "initrd": initrd,
         "cmdline": CMDLINE,
+        "installer": installer,
         "inputs": {
             "release": inputs.release,
             "mirror": inputs.mirror,
             "arch": inputs.arch,
             "variant": "minbase",
             "diskSize": inputs.disk_size,
+            "installer": inputs.installer,
             "packages": inputs.packages,
             "baseKey": base_key(inputs),
             "os": inputs.os.model_dump(mode="json", by_alias=True),

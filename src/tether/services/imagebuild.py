@@ -11,7 +11,10 @@ progress callback:
    debootstrap is given (it takes minutes; the key changes with the packages);
 3. a copy of the base, customised (files, then commands under ``chroot``);
 4. the kernel and initrd copied out, the root packed into a raw ext4 disk by
-   ``mkfs.ext4 -d`` (no loop mount), its sha256, and ``manifest.json``.
+   ``mkfs.ext4 -d`` (no loop mount), its sha256, and ``manifest.json``;
+5. with ``inputs.installer``, before the manifest: ``installer.iso`` by ``grub-mkrescue``
+   (BIOS) from the kernel, the initrd, the disk gzipped and the files of
+   :func:`~tether.domain.imageplan.iso_files`.
 
 A failed step raises :class:`BuildError` with the step's output tail; the working copy of
 the root is removed either way, and a half-made base never lands in the cache.
@@ -19,6 +22,7 @@ the root is removed either way, and a half-made base never lands in the cache.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -159,9 +163,24 @@ def _base(inputs: imageplan.ImageInputs, progress: Progress) -> Path:
     return base
 
 
-def _tool_versions() -> dict[str, str]:
+def missing_iso_tools() -> list[str]:
+    """What this host lacks to build the installer ISO (each with its Debian package)."""
+    present = {
+        tool
+        for tool in imageplan.ISO_TOOLS
+        if (Path(tool).exists() if tool.startswith("/") else shutil.which(tool))
+    }
+    return imageplan.missing_iso_tools(present)
+
+
+def _tool_versions(installer: bool) -> dict[str, str]:
     versions = {"python": sys.version.split()[0], "tether": tether.__version__}
     tools = {"debootstrap": ["debootstrap", "--version"], "mke2fs": ["mke2fs", "-V"]}
+    if installer:
+        tools |= {
+            "grub-mkrescue": ["grub-mkrescue", "--version"],
+            "xorriso": ["xorriso", "-version"],
+        }
     for name, argv in tools.items():
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         versions[name] = (done.stdout + done.stderr).strip().splitlines()[0]
@@ -195,6 +214,39 @@ def _customise(
     shutil.rmtree(inside)
 
 
+def _iso(inputs: imageplan.ImageInputs, out: Path, disk_sha256: str, progress: Progress) -> str:
+    """``out``/installer.iso from the kernel, initrd and disk in ``out``; its sha256."""
+    work = out / "iso.work"
+    shutil.rmtree(work, ignore_errors=True)
+    iso = out / imageplan.ISO_FILE
+    try:
+        (work / "tether").mkdir(parents=True)
+        shutil.copyfile(out / "vmlinuz", work / imageplan.ISO_KERNEL)
+        shutil.copyfile(out / "initrd.img", work / imageplan.ISO_INITRD)
+        progress("iso: gzip the disk")
+        disk = out / "disk.img"
+        with (
+            disk.open("rb") as src,
+            gzip.GzipFile(work / imageplan.ISO_DISK, "wb", 1, mtime=0) as gz,
+        ):
+            shutil.copyfileobj(src, gz, 1 << 20)
+        image = imageplan.image_ref(inputs.release, disk_sha256)
+        for item in imageplan.iso_files(inputs, image=image, image_bytes=disk.stat().st_size):
+            target = work / item.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(item.content)
+        progress("iso: grub-mkrescue (BIOS)")
+        iso.unlink(missing_ok=True)
+        _run("grub-mkrescue", imageplan.mkrescue_argv(str(work), str(iso)), progress, env=_ENV)
+    except BaseException:
+        iso.unlink(missing_ok=True)  # no half-made ISO
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    progress("iso: sha256")
+    return sha256_file(iso)
+
+
 def build(
     inputs: imageplan.ImageInputs,
     out: Path,
@@ -202,9 +254,11 @@ def build(
     progress: Progress,
     artifacts: Path | None = None,
 ) -> dict[str, object]:
-    """Build the image into ``out`` (disk.img, kernel, initrd, manifest.json); the manifest.
+    """Build the image into ``out`` (disk.img, kernel, initrd, manifest.json, and with
+    ``inputs.installer`` installer.iso); the manifest.
     ``artifacts``: what :func:`preseed` put there (``inputs.preseed`` records it)."""
     out.mkdir(parents=True, exist_ok=True)
+    (out / imageplan.ISO_FILE).unlink(missing_ok=True)  # none stale next to a new disk
     base = _base(inputs, progress)
     build_id = uuid.uuid4().hex  # names this build inside the image and in the manifest
     root = out / "rootfs.work"
@@ -219,22 +273,24 @@ def build(
         shutil.copyfile(kernel, out / "vmlinuz")
         shutil.copyfile(initrd, out / "initrd.img")
         progress(f"disk: mkfs.ext4 -d ({inputs.disk_size})")
-        fs_uuid = uuid.uuid5(uuid.NAMESPACE_URL, imageplan.base_key(inputs))
         disk = out / "disk.img"
         disk.unlink(missing_ok=True)
         mkfs: list[str | Path] = ["mkfs.ext4", "-q", "-F", "-L", "tether-root"]
-        mkfs += ["-U", str(fs_uuid), "-d", root, disk, inputs.disk_size]
+        mkfs += ["-U", imageplan.fs_uuid(inputs), "-d", root, disk, inputs.disk_size]
         _run("mkfs", mkfs, progress, env=_ENV)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     progress("disk: sha256")
+    disk_sha256 = sha256_file(disk)
+    iso_sha256 = _iso(inputs, out, disk_sha256, progress) if inputs.installer else None
     doc = imageplan.manifest(
         inputs,
         build=build_id,
-        disk_sha256=sha256_file(disk),
+        disk_sha256=disk_sha256,
         kernel=f"vmlinuz ({kernel.name})",
         initrd=f"initrd.img ({initrd.name})",
-        versions=_tool_versions(),
+        versions=_tool_versions(inputs.installer),
+        iso_sha256=iso_sha256,
     )
     write_atomic(out / "manifest.json", (json.dumps(doc, indent=2) + "\n").encode(), 0o644)
     return doc

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -183,4 +185,148 @@ def test_cli_refuses_bad_input_before_building(
     assert isinstance(result.exception, CLIError)
     assert result.exception.exit_code == 2
     assert message in result.exception.message
+    assert not out.exists()
+
+
+ISO_INPUTS = replace(INPUTS, installer=True)
+
+
+def test_an_installer_image_adds_grub_and_its_script_and_names_the_root_by_uuid() -> None:
+    plain, iso = imageplan.files(INPUTS, build="b1"), imageplan.files(ISO_INPUTS, build="b1")
+    assert {"grub-pc", "fdisk"} <= set(ISO_INPUTS.packages)
+    assert "grub-pc" not in INPUTS.packages
+    assert imageplan.base_key(ISO_INPUTS) != imageplan.base_key(INPUTS)
+    fstab = {f.path: f.content for f in iso}["/etc/fstab"]
+    assert fstab.startswith(f"UUID={imageplan.fs_uuid(ISO_INPUTS)} / ext4 ")
+    # the direct-kernel-boot image stays as it was
+    assert {f.path: f.content for f in plain}["/etc/fstab"].startswith("/dev/vda / ext4 ")
+    added = {f.path for f in iso} - {f.path for f in plain}
+    assert added == {
+        "/etc/default/grub.d/tether.cfg",
+        "/etc/initramfs-tools/hooks/tether-install",
+        "/etc/initramfs-tools/scripts/init-premount/tether-install",
+    }
+    modes = {f.path: f.mode for f in iso}
+    assert modes["/etc/initramfs-tools/hooks/tether-install"] == 0o755
+    assert modes["/etc/initramfs-tools/scripts/init-premount/tether-install"] == 0o755
+    # the initrd is made again once the script is in place
+    assert imageplan.chroot_commands(ISO_INPUTS)[-1] == ["update-initramfs", "-u", "-k", "all"]
+    assert ["update-initramfs", "-u", "-k", "all"] not in imageplan.chroot_commands(INPUTS)
+
+
+def test_the_installed_disk_boots_with_the_direct_boot_kernel_arguments() -> None:
+    assert imageplan.CMDLINE == f"root=/dev/vda rw {imageplan.KERNEL_ARGS}"
+    assert f'GRUB_CMDLINE_LINUX="{imageplan.KERNEL_ARGS}"' in imageplan.GRUB_DEFAULTS
+    assert "GRUB_DISABLE_OS_PROBER=true" in imageplan.GRUB_DEFAULTS
+    assert imageplan.fs_uuid(ISO_INPUTS) == imageplan.fs_uuid(replace(ISO_INPUTS, wheels={}))
+
+
+def _run_install_script(tmp_path: Path, cmdline: str) -> subprocess.CompletedProcess[str]:
+    """The install script with ``cmdline`` for /proc/cmdline and nothing but ``cat`` on
+    PATH: any other command it ran would fail."""
+    (tmp_path / "cmdline").write_text(cmdline + "\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cat").symlink_to(shutil.which("cat") or "/bin/cat")
+    script = tmp_path / "tether-install"
+    script.write_text(imageplan.INSTALL_SCRIPT.replace("/proc/cmdline", str(tmp_path / "cmdline")))
+    return subprocess.run(
+        ["/bin/sh", str(script)],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_install_script_does_nothing_without_tether_install(tmp_path: Path) -> None:
+    done = _run_install_script(tmp_path, f"root=UUID=x ro {imageplan.KERNEL_ARGS}")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_the_install_script_is_valid_sh_and_refuses_non_empty_disks_unless_forced() -> None:
+    script = imageplan.INSTALL_SCRIPT
+    subprocess.run(["/bin/sh", "-n"], input=script, text=True, check=True)
+    assert script.index('[ -n "$target" ] || exit 0') < script.index("sfdisk")
+    # the emptiness and the medium are checked before anything is written
+    checks = ('is_empty "$target"', 'fail "$target holds the installer medium"', "big_enough")
+    assert all(script.index(c) < script.index("sfdisk --quiet") for c in checks)
+    assert "tether.install.force=1) force=1" in script
+    assert "grub-install --target=i386-pc $target" in script
+    assert "update-grub" in script and "resize2fs $part" in script
+    hook = imageplan.INSTALL_HOOK
+    assert all(f"copy_exec /{d}/{t}" in hook for d, t in [("sbin", "sfdisk"), ("bin", "gzip")])
+    assert "isofs" in hook and "sr_mod" in hook
+
+
+def test_the_iso_menu_installs_onto_the_first_empty_disk_with_the_image_kernel() -> None:
+    cfg = imageplan.iso_grub_cfg(ISO_INPUTS)
+    entries = [line.strip() for line in cfg.splitlines() if line.strip().startswith("linux ")]
+    assert entries[0] == (
+        f"linux /{imageplan.ISO_KERNEL} tether.install=auto {imageplan.KERNEL_ARGS}"
+    )
+    assert "tether.install.after=reboot" in entries[1]
+    assert f"initrd /{imageplan.ISO_INITRD}" in cfg
+    assert "set default=0" in cfg and "serial --unit=0" in cfg
+
+
+def test_the_iso_info_is_what_the_install_script_reads(tmp_path: Path) -> None:
+    files = imageplan.iso_files(ISO_INPUTS, image="tether-debian-bookworm@sha256:ab", image_bytes=3)
+    info = {f.path: f.content for f in files}[imageplan.ISO_INFO]
+    assert f'. "$MEDIUM/{imageplan.ISO_INFO}"' in imageplan.INSTALL_SCRIPT
+    (tmp_path / "info").write_text(info)
+    done = subprocess.run(
+        ["/bin/sh", "-c", f'. {tmp_path / "info"}; echo "$image $image_bytes"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout == "tether-debian-bookworm@sha256:ab 3\n"
+    assert f"$MEDIUM/{imageplan.ISO_DISK}" in imageplan.INSTALL_SCRIPT
+
+
+def test_grub_mkrescue_makes_a_bios_iso_with_a_label() -> None:
+    argv = imageplan.mkrescue_argv("/tmp/iso", "/tmp/out/installer.iso")
+    assert argv[0] == "grub-mkrescue"
+    assert argv[argv.index("-d") + 1] == "/usr/lib/grub/i386-pc"
+    assert argv[argv.index("-o") + 1] == "/tmp/out/installer.iso"
+    assert argv[argv.index("--") :] == ["--", "-volid", imageplan.ISO_LABEL]
+
+
+def test_missing_iso_tools_are_named_with_their_debian_package() -> None:
+    assert imageplan.missing_iso_tools(imageplan.ISO_TOOLS) == []
+    assert imageplan.missing_iso_tools({"grub-mkrescue"}) == [
+        "xorriso (Debian: xorriso)",
+        "/usr/lib/grub/i386-pc/cdboot.img (Debian: grub-pc-bin)",
+    ]
+
+
+def test_manifest_records_whether_the_installer_iso_was_built() -> None:
+    args = {"build": "b1", "disk_sha256": "cd" * 32, "kernel": "k", "initrd": "i", "versions": {}}
+    plain = imageplan.manifest(INPUTS, **args)  # type: ignore[arg-type]
+    assert plain["installer"] is None and plain["inputs"]["installer"] is False
+    doc = imageplan.manifest(ISO_INPUTS, iso_sha256="ef" * 32, **args)  # type: ignore[arg-type]
+    assert doc["inputs"]["installer"] is True
+    assert doc["installer"]["file"] == "installer.iso"
+    assert doc["installer"]["sha256"] == "ef" * 32
+    assert doc["installer"]["boot"] == "bios"
+    uuid = imageplan.fs_uuid(ISO_INPUTS)
+    assert doc["installer"]["diskCmdline"] == f"root=UUID={uuid} ro {imageplan.KERNEL_ARGS}"
+    json.dumps(doc)
+
+
+def test_cli_iso_names_the_tools_this_host_lacks_before_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.services import imagebuild
+
+    monkeypatch.setattr(imagebuild, "missing_iso_tools", lambda: ["xorriso (Debian: xorriso)"])
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump({"layers": {"os": {"image": "x"}}}))
+    out = tmp_path / "image"
+    argv = ["image", "build", "-f", str(path), "--out", str(out), "--iso"]
+    result = CliRunner().invoke(app, argv)
+    assert isinstance(result.exception, CLIError)
+    assert result.exception.exit_code == 2
+    assert result.exception.message == "--iso: this host lacks xorriso (Debian: xorriso)"
     assert not out.exists()
