@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(postgresql iproute2 iputils-ping procps strongswan-swanctl charon-systemd libcharon-extra-plugins bird2 chromium
   containerd runc containernetworking-plugins iptables util-linux
-  debootstrap e2fsprogs qemu-system-x86
+  debootstrap e2fsprogs qemu-system-x86 grub-common grub-pc-bin xorriso
   python3-configobj python3-jinja2 python3-jsonpatch python3-jsonschema python3-netifaces python3-oauthlib
   python3-requests python3-yaml python3-serial)
 # Debian's cloud-init validates the site seed in tests: unpacked, never installed (it would

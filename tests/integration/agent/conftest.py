@@ -24,13 +24,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tether.agent.identity import Identity
 from tether.domain import resources as r
-from tether.domain.agent import ActivationCreate, IssuedActivation
+from tether.domain.agent import ActivationCreate, IssuedActivation, node_name_from_uuid
 from tether.domain.kubeapi import ImportRequest
 from tether.domain.resources import Role, TokenCreate
 from tether.domain.states import HostState
 from tether.pki.authority import private_key_pem
+from tether.processes import die_with_parent
 from tether.server import ServerThread
-from tether.services import activations, kubeimport, tokens
+from tether.services import activations, kubeimport, seed, tokens
 from tether.services import resources as svc
 from tether.settings import Settings
 from tether.sim.envtest import LocalControlPlane
@@ -386,3 +387,58 @@ def route_netns() -> Iterator[RouteNetns]:
         yield ns
     finally:
         subprocess.run(["ip", "netns", "del", ns.name], check=False)
+
+
+@dataclass(frozen=True)
+class VMSeed:
+    """A site seed for one VM (:func:`vm_seed`)."""
+
+    activation: IssuedActivation
+    iso: Path
+    vm_uuid: str
+    """The VM's DMI product UUID (qemu ``-uuid``), which names its host."""
+    name: str
+
+
+def vm_seed(plane: Plane, out: Path, address: str, gateway: str, site: str = "dc1") -> VMSeed:
+    """A one-use activation of ``site`` and its NoCloud seed in ``out``: the static
+    ``address`` (CIDR), and the plane's agent server at ``gateway``."""
+    act = plane.activation(site, uses=1)
+    files = seed.seed_files(
+        agent_url=f"https://{gateway}:{plane.server.ports['agent']}",
+        ca_bundle=plane.server.ca_bundle.read_text(),
+        activation_id=act.id,
+        code=act.code,
+        site=site,
+        static=seed.StaticAddress(address, gateway),
+    )
+    seed.write_seed(out, files)
+    vm_uuid = str(uuid.uuid4())
+    name = node_name_from_uuid(vm_uuid)
+    assert name is not None
+    return VMSeed(act, out / "seed.iso", vm_uuid, name)
+
+
+def start_vm(argv: list[str], err: Path) -> subprocess.Popen[bytes]:
+    """qemu (``argv``), stderr to ``err``; killed with this process if it dies."""
+    return subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=err.open("wb"), preexec_fn=die_with_parent
+    )
+
+
+def wait_vm_ready(
+    plane: Plane, qemu: subprocess.Popen[bytes], name: str, logs: tuple[Path, Path], timeout: float
+) -> None:
+    """Until host ``name`` is Ready; fails at once if qemu exits. ``logs``: the serial
+    console (its tail is printed on failure) and qemu's stderr."""
+    console, err = logs
+
+    def ready() -> bool:
+        assert qemu.poll() is None, err.read_text()
+        return plane.host(name).status.state is HostState.READY
+
+    try:
+        plane.wait_for(ready, timeout, f"{name} Ready")
+    except BaseException:
+        print(console.read_text(errors="replace")[-6000:])  # pytest shows it on failure
+        raise
