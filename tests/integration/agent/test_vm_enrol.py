@@ -18,20 +18,17 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tether.domain import imageplan
-from tether.domain.agent import node_name_from_uuid
-from tether.domain.states import HostState
-from tether.processes import die_with_parent, stop_process
-from tether.services import desired, seed
+from tether.processes import stop_process
+from tether.services import desired
 from tether.settings import Settings
 
-from .conftest import Plane
+from .conftest import Plane, start_vm, vm_seed, wait_vm_ready
 
 pytestmark = pytest.mark.integration
 
@@ -139,42 +136,17 @@ def _boot(image: dict[str, object], seed_iso: Path, vm_uuid: str, console: Path)
 def test_a_vm_from_the_image_enrols_itself_and_turns_ready(
     plane: Plane, image: dict[str, object], tmp_path: Path
 ) -> None:
-    act = plane.activation("dc1", uses=1)
-    files = seed.seed_files(
-        agent_url=f"https://{HOST_IP}:{plane.server.ports['agent']}",
-        ca_bundle=plane.server.ca_bundle.read_text(),
-        activation_id=act.id,
-        code=act.code,
-        site="dc1",
-        static=seed.StaticAddress(f"{GUEST_IP}/{PREFIX}", HOST_IP),
-    )
-    seed.write_seed(tmp_path / "seed", files)
-    vm_uuid = str(uuid.uuid4())
-    name = node_name_from_uuid(vm_uuid)
-    assert name is not None
+    vm = vm_seed(plane, tmp_path / "seed", f"{GUEST_IP}/{PREFIX}", HOST_IP)
+    name, act = vm.name, vm.activation
     console = tmp_path / "console.log"
     start = time.monotonic()
-    qemu = subprocess.Popen(
-        _boot(image, tmp_path / "seed" / "seed.iso", vm_uuid, console),
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "qemu.err").open("wb"),
-        preexec_fn=die_with_parent,  # a killed test run leaves no VM behind
-    )
+    qemu = start_vm(_boot(image, vm.iso, vm.vm_uuid, console), tmp_path / "qemu.err")
     try:
-
-        def ready() -> bool:
-            assert qemu.poll() is None, (tmp_path / "qemu.err").read_text()
-            return plane.host(name).status.state is HostState.READY
-
-        try:
-            plane.wait_for(ready, BOOT_TIMEOUT, f"{name} Ready")
-        except BaseException:
-            print(console.read_text(errors="replace")[-6000:])  # pytest shows it on failure
-            raise
+        wait_vm_ready(plane, qemu, name, (console, tmp_path / "qemu.err"), BOOT_TIMEOUT)
         print(f"VM boot to Ready: {time.monotonic() - start:.0f} s")  # timing, never asserted
         host = plane.host(name)
         inventory = host.status.inventory
-        assert inventory["productUuid"] == vm_uuid.lower()
+        assert inventory["productUuid"] == vm.vm_uuid.lower()
         assert inventory["os"]["id"] == "debian"
         eth0 = [n["addresses"] for n in inventory["nics"] if n["name"] == "eth0"]
         assert len(eth0) == 1 and GUEST_IP in eth0[0]  # the seed's static address
