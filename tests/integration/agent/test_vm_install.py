@@ -72,8 +72,9 @@ def installer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return doc
 
 
-def _install(iso: Path, target: Path, console: Path) -> None:
-    """Boot ``iso`` with ``target`` as the only disk until the installer powers off."""
+def _install(iso: Path, target: Path, console: Path, expect: str = "tether-install: done") -> None:
+    """Boot ``iso`` with ``target`` as the only disk until the installer powers off, having
+    printed ``expect``."""
     argv = ["qemu-system-x86_64", "-accel", "tcg,tb-size=256", "-vga", "none"]
     argv += ["-display", "none", "-m", "1536", "-smp", "1", "-nic", "none"]
     argv += ["-drive", f"file={target},format=raw,if=virtio", "-cdrom", str(iso), "-boot", "d"]
@@ -87,8 +88,8 @@ def _install(iso: Path, target: Path, console: Path) -> None:
     finally:
         stop_process(qemu, 30)
     log = console.read_text(errors="replace")
-    print(f"installer boot until power-off: {time.monotonic() - start:.0f} s")
-    assert code == 0 and "tether-install: done" in log, log[-6000:]
+    print(f"installer boot until power-off ({expect}): {time.monotonic() - start:.0f} s")
+    assert code == 0 and expect in log, log[-6000:]
 
 
 # A cold build (debootstrap), the install and the disk boot: over the default 600 s.
@@ -109,6 +110,10 @@ def test_the_installer_iso_installs_a_disk_that_boots_and_enrols(
     # GRUB's boot code, and one partition: active, Linux, from sector 2048
     assert mbr[510:] == b"\x55\xaa" and b"GRUB" in mbr[:446]
     assert (mbr[446], mbr[450], int.from_bytes(mbr[454:458], "little")) == (0x80, 0x83, 2048)
+    # The ISO booted again (left in the drive) finds no empty disk and writes nothing.
+    installed = imagebuild.sha256_file(disk)
+    _install(iso, disk, tmp_path / "again.log", "tether-install: FAILED: no empty disk")
+    assert imagebuild.sha256_file(disk) == installed
 
     vm = vm_seed(plane, tmp_path / "seed", f"{GUEST_IP}/{PREFIX}", HOST_IP)
     console = tmp_path / "console.log"
