@@ -400,10 +400,12 @@ class VMSeed:
     name: str
 
 
-def vm_seed(plane: Plane, out: Path, address: str, gateway: str, site: str = "dc1") -> VMSeed:
-    """A one-use activation of ``site`` and its NoCloud seed in ``out``: the static
-    ``address`` (CIDR), and the plane's agent server at ``gateway``."""
-    act = plane.activation(site, uses=1)
+def vm_seed(
+    plane: Plane, out: Path, address: str, gateway: str, site: str = "dc1", uses: int = 1
+) -> VMSeed:
+    """An activation of ``site`` for ``uses`` enrolments and its NoCloud seed in ``out``:
+    the static ``address`` (CIDR), and the plane's agent server at ``gateway``."""
+    act = plane.activation(site, uses=uses)
     files = seed.seed_files(
         agent_url=f"https://{gateway}:{plane.server.ports['agent']}",
         ca_bundle=plane.server.ca_bundle.read_text(),
@@ -427,15 +429,24 @@ def start_vm(argv: list[str], err: Path) -> subprocess.Popen[bytes]:
 
 
 def wait_vm_ready(
-    plane: Plane, qemu: subprocess.Popen[bytes], name: str, logs: tuple[Path, Path], timeout: float
+    plane: Plane,
+    qemu: subprocess.Popen[bytes],
+    name: str,
+    logs: tuple[Path, Path],
+    timeout: float,
+    build: str | None = None,
 ) -> None:
-    """Until host ``name`` is Ready; fails at once if qemu exits. ``logs``: the serial
-    console (its tail is printed on failure) and qemu's stderr."""
+    """Until host ``name`` is Ready (and reports image ``build``, if given); fails at once
+    if qemu exits. ``logs``: the serial console (its tail is printed on failure) and
+    qemu's stderr."""
     console, err = logs
 
     def ready() -> bool:
         assert qemu.poll() is None, err.read_text()
-        return plane.host(name).status.state is HostState.READY
+        host = plane.host(name)
+        if build is not None and host.status.inventory.get("imageBuild") != build:
+            return False
+        return host.status.state is HostState.READY
 
     try:
         plane.wait_for(ready, timeout, f"{name} Ready")

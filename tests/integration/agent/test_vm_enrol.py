@@ -28,7 +28,7 @@ from tether.processes import stop_process
 from tether.services import desired
 from tether.settings import Settings
 
-from .conftest import Plane, start_vm, vm_seed, wait_vm_ready
+from .conftest import Plane, host_events, start_vm, vm_seed, wait_vm_ready
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +94,19 @@ def tune_plane(site_net: str) -> Callable[[Settings], None]:
     return tune
 
 
+def _build(out: Path, *extra: str) -> dict[str, object]:
+    """``tether image build`` of the example profile into ``out``: its manifest."""
+    argv = [str(Path(sys.executable).with_name("tether")), "image", "build"]
+    argv += ["-f", str(REPO / "examples/profile.yaml"), "--out", str(out), *extra]
+    start = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    print(f"tether image build: {time.monotonic() - start:.0f} s")  # timing, never asserted
+    doc: dict[str, object] = json.loads((out / "manifest.json").read_text())
+    doc["dir"] = str(out)
+    return doc
+
+
 @pytest.fixture(scope="module")
 def image(
     tmp_path_factory: pytest.TempPathFactory, signed_sources: Callable[..., object]
@@ -104,16 +117,16 @@ def image(
     out = tmp_path_factory.mktemp("image")
     mirror = tmp_path_factory.mktemp("mirror")
     signed_sources(mirror, (KUBERNETES,))
-    argv = [str(Path(sys.executable).with_name("tether")), "image", "build"]
-    argv += ["-f", str(REPO / "examples/profile.yaml"), "--out", str(out)]
-    argv += ["--artifacts", str(mirror / "source"), "--keyring", str(mirror / "keyring.yaml")]
-    start = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    print(f"tether image build: {time.monotonic() - start:.0f} s")  # timing, never asserted
-    doc: dict[str, object] = json.loads((out / "manifest.json").read_text())
-    doc["dir"] = str(out)
-    return doc
+    keyring = str(mirror / "keyring.yaml")
+    return _build(out, "--artifacts", str(mirror / "source"), "--keyring", keyring)
+
+
+@pytest.fixture(scope="module")
+def next_image(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Another build of the profile (another build id and disk digest): what a re-image
+    installs."""
+    _require_vm()
+    return _build(tmp_path_factory.mktemp("next-image"))
 
 
 def _boot(image: dict[str, object], seed_iso: Path, vm_uuid: str, console: Path) -> list[str]:
@@ -133,16 +146,24 @@ def _boot(image: dict[str, object], seed_iso: Path, vm_uuid: str, console: Path)
     ]  # fmt: skip
 
 
-def test_a_vm_from_the_image_enrols_itself_and_turns_ready(
-    plane: Plane, image: dict[str, object], tmp_path: Path
+@pytest.mark.timeout(3600)  # two builds and two boots: minutes each on two cores
+def test_a_vm_from_the_image_enrols_itself_turns_ready_and_is_reimaged(
+    plane: Plane, image: dict[str, object], next_image: dict[str, object], tmp_path: Path
 ) -> None:
-    vm = vm_seed(plane, tmp_path / "seed", f"{GUEST_IP}/{PREFIX}", HOST_IP)
+    """Boot, enrol, install from the image's artifacts; then a re-image: the plane sends
+    the plan, the agent reports it and reboots (QEMU exits: ``-no-reboot``), the plane
+    resets the enrolment with that report; the next image boots with the same seed and
+    UUID (the test plays the site's installer) and enrols again under the same name."""
+    # Two uses: the seed serves the host's re-image too.
+    vm = vm_seed(plane, tmp_path / "seed", f"{GUEST_IP}/{PREFIX}", HOST_IP, uses=2)
     name, act = vm.name, vm.activation
     console = tmp_path / "console.log"
     start = time.monotonic()
     qemu = start_vm(_boot(image, vm.iso, vm.vm_uuid, console), tmp_path / "qemu.err")
+    vms = [qemu]
     try:
-        wait_vm_ready(plane, qemu, name, (console, tmp_path / "qemu.err"), BOOT_TIMEOUT)
+        logs = (console, tmp_path / "qemu.err")
+        wait_vm_ready(plane, qemu, name, logs, BOOT_TIMEOUT, build=str(image["build"]))
         print(f"VM boot to Ready: {time.monotonic() - start:.0f} s")  # timing, never asserted
         host = plane.host(name)
         inventory = host.status.inventory
@@ -169,5 +190,22 @@ def test_a_vm_from_the_image_enrols_itself_and_turns_ready(
         with plane.db.session() as s:
             result = desired.get_status(s, name).applied_result or {}
         assert result.get("ok") is True, result
+
+        # The re-image.
+        start = time.monotonic()
+        plan = {"node": {"action": "reimage", "image": next_image["image"]}}
+        with plane.db.session() as s:
+            desired.set_desired(s, name, plan)
+        assert qemu.wait(BOOT_TIMEOUT) == 0  # the guest rebooted: -no-reboot ends QEMU
+        assert "EnrolmentReset" in [e["reason"] for e in host_events(plane, name)]
+        console = tmp_path / "console-next.log"
+        logs = (console, tmp_path / "qemu-next.err")
+        vms.append(start_vm(_boot(next_image, vm.iso, vm.vm_uuid, console), logs[1]))
+        wait_vm_ready(plane, vms[-1], name, logs, BOOT_TIMEOUT, build=str(next_image["build"]))
+        print(f"re-image to Ready: {time.monotonic() - start:.0f} s")  # timing, never asserted
+        assert [e["reason"] for e in host_events(plane, name)].count("Enrolled") == 2
+        with plane.db.session() as s:  # the new image did not get the re-image plan again
+            assert desired.get_document(s, name) is None
     finally:
-        stop_process(qemu, 30)
+        for vm_process in vms:
+            stop_process(vm_process, 30)
