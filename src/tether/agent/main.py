@@ -40,11 +40,12 @@ def run(
     node_host: Callable[[AgentConfig], HostOps] | None = None,
     node_facts: Callable[[AgentConfig], HostFacts] | None = None,
     collect_inventory: Callable[[], Inventory] = inventory.collect,
+    reimage: Callable[[Agent], None] | None = None,
 ) -> int:
     """Run the agent until SIGTERM/SIGINT; returns the exit code. ``node_host`` replaces
-    systemd for node plans, ``node_facts`` the host's facts for node validation and
-    ``collect_inventory`` the inventory it reports (the SIMULATED agent of
-    :mod:`tether.sim.agent`)."""
+    systemd for node plans, ``node_facts`` the host's facts for node validation,
+    ``collect_inventory`` the inventory it reports and ``reimage`` the reboot after a
+    re-image (the SIMULATED agent of :mod:`tether.sim.agent`)."""
     try:
         config = load(config_path)
     except ConfigError as exc:
@@ -66,6 +67,7 @@ def run(
             node_host=node_host,
             node_facts=node_facts,
             collect_inventory=collect_inventory,
+            reimage=reimage,
         ).run()
     except AlreadyRunning as exc:
         logging.getLogger("tether.agent").error("%s", exc)

@@ -97,8 +97,13 @@ class Agent:
         stop: threading.Event | None = None,
         node_host: Callable[[AgentConfig], HostOps] | None = None,
         node_facts: Callable[[AgentConfig], HostFacts] | None = None,
+        reimage: Callable[[Agent], None] | None = None,
     ) -> None:
         self.config = config
+        #: What the host does once a re-image plan is reported applied (None: reboot into
+        #: the site's installer; the SIMULATED agent of :mod:`tether.sim.agent` re-images
+        #: itself).
+        self.reimage = reimage
         self.identity = Identity(config.state_dir)
         self.api_factory = api_factory
         self.clock = clock
@@ -502,6 +507,9 @@ class Agent:
         The plane revoked this host's certificates when it recorded the report: the
         host now belongs to its next image, which enrols again with the seed. What the
         machine boots (PXE, virtual media, an installer ISO) is the site's boot set-up."""
+        if self.reimage is not None:
+            self.reimage(self)
+            return
         log.warning("re-image (desired state %s): rebooting into the installer", digest[:12])
         try:
             self.node_host(self.config).reboot()

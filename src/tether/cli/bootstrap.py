@@ -383,9 +383,10 @@ def demo_agents(
 ) -> list[subprocess.Popen[bytes]]:
     """Start ``count`` real agents (``tether agent run`` processes) enrolling at ``site``.
 
-    Creates a ``count``-use activation straight in the database, writes one config per
-    agent under ``<data dir>/demo-agents/`` and starts the processes; the caller stops them
-    (``terminate()``). Agents that enrolled before keep their identity.
+    Creates an activation for ``2 * count`` enrolments (one re-image each) straight in the
+    database, writes one config per agent under ``<data dir>/demo-agents/`` and starts the
+    processes; the caller stops them (``terminate()``). Agents that enrolled before keep
+    their identity.
 
     With ``simulate_kubelet`` (a kubeconfig) they run as the SIMULATED agent
     (:mod:`tether.sim.agent`): node plans act under ``<agent dir>/root`` and start a
@@ -410,7 +411,8 @@ def demo_agents(
     with db.session() as session:
         issued = activations.create(
             session,
-            ActivationCreate(site=site, expires_in="1h", max_registrations=count),
+            # Twice the hosts: each may enrol again after a (SIMULATED) re-image.
+            ActivationCreate(site=site, expires_in="24h", max_registrations=2 * count),
             actor="tether demo",
         )
     db.dispose()

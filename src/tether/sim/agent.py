@@ -4,18 +4,23 @@ against a :class:`~tether.sim.kubelet_host.SimulatedKubeletHost` instead of syst
 ``python -m tether.sim.agent --config agent.yaml --kubeconfig admin.kubeconfig``
 runs exactly what ``tether-agent run`` runs (enrolment, heartbeats, the desired-state
 channel, node plans), except that starting ``kubelet`` registers a simulated kubelet's
-Node through ``--kubeconfig``. Nothing here is used on a real host.
+Node through ``--kubeconfig``, and a re-image is SIMULATED: once the plan is reported,
+the kubelet stops, the agent's state and node root are emptied (the new image's disk)
+and the agent starts again, so it enrols again with its activation. Nothing here is
+used on a real host.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 from tether.agent import inventory
 from tether.agent.config import AgentConfig
 from tether.agent.main import run, setup_logging
+from tether.agent.runner import Agent
 from tether.domain.agent import NIC, Inventory
 from tether.kube.client import KubeClient
 from tether.node.host import HostOps
@@ -49,12 +54,35 @@ def main(argv: list[str] | None = None) -> int:
             extra = [NIC(name=f"sim{i}", addresses=[a]) for i, a in enumerate(args.address)]
             return found.model_copy(update={"nics": [*found.nics, *extra]})
 
-        return run(
-            args.config,
-            node_host=host,
-            node_facts=lambda _: SimulatedFacts(args.address or None),
-            collect_inventory=collect,
-        )
+        reimaged: list[AgentConfig] = []
+
+        def reimage(agent: Agent) -> None:
+            if agent.name in fleet.names:
+                fleet.stop_node(agent.name, mark_unknown=True)
+            reimaged.append(agent.config)
+            agent.stop.set()
+
+        while True:
+            reimaged.clear()
+            code = run(
+                args.config,
+                node_host=host,
+                node_facts=lambda _: SimulatedFacts(args.address or None),
+                collect_inventory=collect,
+                reimage=reimage,
+            )
+            if not reimaged:
+                return code
+            _fresh_disk(reimaged[0])
+
+
+def _fresh_disk(config: AgentConfig) -> None:
+    """What a new image's first boot finds: no identity, no node (SIMULATED re-image)."""
+    if config.node.root.resolve() == Path("/"):
+        raise SystemExit("a SIMULATED re-image never empties / (node.root)")
+    shutil.rmtree(config.state_dir, ignore_errors=True)
+    shutil.rmtree(config.node.root, ignore_errors=True)
+    config.node.root.mkdir(parents=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from tether.kube.resources import Node
 from tether.node.mirror import sync
 from tether.sim.envtest import LocalControlPlane
 
-from .conftest import Plane, RouteNetns, host_events, import_cluster, ready, stop, unique
+from .conftest import Plane, RouteNetns, host_events, import_cluster, ready, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.controllers]
 
@@ -265,38 +265,23 @@ def test_a_new_os_image_reimages_the_node_and_it_enrols_again(
     fleet: Fleet, kube: KubeClient
 ) -> None:
     """A profile version with another ``os.image``: the rollout drains the node and sends
-    the re-image plan; the agent reports it and reboots; the plane resets the host's
-    enrolment with that report. The test then plays the site's installer: the host comes
-    back with an empty disk (no identity, no node) and the same seed (config and
-    activation), enrols again under its name, rejoins and turns Ready."""
+    the re-image plan; the agent reports it; the plane resets the host's enrolment with
+    that report. The SIMULATED agent then re-images itself (its kubelet stops, its state
+    and node root are emptied, it starts again), enrols again under its name with the
+    same activation, rejoins and turns Ready."""
     host = fleet.add_agent("10.80.1.11", uses=2)
     fleet.call("POST", f"/api/v1/pools/{fleet.pool}/hosts", 201, json={"host": host})
     fleet.wait_state("Ready")
-    fleet.publish("1.1.0", {**LAYERS, "os": {**LAYERS["os"], "image": "debian-13"}})
-    assert fleet.pool_view()["status"]["update"]["action"] == "repave"
-    rollout = fleet.call("POST", f"/api/v1/pools/{fleet.pool}/rollouts", 201, json={"to": "1.1.0"})
-    fleet.call("POST", f"/api/v1/rollouts/{rollout['name']}/approve", 200)
-
-    def reset() -> bool:
-        return (host, "EnrolmentReset") in fleet.reasons()
-
-    fleet.plane.wait_for(reset, 120, "the enrolment reset by the re-image report")
-    plan = fleet.call("GET", f"/api/v1/hosts/{host}/desired", 200)
-    assert plan["document"]["node"]["action"] == "reimage"
-    assert plan["document"]["node"]["image"] == "debian-13"
-    assert plan["appliedResult"]["ok"] is True
-    state_dir = Path(yaml.safe_load(fleet.configs[host].read_text())["stateDir"])
-    old = Identity(state_dir)
+    old = Identity(Path(yaml.safe_load(fleet.configs[host].read_text())["stateDir"]))
     kept = fleet.tmp / "old-identity"
     kept.mkdir()
     shutil.copy2(old.cert_path, kept / "agent.crt")
     shutil.copy2(old.key_path, kept / "agent.key")
 
-    # The installer's work: the old system is gone, the new image boots with the seed.
-    stop(fleet.agents[host])
-    shutil.rmtree(state_dir)
-    shutil.rmtree(fleet.tmp / f"{host}-root")
-    fleet.boot(host)
+    fleet.publish("1.1.0", {**LAYERS, "os": {**LAYERS["os"], "image": "debian-13"}})
+    assert fleet.pool_view()["status"]["update"]["action"] == "repave"
+    rollout = fleet.call("POST", f"/api/v1/pools/{fleet.pool}/rollouts", 201, json={"to": "1.1.0"})
+    fleet.call("POST", f"/api/v1/rollouts/{rollout['name']}/approve", 200)
     fleet.wait_completed(rollout["name"])
     node = kube.get(Node, host)
     assert node.status is not None and node.status.nodeInfo is not None
@@ -304,6 +289,11 @@ def test_a_new_os_image_reimages_the_node_and_it_enrols_again(
     events = fleet.reasons()
     for reason in ("DrainStarted", "EnrolmentReset", "Reimaged", "NodeDeleted"):
         assert events.count((host, reason)) == 1, reason
+    # Enrolled twice; the re-image plan ran once: it was dropped when the host enrolled again.
+    own = [e["reason"] for e in host_events(fleet.plane, host)]
+    assert own.count("Enrolled") == 2 and own.count("NodeReimageRequestCompleted") == 1
+    plan = fleet.call("GET", f"/api/v1/hosts/{host}/desired", 200)
+    assert plan["document"]["node"]["action"] == "join"
     with fleet.plane.client(kept / "agent.crt", kept / "agent.key") as client:
         refused = client.get(f"/agent/v1/hosts/{host}/desired")
     assert refused.status_code == 401, refused.text  # the old system's certificate is revoked
