@@ -476,9 +476,12 @@ class Agent:
                         log.exception("applying desired state %s failed", doc["hash"][:12])
                         result = failure(exc)
                         result["message"] = f"{type(exc).__name__}: {result['message']}"[:500]
+                    going = bool(result.get("ok")) and reimages(doc["document"])
+                    if going:  # before the report, which ends this system's enrolment
+                        self._note_reimage(doc["hash"])
                     api.applied(self.name, {"hash": doc["hash"], "result": result})
                     known, last = doc["hash"], doc
-                    if result.get("ok") and reimages(doc["document"]):
+                    if going:
                         self._reboot_for_reimage(doc["hash"])
                         continue
                     retry_at = None
@@ -495,11 +498,43 @@ class Agent:
                             )
                     log.info("desired state %s applied: %s", known[:12], result.get("ok"))
                 except (Unavailable, Refused) as exc:
+                    if isinstance(exc, Refused) and exc.status == 401:
+                        self._reboot_if_reimaging()  # the re-image's report did land
                     delay = backoff.next()
                     log.warning("desired-state poll failed (%s); retrying in %.1fs", exc, delay)
                     self.stop.wait(delay)
         finally:
             api.close()
+
+    @property
+    def _reimage_marker(self) -> Path:
+        return self.config.state_dir / "reimage.json"
+
+    def _note_reimage(self, digest: str) -> None:
+        """Remember, on this boot, that a re-image is being reported (see
+        :meth:`_reboot_if_reimaging`)."""
+        boot = self.node_host(self.config).boot_id()
+        write_private(self._reimage_marker, json.dumps({"hash": digest, "boot": boot}).encode())
+
+    def _reboot_if_reimaging(self) -> bool:
+        """Reboot now if a re-image was being reported on this very boot: the agent
+        stopped (or its reboot failed, or the report's answer was lost) between the
+        report, which revoked its certificate, and the reboot. On a later boot of the old
+        system the marker only says the site's installer did not run."""
+        try:
+            noted = json.loads(self._reimage_marker.read_text())
+        except (OSError, ValueError):
+            return False
+        if noted.get("boot") != self.node_host(self.config).boot_id():
+            log.error(
+                "re-image %s was reported, but this is the old system booted again: the "
+                "site's installer did not install the new image",
+                str(noted.get("hash", ""))[:12],
+            )
+            self._reimage_marker.unlink(missing_ok=True)
+            return False
+        self._reboot_for_reimage(str(noted.get("hash", "")))
+        return True
 
     def _reboot_for_reimage(self, digest: str) -> None:
         """Reboot into the site's installer, once the re-image plan is reported applied.
@@ -522,6 +557,7 @@ class Agent:
         """Enrol (or resume); afterwards :meth:`step` may be called."""
         if self.identity.enrolled():
             self.resume()
+            self._reboot_if_reimaging()
         else:
             self.register()
         self._restore_stored()

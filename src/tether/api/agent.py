@@ -104,8 +104,13 @@ class AgentPlane:
     ) -> list[DesiredStatus | PlaneError]:
         """Record a batch of reports in one transaction, then tell the pool reconciler
         of the hosts whose report was recorded (once for the batch)."""
+        revoked: list[tuple[int, str]] = []  # by a re-image report: effective at once
         with self.db.session() as session:
-            outcomes = desired.report_applied_many(session, batch, now=self.clock())
+            outcomes = desired.report_applied_many(
+                session, batch, now=self.clock(), revoked=revoked
+            )
+        for serial, issuer in revoked:
+            self.trust.note_revoked(serial, issuer)
         recorded = [
             name
             for (name, _), out in zip(batch, outcomes, strict=True)

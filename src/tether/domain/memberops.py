@@ -557,6 +557,10 @@ def advance(
     while not op.done:
         step = op.step
         assert step is not None
+        if step is Step.SEND_REIMAGE and _enrolled_since(op, obs):
+            # Sent before (this is a retry) and carried out since: never re-image twice.
+            op = op.advanced(now)
+            continue
         if step in _SENDS:
             if op.waits_for_target:
                 op = _saying(op, f"waiting for a valid target: {obs.target_problem}")

@@ -88,6 +88,7 @@ def _read_for_reports(dialect: str) -> Select[Any]:
             _DESIRED.c.document,
             _DESIRED.c.updated_at,
             _DESIRED.c.applied_hash,
+            _DESIRED.c.applied_result,
             HostRow.pool,
         )
         .outerjoin(HostRow, HostRow.name == _DESIRED.c.host_name)
@@ -189,7 +190,11 @@ def report_applied(
 
 
 def report_applied_many(
-    session: Session, reports: Sequence[tuple[str, AppliedReport]], *, now: datetime
+    session: Session,
+    reports: Sequence[tuple[str, AppliedReport]],
+    *,
+    now: datetime,
+    revoked: list[tuple[int, str]] | None = None,
 ) -> list[DesiredStatus | PlaneError]:
     """Record many agents' reports at once; return each one's status, or the error that
     refused it (the others are recorded all the same).
@@ -203,7 +208,10 @@ def report_applied_many(
     A re-image plan reported applied ends the host's enrolment in the same transaction
     (:func:`tether.services.trust.reopen_enrolment`): the agent reboots into its
     installer next, and the new image enrols again under the host's name with the seed.
-    Decided by the stored document, not by anything the agent says."""
+    Decided by the stored document, not by anything the agent says, and done once per
+    document (a failed report before it does not count). The certificates it revokes are
+    added to ``revoked`` (``(serial, issuer)``): the caller tells its revocation cache once
+    the transaction is committed."""
     session.flush()  # the statements below go past the session: what it holds goes first
     conn = session.connection()
     found = {
@@ -238,7 +246,8 @@ def report_applied_many(
             "applied_at": now,
         }
         ok = bool(report.result.get("ok", True))
-        if ok and row.applied_hash != report.hash and reimages(row.document):
+        done_before = row.applied_hash == report.hash and (row.applied_result or {}).get("ok")
+        if ok and not done_before and reimages(row.document):
             reimaged[name] = row.pool  # once: a report sent again resets nothing more
         message = f"desired state {report.hash[:12]} " + (
             "applied" if ok else f"failed: {str(report.result.get('message', ''))[:200]}"
@@ -269,15 +278,23 @@ def report_applied_many(
         events.record_many(session, of_pool, now=now, pool=pool)
     for name, pool in reimaged.items():
         image = found[name].document["node"].get("image")
-        reopen_enrolment(session, name, f"re-image to {image} begun", now=now, pool=pool)
+        gone = reopen_enrolment(session, name, f"re-image to {image} begun", now=now, pool=pool)
+        if revoked is not None:
+            revoked.extend(gone)
     return outcomes
+
+
+def reimage_plan(session: Session, name: str) -> DesiredStateRow | None:
+    """The host's desired state if it is a re-image plan (the host is being re-imaged)."""
+    row = session.get(DesiredStateRow, name)
+    return row if row is not None and reimages(row.document) else None
 
 
 def drop_reimage(session: Session, name: str) -> bool:
     """Delete the host's desired state if it is a re-image plan: the host enrolled again
     from its new image, which must not run its predecessor's re-image. True if dropped."""
-    row = session.get(DesiredStateRow, name)
-    if row is None or not reimages(row.document):
+    row = reimage_plan(session, name)
+    if row is None:
         return False
     session.delete(row)
     return True

@@ -74,6 +74,8 @@ def register(
             field="name",
             rule="already_registered",
         )
+    if again is not None:
+        _same_machine(session, again, req)
     if again is not None and again.site != activation.site:
         raise Conflict(
             f"host {again.name!r} belongs to site {again.site!r}, the activation to "
@@ -145,6 +147,22 @@ def register(
     )
 
 
+def _same_machine(session: Session, host: HostRow, req: RegisterRequest) -> None:
+    """During a re-image, only the machine that was re-imaged may enrol under its name:
+    its DMI product UUID must be the one it reported before (when it reported one). The
+    seed's activation may be shared by the site's other machines."""
+    before = (host.inventory or {}).get("productUuid") or ""
+    if not before or desired.reimage_plan(session, host.name) is None:
+        return
+    if req.inventory.product_uuid != before:
+        raise Conflict(
+            f"host {host.name!r} is being re-imaged: only the same machine (product UUID "
+            f"{before}) may enrol under its name",
+            field="inventory.productUuid",
+            rule="same_machine",
+        )
+
+
 def renew(
     session: Session,
     trust: PlaneTrust,
@@ -161,9 +179,17 @@ def renew(
     checked against the store, not only the agent server's revocation cache, which
     another plane process refreshes every few seconds: a certificate revoked a moment ago
     must not buy its holder a fresh one."""
-    agent = session.get(HostAgentRow, name)
+    # Locked: a reset (a re-image's report, say) committing meanwhile must see the new
+    # certificate to revoke it, or this renewal must see the reset and refuse.
+    agent = session.get(HostAgentRow, name, with_for_update=True)
     if agent is None:
         raise NotFound("host", name)
+    if agent.reenrol_allowed:
+        raise Unauthenticated(
+            f"the enrolment of host {name!r} was reset; enrol the host again",
+            field="clientCertificate",
+            rule="pki.cert.revoked",
+        )
     if presented is not None:
         row = session.scalars(select(HostCertRow).where(HostCertRow.serial == presented)).first()
         if row is not None and row.revoked_at is not None:

@@ -311,7 +311,7 @@ def reopen_enrolment(
     """Revoke every live certificate of ``host_name`` and let it enrol once more under its
     name (with an activation of its site), in the caller's transaction; an
     ``EnrolmentReset`` event gives ``why``. Returns the revoked ``(serial, issuer)`` pairs."""
-    agent = session.get(HostAgentRow, host_name)
+    agent = session.get(HostAgentRow, host_name, with_for_update=True)  # see enrolment.renew
     if agent is None:
         agent = HostAgentRow(host_name=host_name, failing_checks={}, enrolled_at=now)
         session.add(agent)

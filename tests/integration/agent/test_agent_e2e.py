@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from tether.agent.identity import Identity
 from tether.domain.states import HostState
+from tether.services import desired
 from tether.services.trust import revoke_host_certificates
 from tether.store.schema import (
     ActivationRow,
@@ -29,7 +30,7 @@ from tether.store.schema import (
     utcnow,
 )
 
-from .conftest import Plane
+from .conftest import Plane, host_events
 
 pytestmark = pytest.mark.integration
 
@@ -417,3 +418,56 @@ def test_no_secret_in_logs_or_responses(plane: Plane) -> None:
         ):
             assert secret not in text, f"a secret leaked into {where}"
     assert json.loads(listed)["items"] and "code" not in json.loads(listed)["items"][0]
+
+
+def test_a_reimage_report_ends_the_enrolment_once_and_only_that_machine_enrols_again(
+    plane: Plane,
+) -> None:
+    """A re-image plan reported applied resets the enrolment: at once in this server's
+    revocation cache, once per plan (a failed report before does not count), and a
+    renewal is refused. During the re-image only the same machine (its DMI product UUID)
+    may enrol under the name, and its enrolment drops the old re-image plan."""
+    plane.server.settings.agent.revocation_refresh_seconds = 3600
+    state = enrol(plane, "edge-ri")
+    plane.processes[-1].terminate()
+    plane.processes[-1].wait(10)
+    with plane.db.session() as s:
+        host = s.scalars(select(HostRow).where(HostRow.name == "edge-ri")).one()
+        host.inventory = {**(host.inventory or {}), "productUuid": "uuid-a"}
+        digest = desired.set_desired(
+            s, "edge-ri", {"node": {"action": "reimage", "image": "img-2"}}
+        ).hash
+    client = plane.agent_client(state)
+    failed = {"hash": digest, "result": {"ok": False, "retryable": True, "message": "x"}}
+    assert client.post("/agent/v1/hosts/edge-ri/applied", json=failed).status_code == 200
+    assert client.post("/agent/v1/hosts/edge-ri/heartbeat", json={}).status_code != 401
+    done = {"hash": digest, "result": {"ok": True}}
+    assert client.post("/agent/v1/hosts/edge-ri/applied", json=done).status_code == 200
+    refused = client.post("/agent/v1/hosts/edge-ri/heartbeat", json={})
+    assert refused.status_code == 401 and refused.json()["rule"] == "pki.cert.revoked"
+    _, csr = Identity(state).new_csr("edge-ri")
+    renewal = client.post("/agent/v1/hosts/edge-ri/certificate", json={"csr": csr.decode()})
+    assert renewal.status_code == 401, renewal.text
+    resets = [e for e in host_events(plane, "edge-ri") if e["reason"] == "EnrolmentReset"]
+    assert len(resets) == 1
+
+    act = plane.activation()
+    anonymous = plane.client(None, None)
+
+    def register(product_uuid: str) -> httpx.Response:
+        _, csr = Identity(plane.tmp / f"new-{product_uuid}").new_csr("edge-ri")
+        body = {
+            "activationID": act.id,
+            "code": act.code,
+            "name": "edge-ri",
+            "hostID": "edge-ri",
+            "csr": csr.decode(),
+            "inventory": {"productUuid": product_uuid},
+        }
+        return anonymous.post("/agent/v1/register", json=body)
+
+    other = register("uuid-b")
+    assert other.status_code == 409 and other.json()["rule"] == "same_machine", other.text
+    assert register("uuid-a").status_code == 201
+    with plane.db.session() as s:
+        assert desired.get_document(s, "edge-ri") is None  # the new system never runs it

@@ -613,3 +613,20 @@ def test_an_image_with_preseeded_artifacts_installs_its_version_offline(
         assert result["ok"] is False and result["retryable"] is True
         assert "/agent/v1/artifacts" in result["message"]
         assert clients[0]["cert"] == agent.identity.cert_path
+
+
+def test_a_reimage_reported_but_not_rebooted_for_reboots_on_that_boot_only(
+    tmp_path: Path,
+) -> None:
+    """The agent notes a re-image before reporting it (the report revokes its
+    certificate). Started again on the same boot (it stopped before its reboot, or the
+    reboot failed), it reboots; on a later boot of the old system it only says so."""
+    host = RecordingHost()
+    agent = make_agent(tmp_path, None, VirtualClock(), node_host=lambda _: host)
+    agent.config.state_dir.mkdir(parents=True)
+    agent._note_reimage("d" * 64)
+    assert agent._reboot_if_reimaging() is True
+    assert [op for op, _ in host.calls] == ["reboot"]
+    assert agent._reboot_if_reimaging() is False  # booted again: the old system, no loop
+    assert [op for op, _ in host.calls] == ["reboot"]
+    assert not (agent.config.state_dir / "reimage.json").exists()

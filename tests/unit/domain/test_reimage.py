@@ -148,3 +148,21 @@ def test_a_host_that_enrolled_again_before_the_plane_looked_is_not_waited_for() 
     member, reasons, _ = _walk(member, obs, later)
     assert reasons == ["Reimaged"]
     assert member.op is not None and member.op.step is Step.DELETE_NODE
+
+
+def test_a_retried_reimage_the_host_carried_out_meanwhile_is_not_sent_again() -> None:
+    """The wait for the report timed out, the host re-imaged later all the same, and the
+    rollout was resumed (the operation goes back to the send): no second re-image."""
+    target = NodeTarget("h1", "2.0.0", spec_for("1.33", image="img-2"))
+    member = _member()
+    op = start_update(member, target, T0, "r1")
+    index = REIMAGE_STEPS.index(Step.WAIT_APPLIED)
+    failed = op.__class__(**{**op.__dict__, "index": index, "failed": "not applied in time"})
+    retried = failed.retried(T0 + timedelta(hours=1))
+    assert retried.step is Step.SEND_REIMAGE
+    member = Member(**{**member.__dict__, "op": retried})
+    obs = Observed(HostState.IN_USE, target=target, enrolled_at=T0 + timedelta(minutes=30))
+    member, reasons, out = _walk(member, obs, T0 + timedelta(hours=1))
+    assert "PlanSent" not in reasons and out.document is None  # type: ignore[attr-defined]
+    assert reasons == ["Reimaged"]
+    assert member.op is not None and member.op.step is Step.DELETE_NODE
