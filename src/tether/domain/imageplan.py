@@ -233,6 +233,11 @@ done
 say "installing $image ($image_bytes bytes) from $medium"
 
 if [ "$target" = auto ]; then
+	# A machine that runs a Tether system already (an ISO left in its drive) is not
+	# installed again by itself, not even onto a blank data disk next to it.
+	installed=$(blkid -l -t LABEL=tether-root -o device 2>/dev/null)
+	[ -z "$installed" ] || fail "a Tether system is installed on $installed: name the \\
+disk with tether.install=/dev/DISK (and tether.install.force=1 to overwrite it)"
 	target=""
 	for dev in /sys/block/vd* /sys/block/sd* /sys/block/nvme* /sys/block/xvd*; do
 		disk=/dev/${{dev##*/}}

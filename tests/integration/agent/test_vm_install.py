@@ -72,12 +72,16 @@ def installer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return doc
 
 
-def _install(iso: Path, target: Path, console: Path, expect: str = "tether-install: done") -> None:
-    """Boot ``iso`` with ``target`` as the only disk until the installer powers off, having
-    printed ``expect``."""
+def _install(
+    iso: Path, disks: list[Path], console: Path, expect: str = "tether-install: done"
+) -> None:
+    """Boot ``iso`` with ``disks`` until the installer powers off, having printed
+    ``expect``."""
     argv = ["qemu-system-x86_64", "-accel", "tcg,tb-size=256", "-vga", "none"]
     argv += ["-display", "none", "-m", "1536", "-smp", "1", "-nic", "none"]
-    argv += ["-drive", f"file={target},format=raw,if=virtio", "-cdrom", str(iso), "-boot", "d"]
+    for disk in disks:
+        argv += ["-drive", f"file={disk},format=raw,if=virtio"]
+    argv += ["-cdrom", str(iso), "-boot", "d"]
     argv += ["-serial", f"file:{console}", "-no-reboot"]
     start = time.monotonic()
     qemu = start_vm(argv, console.with_suffix(".err"))
@@ -104,16 +108,23 @@ def test_the_installer_iso_installs_a_disk_that_boots_and_enrols(
     disk.parent.mkdir()
     with disk.open("wb") as f:
         f.truncate(TARGET_SIZE)
-    _install(iso, disk, tmp_path / "install.log")
+    _install(iso, [disk], tmp_path / "install.log")
     with disk.open("rb") as f:
         mbr = f.read(512)
     # GRUB's boot code, and one partition: active, Linux, from sector 2048
     assert mbr[510:] == b"\x55\xaa" and b"GRUB" in mbr[:446]
     assert (mbr[446], mbr[450], int.from_bytes(mbr[454:458], "little")) == (0x80, 0x83, 2048)
-    # The ISO booted again (left in the drive) finds no empty disk and writes nothing.
+    # The ISO booted again (left in the drive) finds the installed system and writes
+    # nothing: not on it, and not on a blank data disk next to it.
     installed = imagebuild.sha256_file(disk)
-    _install(iso, disk, tmp_path / "again.log", "tether-install: FAILED: no empty disk")
+    blank = tmp_path / "data.img"
+    with blank.open("wb") as f:
+        f.truncate(TARGET_SIZE)
+    refused = "tether-install: FAILED: a Tether system is installed on /dev/vda1"
+    _install(iso, [disk, blank], tmp_path / "again.log", refused)
     assert imagebuild.sha256_file(disk) == installed
+    with blank.open("rb") as f:
+        assert not f.read(1 << 20).strip(b"\0")  # its first MiB still all zeros
 
     vm = vm_seed(plane, tmp_path / "seed", f"{GUEST_IP}/{PREFIX}", HOST_IP)
     console = tmp_path / "console.log"

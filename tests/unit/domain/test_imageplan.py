@@ -252,6 +252,8 @@ def test_the_install_script_is_valid_sh_and_refuses_non_empty_disks_unless_force
     checks = ('is_empty "$target"', 'fail "$target holds the installer medium"', "big_enough")
     assert all(script.index(c) < script.index("sfdisk --quiet") for c in checks)
     assert "tether.install.force=1) force=1" in script
+    # auto never installs next to an installed Tether system (a blank data disk included)
+    assert script.index("LABEL=tether-root") < script.index("for dev in /sys/block/vd*")
     assert "grub-install --target=i386-pc $target" in script
     assert "update-grub" in script and "resize2fs $part" in script
     hook = imageplan.INSTALL_HOOK
