@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -244,7 +245,12 @@ def write_many(root: Path, files: Iterable[tuple[str, bytes | str, int]]) -> Non
         _write_staged(path, data.encode() if isinstance(data, str) else data, mode)
 
 
-def write_tree(root: Path, files: Iterable[tuple[str, bytes | str, int]]) -> None:
+def write_tree(
+    root: Path,
+    files: Iterable[tuple[str, bytes | str, int]],
+    *,
+    beside: Iterable[tuple[str, bytes | str, int]] | None = None,
+) -> None:
     """Create the directory ``root`` holding exactly ``files`` (``(relative path, data,
     mode)``, the path ``/``-separated), all or nothing: ``root`` must not exist yet.
 
@@ -259,6 +265,13 @@ def write_tree(root: Path, files: Iterable[tuple[str, bytes | str, int]]) -> Non
     Each file costs an ``open``, a ``write`` and a ``close`` (and an ``fchmod`` only
     when the umask would take a bit of ``mode`` away), no temporary name or rename
     of its own: a 10,000-pool network plan is 60,000 files.
+
+    ``beside``: more files of the tree, written into the same staging directory at the
+    same time by a child process forked for it (:class:`_ForkedWriter`), so a generator
+    that renders them runs on another core; it is iterated in the child only. The tree
+    is synced and renamed once both are done; if either fails, nothing is left and the
+    error is raised here (the child's own exception, when it can be sent back). Fork
+    only from a process without other threads.
     """
     parent = root.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -270,38 +283,150 @@ def write_tree(root: Path, files: Iterable[tuple[str, bytes | str, int]]) -> Non
     )
     umask = os.umask(0)
     os.umask(umask)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-    made = {""}  # the folders of the tree that exist, relative to it
+    child: _ForkedWriter | None = None
     try:
-        for rel, data, mode in files:
-            folder = rel.rpartition("/")[0]
-            if folder not in made:
-                _make_folder(staging, folder, made)
-            fd = os.open(f"{staging}/{rel}", flags, mode)
-            try:
-                _write_all(fd, data.encode() if isinstance(data, str) else data)
-                if mode & umask:
-                    os.fchmod(fd, mode)
-            finally:
-                os.close(fd)
+        if beside is not None:
+            child = _ForkedWriter(staging, beside, umask)
+        _write_files(staging, files, umask)
+        if child is not None:
+            child.wait()
+            child = None
         sync_filesystem(Path(staging))
         os.chmod(staging, 0o777 & ~umask)
         os.rename(staging, root)
     except BaseException:
+        if child is not None:
+            child.kill()
         shutil.rmtree(staging, ignore_errors=True)
         raise
     fsync_dir(parent)
 
 
+def _write_files(staging: str, files: Iterable[tuple[str, bytes | str, int]], umask: int) -> None:
+    """Write ``files`` (see :func:`write_tree`) into the new tree ``staging``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    made = {""}  # the folders of the tree that exist, relative to it
+    for rel, data, mode in files:
+        folder = rel.rpartition("/")[0]
+        if folder not in made:
+            _make_folder(staging, folder, made)
+        fd = os.open(f"{staging}/{rel}", flags, mode)
+        try:
+            _write_all(fd, data.encode() if isinstance(data, str) else data)
+            if mode & umask:
+                os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+
+
 def _make_folder(root: str, folder: str, made: set[str]) -> None:
     """Create ``folder`` (relative to ``root``, ``/``-separated) and those of its parents
     not in ``made``, the folders that exist; add them to ``made``. A plain ``mkdir``
-    each: ``os.makedirs`` first asks whether each exists (a 10,000-pool plan has 32,500)."""
+    each: ``os.makedirs`` first asks whether each exists (a 10,000-pool plan has 32,500).
+    A folder the other writer of the tree made first (see :func:`write_tree`'s
+    ``beside``) is taken as it is."""
     parent = folder.rpartition("/")[0]
     if parent not in made:
         _make_folder(root, parent, made)
-    os.mkdir(f"{root}/{folder}")
+    try:
+        os.mkdir(f"{root}/{folder}")
+    except FileExistsError:
+        if not os.path.isdir(f"{root}/{folder}"):
+            raise
     made.add(folder)
+
+
+class _ForkedWriter:
+    """A child process writing files into a staging tree beside its parent
+    (:func:`write_tree`'s ``beside``).
+
+    The child ends with ``os._exit``: never the parent's clean-up, ``atexit`` handlers
+    or buffered output. It exits 0 once every file is written; on an error it sends the
+    exception (pickled, with its traceback as a note) through a pipe and exits 1. It is
+    killed with its parent (``PR_SET_PDEATHSIG``), so a killed command leaves no writer
+    behind that would go on filling a staging tree the next writer sweeps."""
+
+    def __init__(self, staging: str, files: Iterable[tuple[str, bytes | str, int]], umask: int):
+        parent = os.getpid()
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child; its work is checked by the parent
+            status = 1
+            try:
+                os.close(read_end)
+                _die_with(parent)
+                _write_files(staging, files, umask)
+                status = 0
+            except BaseException as error:  # every error goes to the parent
+                _send_error(write_end, error)
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        self.pid, self._pipe = pid, read_end
+
+    def wait(self) -> None:
+        """Wait for the child; raise its error if it failed."""
+        chunks = []
+        with open(self._pipe, "rb") as pipe:  # read first: a long report fills the pipe
+            while chunk := pipe.read():
+                chunks.append(chunk)
+        _, status = os.waitpid(self.pid, 0)
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and not chunks:
+            return
+        if chunks:
+            import pickle
+
+            try:
+                error = pickle.loads(b"".join(chunks))  # noqa: S301 - our own child's
+            except Exception:  # a report that does not unpickle
+                error = None
+            if isinstance(error, BaseException):
+                raise error
+        raise ChildProcessError(
+            f"the process writing half the tree ({self.pid}) "
+            + (
+                f"was killed by signal {os.WTERMSIG(status)}"
+                if os.WIFSIGNALED(status)
+                else f"exited with status {os.waitstatus_to_exitcode(status)}"
+            )
+        )
+
+    def kill(self) -> None:
+        """Stop the child and reap it (the parent failed)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        with contextlib.suppress(OSError):
+            os.close(self._pipe)
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this (child) process when its parent ends; exit at once if
+    the parent already has."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(AttributeError, OSError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _send_error(fd: int, error: BaseException) -> None:
+    """Send ``error`` (pickled) through ``fd`` to the parent; a description of it as a
+    ``RuntimeError`` if it does not pickle."""
+    import pickle
+    import traceback
+
+    note = "in the process writing half the tree:\n" + "".join(traceback.format_exception(error))
+    try:
+        error.add_note(note)
+        data = pickle.dumps(error)
+    except Exception:  # an exception that does not pickle
+        data = pickle.dumps(RuntimeError(f"{type(error).__name__}: {error}\n{note}"))
+    with open(fd, "wb") as pipe:
+        pipe.write(data)
 
 
 def sync_filesystem(path: Path) -> None:

@@ -10,7 +10,8 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import chain
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -39,6 +40,7 @@ from tether.files import (
 from tether.netplan import (
     Finding,
     Plan,
+    Recipe,
     Resolved,
     check_data,
     check_document,
@@ -171,34 +173,63 @@ def _load_psks(store: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items() if isinstance(v, str) and v}
 
 
+#: A first plan of at least this many pool files renders and writes them in a forked
+#: second process while this one does the cluster's files (:func:`write_plan`). For
+#: 10,000 pools on tmpfs the pools' 60,000 files took the child about 2.1 s and the
+#: cluster's files this process about 1.5 s, against 3.3 s in one process; a small plan
+#: is not worth a fork.
+FORK_MIN_FILES = 3000
+
+
 def write_plan(result: Plan, out: Path, psks: Mapping[str, str]) -> tuple[list[str], list[str]]:
     """Write every file of ``result`` under ``out`` (secrets 0600, scripts 0755) and
     remove what the previous plan wrote there and this one does not; the written and
     the removed paths.
 
     A first plan (no ``out`` yet) is written as one tree and renamed into place
-    (:func:`write_tree`): a crash leaves no ``out`` or the whole plan. Into an existing
-    ``out`` files are replaced one by one (never half-written), beside whatever else
-    lives there. Either way only the output's filesystem is synced, once, not each
-    file: a 10,000-pool plan is 60,000 files."""
-    files = result.files()
+    (:func:`write_tree`): a crash leaves no ``out`` or the whole plan. A big one has its
+    pools' files rendered and written by a forked process (:data:`FORK_MIN_FILES`)
+    while this one renders and writes the cluster's. Into an existing ``out`` files
+    are replaced one by one (never half-written), beside whatever else lives there.
+    Either way only the output's filesystem is synced, once, not each file: a
+    10,000-pool plan is 60,000 files."""
+    recipes = result.recipes()
     secret = result.secret_files()
-    written = sorted(files)
-    entries = [
-        (rel, files[rel], 0o600 if rel in secret else 0o755 if rel.endswith(".sh") else 0o644)
-        for rel in written
-    ]
+    written = sorted(path for path, _, _ in recipes)
+
+    def mode(rel: str) -> int:
+        return 0o600 if rel in secret else 0o755 if rel.endswith(".sh") else 0o644
+
     store = (PSK_STORE, jsontext.dumps(dict(psks)) + "\n", 0o600)
     manifest = (MANIFEST, "".join(f"{rel}\n" for rel in written), 0o644)
     if not os.path.lexists(out):
-        write_tree(out, [*entries, store, manifest])
+        pools = [r for r in recipes if r[0].startswith("pools/")]
+        if len(pools) < FORK_MIN_FILES:
+            write_tree(out, [*_rendered(recipes, mode), store, manifest])
+        else:
+            rest = [r for r in recipes if not r[0].startswith("pools/")]
+            # Both lists are rendered as they are written: the cluster's files here, the
+            # pools' in the forked process, at the same time.
+            write_tree(
+                out,
+                chain(_rendered(rest, mode), [store, manifest]),
+                beside=_rendered(pools, mode),
+            )
         return written, []
-    write_many(out, entries)
+    write_many(out, list(_rendered(recipes, mode)))  # a rendering error writes nothing
     write_atomic(out / store[0], store[1], store[2], dir_mode=None, sync=False)
     removed = _remove_stale(out, _read_manifest(out), set(written))
     write_atomic(out / manifest[0], manifest[1], manifest[2], sync=False)
     sync_filesystem(out)
     return written, removed
+
+
+def _rendered(
+    recipes: Iterable[Recipe], mode: Callable[[str], int]
+) -> Iterator[tuple[str, str, int]]:
+    """Each file of ``recipes`` rendered, as ``(path, text, mode)``, one at a time."""
+    for path, make, args in recipes:
+        yield path, make(*args), mode(path)
 
 
 def _read_manifest(out: Path) -> list[str]:

@@ -9,6 +9,7 @@ The API the CLI and the REST API call::
     findings = check_data(data)              # both at once, as complete as possible
     result = plan(doc, psks)                 # raises PlanError when check() has errors
     result.files()                           # relative path -> content
+    result.recipes()                         # the same, each rendered when called
     result.summary()                         # one row per pool
 
 Nothing here reads or writes files, opens sockets or generates secrets: keys come in
@@ -42,6 +43,7 @@ from tether.netplan.planner import (
     Plan,
     PlanError,
     PskSource,
+    Recipe,
     parse_allocations,
     plan,
     plan_checked,
@@ -125,6 +127,7 @@ __all__ = [
     "Pool",
     "PoolPlan",
     "PskSource",
+    "Recipe",
     "Resolved",
     "Route",
     "Rule",

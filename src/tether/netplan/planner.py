@@ -17,6 +17,9 @@ from tether.netplan.rules import Resolved, RPool, check_document
 
 ALLOCATIONS_KIND = "PodCIDRAllocations"
 PskSource = Mapping[str, str] | Callable[[str], str]
+#: A file of a plan not rendered yet: (relative path, renderer, arguments); see
+#: :meth:`Plan.recipes`.
+Recipe = tuple[str, Callable[..., str], tuple[Any, ...]]
 T = TypeVar("T")
 
 
@@ -122,49 +125,86 @@ class Plan:
         instead of 5.5 s.
         """
         with collector_paused():
-            return self._files(include_secrets)
+            return {
+                path: render(*args)
+                for path, render, args in self.recipes(include_secrets=include_secrets)
+            }
 
-    def _files(self, include_secrets: bool) -> dict[str, str]:
+    def recipes(self, *, include_secrets: bool = True) -> list[Recipe]:
+        """How to render each file of :meth:`files`, in its order, without rendering
+        it: ``(relative path, renderer, arguments)``, the content being
+        ``renderer(*arguments)``. The files of the whole cluster come first, then each
+        pool's, all under ``pools/``.
+
+        A writer learns every path at once (for the manifest) and can render the files
+        where it writes them: the CLI renders the pools' files in a second process."""
         c = self.cluster
-        out: dict[str, str] = {
-            "plan.json": jsontext.dumps(self.as_dict()) + "\n",
-            "allocations.json": jsontext.dumps(self.allocations_document()) + "\n",
-            "cloud/vpc-route-table.yaml": cloud.vpc_route_table(c, str(self.vpc_cidr), self.pools),
-            "cloud/vpn-connections.yaml": cloud.vpn_connections(c, self.pools),
-            "cloud/swanctl/swanctl.conf": strongswan.cloud_swanctl(c, self.pools),
-            "cni/cilium-affinity-patch.yaml": kube.affinity_patch("cilium", "kube-system"),
-            "cni/calico-node-affinity-patch.yaml": kube.affinity_patch(
-                "calico-node", "calico-system"
+        out: list[Recipe] = [
+            ("plan.json", self._plan_json, ()),
+            ("allocations.json", self._allocations_json, ()),
+            (
+                "cloud/vpc-route-table.yaml",
+                cloud.vpc_route_table,
+                (c, str(self.vpc_cidr), self.pools),
             ),
-            "cni/cilium-values.yaml": kube.cilium_values(),
-            "cni/calico-cni-ipam.yaml": kube.calico_cni_ipam(),
-        }
+            ("cloud/vpn-connections.yaml", cloud.vpn_connections, (c, self.pools)),
+            ("cloud/swanctl/swanctl.conf", strongswan.cloud_swanctl, (c, self.pools)),
+            ("cni/cilium-affinity-patch.yaml", kube.affinity_patch, ("cilium", "kube-system")),
+            (
+                "cni/calico-node-affinity-patch.yaml",
+                kube.affinity_patch,
+                ("calico-node", "calico-system"),
+            ),
+            ("cni/cilium-values.yaml", kube.cilium_values, ()),
+            ("cni/calico-cni-ipam.yaml", kube.calico_cni_ipam, ()),
+        ]
+        add = out.append
         if include_secrets:
-            out["cloud/swanctl/secrets.conf"] = strongswan.secrets_conf(
-                (t for p in self.pools for t in p.tunnels), self.psks
-            )
+            add(("cloud/swanctl/secrets.conf", self._cloud_secrets_conf, ()))
+        psks = self.psks
         for p in self.pools:
             base = f"pools/{p.name}"
-            out[f"{base}/vpn-server/swanctl/swanctl.conf"] = strongswan.site_swanctl(c, p)
+            add((f"{base}/vpn-server/swanctl/swanctl.conf", strongswan.site_swanctl, (c, p)))
             if include_secrets:
-                out[f"{base}/vpn-server/swanctl/secrets.conf"] = strongswan.secrets_conf(
-                    p.tunnels, self.psks
+                add(
+                    (
+                        f"{base}/vpn-server/swanctl/secrets.conf",
+                        strongswan.secrets_conf,
+                        (p.tunnels, psks),
+                    )
                 )
-            out[f"{base}/vpn-server/routes.sh"] = site.vpn_server_routes_sh(c, p)
-            out[f"{base}/vpn-server/{site.routes_unit_name(p, 'vpn-server')}"] = site.routes_unit(
-                p, "vpn-server"
+            add((f"{base}/vpn-server/routes.sh", site.vpn_server_routes_sh, (c, p)))
+            add(
+                (
+                    f"{base}/vpn-server/{site.routes_unit_name(p, 'vpn-server')}",
+                    site.routes_unit,
+                    (p, "vpn-server"),
+                )
             )
             if p.routing == "bgp":
-                out[f"{base}/vpn-server/bird.conf"] = site.bird_conf(c, p)
+                add((f"{base}/vpn-server/bird.conf", site.bird_conf, (c, p)))
                 if p.nodes:
-                    out[f"{base}/cilium-bgp.yaml"] = kube.cilium_bgp(c, p)
-                    out[f"{base}/calico-bgp.yaml"] = kube.calico_bgp(c, p)
+                    add((f"{base}/cilium-bgp.yaml", kube.cilium_bgp, (c, p)))
+                    add((f"{base}/calico-bgp.yaml", kube.calico_bgp, (c, p)))
             if not p.is_main_router:
-                out[f"{base}/main-router/routes.sh"] = site.main_router_routes_sh(c, p)
-                out[f"{base}/main-router/{site.routes_unit_name(p, 'main-router')}"] = (
-                    site.routes_unit(p, "main-router")
+                add((f"{base}/main-router/routes.sh", site.main_router_routes_sh, (c, p)))
+                add(
+                    (
+                        f"{base}/main-router/{site.routes_unit_name(p, 'main-router')}",
+                        site.routes_unit,
+                        (p, "main-router"),
+                    )
                 )
         return out
+
+    def _plan_json(self) -> str:
+        return jsontext.dumps(self.as_dict()) + "\n"
+
+    def _allocations_json(self) -> str:
+        return jsontext.dumps(self.allocations_document()) + "\n"
+
+    def _cloud_secrets_conf(self) -> str:
+        return strongswan.secrets_conf((t for p in self.pools for t in p.tunnels), self.psks)
 
     def executable_files(self) -> frozenset[str]:
         """Paths of :meth:`files` that are shell scripts (write them mode 0755)."""

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -199,3 +203,168 @@ def test_a_killed_tree_writer_leaves_no_root_and_its_staging_tree_is_swept(tmp_p
     write_tree(tmp_path / "out", [("f", "whole", 0o644)])  # the next writer sweeps it
     assert os.listdir(tmp_path) == ["out"]
     assert (tmp_path / "out" / "f").read_text() == "whole"
+
+
+# write_tree's ``beside``: half the tree written by a forked child ------------------------
+
+
+def _no_children() -> bool:
+    """Whether this process has no child left, running or a zombie."""
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def _tree(root: Path) -> dict[str, tuple[bytes | None, int]]:
+    """Every file and folder under ``root``: its content (``None`` for a folder), mode."""
+    return {
+        p.relative_to(root).as_posix(): (
+            None if p.is_dir() else p.read_bytes(),
+            stat.S_IMODE(p.stat().st_mode),
+        )
+        for p in root.rglob("*")
+    }
+
+
+def test_write_tree_beside_writes_half_the_tree_in_a_child_and_the_same_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same tree as one writer makes (contents, modes, folders both halves share),
+    one rename, and no child left behind; ``beside`` is iterated in the child."""
+    ours = [("a/key", "k", 0o600), ("a/b/run.sh", b"#!", 0o755), ("top", "t", 0o644)]
+    theirs = [(f"a/b/c{i}/f", f"{i}", 0o644) for i in range(50)] + [("z/secret", "s", 0o600)]
+    with _umask(0o027):
+        write_tree(tmp_path / "one", ours + theirs)
+        renames: list[str] = []
+        real_rename = os.rename
+        monkeypatch.setattr(files.os, "rename", lambda a, b: renames.append(b) or real_rename(a, b))
+        pids: list[int] = []
+        write_tree(
+            tmp_path / "two",
+            ours,
+            beside=((rel, f"{data}", mode) for rel, data, mode in theirs if not pids.append(0)),
+        )
+    assert _tree(tmp_path / "two") == _tree(tmp_path / "one")
+    assert stat.S_IMODE((tmp_path / "two").stat().st_mode) == 0o750
+    assert [str(b) for b in renames] == [str(tmp_path / "two")]
+    assert pids == []  # the generator ran in the child, not here
+    assert sorted(os.listdir(tmp_path)) == ["one", "two"]
+    assert _no_children()
+
+
+def test_write_tree_beside_runs_on_another_process(tmp_path: Path) -> None:
+    write_tree(
+        tmp_path / "out",
+        [("here", str(os.getpid()), 0o644)],
+        beside=((name, str(os.getpid()), 0o644) for name in ["there"]),
+    )
+    here, there = ((tmp_path / "out" / n).read_text() for n in ("here", "there"))
+    assert here == str(os.getpid()) and there != here
+    assert _no_children()
+
+
+def _fail_after(n: int, error: BaseException) -> Iterator[tuple[str, str, int]]:
+    for i in range(n):
+        yield f"p{i}/f", "x", 0o644
+    raise error
+
+
+def test_a_failing_child_fails_write_tree_with_its_error_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(OSError, match="No space left") as raised:
+        write_tree(
+            tmp_path / "out",
+            [(f"q{i}/f", "x", 0o644) for i in range(5)],
+            beside=_fail_after(3, OSError(28, "No space left on device", "p3/f")),
+        )
+    assert raised.value.errno == 28 and raised.value.filename == "p3/f"
+    assert any("process writing half the tree" in note for note in raised.value.__notes__)
+    assert os.listdir(tmp_path) == []  # no out, no staging directory
+    assert _no_children()
+
+
+class _Unpicklable(Exception):
+    def __reduce__(self) -> Any:
+        raise TypeError("no pickling")
+
+
+def test_a_childs_error_that_does_not_pickle_is_described(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="_Unpicklable: odd"):
+        write_tree(tmp_path / "out", [], beside=_fail_after(1, _Unpicklable("odd")))
+    assert os.listdir(tmp_path) == []
+    assert _no_children()
+
+
+def _kill_self_after(n: int) -> Iterator[tuple[str, str, int]]:
+    for i in range(n):
+        yield f"p{i}/f", "x", 0o644
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_child_fails_write_tree_and_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ChildProcessError, match=f"killed by signal {int(signal.SIGKILL)}"):
+        write_tree(tmp_path / "out", [("a", "x", 0o644)], beside=_kill_self_after(2))
+    assert os.listdir(tmp_path) == []
+    assert _no_children()
+
+
+def _slow() -> Iterator[tuple[str, str, int]]:
+    yield "p/f", "x", 0o644
+    time.sleep(600)  # killed long before
+    yield "p/g", "x", 0o644
+
+
+def test_a_failing_parent_kills_and_reaps_its_child_and_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rendering failed"):
+        write_tree(tmp_path / "out", _fail_after(2, ValueError("rendering failed")), beside=_slow())
+    assert os.listdir(tmp_path) == []
+    assert _no_children()
+
+
+def test_a_killed_tree_writer_takes_its_child_along(tmp_path: Path) -> None:
+    """The parent killed while its child writes: the child dies with it, and the staging
+    tree it leaves is swept by the next writer."""
+    ready = tmp_path / "ready"
+    script = f"""
+import os, signal, time
+from pathlib import Path
+from tether.files import write_tree
+
+def slow():
+    yield "c/f", str(os.getpid()), 0o644
+    Path({str(ready)!r}).write_text(str(os.getpid()))
+    time.sleep(600)
+    yield "c/g", "x", 0o644
+
+def ours():
+    yield "p/f", "x", 0o644
+    while not Path({str(ready)!r}).exists():
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGKILL)
+    yield "p/g", "x", 0o644
+
+write_tree(Path({str(tmp_path / "tree" / "out")!r}), ours(), beside=slow())
+"""
+    done = subprocess.run([sys.executable, "-c", script], check=False, timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    child = int(ready.read_text())
+    for _ in range(500):  # the kernel kills the orphan at once; it may take a moment
+        if not Path(f"/proc/{child}").exists() or _zombie_or_gone(child):
+            break
+        time.sleep(0.01)
+    assert _zombie_or_gone(child)
+    (staging,) = os.listdir(tmp_path / "tree")
+    assert staging.startswith(".out.tether-")
+    write_tree(tmp_path / "tree" / "out", [("f", "whole", 0o644)])  # sweeps it
+    assert os.listdir(tmp_path / "tree") == ["out"]
+
+
+def _zombie_or_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")

@@ -367,3 +367,68 @@ files.os.write = write
 sys.argv = ["tether", "net", "plan", sys.argv[1], "--out", sys.argv[2]]
 main()
 """
+
+
+def _plan_tree(
+    tmp_path: Path, src: Path, fork_min_files: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[bool, dict[str, tuple[bytes, int]]]:
+    """Plan ``src`` into a new folder with the keys 0, 1, 2...; whether a writer was
+    forked, and every file's bytes and mode."""
+    from tether.cli import net
+
+    keys = iter(range(100))
+    monkeypatch.setattr(net.secrets, "token_hex", lambda n: f"{next(keys):0{2 * n}x}")
+    monkeypatch.setattr(net, "FORK_MIN_FILES", fork_min_files)
+    forked: list[bool] = []
+    real = net.write_tree
+
+    def write_tree(*args: Any, beside: Any = None) -> None:
+        forked.append(beside is not None)
+        real(*args, beside=beside)
+
+    monkeypatch.setattr(net, "write_tree", write_tree)
+    out = tmp_path / f"plan-{fork_min_files}"
+    result = runner.invoke(app, ["plan", str(src), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    files = {
+        p.relative_to(out).as_posix(): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
+        for p in out.rglob("*")
+        if p.is_file()
+    }
+    return forked == [True], files
+
+
+def test_a_big_first_plan_forks_a_writer_for_the_pools_and_writes_the_same_tree(
+    tmp_path: Path, doc: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the pools' files rendered and written by a forked process (any plan, for the
+    test): the same files, bytes and modes as one process writes."""
+    src = _write(tmp_path, doc)
+    forked, one = _plan_tree(tmp_path, src, 10**9, monkeypatch)
+    assert not forked
+    forked, two = _plan_tree(tmp_path, src, 0, monkeypatch)
+    assert forked
+    assert two == one
+    assert any(rel.startswith("pools/") for rel in two)
+
+
+def test_a_failing_forked_writer_fails_the_plan_and_leaves_no_out(
+    tmp_path: Path, doc: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.cli import net
+
+    monkeypatch.setattr(net, "FORK_MIN_FILES", 0)
+    real = net._rendered
+
+    def rendered(recipes: Any, mode: Any) -> Any:
+        for path, text, file_mode in real(recipes, mode):
+            if path.startswith("pools/") and path.endswith("bird.conf"):
+                raise OSError(28, "No space left on device", path)
+            yield path, text, file_mode
+
+    monkeypatch.setattr(net, "_rendered", rendered)
+    out = tmp_path / "plan"
+    result = runner.invoke(app, ["plan", str(_write(tmp_path, doc)), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "cannot write the plan" in result.output and "No space left" in result.output
+    assert sorted(os.listdir(tmp_path)) == ["net.yaml"]
