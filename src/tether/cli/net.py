@@ -200,7 +200,7 @@ def write_plan(result: Plan, out: Path, psks: Mapping[str, str]) -> tuple[list[s
     def mode(rel: str) -> int:
         return 0o600 if rel in secret else 0o755 if rel.endswith(".sh") else 0o644
 
-    store = (PSK_STORE, jsontext.dumps(dict(psks)) + "\n", 0o600)
+    store = (PSK_STORE, jsontext.dumps_plain(dict(psks)) + "\n", 0o600)
     manifest = (MANIFEST, "".join(f"{rel}\n" for rel in written), 0o644)
     if not os.path.lexists(out):
         pools = [r for r in recipes if r[0].startswith("pools/")]

@@ -198,10 +198,10 @@ class Plan:
         return out
 
     def _plan_json(self) -> str:
-        return jsontext.dumps(self.as_dict()) + "\n"
+        return jsontext.dumps_plain(self.as_dict()) + "\n"
 
     def _allocations_json(self) -> str:
-        return jsontext.dumps(self.allocations_document()) + "\n"
+        return jsontext.dumps_plain(self.allocations_document()) + "\n"
 
     def _cloud_secrets_conf(self) -> str:
         return strongswan.secrets_conf((t for p in self.pools for t in p.tunnels), self.psks)

@@ -31,3 +31,25 @@ DATA = st.recursive(
 @example([float("nan"), {"x": float("inf")}])  # not JSON: json.dumps(indent=2) itself
 def test_dumps_writes_what_json_dumps_writes(data: Any) -> None:
     assert jsontext.dumps(data) == json.dumps(data, indent=2)
+
+
+#: What the plan's views build: no floats.
+PLAIN = st.recursive(
+    st.one_of(TEXT, st.integers(), st.booleans(), st.none()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(
+            st.one_of(TEXT, st.integers(), st.booleans(), st.none()), inner, max_size=4
+        ),
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(PLAIN)
+@example({"ключ": ["é ☃ 𝄞", '"\\/', "\x00\x1f\x7f\u2028", "\b\f\n\r\t", "\\u0041"]})
+@example({"a": {}, "b": [], "c": [{}, [[]]], "d": [10**40, -(2**64), 2**63]})
+@example({"pool": "dc1", "nodes": {"dc1-n1": "10.0.0.0/25"}, "asn": None, "ok": True})
+def test_dumps_plain_writes_what_json_dumps_writes(data: Any) -> None:
+    assert jsontext.dumps_plain(data) == json.dumps(data, indent=2)
