@@ -153,7 +153,8 @@ def check_command(
     output: Format = OutputOption,
 ) -> None:
     """Check a HybridNetwork document: every rule, all findings at once."""
-    findings = check_data(read_document(file))
+    with collector_paused():  # one burst of objects, as for plan_command
+        findings = check_data(read_document(file))
     _show_findings(findings, output)
     raise typer.Exit(EXIT_INVALID if has_errors(findings) else EXIT_OK)
 
