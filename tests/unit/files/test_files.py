@@ -208,13 +208,32 @@ def test_a_killed_tree_writer_leaves_no_root_and_its_staging_tree_is_swept(tmp_p
 # write_tree's ``beside``: half the tree written by a forked child ------------------------
 
 
-def _no_children() -> bool:
-    """Whether this process has no child left, running or a zombie."""
-    try:
-        os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pids of the children this test forks."""
+    pids: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return pids
+
+
+def _all_reaped(pids: list[int]) -> bool:
+    """Whether each of ``pids`` was forked and is no child of this process any more,
+    running or a zombie (other tests' children, such as servers, may still run)."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        return False
+    return bool(pids)
 
 
 def _tree(root: Path) -> dict[str, tuple[bytes | None, int]]:
@@ -229,7 +248,7 @@ def _tree(root: Path) -> dict[str, tuple[bytes | None, int]]:
 
 
 def test_write_tree_beside_writes_half_the_tree_in_a_child_and_the_same_tree(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    forks: list[int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same tree as one writer makes (contents, modes, folders both halves share),
     one rename, and no child left behind; ``beside`` is iterated in the child."""
@@ -251,10 +270,10 @@ def test_write_tree_beside_writes_half_the_tree_in_a_child_and_the_same_tree(
     assert [str(b) for b in renames] == [str(tmp_path / "two")]
     assert pids == []  # the generator ran in the child, not here
     assert sorted(os.listdir(tmp_path)) == ["one", "two"]
-    assert _no_children()
+    assert _all_reaped(forks)
 
 
-def test_write_tree_beside_runs_on_another_process(tmp_path: Path) -> None:
+def test_write_tree_beside_runs_on_another_process(forks: list[int], tmp_path: Path) -> None:
     write_tree(
         tmp_path / "out",
         [("here", str(os.getpid()), 0o644)],
@@ -262,7 +281,7 @@ def test_write_tree_beside_runs_on_another_process(tmp_path: Path) -> None:
     )
     here, there = ((tmp_path / "out" / n).read_text() for n in ("here", "there"))
     assert here == str(os.getpid()) and there != here
-    assert _no_children()
+    assert _all_reaped(forks)
 
 
 def _fail_after(n: int, error: BaseException) -> Iterator[tuple[str, str, int]]:
@@ -272,6 +291,7 @@ def _fail_after(n: int, error: BaseException) -> Iterator[tuple[str, str, int]]:
 
 
 def test_a_failing_child_fails_write_tree_with_its_error_and_leaves_nothing(
+    forks: list[int],
     tmp_path: Path,
 ) -> None:
     with pytest.raises(OSError, match="No space left") as raised:
@@ -283,7 +303,7 @@ def test_a_failing_child_fails_write_tree_with_its_error_and_leaves_nothing(
     assert raised.value.errno == 28 and raised.value.filename == "p3/f"
     assert any("process writing half the tree" in note for note in raised.value.__notes__)
     assert os.listdir(tmp_path) == []  # no out, no staging directory
-    assert _no_children()
+    assert _all_reaped(forks)
 
 
 class _Unpicklable(Exception):
@@ -291,11 +311,11 @@ class _Unpicklable(Exception):
         raise TypeError("no pickling")
 
 
-def test_a_childs_error_that_does_not_pickle_is_described(tmp_path: Path) -> None:
+def test_a_childs_error_that_does_not_pickle_is_described(forks: list[int], tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="_Unpicklable: odd"):
         write_tree(tmp_path / "out", [], beside=_fail_after(1, _Unpicklable("odd")))
     assert os.listdir(tmp_path) == []
-    assert _no_children()
+    assert _all_reaped(forks)
 
 
 def _kill_self_after(n: int) -> Iterator[tuple[str, str, int]]:
@@ -304,11 +324,13 @@ def _kill_self_after(n: int) -> Iterator[tuple[str, str, int]]:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def test_a_killed_child_fails_write_tree_and_leaves_nothing(tmp_path: Path) -> None:
+def test_a_killed_child_fails_write_tree_and_leaves_nothing(
+    forks: list[int], tmp_path: Path
+) -> None:
     with pytest.raises(ChildProcessError, match=f"killed by signal {int(signal.SIGKILL)}"):
         write_tree(tmp_path / "out", [("a", "x", 0o644)], beside=_kill_self_after(2))
     assert os.listdir(tmp_path) == []
-    assert _no_children()
+    assert _all_reaped(forks)
 
 
 def _slow() -> Iterator[tuple[str, str, int]]:
@@ -317,11 +339,13 @@ def _slow() -> Iterator[tuple[str, str, int]]:
     yield "p/g", "x", 0o644
 
 
-def test_a_failing_parent_kills_and_reaps_its_child_and_leaves_nothing(tmp_path: Path) -> None:
+def test_a_failing_parent_kills_and_reaps_its_child_and_leaves_nothing(
+    forks: list[int], tmp_path: Path
+) -> None:
     with pytest.raises(ValueError, match="rendering failed"):
         write_tree(tmp_path / "out", _fail_after(2, ValueError("rendering failed")), beside=_slow())
     assert os.listdir(tmp_path) == []
-    assert _no_children()
+    assert _all_reaped(forks)
 
 
 def test_a_killed_tree_writer_takes_its_child_along(tmp_path: Path) -> None:
