@@ -14,11 +14,21 @@ One reconcile of one pool, shaped like Cluster API's MachineDeployment controlle
 
 Level-triggered and crash-safe: all progress lives in the store; a step is recorded
 before it is taken and advanced only when its effect is seen; a restart continues at
-the recorded steps. The one exception is the uncordon that ends a node's update
-(:data:`tether.domain.memberops.EAGER_STEPS`): taken as soon as a member's operation
-reaches it, before the plan, which records it done, so the same write starts the next
-node. It only gives capacity back, and after a crash before the write it is taken again,
-harmlessly: a rollout wave costs two writes, not three.
+the recorded steps. The uncordon that ends a node's update
+(:data:`tether.domain.memberops.EAGER_STEPS`) is taken as soon as a member's operation
+reaches it, before the plan, which records it done: it only gives capacity back, and
+after a crash before the write it is taken again, harmlessly.
+
+A rollout wave is one write. Each write of a progressing rollout records which hosts go
+next once the budget allows (:attr:`tether.domain.rollout.Moves.next`). When the plan
+after the uncordons starts exactly those hosts at their cordon, the controller cordons
+and drains them at once, plans again from the outcome
+(:func:`tether.domain.poolplan.successor`) and writes both plans as one
+(:func:`tether.domain.poolplan.combined`): the finished nodes, the started ones and their
+node plans. Their intent was on record before the cordon, in the write before; after a
+crash before this write the same hosts start again (down members go first), or are
+uncordoned if the rollout no longer moves them
+(:func:`tether.domain.poolplan.stray_cordons`).
 
 Pools are reconciled when something tells the controller (a person's change, an agent's
 report, a Node's change: :meth:`PoolController.poke`), when a plan asks to be looked at
@@ -48,11 +58,21 @@ from datetime import datetime
 from sqlalchemy import select
 
 from tether.domain.memberops import Member, StepResult
-from tether.domain.poolplan import PoolPlan, eager_steps, newly_at_steps, plan_pool, with_steps
+from tether.domain.poolplan import (
+    PoolPlan,
+    combined,
+    cordons_ahead,
+    eager_steps,
+    newly_at_steps,
+    plan_pool,
+    stray_cordons,
+    successor,
+    with_steps,
+)
 from tether.errors import Conflict, NotFound
 from tether.metrics import reconciling
 from tether.services import pools
-from tether.services.clusterops import ClusterOps, perform
+from tether.services.clusterops import ClusterOps, perform, release_cordon
 from tether.store.db import Database
 from tether.store.schema import PoolRow, utcnow
 
@@ -193,15 +213,22 @@ class PoolController:
         loaded = self._fetch(name, known, changed)
         for round_ in range(1, self.MAX_ROUNDS + 1):
             written = loaded
-            eager = eager_steps(written.input)
-            if eager:  # taken before the plan, which records them done
-                taken = self._perform(written, eager)
+            taken = self._eager(written)
+            if taken:  # taken before the plan, which records them done
                 written = replace(written, input=with_steps(written.input, taken))
             plan = plan_pool(written.input)
+            moved = newly_at_steps(written.input, plan)
+            if cordons_ahead(written.input, plan, moved):
+                # Recorded as next by an earlier write: cordoned and drained now, and
+                # recorded with their plans in one write (module doc).
+                taken = self._perform(written, moved)
+                ahead = successor(written.input, plan, taken, self.clock())
+                assert ahead is not None  # cordons_ahead: the plan is followable
+                plan = combined(plan, plan_pool(ahead))
+                moved = newly_at_steps(written.input, plan)
             with self.db.session() as session:
                 pools.write(session, written, plan)
             self._written(name, written, plan)
-            moved = newly_at_steps(written.input, plan)
             if not moved or plan.delete_pool or round_ == self.MAX_ROUNDS:
                 break
             outcomes = self._perform(written, moved)
@@ -245,6 +272,18 @@ class PoolController:
         ops = self.ops_for(loaded.cluster)
         timeout = float(loaded.input.spec.update_strategy.drain_timeout_seconds)
         return {m.host: perform(ops, m, timeout) for m in members}
+
+    def _eager(self, loaded: pools.Loaded) -> dict[str, tuple[StepResult, ...]]:
+        """Take the steps taken before the plan that records them: uncordons that end an
+        operation, and stray cordons (:func:`tether.domain.poolplan.stray_cordons`)."""
+        eager = eager_steps(loaded.input)
+        taken = self._perform(loaded, eager) if eager else {}
+        strays = stray_cordons(loaded.input)
+        if strays:
+            ops = self.ops_for(loaded.cluster)
+            members = {m.host: m for m, _ in loaded.input.members}
+            taken.update({host: (release_cordon(ops, members[host]),) for host in strays})
+        return taken
 
     def _written(self, name: str, loaded: pools.Loaded, plan: PoolPlan) -> None:
         """What follows a plan written: counts, the host map, listeners, the log."""

@@ -23,7 +23,7 @@ Node but is never moved, and is a failed node of a progressing rollout at once.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -38,6 +38,8 @@ from tether.domain.memberops import (
     Observed,
     Operation,
     OpKind,
+    Step,
+    StepOutcome,
     StepResult,
     advance,
     as_left_by_own_steps,
@@ -66,9 +68,13 @@ __all__ = [
     "PoolInput",
     "PoolPlan",
     "Spare",
+    "combined",
+    "cordons_ahead",
     "eager_steps",
+    "followable",
     "newly_at_steps",
     "plan_pool",
+    "stray_cordons",
     "successor",
     "with_steps",
 ]
@@ -508,6 +514,8 @@ def _progress_rollout(
         "waiting": moves.waiting,
         "bounds": {"maxSurge": bound.max_surge, "maxUnavailable": bound.max_unavailable},
     }
+    if moves.next:
+        progress["next"] = list(moves.next)
     if stalled_since is not None:
         progress["stalledSince"] = stalled_since.isoformat()
     if progress != rollout.progress:
@@ -620,7 +628,7 @@ def _rollouts(work: _Work, failures: dict[str, str]) -> None:
         if not stale:
             return
         if current.state in ACTIVE_STATES:
-            work.plan.superseded = current.with_state(
+            work.plan.superseded = _without_next(current).with_state(
                 RolloutState.SUPERSEDED, inp.now, "the pool's target changed"
             )
             work.note(
@@ -652,6 +660,31 @@ def _rollouts(work: _Work, failures: dict[str, str]) -> None:
         moved = _progress_rollout(work, current, failures)
         if moved != inp.rollout or work.plan.rollout_is_new:
             work.plan.rollout = moved
+    elif current.progress.get("next"):  # aborted: names no host to go next any more
+        work.plan.rollout = _without_next(current)
+
+
+def _without_next(rollout: RolloutRecord) -> RolloutRecord:
+    if "next" not in rollout.progress:
+        return rollout
+    return evolve(rollout, progress={k: v for k, v in rollout.progress.items() if k != "next"})
+
+
+def _stray_uncordons(work: _Work) -> None:
+    """An event for each Node uncordoned as a stray (:func:`stray_cordons`)."""
+    for host, obs in work.obs.items():
+        if not obs.external or work.members[host].op is not None:
+            continue
+        if any(r.step is Step.UNCORDON and r.outcome is StepOutcome.DONE for r in obs.external):
+            work.note(
+                EventNote(
+                    ObjectKind.HOST,
+                    host,
+                    "Uncordoned",
+                    "cordoned to go next in a rollout that no longer moves it "
+                    "(the plane restarted before recording the step)",
+                )
+            )
 
 
 # Conditions: each from its own pure function ---------------------------------------------
@@ -830,6 +863,7 @@ def plan_pool(inp: PoolInput) -> PoolPlan:
     """Everything to change for the pool, in memory (module doc); write it in one go."""
     work = _started(inp)
     failures: dict[str, str] = {}
+    _stray_uncordons(work)
     _advance_all(work, failures)
     taken = set(work.members)
     if inp.rollout is None or inp.rollout.state not in ACTIVE_STATES or inp.spec.size is not None:
@@ -955,15 +989,8 @@ def successor(
     meanwhile (a Node's status, an agent's report) the pass after sees; a person's change
     is caught by the write's guards. None when the plan did more than this view follows
     (hosts assigned or released, a member removed, a rollout made or superseded, the pool
-    deleted): read the store again."""
-    if (
-        plan.assign
-        or plan.release
-        or plan.delete_pool
-        or plan.rollout_is_new
-        or plan.superseded is not None
-        or any(m is None for m in plan.members.values())
-    ):
+    deleted): read the store again (:func:`followable`)."""
+    if not followable(plan):
         return None
     members: list[tuple[Member, Observed]] = []
     for member, obs in inp.members:
@@ -986,3 +1013,93 @@ def successor(
     if plan.rollout is not None:
         rollout = evolve(plan.rollout, resource_version=plan.rollout.resource_version + 1)
     return evolve(inp, state=plan.state, members=members, rollout=rollout, now=now)
+
+
+def followable(plan: PoolPlan) -> bool:
+    """Whether :func:`successor` can follow ``plan``: it assigns or releases no host,
+    removes no member, makes or supersedes no rollout and keeps the pool."""
+    return not (
+        plan.assign
+        or plan.release
+        or plan.delete_pool
+        or plan.rollout_is_new
+        or plan.superseded is not None
+        or any(m is None for m in plan.members.values())
+    )
+
+
+# Cordons taken ahead of the write --------------------------------------------------------
+
+
+def _named_next(rollout: RolloutRecord | None) -> frozenset[str]:
+    return frozenset(rollout.progress.get("next") or ()) if rollout is not None else frozenset()
+
+
+def cordons_ahead(inp: PoolInput, plan: PoolPlan, moved: Sequence[Member]) -> bool:
+    """Whether the controller may cordon and drain ``moved`` (the members ``plan`` moved to
+    a Kubernetes step: :func:`newly_at_steps`) before writing ``plan``, and write it with
+    the plan after those steps in one go (:func:`combined`).
+
+    Only when each of them starts an update of the pool's progressing rollout at its
+    cordon, on a host that an earlier write recorded as going next (:attr:`Moves.next
+    <tether.domain.rollout.Moves.next>`), and the plan can be followed (:func:`followable`).
+    The intent is then on record before the step is taken, as for every other step: a
+    plane killed before the write finds the rollout still naming those hosts next and
+    their Nodes cordoned, so down; the planner takes down members first, so the same
+    hosts start again (the cordon and the drain, taken again, change nothing), or, if the
+    rollout no longer moves them, they are uncordoned (:func:`stray_cordons`)."""
+    rollout = inp.rollout
+    if not moved or rollout is None or rollout.state is not RolloutState.PROGRESSING:
+        return False
+    ahead = _named_next(rollout)
+    for member in moved:
+        op = member.op
+        if member.host not in ahead or op is None or op.rollout != rollout.name:
+            return False
+        if op.kind is not OpKind.UPDATE:
+            return False
+        if op.index != 0 or op.step is not Step.CORDON:
+            return False
+    return followable(plan)
+
+
+def combined(first: PoolPlan, second: PoolPlan) -> PoolPlan:
+    """One plan that writes what writing ``first`` and then ``second`` would, ``second``
+    planned from :func:`successor` of ``first`` (``first`` :func:`followable`): written
+    against what ``first`` was planned from, every row guarded by the version read then."""
+    rollout = second.rollout
+    if rollout is None:
+        rollout = first.rollout
+    elif first.rollout is not None:  # second's was planned as written by first: one more
+        rollout = evolve(rollout, resource_version=first.rollout.resource_version)
+    return replace(
+        second,
+        members={**first.members, **second.members},
+        documents={**first.documents, **second.documents},
+        digests={**first.digests, **second.digests},
+        events=[*first.events, *second.events],
+        rollout=rollout,
+    )
+
+
+def stray_cordons(inp: PoolInput) -> list[str]:
+    """Members whose Nodes the controller may have cordoned ahead of a write that never
+    came (:func:`cordons_ahead`) and which the pool's rollout no longer moves (paused,
+    failed, aborted, or the pool's target changed): no operation, their host recorded as
+    going next, their Node cordoned. The controller uncordons them before planning, as it
+    does an update's last uncordon (it only gives capacity back); the next write no longer
+    names them."""
+    rollout = inp.rollout
+    ahead = _named_next(rollout)
+    if not ahead or rollout is None:
+        return []
+    if rollout.state is RolloutState.PROGRESSING and rollout.target_key == inp.target_key:
+        return []  # it moves them: down members first
+    return [
+        member.host
+        for member, obs in inp.members
+        if member.host in ahead
+        and member.op is None
+        and obs.node is not None
+        and obs.node.unschedulable
+    ]

@@ -22,6 +22,9 @@ The planner (:func:`plan_moves`) follows Cluster API's MachineDeployment rolling
   already down go first (moving them takes nothing more down), and members reserved as a
   surge member's partner are not touched;
 * ``inPlace`` and ``none`` changes take nothing down: they apply to every member at once;
+* the old members that update next once the budget lets them are named
+  (:attr:`Moves.next`, up to ``maxUnavailable``): the rollout records them, so the
+  controller may cordon them ahead of the write that starts them;
 * a member whose target cannot be computed is never moved, but it serves (or not) like
   any other and counts towards availability.
 
@@ -204,6 +207,11 @@ class Moves:
     join_spares: int = 0  # this many spare hosts join as surge members
     leave: tuple[tuple[str, str], ...] = ()  # (old member that leaves, surge member it pairs)
     waiting: str = ""  # why nothing (more) moves, for the pool's condition
+    #: The old members that update next, in order, once the budget lets them (up to
+    #: maxUnavailable of them): recorded with the rollout, so that the controller may
+    #: cordon them before the write that starts them (module doc of
+    #: :mod:`tether.controllers.pools`).
+    next: tuple[str, ...] = ()
 
 
 def _within_budget(member: Candidate, available: int, bounds: Bounds) -> bool:
@@ -247,15 +255,23 @@ def plan_moves(
     reserved = unpaired_surge + join if bounds.max_surge > 0 else 0
     # In place: what is not reserved for a surge partner, within the availability budget.
     update: list[str] = []
-    for member in queue[: max(0, len(queue) - reserved)]:
+    unreserved = queue[: max(0, len(queue) - reserved)]
+    for member in unreserved:
         if not _within_budget(member, available, bounds):
             break
         update.append(member.host)
         available -= int(member.available)
+    after = unreserved[len(update) : len(update) + max(1, bounds.max_unavailable)]
     waiting = ""
     if not (update or join or leave) and (queue or unpaired_surge):
         if bounds.max_surge > 0 and not spares and uncovered > 0 and bounds.max_unavailable == 0:
             waiting = "WaitingForSpareHost"
         else:
             waiting = "WaitingForAvailability"
-    return Moves(update=tuple(update), join_spares=join, leave=tuple(leave), waiting=waiting)
+    return Moves(
+        update=tuple(update),
+        join_spares=join,
+        leave=tuple(leave),
+        waiting=waiting,
+        next=tuple(m.host for m in after),
+    )

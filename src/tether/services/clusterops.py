@@ -20,7 +20,7 @@ from tether.kube.errors import KubeError, NotFound
 from tether.kube.resources import Node
 from tether.services.drain import cordon, drain_step, uncordon
 
-__all__ = ["ClusterOps", "KubeClusterOps", "perform"]
+__all__ = ["ClusterOps", "KubeClusterOps", "perform", "release_cordon"]
 
 
 class ClusterOps(Protocol):
@@ -149,6 +149,16 @@ def _perform_one(
     step = member.external_step
     if step is None:
         return None
+    return _take(ops, step, member, timeout_seconds)
+
+
+def release_cordon(ops: ClusterOps | None, member: Member) -> StepResult:
+    """Uncordon ``member``'s Node outside any operation (a stray cordon:
+    :func:`tether.domain.poolplan.stray_cordons`)."""
+    return _take(ops, Step.UNCORDON, member, 0.0)
+
+
+def _take(ops: ClusterOps | None, step: Step, member: Member, timeout_seconds: float) -> StepResult:
     if ops is None:
         return StepResult(step, StepOutcome.PENDING, "the pool's cluster is not imported")
     node = member.host

@@ -33,8 +33,13 @@ from tether.domain.poolplan import (
     PoolInput,
     PoolPlan,
     Spare,
+    combined,
+    cordons_ahead,
     eager_steps,
+    newly_at_steps,
     plan_pool,
+    stray_cordons,
+    successor,
     with_steps,
 )
 from tether.domain.profiles import Action
@@ -138,6 +143,12 @@ class World:
     injected_failures: int = 0
     no_target: dict[str, str] = field(default_factory=dict)  # host: why its target is invalid
     outage: TargetOutage | None = None
+    #: Chance that the plane dies after cordoning the hosts named next and before the
+    #: write that records them (:func:`~tether.domain.poolplan.cordons_ahead`), and of
+    #: what a person does before it restarts (:attr:`acts_meanwhile`).
+    crash_rate: float = 0.0
+    acts_meanwhile: tuple[str, ...] = ()
+    crashes: int = 0
     _targets: dict[str, NodeTarget] = field(default_factory=dict)
 
     # -- the world as the plane sees it ----------------------------------------------
@@ -224,15 +235,36 @@ class World:
             spares=spares,
             new_rollout_name="pool-2",
         )
-        # As the controller does: an uncordon an operation reaches is taken before the plan.
-        eager = eager_steps(inp)
-        if eager:
-            inp = with_steps(inp, {m.host: self._external(m) for m in eager})
+        # As the controller does: an uncordon an operation reaches, and stray cordons,
+        # are taken before the plan.
+        taken = {m.host: self._external(m) for m in eager_steps(inp)}
+        for host in stray_cordons(inp):
+            self.nodes[host].unschedulable = False
+            taken[host] = (StepResult(Step.UNCORDON, StepOutcome.DONE),)
+        if taken:
+            inp = with_steps(inp, taken)
         bound = bounds(self.spec.update_strategy, self._size())
         plan = plan_pool(inp)
         self._check(inp, plan, bound)
+        moved = newly_at_steps(inp, plan)
+        if cordons_ahead(inp, plan, moved):  # cordoned and drained before the one write
+            taken = {m.host: self._external(m) for m in moved}
+            if self.crash_rate and self.rng.random() < self.crash_rate:
+                self._crash()
+                return plan
+            ahead = successor(inp, plan, taken, self.now)
+            assert ahead is not None
+            plan = combined(plan, plan_pool(ahead))
         self._apply(plan)
         return plan
+
+    def _crash(self) -> None:
+        """The plane died before its write; a person may act before it restarts."""
+        self.crashes += 1
+        act = self.rng.choice(self.acts_meanwhile) if self.acts_meanwhile else "nothing"
+        if act != "nothing" and self.rollout is not None:
+            state = {"pause": RolloutState.PAUSED, "abort": RolloutState.ABORTED}[act]
+            self.rollout = self.rollout.with_state(state, self.now, f"{act} (simulated)")
 
     def _size(self) -> int:
         return sum(1 for m in self.members.values() if m.staying and not m.surge)

@@ -197,12 +197,13 @@ def test_expand_first_without_a_spare_waits_and_says_why() -> None:
     assert all(m.op is None for m in world.members.values())
 
 
-@pytest.mark.parametrize("seed", [1225, 1933])
+@pytest.mark.parametrize("seed", [3032, 1933])
 def test_seeds_that_stalled_on_a_lost_updated_member_now_fail_the_rollout(seed: int) -> None:
     """Seeds 308 (ContractFirst) and 1933 (ExpandFirst) once waited for availability for
     ever: h000's host was lost after its update, its Node stayed NotReady, and it used up
     the whole ``maxUnavailable`` budget with old members still to move. Since an upgrade is
-    one plan per node, the worlds draw their randomness in another order: 1225 is the
+    one plan per node, and again since the hosts named next are cordoned before the write
+    that starts them, the worlds draw their randomness in another order: 3032 is the
     ContractFirst world that loses h000 that way now (1933 still does)."""
     # As the world was then: Nodes Ready long before, no target outage.
     world = _world(seed, ready_for=timedelta(hours=1))
@@ -318,3 +319,46 @@ def test_a_join_waiting_for_a_valid_target_does_not_keep_the_rollout_waiting() -
     op = world.members["h003"].op
     assert op is not None and op.message == f"waiting for a valid target: {problem}"
     assert world.violations == []
+
+
+@pytest.mark.parametrize("meanwhile", ["nothing", "pause", "abort"])
+def test_a_plane_killed_after_cordoning_the_next_hosts_leaves_no_node_cordoned(
+    meanwhile: str,
+) -> None:
+    """The hosts an earlier write named next are cordoned and drained before the write
+    that starts them (:func:`~tether.domain.poolplan.cordons_ahead`). Here the plane dies
+    before that write, again and again, and a person may pause or abort the rollout
+    before it restarts: the same hosts start again, or their Nodes are uncordoned; no
+    drain is recorded twice for one step, and no member ends with its Node cordoned."""
+    crashes = 0
+    for seed in range(40):
+        world = make_world(
+            seed,
+            size=6,
+            spares=0,
+            strategy=UpdateStrategy(type="Rolling", max_surge=0, max_unavailable=2),
+        )
+        world.crash_rate = 0.5
+        world.acts_meanwhile = (meanwhile,)
+        for _ in range(2000):
+            world.tick()
+            rollout = world.rollout
+            assert rollout is not None
+            busy = any(m.op is not None for m in world.members.values())
+            if rollout.state is RolloutState.PAUSED:
+                world.tick()  # the restarted plane's pass, then a person resumes
+                world.rollout = rollout.with_state(RolloutState.PROGRESSING, world.now, "")
+            elif rollout.state in (RolloutState.COMPLETED, RolloutState.ABORTED) and not busy:
+                world.tick()  # the restarted plane's first pass
+                break
+            world.step_world(world.rng.choice([0.5, 1, 2, 5]))
+        crashes += world.crashes
+        assert world.rollout is not None
+        aborted = meanwhile == "abort" and world.crashes > 0
+        expected = RolloutState.ABORTED if aborted else RolloutState.COMPLETED
+        assert world.rollout.state is expected, seed
+        assert world.violations == []
+        assert aborted or _check_run(seed, world, 6) == []
+        cordoned = [h for h, m in world.members.items() if world.nodes[h].unschedulable]
+        assert cordoned == [], (seed, cordoned)
+    assert crashes >= 20
