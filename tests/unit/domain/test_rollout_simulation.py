@@ -29,7 +29,7 @@ And at the end of each run:
   resumed, the rollout ends again; without failures or lost hosts it completes.
 
 ``TETHER_SIM_RUNS`` sets the number of runs (default 2000; for a sweep of many more add
-``--timeout 0``, as pytest stops a test after 600 s); ``TETHER_SIM_SEEDS=1225,1933`` runs
+``--timeout 0``, as pytest stops a test after 600 s); ``TETHER_SIM_SEEDS=3032,1933`` runs
 just those worlds (to reproduce a failure; the share of outcomes is then not checked).
 """
 
