@@ -19,7 +19,14 @@ from tether.services import pools, profiles, rollouts
 from tether.sim.fleet import SimulatedFleet
 from tether.sim.seed import seed_running_pool
 from tether.store.db import Database
-from tether.store.schema import DesiredStateRow, HostRow, PoolMemberRow, utcnow
+from tether.store.schema import (
+    DesiredStateRow,
+    EventRow,
+    HostRow,
+    NodeStatusRow,
+    PoolMemberRow,
+    utcnow,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -331,3 +338,69 @@ def test_a_host_made_again_under_its_name_is_not_read_from_the_cache(db: Databas
     with db.session() as s:
         pools.load(s, "pool", utcnow())
     assert pools._SPECS["h0001"][1] == made_again
+
+
+def _next(db: Database, name: str) -> list[str]:
+    with db.session() as s:
+        return list(rollouts.get(s, name).progress.get("next") or [])
+
+
+def test_a_wave_is_one_write_its_hosts_named_next_by_the_write_before(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write that starts a wave names the hosts of the next one; the reconcile that
+    finishes the wave cordons and drains those hosts, then writes once: the finished
+    node, the started one and its plan."""
+    controller, fleet, name = _start_rollout(db, 10)  # maxUnavailable 10%: one at a time
+    controller.reconcile("pool")  # h0000 started (named by no earlier write: two writes)
+    assert _next(db, name) == ["h0001"]
+    write = pools.write
+    writes: list[int] = []
+
+    def counted(session: Any, loaded: Any, plan: Any) -> None:
+        writes.append(len(plan.documents))
+        write(session, loaded, plan)
+
+    monkeypatch.setattr(pools, "write", counted)
+    cordoned: list[str] = []
+    cordon = fleet.cordon
+    monkeypatch.setattr(fleet, "cordon", lambda node: cordoned.append(node) or cordon(node))
+    controller.poke_hosts(_apply_sent_plans(db, fleet))
+    controller.reconcile("pool")
+    assert writes == [1] and cordoned == ["h0001"]  # one write, with h0001's plan
+    with db.session() as s:
+        members = {m.host_name: m for m in s.scalars(select(PoolMemberRow))}
+    assert members["h0000"].op is None and members["h0000"].version == "2.0.0"
+    op = members["h0001"].op
+    assert op is not None and op["steps"][op["index"]] == Step.WAIT_APPLIED
+    assert _next(db, name) == ["h0002"]
+
+
+@pytest.mark.parametrize("act", ["pause", "abort"])
+def test_a_node_cordoned_ahead_of_a_write_that_never_came_is_uncordoned_if_not_moved(
+    db: Database, monkeypatch: pytest.MonkeyPatch, act: str
+) -> None:
+    """The plane died after cordoning the host named next and before its write; a person
+    paused or aborted the rollout before it restarted. The restarted plane's pass
+    uncordons that Node, says so in an event, and the rollout names no host next."""
+    controller, fleet, name = _start_rollout(db, 10)
+    controller.reconcile("pool")
+    assert _next(db, name) == ["h0001"]
+    with db.session() as s:  # the cordon the dead plane took, as the Node watch saw it
+        s.execute(
+            update(NodeStatusRow)
+            .where(NodeStatusRow.host_name == "h0001")
+            .values(unschedulable=True)
+        )
+        rollouts.act(s, name, act, actor="test", now=utcnow())
+    uncordoned: list[str] = []
+    uncordon = fleet.uncordon
+    monkeypatch.setattr(fleet, "uncordon", lambda node: uncordoned.append(node) or uncordon(node))
+    restarted = PoolController(db, lambda _: fleet)
+    restarted.reconcile("pool")
+    assert uncordoned == ["h0001"]
+    assert _next(db, name) == []
+    with db.session() as s:
+        reasons = s.scalars(select(EventRow.reason).where(EventRow.object_name == "h0001")).all()
+        assert s.get(PoolMemberRow, "h0001").op is None  # type: ignore[union-attr]
+    assert "Uncordoned" in reasons

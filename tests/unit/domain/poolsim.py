@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tether.domain import poolplan
 from tether.domain.agent import document_hash
 from tether.domain.memberops import (
     Member,
@@ -33,13 +34,8 @@ from tether.domain.poolplan import (
     PoolInput,
     PoolPlan,
     Spare,
-    combined,
-    cordons_ahead,
     eager_steps,
-    newly_at_steps,
     plan_pool,
-    stray_cordons,
-    successor,
     with_steps,
 )
 from tether.domain.profiles import Action
@@ -238,7 +234,7 @@ class World:
         # As the controller does: an uncordon an operation reaches, and stray cordons,
         # are taken before the plan.
         taken = {m.host: self._external(m) for m in eager_steps(inp)}
-        for host in stray_cordons(inp):
+        for host in poolplan.stray_cordons(inp):
             self.nodes[host].unschedulable = False
             taken[host] = (StepResult(Step.UNCORDON, StepOutcome.DONE),)
         if taken:
@@ -246,15 +242,15 @@ class World:
         bound = bounds(self.spec.update_strategy, self._size())
         plan = plan_pool(inp)
         self._check(inp, plan, bound)
-        moved = newly_at_steps(inp, plan)
-        if cordons_ahead(inp, plan, moved):  # cordoned and drained before the one write
+        moved = poolplan.newly_at_steps(inp, plan)
+        if poolplan.cordons_ahead(inp, plan, moved):  # cordoned and drained before the one write
             taken = {m.host: self._external(m) for m in moved}
             if self.crash_rate and self.rng.random() < self.crash_rate:
                 self._crash()
                 return plan
-            ahead = successor(inp, plan, taken, self.now)
+            ahead = poolplan.successor(inp, plan, taken, self.now)
             assert ahead is not None
-            plan = combined(plan, plan_pool(ahead))
+            plan = poolplan.combined(plan, plan_pool(ahead))
         self._apply(plan)
         return plan
 
