@@ -671,9 +671,11 @@ def _without_next(rollout: RolloutRecord) -> RolloutRecord:
 
 
 def _stray_uncordons(work: _Work) -> None:
-    """An event for each Node uncordoned as a stray (:func:`stray_cordons`)."""
-    for host, obs in work.obs.items():
-        if not obs.external or work.members[host].op is not None:
+    """An event for each Node uncordoned as a stray (:func:`stray_cordons`: strays are
+    hosts the rollout names next, so only those are looked at, not the whole pool)."""
+    for host in _named_next(work.inp.rollout):
+        obs = work.obs.get(host)
+        if obs is None or not obs.external or work.members[host].op is not None:
             continue
         if any(r.step is Step.UNCORDON and r.outcome is StepOutcome.DONE for r in obs.external):
             work.note(

@@ -250,6 +250,9 @@ class World:
                 return plan
             ahead = poolplan.successor(inp, plan, taken, self.now)
             assert ahead is not None
+            # Checked above, before the cordons: the second plan starts no member the
+            # first could not (its candidates and budget are the first's, those it
+            # started now busy), so what it adds needs no check of its own.
             plan = poolplan.combined(plan, plan_pool(ahead))
         self._apply(plan)
         return plan
