@@ -468,5 +468,87 @@ def parse_yaml_or_json(text: str) -> Any:
             pass  # YAML flow style that is not JSON: the YAML parser says what is wrong
     import yaml  # only documents need it; tether.files stays cheap to import
 
-    loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    if getattr(yaml, "__with_libyaml__", False):
+        with contextlib.suppress(_NotPlain, yaml.YAMLError):
+            return _load_plain_yaml(text)
+        loader: type[Any] = yaml.CSafeLoader
+    else:
+        loader = yaml.SafeLoader
     return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, chosen above
+
+
+class _NotPlain(Exception):
+    """The document uses something :func:`_load_plain_yaml` leaves to PyYAML."""
+
+
+def _load_plain_yaml(text: str) -> Any:
+    """What ``yaml.load(text, Loader=yaml.CSafeLoader)`` returns, built straight from
+    libyaml's events: about three times faster on a 10,000-pool network document
+    (``CSafeLoader`` builds a node graph first and constructs each value through
+    generic machinery). Plain scalars are typed by ``CSafeLoader``'s own implicit
+    resolvers and constructors, so the result is the same value by value (a property
+    test compares them). Raises :class:`_NotPlain` for anything but one document of
+    untagged mappings, sequences and scalars without anchors, aliases, merge keys or
+    non-scalar keys, and passes libyaml's errors on: the caller then asks
+    ``CSafeLoader`` for the value or the error."""
+    import yaml
+    from yaml import events
+
+    parser = yaml.CSafeLoader(text)  # its constructors are ``CSafeLoader``'s own
+    resolvers = parser.yaml_implicit_resolvers
+    wildcard = resolvers.get(None, [])
+    constructors = parser.yaml_constructors
+    plain_tags = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "timestamp")}
+    typed: dict[str, Any] = {}  # plain scalar text -> its value, for those not strings
+
+    def resolve(value: str) -> Any:
+        for tag, regexp in resolvers.get(value[:1], []) + wildcard:
+            if regexp.match(value):
+                if tag not in plain_tags:
+                    raise _NotPlain(tag)  # merge keys, "=", "!": PyYAML's business
+                typed[value] = constructors[tag](parser, yaml.ScalarNode(tag, value))
+                return typed[value]
+        return value
+
+    get = parser.get_event
+    scalar, alias, mapping_start = events.ScalarEvent, events.AliasEvent, events.MappingStartEvent
+    collection_end = {events.MappingEndEvent, events.SequenceEndEvent}
+    no_key: Any = object()  # a mapping's frame waiting for its next key
+    frames: list[list[Any]] = []  # [container, key or no_key (mappings), is_mapping]
+    value: Any = None
+    try:
+        get()  # the stream's start
+        if isinstance(get(), events.StreamEndEvent):
+            return None  # an empty stream
+        while True:
+            event: Any = get()  # the stubs' type has none of the fields
+            kind = type(event)
+            if kind in collection_end:
+                value = frames.pop()[0]
+                if frames and frames[-1][2] and frames[-1][1] is no_key:
+                    raise _NotPlain("a key that is a mapping or a sequence")
+            elif kind is alias or event.anchor is not None or event.tag is not None:
+                raise _NotPlain("an alias, an anchor or a tag")
+            elif kind is scalar:
+                value = event.value
+                if event.implicit[0]:  # plain, not quoted or a block scalar
+                    value = typed[value] if value in typed else resolve(value)
+            else:  # a mapping or a sequence starts
+                frames.append([{}, no_key, True] if kind is mapping_start else [[], None, False])
+                continue
+            if not frames:
+                break
+            frame = frames[-1]
+            if not frame[2]:
+                frame[0].append(value)
+            elif frame[1] is no_key:
+                frame[1] = value
+            else:
+                frame[0][frame[1]] = value
+                frame[1] = no_key
+        get()  # the document's end
+        if not isinstance(get(), events.StreamEndEvent):
+            raise _NotPlain("more than one document")
+        return value
+    finally:
+        parser.dispose()
