@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 import yaml
@@ -138,6 +139,25 @@ def test_a_scalar_is_written_as_pyyaml_writes_it_after_a_key_or_a_dash(value: An
         return
     assert pyyaml({"k": value}) == f"k: {text}\n"
     assert pyyaml([value]) == f"- {text}\n"
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.one_of(
+        st.ip_addresses(v=4),
+        st.builds(
+            lambda address, length: IPv4Network((address, length), strict=False),
+            st.ip_addresses(v=4),
+            st.integers(0, 32),
+        ),
+    )
+)
+def test_an_address_or_network_is_written_plain_as_pyyaml_writes_it(
+    value: IPv4Address | IPv4Network,
+) -> None:
+    text = yamltext.address(value)
+    assert text == str(value) == yamltext.scalar(str(value))
+    assert pyyaml({"k": str(value)}) == f"k: {text}\n"
 
 
 def test_a_block_sequence_is_written_as_pyyaml_writes_it() -> None:

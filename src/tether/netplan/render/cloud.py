@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tether.netplan.model import PoolPlan
+from tether.netplan.render.yamltext import address as a
 from tether.netplan.render.yamltext import block_sequence
 from tether.netplan.render.yamltext import scalar as q
 
 
 def vpc_route_table(cluster: str, vpc_cidr: str, pools: Sequence[PoolPlan]) -> str:
     routes = [
-        f"destination: {q(str(r.destination))}\n  target: {q(r.target)}\n  pool: {q(p.name)}\n"
+        f"destination: {a(r.destination)}\n  target: {q(r.target)}\n  pool: {q(p.name)}\n"
         for p in pools
         for r in p.vpc_routes
     ]
@@ -32,14 +33,14 @@ def vpc_route_table(cluster: str, vpc_cidr: str, pools: Sequence[PoolPlan]) -> s
 def _connection(pool: PoolPlan) -> str:
     """One pool's entry of ``connections`` (after its ``- ``)."""
     tunnels = [
-        f"name: {q(t.name)}\n    cloudIP: {q(str(t.cloud_ip))}\n    cloudID: {q(t.cloud_id)}\n"
+        f"name: {q(t.name)}\n    cloudIP: {a(t.cloud_ip)}\n    cloudID: {q(t.cloud_id)}\n"
         f"    siteID: {q(t.site_id)}\n    pskRef: {q(f'secrets.conf#ike-{t.name}')}\n"
         for t in pool.tunnels
     ]
     return (
         f"name: {q(pool.name)}\n  site: {q(pool.site)}\n  attachment: {q(pool.attachment)}\n"
-        f"  customerGatewayIP: {q(str(pool.vpn_public_ip))}\n"
-        + block_sequence("staticRoutes", [f"{q(str(r))}\n" for r in pool.static_routes], "  ")
+        f"  customerGatewayIP: {a(pool.vpn_public_ip)}\n"
+        + block_sequence("staticRoutes", [f"{a(r)}\n" for r in pool.static_routes], "  ")
         + block_sequence("tunnels", tunnels, "  ")
     )
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from tether.netplan.model import PoolPlan
 from tether.netplan.render.site import CONNECT_RETRY_TIME, HOLD_TIME, KEEPALIVE_TIME
+from tether.netplan.render.yamltext import address as a
 from tether.netplan.render.yamltext import block_sequence, dump_all
 from tether.netplan.render.yamltext import scalar as q
 
@@ -128,7 +129,7 @@ def _cilium_bgp_text(pool: PoolPlan) -> str:
         f"    - key: {HOSTNAME_LABEL}\n      operator: In\n{values}"
         f"  bgpInstances:\n  - name: {name}\n    localASN: {q(pool.node_asn)}\n"
         f"    peers:\n    - name: {q(f'{pool.name}-vpn-server')}\n"
-        f"      peerASN: {q(pool.vpn_asn)}\n      peerAddress: {q(str(pool.vpn_inside_ip))}\n"
+        f"      peerASN: {q(pool.vpn_asn)}\n      peerAddress: {a(pool.vpn_inside_ip)}\n"
         f"      peerConfigRef:\n        name: {name}\n"
         "---\napiVersion: cilium.io/v2\nkind: CiliumBGPPeerConfig\n"
         f"metadata:\n  name: {name}\n{labels}"
@@ -212,11 +213,11 @@ def _calico_bgp_text(pool: PoolPlan) -> str:
     return (
         f"---\napiVersion: {CALICO_API}\nkind: IPPool\n"
         f"metadata:\n  name: {q(name)}\n{labels}"
-        f"spec:\n  cidr: {q(str(pool.pod_cidr))}\n  nodeSelector: {selector}\n"
+        f"spec:\n  cidr: {a(pool.pod_cidr)}\n  nodeSelector: {selector}\n"
         f"  natOutgoing: false\n  ipipMode: Never\n  vxlanMode: Never\n{block}"
         f"---\napiVersion: {CALICO_API}\nkind: BGPPeer\n"
         f"metadata:\n  name: {q(f'{name}-vpn-server')}\n{labels}"
-        f"spec:\n  peerIP: {q(str(pool.vpn_inside_ip))}\n  asNumber: {q(pool.vpn_asn)}\n"
+        f"spec:\n  peerIP: {a(pool.vpn_inside_ip)}\n  asNumber: {q(pool.vpn_asn)}\n"
         f"  nodeSelector: {selector}\n  keepOriginalNextHop: true\n"
     )
 

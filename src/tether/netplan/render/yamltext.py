@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 import yaml
@@ -123,6 +124,17 @@ def scalar(value: str | int | bool | None) -> str:
         return _scalar(value)
     except _Unsupported:
         raise ValueError(f"{value!r} is not a one-line YAML scalar") from None
+
+
+def address(value: IPv4Address | IPv4Network) -> str:
+    """An IPv4 address or network as :func:`scalar` writes its text: that text, plain.
+
+    No dotted quad, with or without ``/len``, reads back in YAML 1.1 as anything but a
+    string (three dots make no float, and there is no ``-`` for a timestamp or ``:`` for
+    a sexagesimal number), so it needs neither the resolver nor the cache: the 10,000-pool
+    cloud tables write 50,000 of them. ``tests/unit/netplan/test_yamltext.py`` checks it
+    against :func:`scalar` for any address and network."""
+    return str(value)
 
 
 def block_sequence(key: str, items: Sequence[str], indent: str = "") -> str:
