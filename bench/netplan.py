@@ -123,9 +123,10 @@ def timed(argv: list[str], repeat: int, env: dict[str, str] | None = None) -> fl
 
 def plan_seconds(document: Path, into: Path, repeat: int) -> float:
     """Best of ``repeat`` runs of ``tether net plan``, each into a new directory under
-    ``into`` (``plan-1``, ``plan-2``, ...). Nothing is removed here: on ext4, writing
-    60,000 files right after removing as many took up to ten times the kernel time, so
-    the bench removes its trees only once every figure is taken."""
+    ``into`` (``plan-1``, ``plan-2``, ...). Nothing is removed here: on ext4, creating
+    60,000 files right after removing as many cost the kernel several times the CPU it
+    costs on a file system at rest, so the bench removes its trees only once every
+    figure is taken."""
     best = float("inf")
     for run in range(1, repeat + 1):
         out = into / f"plan-{run}"
