@@ -9,6 +9,7 @@ measures about processes (CPU time and resident memory from ``/proc``).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sqlite3
@@ -78,6 +79,13 @@ def facts(*, postgres_url: str | None = None) -> dict[str, Any]:
         "gitCommit": _git("rev-parse", "HEAD"),
         "gitDirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
     }
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    """Write a bench's ``result`` to ``path`` as indented JSON, and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 def proc_cpu_seconds(pid: int) -> float:

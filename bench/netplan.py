@@ -51,7 +51,7 @@ from typing import Any
 
 import yaml
 
-from machine import facts
+from machine import facts, write_result
 
 TETHER = Path(sys.executable).with_name("tether")
 TARGET_POOLS = 10_000
@@ -326,26 +326,21 @@ def main(argv: list[str] | None = None) -> int:
             )
     for name, met in verdicts.items():
         print(f"target {name}: {'met' if met else 'MISSED'}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {
-                "benchmark": "netplan",
-                "command": "tether (the CLI process, start-up included)",
-                "machine": machine,
-                "repeat": args.repeat,
-                "planRepeat": args.plan_repeat,
-                "targetsSeconds": TARGETS,
-                "targetPools": TARGET_POOLS,
-                "targetsMet": verdicts,
-                "startup": starts,
-                "results": rows,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_result(
+        args.json,
+        {
+            "benchmark": "netplan",
+            "command": "tether (the CLI process, start-up included)",
+            "machine": machine,
+            "repeat": args.repeat,
+            "planRepeat": args.plan_repeat,
+            "targetsSeconds": TARGETS,
+            "targetPools": TARGET_POOLS,
+            "targetsMet": verdicts,
+            "startup": starts,
+            "results": rows,
+        },
     )
-    print(f"wrote {args.json}")
     return 0
 
 

@@ -91,25 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # Only here: a run (``--run``) imports nothing before the command's own imports.
-    import yaml
-
-    from machine import facts
-    from netplan import document
+    from machine import facts, write_result
+    from netplan import FORMATS, write_document
 
     machine = facts()
-    data = document(args.pools)
     results: dict[str, list[dict[str, float]]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="tether-bench-phases-") as work,
         tempfile.TemporaryDirectory(prefix="tether-bench-phases-", dir="/dev/shm") as shm,
     ):
-        for fmt in ("json", "yaml"):
-            doc = Path(work) / f"net.{fmt}"
-            if fmt == "json":
-                doc.write_text(json.dumps(data, indent=2))
-            else:
-                dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-                doc.write_text(yaml.dump(data, Dumper=dumper, sort_keys=False))
+        for fmt in FORMATS:
+            doc = write_document(args.pools, fmt, Path(work))
             results[fmt] = []
             for run in range(args.runs):
                 report = Path(work) / f"{fmt}-{run}.json"
@@ -124,21 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     for phase in PHASES:
         medians = [statistics.median(r.get(phase, 0.0) for r in runs) for runs in results.values()]
         print(f"{phase:<8}" + "".join(f"{m:>9.3f}s" for m in medians))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {
-                "benchmark": "netplan-phases",
-                "command": "tether net plan DOC --out DIR (tmpfs), in-process, with timers",
-                "pools": args.pools,
-                "machine": machine,
-                "runs": results,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_result(
+        args.json,
+        {
+            "benchmark": "netplan-phases",
+            "command": "tether net plan DOC --out DIR (tmpfs), in-process, with timers",
+            "pools": args.pools,
+            "machine": machine,
+            "runs": results,
+        },
     )
-    print(f"wrote {args.json}")
     return 0
 
 
