@@ -464,8 +464,10 @@ def parse_yaml_or_json(text: str) -> Any:
     if text.lstrip()[:1] in ("{", "["):
         try:
             return json.loads(text, parse_constant=_no_constant)
-        except ValueError:
-            pass  # YAML flow style that is not JSON: the YAML parser says what is wrong
+        except (ValueError, RecursionError):
+            # YAML flow style that is not JSON, or JSON nested too deep for Python's
+            # stack: the YAML parser says what is wrong (libyaml stops at 1,000 levels).
+            pass
     import yaml  # only documents need it; tether.files stays cheap to import
 
     if getattr(yaml, "__with_libyaml__", False):

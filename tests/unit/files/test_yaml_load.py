@@ -164,3 +164,9 @@ def test_without_libyaml_the_pure_python_loader_reads(monkeypatch: pytest.Monkey
     monkeypatch.setattr(yaml, "__with_libyaml__", False)
     monkeypatch.setattr(files, "_load_plain_yaml", lambda text: pytest.fail("used libyaml"))
     assert parse_yaml_or_json("a: [1, yes, x]\n") == {"a": [1, True, "x"]}
+
+
+def test_a_document_nested_too_deep_is_a_parse_error_not_a_crash() -> None:
+    for text in ("[" * 100_000 + "]" * 100_000, "a: " + "[" * 100_000 + "]" * 100_000):
+        with pytest.raises(yaml.YAMLError, match="nesting depth"):
+            parse_yaml_or_json(text)
