@@ -491,8 +491,11 @@ def _load_plain_yaml(text: str) -> Any:
     resolvers and constructors, so the result is the same value by value (a property
     test compares them). Raises :class:`_NotPlain` for anything but one document of
     untagged mappings, sequences and scalars without anchors, aliases, merge keys or
-    non-scalar keys, and passes libyaml's errors on: the caller then asks
-    ``CSafeLoader`` for the value or the error."""
+    non-scalar keys, or for a plain scalar its constructor refuses (``CSafeLoader``
+    parses the whole stream before it constructs a value, so a later syntax error comes
+    first there), and passes libyaml's errors on: the caller then asks ``CSafeLoader``
+    for the value or the error. Such a document is parsed twice, which costs more than
+    ``CSafeLoader`` alone when the hand-over comes late in a big one."""
     import yaml
     from yaml import events
 
@@ -508,7 +511,10 @@ def _load_plain_yaml(text: str) -> Any:
             if regexp.match(value):
                 if tag not in plain_tags:
                     raise _NotPlain(tag)  # merge keys, "=", "!": PyYAML's business
-                typed[value] = constructors[tag](parser, yaml.ScalarNode(tag, value))
+                try:
+                    typed[value] = constructors[tag](parser, yaml.ScalarNode(tag, value))
+                except Exception as error:  # 2026-13-45, 0b_: which error comes first
+                    raise _NotPlain(tag) from error  # (a later syntax error?) is PyYAML's
                 return typed[value]
         return value
 

@@ -29,8 +29,8 @@ def same(a: Any, b: Any) -> bool:
     """Equal, type for type (``1 == 1.0 == True`` in Python), NaN equal to NaN."""
     if type(a) is not type(b):
         return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, dict):  # keys too, type for type: {True: 1} is not {1: 1}
+        return same(list(a), list(b)) and all(same(a[k], b[k]) for k in a)
     if isinstance(a, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) and math.isnan(a):
@@ -94,10 +94,13 @@ def test_a_network_document_is_built_from_events_not_by_pyyaml(
     "text",
     [
         "a: &x {b: 1}\nc: *x\n",  # an anchor and an alias: one shared object
+        "a: &x 1\nb: &x 2\n",  # anchors without aliases, one repeated: PyYAML's error
         "base: &b {x: 1}\nderived:\n  <<: *b\n  y: 2\n",  # a merge key
+        "a:\n  <<: {x: 1}\n  y: 2\n",  # a merge key without an alias
         "a: !!str 12\nb: !!float '1'\n",  # tags
         "a: !!binary aGVsbG8=\n",
         "!!set {a, b}\n",
+        "--- !!map\n",
         "? [a, b]\n: c\n",  # a key that is a sequence: unhashable, PyYAML's error
         "? {a: 1}\n: c\n",
         "=: x\n",  # the value key
@@ -105,15 +108,46 @@ def test_a_network_document_is_built_from_events_not_by_pyyaml(
         "a: [1, 2\n",  # a syntax error
         "a: b: c\n",
         "a:\n\t- x\n",
-        "",
-        "# only a comment\n",
-        "---\n",
-        "--- !!map\n",
-        "a: 1\na: 2\n",  # a repeated key: the last one wins
-        "\ufeffa: 1\n",
+        # A plain scalar its constructor refuses, before an error PyYAML finds first (it
+        # parses the whole stream before it constructs anything) or before another one.
+        "[2026-13-45",
+        "- 0b_\n- ]\n",
+        "a: 2026-13-45\nb: *y\n",
+        "a: 2026-13-45\n--- 2\n",
+        "a: 0b_\nb: &x 1\nc: &x 2\n",
+        "? - 2026-13-45",
+        "a: {b: 2026-13-01}\nc: 2026-01-45\n",
+        "a: [0b_]\nc: 0x_\n",
+        "a: " + "1" * 5000 + "\nb: [\n",  # an int longer than Python converts
+        "a: 2026-13-45\n",  # valid YAML, no valid date: the same ValueError either way
     ],
 )
-def test_what_the_fast_path_leaves_to_pyyaml_reads_as_pyyaml_reads_it(text: str) -> None:
+def test_what_the_fast_path_leaves_to_pyyaml_reads_as_pyyaml_reads_it(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handed: list[str] = []
+    real = yaml.load
+
+    def load(stream: str, Loader: Any) -> Any:
+        handed.append(stream)
+        return real(stream, Loader=Loader)
+
+    monkeypatch.setattr(yaml, "load", load)
+    assert_same(text)
+    assert len(handed) == 2, "the fast path read it itself"  # ours, then the reference
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "# only a comment\n", "---\n", "a: 1\na: 2\n", "\ufeffa: 1\n", "a: 'x: y'\n"],
+)
+def test_the_edges_the_fast_path_reads_itself_read_as_pyyaml_reads_them(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours = parse_yaml_or_json(f"# YAML\n{text}")
+    monkeypatch.setattr(yaml, "load", lambda *a, **k: pytest.fail("fell back to yaml.load"))
+    assert same(parse_yaml_or_json(f"# YAML\n{text}"), ours)
+    monkeypatch.undo()
     assert_same(text)
 
 
@@ -154,7 +188,7 @@ TOKENS = st.sampled_from(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=3000, deadline=None)
 @given(st.lists(TOKENS, max_size=20))
 def test_any_text_reads_as_pyyaml_reads_it(tokens: list[str]) -> None:
     assert_same("".join(tokens))
