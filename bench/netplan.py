@@ -17,7 +17,7 @@ separate main router) are written as JSON and as YAML, then
   after the last figure (see :func:`plan_seconds`);
 * ``bare write`` — the floor the disk sets: the same files (the plan's own, read back)
   written into a fresh directory on the same file system by bare loops of ``os.open``,
-  ``os.write`` and ``os.close`` in two forked processes (every other file each, as the
+  ``os.write`` and ``os.close`` in two forked processes (half the folders each, as the
   plan writes on two cores), then ``syncfs``; no start-up, no rendering. Reported whole
   (``bare``), up to the end of the writes (``no sync``), and as the kernel CPU time the
   writers spent (``kernel``): when the writes alone, unsynced, take longer than the plan
@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -136,49 +137,67 @@ def plan_seconds(document: Path, into: Path, repeat: int) -> float:
 
 def bare_write(plan: Path, into: Path) -> dict[str, float]:
     """Write the files under ``plan`` into the new directory ``into`` with bare ``os``
-    calls, in two processes at once as ``tether net plan`` does (each every other file),
-    then sync the file system: what the disk alone costs. The wall seconds of the writes,
-    the kernel CPU seconds the two writers spent in them, and the wall seconds of the
-    whole with its ``syncfs``."""
+    calls, in two processes at once as ``tether net plan`` does (each one half of the
+    sorted paths, so each its own folders, as the plan's two writers have), then sync
+    the file system: what the disk alone costs. The wall seconds of the writes, the
+    kernel CPU seconds the two writers spent in them, and the wall seconds of the whole
+    with its ``syncfs``."""
     files = sorted(
         (os.path.relpath(os.path.join(folder, name), plan), Path(folder, name).read_bytes())
         for folder, _, names in os.walk(plan)
         for name in names
     )
+    half = len(files) // 2
     syncfs = ctypes.CDLL(None, use_errno=True).syncfs
     os.sync()  # start from a clean page cache state for this file system
     before = os.times()
     start = time.perf_counter()
-    writers = []
-    for share in range(2):
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the writer
-            made: set[str] = set()
-            for rel, data in files[share::2]:
-                path = os.path.join(into, rel)
-                folder = os.path.dirname(path)
-                if folder not in made:
-                    os.makedirs(folder, exist_ok=True)
-                    made.add(folder)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                os.write(fd, data)
-                os.close(fd)
-            os._exit(0)
-        writers.append(pid)
+    writers = [_bare_writer(into, share) for share in (files[:half], files[half:])]
     for pid in writers:
         if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0:
             raise SystemExit("a bare writer failed")
     written = time.perf_counter() - start
     kernel = os.times().children_system - before.children_system
     fd = os.open(into, os.O_RDONLY)
-    syncfs(fd)
-    os.close(fd)
+    try:
+        if syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs failed", str(into))
+    finally:
+        os.close(fd)
     elapsed = time.perf_counter() - start
     return {
         "bareWriteSeconds": elapsed,
         "bareWriteNoSyncSeconds": written,
         "bareKernelSeconds": kernel,
     }
+
+
+def _bare_writer(into: Path, files: list[tuple[str, bytes]]) -> int:
+    """Fork a process that writes ``files`` under ``into`` and exits (1 on any error,
+    never returning into the bench's own code); its pid."""
+    pid = os.fork()
+    if pid:
+        return pid
+    status = 1  # pragma: no cover - the writer
+    try:
+        made: set[str] = set()
+        for rel, data in files:
+            path = os.path.join(into, rel)
+            folder = os.path.dirname(path)
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(f"short write of {path}")
+            finally:
+                os.close(fd)
+        status = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(status)
 
 
 def write_document(pools: int, fmt: str, work: Path) -> Path:

@@ -5,12 +5,14 @@
 Each run is a new process of this script that runs the ``tether`` command in-process,
 ``tether net plan DOC --out DIR`` into a new DIR on tmpfs (``/dev/shm``, so the disk does
 not blur the figures), with timers around its phases: the imports of the ``net``
-commands; reading the document; checking it (schema and rules); planning; rendering and
-writing the files (in two processes, see ``tether.cli.net.write_plan``: the parent's
-and the forked child's own seconds are reported too); the summary table; and the
-whole, from this process's start. Documents are those of ``bench/netplan.py``, as JSON
-and as YAML. Results go to a table on stdout (the median of the runs) and to JSON
-(``bench/results/netplan-phases.json`` by default, every run) with the machine facts.
+commands and the CLI; reading the document; checking it (schema and rules); planning;
+rendering and writing the files (in two processes, see ``tether.cli.net.write_plan``;
+the parent's and the forked child's own rendering and writing are reported too, and
+overlap); the summary table; and the whole run, from before those imports (after
+Python's own start-up, which ``bench/netplan.py`` includes). Documents are those of
+``bench/netplan.py``, as JSON and as YAML. Results go to a table on stdout (the
+median of the runs) and to JSON (``bench/results/netplan-phases.json`` by default, every
+run) with the machine facts.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def _phase_run(doc: Path, out: Path, report: Path) -> None:
     began = time.perf_counter()
     import tether.cli.net as net
     import tether.files as files
+    from tether.cli.main import main
 
     times["imports"] = time.perf_counter() - began
     timed(net, "read_document", "read")
@@ -63,7 +66,6 @@ def _phase_run(doc: Path, out: Path, report: Path) -> None:
     timed(net, "write_plan", "write")
     timed(files, "_write_files", "parent")
     timed(net, "_table", "table")
-    from tether.cli.main import main
 
     sys.argv = ["tether", "net", "plan", str(doc), "--out", str(out)]
     try:
