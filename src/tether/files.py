@@ -24,7 +24,7 @@ import shutil
 import signal
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -471,8 +471,12 @@ def parse_yaml_or_json(text: str) -> Any:
     import yaml  # only documents need it; tether.files stays cheap to import
 
     if getattr(yaml, "__with_libyaml__", False):
-        with contextlib.suppress(_NotPlain, yaml.YAMLError):
+        try:
             return _load_plain_yaml(text)
+        except _TooDeep as error:
+            raise yaml.YAMLError(str(error)) from None
+        except (_NotPlain, yaml.YAMLError):
+            pass  # CSafeLoader gives the value, or words the error
         loader: type[Any] = yaml.CSafeLoader
     else:
         loader = yaml.SafeLoader
@@ -481,6 +485,23 @@ def parse_yaml_or_json(text: str) -> Any:
 
 class _NotPlain(Exception):
     """The document uses something :func:`_load_plain_yaml` leaves to PyYAML."""
+
+
+#: Collections nested deeper than this are refused. The libyaml 0.2.5 in PyYAML 6.0's
+#: wheels has no limit of its own, and ``CSafeLoader`` composes a document by C
+#: recursion: 100,000 nested ``[`` crashed the process with a segmentation fault. The
+#: libyaml of later wheels stops at the same depth itself.
+YAML_MAX_DEPTH: Final = 1000
+
+
+class _TooDeep(Exception):
+    """The document nests collections deeper than :data:`YAML_MAX_DEPTH`."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"exceeded maximum nesting depth: collections nested more than {YAML_MAX_DEPTH} "
+            "levels deep"
+        )
 
 
 def _load_plain_yaml(text: str) -> Any:
@@ -495,7 +516,9 @@ def _load_plain_yaml(text: str) -> Any:
     parses the whole stream before it constructs a value, so a later syntax error comes
     first there), and passes libyaml's errors on: the caller then asks ``CSafeLoader``
     for the value or the error. Such a document is parsed twice, which costs more than
-    ``CSafeLoader`` alone when the hand-over comes late in a big one."""
+    ``CSafeLoader`` alone when the hand-over comes late in a big one. Nesting deeper
+    than :data:`YAML_MAX_DEPTH` raises :class:`_TooDeep`, whether the document is built
+    here or would be handed over (the rest of its events are read for that)."""
     import yaml
     from yaml import events
 
@@ -524,6 +547,7 @@ def _load_plain_yaml(text: str) -> Any:
     no_key: Any = object()  # a mapping's frame waiting for its next key
     frames: list[list[Any]] = []  # [container, key or no_key (mappings), is_mapping]
     value: Any = None
+    kind: Any = None
     try:
         get()  # the stream's start
         if isinstance(get(), events.StreamEndEvent):
@@ -543,6 +567,8 @@ def _load_plain_yaml(text: str) -> Any:
                     value = typed[value] if value in typed else resolve(value)
             else:  # a mapping or a sequence starts
                 frames.append([{}, no_key, True] if kind is mapping_start else [[], None, False])
+                if len(frames) > YAML_MAX_DEPTH:
+                    raise _TooDeep
                 continue
             if not frames:
                 break
@@ -558,5 +584,24 @@ def _load_plain_yaml(text: str) -> Any:
         if not isinstance(get(), events.StreamEndEvent):
             raise _NotPlain("more than one document")
         return value
+    except _NotPlain:
+        # CSafeLoader reads it next: not if it nests too deep for its C recursion.
+        starts = (mapping_start, events.SequenceStartEvent)
+        _check_depth(get, len(frames) + (kind in starts), starts, collection_end)
+        raise
     finally:
         parser.dispose()
+
+
+def _check_depth(get: Callable[[], Any], depth: int, starts: Any, ends: Any) -> None:
+    """Read the rest of a stream's events from ``get``, ``depth`` collections deep now;
+    raise :class:`_TooDeep` if they nest deeper than :data:`YAML_MAX_DEPTH`."""
+    from yaml import events
+
+    while not isinstance(event := get(), events.StreamEndEvent):
+        if isinstance(event, starts):
+            depth += 1
+            if depth > YAML_MAX_DEPTH:
+                raise _TooDeep
+        elif type(event) in ends:
+            depth -= 1

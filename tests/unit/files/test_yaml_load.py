@@ -200,7 +200,30 @@ def test_without_libyaml_the_pure_python_loader_reads(monkeypatch: pytest.Monkey
     assert parse_yaml_or_json("a: [1, yes, x]\n") == {"a": [1, True, "x"]}
 
 
-def test_a_document_nested_too_deep_is_a_parse_error_not_a_crash() -> None:
-    for text in ("[" * 100_000 + "]" * 100_000, "a: " + "[" * 100_000 + "]" * 100_000):
-        with pytest.raises(yaml.YAMLError, match="nesting depth"):
-            parse_yaml_or_json(text)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000 + "]" * 100_000,  # JSON too deep for Python's stack
+        "a: " + "[" * 100_000 + "]" * 100_000,
+        "a: &x 1\nb: " + "{c: " * 100_000 + "1" + "}" * 100_000,  # handed over first
+        "a: !!str x\nb: " + "[" * 100_000,  # and unclosed
+        # A second document: CSafeLoader refuses it before reading it, and where libyaml
+        # has no limit of its own the depth check comes first.
+        "- 1\n--- " + "[" * 100_000 + "]" * 100_000,
+    ],
+    ids=["json", "yaml", "anchor-first", "tag-first-unclosed", "second-document"],
+)
+def test_a_document_nested_too_deep_is_a_parse_error_not_a_crash(text: str) -> None:
+    """libyaml 0.2.5 (PyYAML 6.0's) has no depth limit and CSafeLoader recurses in C:
+    such a document crashed the process. Newer libyaml refuses it itself; either way
+    it is a YAML error naming the nesting depth."""
+    with pytest.raises(yaml.YAMLError, match=r"nesting depth|single document"):
+        parse_yaml_or_json(text)
+
+
+def test_a_document_nested_as_deep_as_allowed_reads() -> None:
+    depth = files.YAML_MAX_DEPTH - 1  # under the mapping of the document itself
+    value = parse_yaml_or_json("a: " + "[" * depth + "]" * depth + "\n")
+    for _ in range(depth):
+        value = value["a"] if isinstance(value, dict) else value[0]
+    assert value == []
