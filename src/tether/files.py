@@ -30,6 +30,7 @@ from typing import Any, Final
 
 __all__ = [
     "fsync_dir",
+    "implicit_resolvers",
     "parse_yaml_or_json",
     "private_dir",
     "private_file",
@@ -483,6 +484,23 @@ def parse_yaml_or_json(text: str) -> Any:
     return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, chosen above
 
 
+#: ``(tag, pattern)`` pairs of a YAML resolver, tried in order on a plain scalar.
+ResolverPairs = tuple[tuple[str, re.Pattern[str]], ...]
+
+
+def implicit_resolvers(table: dict[Any, list[Any]]) -> dict[str | None, ResolverPairs]:
+    """A PyYAML resolver's ``yaml_implicit_resolvers`` as ``Resolver.resolve`` uses it on
+    a plain scalar: for each first character (``""`` for the empty scalar) the pairs it
+    tries, that character's and then the wildcard ones; ``None`` maps to the wildcard
+    ones alone, for a first character without its own. The first pattern that matches
+    gives the scalar's tag; none is a string. Built once, not per scalar: a 10,000-pool
+    document or plan has hundreds of thousands of them."""
+    wildcard = tuple(table.get(None, []))
+    pairs = {first: (*resolvers, *wildcard) for first, resolvers in table.items()}
+    pairs[None] = wildcard
+    return pairs
+
+
 class _NotPlain(Exception):
     """The document uses something :func:`_load_plain_yaml` leaves to PyYAML."""
 
@@ -523,14 +541,14 @@ def _load_plain_yaml(text: str) -> Any:
     from yaml import events
 
     parser = yaml.CSafeLoader(text)  # its constructors are ``CSafeLoader``'s own
-    resolvers = parser.yaml_implicit_resolvers
-    wildcard = resolvers.get(None, [])
+    resolvers = implicit_resolvers(parser.yaml_implicit_resolvers)
+    wildcard = resolvers[None]
     constructors = parser.yaml_constructors
     plain_tags = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "timestamp")}
     typed: dict[str, Any] = {}  # plain scalar text -> its value, for those not strings
 
     def resolve(value: str) -> Any:
-        for tag, regexp in resolvers.get(value[:1], []) + wildcard:
+        for tag, regexp in resolvers.get(value[:1], wildcard):
             if regexp.match(value):
                 if tag not in plain_tags:
                     raise _NotPlain(tag)  # merge keys, "=", "!": PyYAML's business
@@ -547,13 +565,13 @@ def _load_plain_yaml(text: str) -> Any:
     no_key: Any = object()  # a mapping's frame waiting for its next key
     frames: list[list[Any]] = []  # [container, key or no_key (mappings), is_mapping]
     value: Any = None
-    kind: Any = None
+    event: Any = None  # the stubs' type has none of the fields
     try:
         get()  # the stream's start
         if isinstance(get(), events.StreamEndEvent):
             return None  # an empty stream
         while True:
-            event: Any = get()  # the stubs' type has none of the fields
+            event = get()
             kind = type(event)
             if kind in collection_end:
                 value = frames.pop()[0]
@@ -586,22 +604,21 @@ def _load_plain_yaml(text: str) -> Any:
         return value
     except _NotPlain:
         # CSafeLoader reads it next: not if it nests too deep for its C recursion.
-        starts = (mapping_start, events.SequenceStartEvent)
-        _check_depth(get, len(frames) + (kind in starts), starts, collection_end)
+        _check_depth(get, len(frames) + isinstance(event, events.CollectionStartEvent))
         raise
     finally:
         parser.dispose()
 
 
-def _check_depth(get: Callable[[], Any], depth: int, starts: Any, ends: Any) -> None:
+def _check_depth(get: Callable[[], Any], depth: int) -> None:
     """Read the rest of a stream's events from ``get``, ``depth`` collections deep now;
     raise :class:`_TooDeep` if they nest deeper than :data:`YAML_MAX_DEPTH`."""
     from yaml import events
 
     while not isinstance(event := get(), events.StreamEndEvent):
-        if isinstance(event, starts):
+        if isinstance(event, events.CollectionStartEvent):
             depth += 1
             if depth > YAML_MAX_DEPTH:
                 raise _TooDeep
-        elif type(event) in ends:
+        elif isinstance(event, events.CollectionEndEvent):
             depth -= 1

@@ -24,6 +24,8 @@ from typing import Any
 import yaml
 from yaml.resolver import Resolver
 
+from tether.files import implicit_resolvers
+
 _Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _STR_TAG = "tag:yaml.org,2002:str"
 #: Keys longer than this are "complex" keys in PyYAML (``? key``).
@@ -42,21 +44,10 @@ def _maybe_plain(value: str) -> bool:
     return ": " not in value and " #" not in value and _PLAIN_CHARS.match(value) is not None
 
 
-def _implicit_resolvers() -> dict[str | None, tuple[tuple[str, re.Pattern[str]], ...]]:
-    """``Resolver.resolve``'s table for a plain scalar: for each first character the
-    ``(tag, pattern)`` pairs it tries in order, those for that character and then the
-    wildcard ones (``None``: what a character without its own gets).
-
-    Asking the resolver itself for each of a plan's 200,000 distinct strings cost 0.3 s:
-    most start with a letter that has no pattern at all."""
-    table = Resolver.yaml_implicit_resolvers
-    wildcard = tuple(table.get(None, []))
-    pairs = {first: (*resolvers, *wildcard) for first, resolvers in table.items()}
-    pairs[None] = wildcard
-    return pairs
-
-
-_IMPLICIT = _implicit_resolvers()
+#: ``Resolver.resolve``'s table for a plain scalar (asking the resolver itself for each
+#: of a plan's 200,000 distinct strings cost 0.3 s: most start with a letter that has
+#: no pattern at all).
+_IMPLICIT = implicit_resolvers(Resolver.yaml_implicit_resolvers)
 
 
 def _plain_is_str(value: str) -> bool:
