@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 from tether.agent import AGENT_VERSION, inventory
 from tether.agent.config import AgentConfig, ConfigError, load
@@ -20,6 +18,7 @@ from tether.agent.runner import Agent
 from tether.domain.agent import Inventory
 from tether.node.actions import HostFacts
 from tether.node.host import HostOps
+from tether.processes import stop_on_signals
 
 DEFAULT_CONFIG = Path("/etc/tether/agent.yaml")
 
@@ -52,13 +51,8 @@ def run(
         logging.getLogger("tether.agent").error("%s", exc)
         return 2
     stop = threading.Event()
-
-    def handle(_sig: int, _frame: FrameType | None) -> None:
-        stop.set()
-
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        stop_on_signals(stop)
     logging.getLogger("tether.agent").info("tether agent %s starting", AGENT_VERSION)
     try:
         return Agent(

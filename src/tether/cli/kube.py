@@ -321,11 +321,11 @@ def register(app: typer.Typer, cluster_app: typer.Typer, host_app: typer.Typer) 
         """Run the pool reconciler, and the nodes controller and CSR approver of every
         imported cluster (direct database access, like 'tether admin bootstrap'); Ctrl-C
         stops. 'tether serve' runs them too; several copies share the work safely."""
-        import signal
         import threading
 
         from tether import logs
         from tether.controllers.manager import ControllerManager
+        from tether.processes import stop_on_signals
         from tether.settings import load_settings
         from tether.store.db import Database, migrate
 
@@ -344,13 +344,11 @@ def register(app: typer.Typer, cluster_app: typer.Typer, host_app: typer.Typer) 
             pool_resync_seconds=settings.controllers.pool_resync_seconds,
         )
         done = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        stop_on_signals(done)
         manager.start()
         typer.echo(f"controllers running for clusters imported under {settings.paths.data_dir}")
         try:
             done.wait()
-        except KeyboardInterrupt:
-            pass
         finally:
             manager.stop()
             db.dispose()
