@@ -36,6 +36,7 @@ def _phase_run(doc: Path, out: Path, report: Path) -> None:
     forked writer's own seconds come back through a file beside ``report``."""
     start = time.perf_counter()
     times: dict[str, float] = {}
+    child_file = report.with_suffix(".child")
 
     def timed(owner: Any, name: str, phase: str) -> None:
         original = getattr(owner, name)
@@ -45,10 +46,9 @@ def _phase_run(doc: Path, out: Path, report: Path) -> None:
             try:
                 return original(*args, **kwargs)
             finally:
-                if os.getpid() == parent:  # the forked writer reports through its exit
+                if os.getpid() == parent:
                     times[phase] = times.get(phase, 0.0) + time.perf_counter() - began
-                else:
-                    child_file = report.with_suffix(".child")
+                else:  # the forked writer: its seconds go to the file, read after it exits
                     child_file.write_text(str(time.perf_counter() - began))
 
         setattr(owner, name, wrapper)
@@ -75,8 +75,7 @@ def _phase_run(doc: Path, out: Path, report: Path) -> None:
             raise
     times["total"] = time.perf_counter() - start
     times["check"] -= times["read"]  # _load_checked reads, then checks
-    child = report.with_suffix(".child")
-    times["child"] = float(child.read_text()) if child.exists() else 0.0
+    times["child"] = float(child_file.read_text()) if child_file.exists() else 0.0
     report.write_text(json.dumps(times))
 
 
