@@ -206,19 +206,20 @@ def write_plan(result: Plan, out: Path, psks: Mapping[str, str]) -> tuple[list[s
     store = (PSK_STORE, jsontext.dumps_plain(dict(psks)) + "\n", 0o600)
     manifest = (MANIFEST, "".join(f"{rel}\n" for rel in written), 0o644)
     if not os.path.lexists(out):
-        pools = [r for r in recipes if r[0].startswith("pools/")]
+        pools: list[Recipe] = []
+        cluster: list[Recipe] = []
+        for recipe in recipes:
+            (pools if recipe[0].startswith("pools/") else cluster).append(recipe)
         if len(pools) < FORK_MIN_FILES:
             write_tree(out, [*_rendered(recipes, mode), store, manifest])
         else:
             # Both lists are rendered as they are written, at the same time: here the
             # cluster's files and the first fifth of the pools', the rest in the child.
             share = len(pools) // PARENT_SHARE
-            rest = [r for r in recipes if not r[0].startswith("pools/")] + pools[:share]
-            pools = pools[share:]
             write_tree(
                 out,
-                chain(_rendered(rest, mode), [store, manifest]),
-                beside=_rendered(pools, mode),
+                chain(_rendered(cluster + pools[:share], mode), [store, manifest]),
+                beside=_rendered(pools[share:], mode),
             )
         return written, []
     write_many(out, list(_rendered(recipes, mode)))  # a rendering error writes nothing
