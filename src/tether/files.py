@@ -481,7 +481,13 @@ def parse_yaml_or_json(text: str) -> Any:
         loader: type[Any] = yaml.CSafeLoader
     else:
         loader = yaml.SafeLoader
-    return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, chosen above
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, chosen above
+    except RecursionError:  # the pure-Python composer recurses once per level, in Python
+        raise yaml.YAMLError(
+            "exceeded maximum nesting depth: collections nested deeper than PyYAML's "
+            "pure-Python reader can follow (this PyYAML was built without libyaml)"
+        ) from None
 
 
 #: ``(tag, pattern)`` pairs of a YAML resolver, tried in order on a plain scalar.

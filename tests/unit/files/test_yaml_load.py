@@ -200,7 +200,7 @@ def test_without_libyaml_the_pure_python_loader_reads(monkeypatch: pytest.Monkey
     assert parse_yaml_or_json("a: [1, yes, x]\n") == {"a": [1, True, "x"]}
 
 
-@pytest.mark.parametrize(
+TOO_DEEP = pytest.mark.parametrize(
     "text",
     [
         "[" * 100_000 + "]" * 100_000,  # JSON too deep for Python's stack
@@ -213,10 +213,24 @@ def test_without_libyaml_the_pure_python_loader_reads(monkeypatch: pytest.Monkey
     ],
     ids=["json", "yaml", "anchor-first", "tag-first-unclosed", "second-document"],
 )
+
+
+@TOO_DEEP
 def test_a_document_nested_too_deep_is_a_parse_error_not_a_crash(text: str) -> None:
     """libyaml 0.2.5 (PyYAML 6.0's) has no depth limit and CSafeLoader recurses in C:
     such a document crashed the process. Newer libyaml refuses it itself; either way
     it is a YAML error naming the nesting depth."""
+    with pytest.raises(yaml.YAMLError, match=r"nesting depth|single document"):
+        parse_yaml_or_json(text)
+
+
+@TOO_DEEP
+def test_without_libyaml_too_deep_is_a_parse_error_too(
+    monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    """PyYAML's pure-Python composer recurses in Python: a RecursionError, not a YAML
+    error, escaped to the caller."""
+    monkeypatch.setattr(yaml, "__with_libyaml__", False)
     with pytest.raises(yaml.YAMLError, match=r"nesting depth|single document"):
         parse_yaml_or_json(text)
 
