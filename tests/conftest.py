@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -30,6 +31,18 @@ from tether.settings import Settings
 from tether.sim.envtest import BinariesNotFoundError, LocalControlPlane, find_binaries
 from tether.store.db import Database, migrate
 
+# Property tests are judged on what they find, not on how fast this machine is: a stall
+# of a loaded two-core CI machine made no example wrong (hypothesis's default deadline is
+# 200 ms an example, and its too_slow health check counts generation time).
+hypothesis.settings.register_profile(
+    "tether", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.load_profile("tether")
+
+#: Ports :func:`free_port` has handed out in this process: never twice, so the two ports
+#: a plane is given in a row cannot be the same one (1 pair in 22,768 was).
+_GIVEN: set[int] = set()
+
 
 def free_port() -> int:
     """A free loopback port below the kernel's ephemeral range, so no outgoing connection
@@ -39,11 +52,14 @@ def free_port() -> int:
     pick = random.SystemRandom()
     for _ in range(200):
         port = pick.randrange(10_000, low)
+        if port in _GIVEN:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _GIVEN.add(port)
             return port
     raise RuntimeError("no free loopback port below the ephemeral range")
 
