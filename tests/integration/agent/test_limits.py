@@ -191,6 +191,15 @@ def test_refused_tls_handshakes_are_logged_and_audited(plane: Plane, tmp_path: P
 # Caps --------------------------------------------------------------------------------------
 
 
+def caps_with_long_deadlines(settings: Settings) -> None:
+    """:func:`limits` with deadlines that no held connection reaches during the test: one
+    closed at the header deadline would free its slot for the connection over the cap."""
+    limits(settings)
+    settings.api.header_timeout_seconds = settings.agent.header_timeout_seconds = 30
+    settings.agent.handshake_timeout_seconds = 30
+
+
+@pytest.mark.parametrize("tune_plane", [caps_with_long_deadlines])
 def test_each_port_caps_its_open_connections(plane: Plane) -> None:
     api, agent = plane.server.ports["api"], plane.server.ports["agent"]
     settings = plane.settings

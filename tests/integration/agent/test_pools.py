@@ -251,14 +251,20 @@ def test_a_host_with_its_own_vpn_server_keeps_its_vpc_route_until_it_leaves(
     assert desired["document"]["routes"] == [{"destination": vpc, "via": "10.80.1.200"}]
     assert desired["appliedResult"]["routes"] == {f"{vpc} via 10.80.1.200": "present"}
 
+    def reported(reason: str) -> int:
+        """How often the host reported ``reason``: the agent changes the kernel's table
+        first, saves its state, then posts the event, so the test waits for it."""
+        events = host_events(fleet.plane, host)
+        return sum(e["count"] for e in events if e["reason"] == reason)
+
     route_netns.delete(vpc)
     fleet.plane.wait_for(routed, 10, "the VPC route restored by a heartbeat")
-    installed = [e for e in host_events(fleet.plane, host) if e["reason"] == "RouteInstalled"]
-    assert sum(e["count"] for e in installed) == 2  # the same event again counts up
+    # The same event again counts up (one row, count 2).
+    fleet.plane.wait_for(lambda: reported("RouteInstalled") == 2, 10, "RouteInstalled twice")
 
     fleet.call("DELETE", f"/api/v1/pools/{fleet.pool}/hosts/{host}", 202)
     fleet.plane.wait_for(lambda: vpc not in route_netns.routes(), 120, "the route removed")
-    assert "RouteRemoved" in [e["reason"] for e in host_events(fleet.plane, host)]
+    fleet.plane.wait_for(lambda: reported("RouteRemoved") > 0, 10, "RouteRemoved reported")
 
 
 def test_a_new_os_image_reimages_the_node_and_it_enrols_again(

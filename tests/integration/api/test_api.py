@@ -122,14 +122,17 @@ def test_event_stream_sends_new_events_for_the_chosen_object(
     client: TestClient, admin: dict[str, str]
 ) -> None:
     def make_sites() -> None:
-        time.sleep(0.5)
+        hub = client.app.state.event_hub  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 30
+        while not hub.streams and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the stream has subscribed: it sends from then on
         for name in ("other", "watched"):
             client.post("/api/v1/sites", json={"name": name}, headers=admin)
 
     threading.Thread(target=make_sites).start()
     received = []
     with client.stream(
-        "GET", "/api/v1/events/stream?kind=Site&name=watched&timeoutSeconds=3", headers=admin
+        "GET", "/api/v1/events/stream?kind=Site&name=watched&timeoutSeconds=30", headers=admin
     ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():

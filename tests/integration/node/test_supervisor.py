@@ -19,17 +19,20 @@ from tether.node.supervisor import SupervisorHost
 
 pytestmark = pytest.mark.integration
 
-#: A service that notifies systemd-style, starts a child in its process group, and
-#: writes both pids.
+#: A service that starts a child in its process group, writes both pids (whole, by a
+#: rename, before it is ready: the test reads them once it is), and notifies
+#: systemd-style.
 SERVICE = """
 import os, socket, subprocess, sys, time
 out = sys.argv[1]
 child = subprocess.Popen(["sleep", "600"])
 time.sleep(float(sys.argv[2]))
+with open(out + ".tmp", "w") as pids:
+    pids.write(f"{os.getpid()} {child.pid}")
+os.replace(out + ".tmp", out)
 if os.environ.get("NOTIFY_SOCKET"):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     s.sendto(b"STATUS=up\\nREADY=1", os.environ["NOTIFY_SOCKET"])
-open(out, "w").write(f"{os.getpid()} {child.pid}")
 time.sleep(600)
 """
 

@@ -359,7 +359,8 @@ from tether.files import write_tree
 
 def slow():
     yield "c/f", str(os.getpid()), 0o644
-    Path({str(ready)!r}).write_text(str(os.getpid()))
+    Path({str(ready)!r} + ".tmp").write_text(str(os.getpid()))
+    os.replace({str(ready)!r} + ".tmp", {str(ready)!r})  # whole when the parent sees it
     time.sleep(600)
     yield "c/g", "x", 0o644
 
