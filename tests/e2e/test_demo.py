@@ -62,7 +62,7 @@ def test_ctrl_c_stops_the_demo_cleanly(kube_binaries: None, tmp_path: Path) -> N
     try:
         url = wait_until_up(demo, env, log)
         token = (tmp_path / "data" / "demo-admin-token").read_text().strip()
-        api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"})
+        api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         deadline = time.monotonic() + 120
         while len(api.get("/api/v1/hosts").json()["items"]) < 6:  # agents long-poll now
             assert time.monotonic() < deadline, "the demo agents did not enrol"

@@ -340,7 +340,7 @@ def test_tags_static_file_and_script(tmp_path: Path) -> None:
     assert got == {"a": "b"} and "did not finish" in problems[0]
     bad = tmp_path / "bad.py"
     bad.write_text("print('[1, 2]')")
-    _, problems = tags.collect({}, None, [sys.executable, str(bad)], 5)
+    _, problems = tags.collect({}, None, [sys.executable, str(bad)], 60)  # a slow start
     assert "object" in problems[0]
 
 
