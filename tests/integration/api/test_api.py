@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 from fastapi.testclient import TestClient
 
 from tether.domain.resources import Role
 
+from ...conftest import wait_until
 from .conftest import make_token
 
 CLUSTER = {
@@ -123,9 +123,8 @@ def test_event_stream_sends_new_events_for_the_chosen_object(
 ) -> None:
     def make_sites() -> None:
         hub = client.app.state.event_hub  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 30
-        while not hub.streams and time.monotonic() < deadline:
-            time.sleep(0.01)  # until the stream has subscribed: it sends from then on
+        # Until the stream has subscribed: it sends what happens from then on.
+        wait_until(lambda: hub.streams, 30, "the stream subscribed", interval=0.01)
         for name in ("other", "watched"):
             client.post("/api/v1/sites", json={"name": name}, headers=admin)
 
